@@ -1,0 +1,136 @@
+"""edgemtl command line: check | train | evaluate | run | reference. User errors print one line each, no traceback."""
+import argparse
+import sys
+import time
+
+from .errors import EdgemtlError
+
+
+def _recipe_args(p):
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--data", help="manifest to use instead of the recipe's data.source")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set training.epochs=3 --set tasks.digit.weight=2")
+
+
+def _run_args(p):
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="edgemtl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="validate a recipe and its data, build the model, run one batch")
+    _recipe_args(p)
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("train", help="train the recipe's model into a run directory")
+    _recipe_args(p)
+    _run_args(p)
+    p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--single-task", action="store_true", help="also train one model per task, same encoders")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="score a trained model on every split")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("run", help="run the recipe's stages in order (the main job)")
+    _recipe_args(p)
+    _run_args(p)
+    p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("reference", help="print the recipe reference (every key, default, meaning) as Markdown")
+    p.set_defaults(func=cmd_reference)
+    return parser
+
+
+def _load(args):
+    from .recipe import load_recipe
+
+    return load_recipe(args.recipe, args.set, args.data)
+
+
+def cmd_check(args):
+    from .stages import stage_check
+
+    recipe = _load(args)
+    info = stage_check(recipe)
+    print(f"{args.recipe}: ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}")
+
+
+def cmd_train(args):
+    from .data.dataset import prepare
+    from .stages import init_run, stage_single_task, stage_train
+
+    recipe = _load(args)
+    run = init_run(recipe, args.out or f"runs/{recipe['name']}", args.resume, args.overwrite)
+    data = prepare(recipe, run.preprocess)
+    summary = stage_train(recipe, run, data, args.resume)
+    print(f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
+          f"{summary['best_epoch']} -> {run.model_file('teacher')}")
+    if args.single_task:
+        stage_single_task(recipe, run, data, args.resume)
+
+
+def cmd_evaluate(args):
+    from .data.dataset import prepare
+    from .evaluate import evaluate_model, format_scores
+    from .stages import open_run
+
+    run, recipe = open_run(args.run)
+    run.require_model(args.model)
+    data = prepare(recipe, run.preprocess)
+    scores = evaluate_model(run, recipe, data, args.model)
+    print(format_scores(scores, recipe["tasks"]))
+
+
+def cmd_run(args):
+    from . import stages
+    from .data.dataset import prepare
+
+    recipe = _load(args)
+    run = stages.init_run(recipe, args.out or f"runs/{recipe['name']}", args.resume, args.overwrite)
+    data = None
+    for stage in recipe["stages"]:
+        start = time.time()
+        print(f"== {stage} ==", file=sys.stderr, flush=True)
+        if stage == "check":
+            info = stages.stage_check(recipe)
+            print(f"recipe ok — rows {info['rows']}, {info['params']:,} parameters", file=sys.stderr)
+            continue
+        if data is None and stage in ("train", "single_task", "evaluate"):
+            data = prepare(recipe, run.preprocess)
+        if stage == "train":
+            stages.stage_train(recipe, run, data, args.resume)
+        elif stage == "single_task":
+            stages.stage_single_task(recipe, run, data, args.resume)
+        elif stage == "evaluate":
+            stages.stage_evaluate(recipe, run, data)
+        elif stage == "report":
+            print(stages.stage_report(recipe, run))
+        print(f"   {stage} done in {time.time() - start:.1f} s", file=sys.stderr)
+    print(f"run directory: {run.root}")
+
+
+def cmd_reference(args):
+    from .recipe.reference import reference_markdown
+
+    print(reference_markdown())
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+        return 0
+    except EdgemtlError as e:
+        for message in e.messages:
+            print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

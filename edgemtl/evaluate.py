@@ -1,0 +1,36 @@
+"""Score a trained model on every split, per task; results go into the model's metrics.json."""
+import json
+
+from .data.dataset import SPLITS
+from .metrics import score_all
+from .models.build import load_model
+from .rundir import RunDir, atomic_write_json
+
+
+def evaluate_model(run: RunDir, recipe: dict, data, name: str = "teacher") -> dict:
+    model = load_model(run.require_model(name))
+    tasks = [t for t in recipe["tasks"] if t["name"] in model.output_names]
+    scores = {}
+    for split in SPLITS:
+        if len(data[split]):
+            outputs = model.predict(data[split].x, batch_size=256, verbose=0)
+            scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
+    path = run.model_dir(name) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics["splits"] = scores
+    atomic_write_json(path, metrics)
+    return scores
+
+
+def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
+    lines = [f"| task | accuracy | macro-F1 | MAE | RMSE | rows |", "|---|---|---|---|---|---|"]
+    for t in tasks:
+        m = scores[split].get(t["name"])
+        if m:
+            lines.append(f"| {t['name']} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | {_f(m.get('mae'))} | "
+                         f"{_f(m.get('rmse'))} | {m['n']} |")
+    return "\n".join(lines)
+
+
+def _f(value) -> str:
+    return "" if value is None else f"{value:.4f}"

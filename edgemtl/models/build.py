@@ -1,0 +1,84 @@
+"""Recipe -> one functional tf_keras model with inputs named after features and outputs named after tasks."""
+import numpy as np
+
+from ..errors import EdgemtlError
+from ..tfk import keras
+from .encoders import REGISTRY, EncoderContext
+from .fusion import fuse, trunk
+from .heads import head
+from .layers import CUSTOM_OBJECTS
+
+INPUT_DTYPES = {"image": "uint8", "text": "int32", "audio": "float32", "numeric": "float32", "sequence": "float32"}
+
+
+def input_shape(inp: dict) -> tuple:
+    kind = inp["type"]
+    if kind == "image":
+        return (*inp["size"], inp["channels"])
+    if kind == "text":
+        return (inp["max_length"],)
+    if kind == "audio":
+        return (int(round(inp["sample_rate"] * inp["clip_seconds"])),)
+    if kind == "numeric":
+        return (len(inp["columns"]),)
+    return (inp["length"], inp["channels"])
+
+
+def numeric_stats(recipe: dict, train_x: dict) -> dict:
+    """Per-column mean and variance of numeric inputs on the training split (baked into the graph)."""
+    return {i["name"]: (train_x[i["name"]].mean(axis=0), train_x[i["name"]].var(axis=0) + 1e-8)
+            for i in recipe["inputs"] if i["type"] == "numeric"}
+
+
+def build_model(recipe: dict, labels: dict, tokenizers: dict, stats: dict, tasks=None, name="model"):
+    """Build the model for `tasks` (default: all recipe tasks)."""
+    tasks = tasks if tasks is not None else recipe["tasks"]
+    inputs, vectors = {}, []
+    for inp in recipe["inputs"]:
+        x = keras.Input(shape=input_shape(inp), dtype=INPUT_DTYPES[inp["type"]], name=inp["name"])
+        inputs[inp["name"]] = x
+        spec = inp["encoder"]
+        tok = tokenizers.get(inp["name"])
+        ctx = EncoderContext(inp, len(tok.vocab) if tok else 0, stats.get(inp["name"]))
+        v = REGISTRY[inp["type"]][spec["type"]](x, spec, inp["name"], ctx)
+        if spec["dropout"]:
+            v = keras.layers.Dropout(spec["dropout"], name=f"{inp['name']}_dropout")(v)
+        vectors.append(v)
+    shared = trunk(fuse(vectors, recipe["fusion"]), recipe["trunk"])
+    outputs = {t["name"]: head(shared, t, labels[t["name"]]) for t in tasks}
+    model = keras.Model(inputs=inputs, outputs=outputs, name=name)
+    _load_encoder_weights(model, recipe)
+    return model
+
+
+def _load_encoder_weights(model, recipe: dict):
+    """Transfer learning: copy same-named layers of each encoder from a local .keras model, freeze if asked."""
+    for inp in recipe["inputs"]:
+        spec, prefix = inp["encoder"], f"{inp['name']}_"
+        layers = [layer for layer in model.layers if layer.name.startswith(prefix) and layer.weights]
+        if spec["weights"]:
+            source = load_model(spec["weights"])
+            by_name = {layer.name: layer for layer in source.layers}
+            copied = 0
+            for layer in layers:
+                src = by_name.get(layer.name)
+                if src is not None and [w.shape for w in src.weights] == [w.shape for w in layer.weights]:
+                    layer.set_weights(src.get_weights())
+                    copied += 1
+            if copied == 0:
+                raise EdgemtlError(f"inputs.{inp['name']}.encoder.weights: '{spec['weights']}' has no layer named "
+                                   f"'{prefix}...' with matching shapes; use a model built with the same encoder")
+        if not spec["trainable"]:
+            for layer in layers:
+                layer.trainable = False
+
+
+def load_model(path):
+    try:
+        return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except (OSError, ValueError) as e:
+        raise EdgemtlError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:200]})") from None
+
+
+def count_params(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights))

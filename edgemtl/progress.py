@@ -1,0 +1,33 @@
+"""A dependency-free progress bar for long loops (decoding, exporting, benchmarking)."""
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, stream=None, min_interval: float = 0.2):
+        self.total, self.desc, self.min_interval = max(total, 1), desc, min_interval
+        self.stream = stream or sys.stderr
+        self.done, self.start, self.last = 0, time.monotonic(), 0.0
+        self.live = self.stream.isatty()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.live and (now - self.last >= self.min_interval or self.done >= self.total):
+            self.last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        frac = min(self.done / self.total, 1.0)
+        bar = "#" * int(frac * 30)
+        self.stream.write(f"\r{self.desc} [{bar:<30}] {self.done}/{self.total} {now - self.start:5.1f}s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        now = time.monotonic()
+        if self.live:
+            self._draw(now)
+            self.stream.write("\n")
+        elif now - self.start >= 1.0:  # logs (not a terminal): one line, and only for work worth reporting
+            self.stream.write(f"{self.desc}: {self.done}/{self.total} in {now - self.start:.1f}s\n")
+        self.stream.flush()

@@ -1,0 +1,1 @@
+from .load import load_recipe, recipe_hash  # noqa: F401

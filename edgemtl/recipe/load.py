@@ -1,0 +1,137 @@
+"""Load a recipe: YAML -> overrides -> schema validation -> cross-key checks. Every problem reported at once."""
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from ..errors import EdgemtlError
+from .schema import RECIPE, STAGES
+from .spec import did_you_mean, validate
+
+CLASS_METRICS = ("accuracy", "macro_f1")
+REGRESSION_METRICS = ("mae", "rmse")
+
+
+def load_recipe(path, overrides=(), data=None) -> dict:
+    """Return the resolved recipe (defaults filled, data.source absolute). Raise EdgemtlError listing all problems.
+
+    overrides: 'dotted.path=value' strings (values parsed as YAML); data: a manifest path replacing data.source.
+    """
+    path = Path(path)
+    label = path.name
+    if not path.exists():
+        raise EdgemtlError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise EdgemtlError(f"{label}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise EdgemtlError(f"{label}: a recipe is a mapping of keys (name, data, inputs, tasks, ...)")
+    raw = apply_overrides(raw, overrides, label)
+    errors: list[str] = []
+    recipe = validate(RECIPE, raw, "", errors)
+    if not errors:
+        errors += _cross_checks(recipe)
+    if errors:
+        raise EdgemtlError(*[f"{label}: {e}" for e in errors])
+    base = path.parent
+    source = Path(data) if data else base / recipe["data"]["source"]
+    if not source.exists():
+        where = "--data" if data else "data.source"
+        raise EdgemtlError(f"{label}: {where}: file '{source}' not found")
+    recipe["data"]["source"] = str(source.resolve())
+    for inp in recipe["inputs"]:
+        weights = inp["encoder"].get("weights")
+        if weights:
+            wpath = (base / weights).resolve()
+            if not wpath.exists():
+                raise EdgemtlError(f"{label}: inputs.{inp['name']}.encoder.weights: file '{wpath}' not found")
+            inp["encoder"]["weights"] = str(wpath)
+    for task in recipe["tasks"]:
+        task["column"] = task["column"] or task["name"]
+    return recipe
+
+
+def recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def apply_overrides(raw: dict, overrides, label: str) -> dict:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise EdgemtlError(f"--set {item}: expected key.path=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        _set_path(raw, key.strip(), parsed, label)
+    return raw
+
+
+def _set_path(node, dotted: str, value, label: str):
+    parts = dotted.replace("[", ".").replace("]", "").split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part, dotted)
+            if last:
+                node[idx] = value
+            node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise EdgemtlError(f"--set {dotted}: '{part}' is inside a value, not a mapping")
+
+
+def _list_index(items: list, part: str, dotted: str) -> int:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    names = [x.get("name") for x in items if isinstance(x, dict)]
+    if part in names:
+        return names.index(part)
+    raise EdgemtlError(f"--set {dotted}: no item '{part}'{did_you_mean(part, names)}")
+
+
+def _cross_checks(recipe: dict) -> list[str]:
+    errors = []
+    names = {}
+    for section in ("inputs", "tasks"):
+        for i, item in enumerate(recipe[section]):
+            if item["name"] in names:
+                errors.append(f"{section}[{i}].name: '{item['name']}' is already used by {names[item['name']]}")
+            names[item["name"]] = f"{section}[{i}]"
+    for i, stage in enumerate(recipe["stages"]):
+        if stage not in STAGES:
+            errors.append(f"stages[{i}]: {stage!r} is not one of {', '.join(STAGES)}{did_you_mean(stage, STAGES)}")
+    split = recipe["data"]["split"]
+    ratios = split["ratios"]
+    if len(ratios) != 3 or any(not isinstance(r, (int, float)) or r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        errors.append(f"data.split.ratios: must be three non-negative fractions summing to 1, got {ratios}")
+    monitor = recipe["training"]["early_stopping"]["monitor"]
+    allowed = monitor_names(recipe)
+    if monitor not in allowed:
+        errors.append(f"training.early_stopping.monitor: {monitor!r} is not a metric of this recipe"
+                      f"{did_you_mean(monitor, allowed)}")
+    if all(t["auxiliary"] for t in recipe["tasks"]):
+        errors.append("tasks: every task is auxiliary; at least one must be exported")
+    for i, inp in enumerate(recipe["inputs"]):
+        if inp["type"] == "audio" and inp["frame_length"] & (inp["frame_length"] - 1):
+            errors.append(f"inputs[{i}].frame_length: must be a power of two, got {inp['frame_length']}")
+    return errors
+
+
+def monitor_names(recipe: dict) -> list[str]:
+    names = ["val_loss", "val_mean_score"]
+    for t in recipe["tasks"]:
+        metrics = REGRESSION_METRICS if t["type"] == "regression" else CLASS_METRICS
+        names += [f"val_{t['name']}_{m}" for m in metrics] + [f"val_{t['name']}_loss"]
+    return names

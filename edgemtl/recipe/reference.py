@@ -1,0 +1,46 @@
+"""The recipe reference as Markdown, generated from the schema so the README cannot drift from the code."""
+import json
+
+from .schema import RECIPE
+from .spec import REQUIRED, Field, ListOf, Section, Variant
+
+
+def reference_markdown() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    _walk(RECIPE, "", rows)
+    return "\n".join(rows)
+
+
+def _walk(node, path: str, rows: list, when: str = ""):
+    if isinstance(node, Field):
+        rows.append(f"| `{path}` | {_default(node)} | {when}{_meaning(node)} |")
+    elif isinstance(node, Section):
+        if path and node.doc:
+            rows.append(f"| `{path}` | | {when}{node.doc} |")
+        for key, child in node.fields.items():
+            _walk(child, f"{path}.{key}" if path else key, rows, when)
+    elif isinstance(node, ListOf):
+        rows.append(f"| `{path}` | {_list_default(node)} | {when}{node.doc} (a list) |")
+        _walk(node.item, f"{path}[]", rows, when)
+    elif isinstance(node, Variant):
+        rows.append(f"| `{path}.type` | {node.default_type or 'required'} | {when}{node.doc.replace('|', '\\|')} |")
+        for key, child in node.common.items():
+            _walk(child, f"{path}.{key}", rows, when)
+        for kind, fields in node.by_type.items():
+            for key, child in fields.items():
+                _walk(child, f"{path}.{key}", rows, f"{when}*type {kind}:* ")
+
+
+def _default(node: Field) -> str:
+    return "required" if node.default is REQUIRED else f"`{json.dumps(node.default)}`"
+
+
+def _list_default(node: ListOf) -> str:
+    return "required" if node.default is REQUIRED else f"`{json.dumps(node.default)}`"
+
+
+def _meaning(node: Field) -> str:
+    text = node.doc
+    if node.choices:
+        text += ("; " if text else "") + "one of " + ", ".join(f"`{c}`" for c in node.choices)
+    return text.replace("|", "\\|")

@@ -1,0 +1,82 @@
+"""The stages of `edgemtl run` (and of the single commands): each reads and writes only the run directory."""
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import EdgemtlError
+from .recipe import load_recipe, recipe_hash
+from .rundir import RunDir, atomic_write_json, atomic_write_text, environment_info
+
+
+def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -> RunDir:
+    """Create (or reopen) a run directory holding the resolved recipe and env.json."""
+    run = RunDir(out)
+    digest = recipe_hash(recipe)
+    if run.recipe.exists() and not overwrite:
+        old = _hash_of(run.recipe)
+        if old != digest and not resume:
+            raise EdgemtlError(f"{run.root} was made from a different recipe (hash {old}, now {digest}): "
+                               f"use another --out, or --overwrite to replace it")
+        if old != digest:
+            raise EdgemtlError(f"{run.root}: cannot --resume, the recipe changed (hash {old}, now {digest}); "
+                               f"use --overwrite to start again")
+    elif overwrite and run.root.exists():
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.recipe, f"# recipe_hash: {digest}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    atomic_write_json(run.env, environment_info(recipe["seed"]))
+    return run
+
+
+def _hash_of(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    return first.split(":", 1)[1].strip() if first.startswith("# recipe_hash:") else "?"
+
+
+def open_run(path) -> tuple[RunDir, dict]:
+    run = RunDir(path)
+    return run, load_recipe(run.require_recipe())
+
+
+def stage_check(recipe: dict, label: str = "recipe") -> dict:
+    """Data-level checks on top of the schema, then build the model and run one batch forward."""
+    from .data.dataset import prepare
+    from .models.build import build_model, count_params, numeric_stats
+
+    data = prepare(recipe, rows_per_split=8)
+    model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
+    outputs = model({k: v[:4] for k, v in data["train"].x.items()}, training=False)
+    shapes = {k: list(v.shape) for k, v in outputs.items()}
+    return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes}
+
+
+def stage_train(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> dict:
+    from .train.fit import train_model
+
+    return train_model(recipe, data, run, "teacher", resume=resume, overwrite=overwrite)
+
+
+def stage_single_task(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> list:
+    """One model per exported task, same encoders: measures what multitask learning buys."""
+    from .train.fit import train_model
+
+    out = []
+    for task in [t for t in recipe["tasks"] if not t["auxiliary"]]:
+        print(f"single-task model: {task['name']}", file=sys.stderr)
+        out.append(train_model(recipe, data, run, f"single-{task['name']}", tasks=[task], resume=resume,
+                               overwrite=overwrite))
+    return out
+
+
+def stage_evaluate(recipe: dict, run: RunDir, data) -> dict:
+    from .evaluate import evaluate_model
+
+    return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
+
+
+def stage_report(recipe: dict, run: RunDir) -> str:
+    from .report import write_report
+
+    return write_report(run, recipe)

@@ -1,0 +1,108 @@
+"""Callbacks of a training run: validation scores per task, loss-combination updates, NaN guard, best model."""
+import json
+import math
+import sys
+
+import numpy as np
+
+from ..metrics import higher_is_better, score_all
+from ..rundir import atomic_save
+from ..tfk import keras
+
+
+class ValidationScores(keras.callbacks.Callback):
+    """Adds val_<task>_<metric> and val_mean_score to the epoch logs (runs first, so later callbacks see them)."""
+
+    def __init__(self, net, split, tasks, labels, batch_size):
+        super().__init__()
+        self.net, self.split, self.tasks, self.labels, self.batch_size = net, split, tasks, labels, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = self.net.predict(self.split.x, batch_size=max(self.batch_size, 256), verbose=0)
+        scores = score_all(self.tasks, self.labels, self.split.y, outputs)
+        for task, metrics in scores.items():
+            if task == "mean_score":
+                logs["val_mean_score"] = metrics
+                continue
+            for name, value in metrics.items():
+                if name not in ("score", "n"):
+                    logs[f"val_{task}_{name}"] = value
+
+
+class CombinationUpdate(keras.callbacks.Callback):
+    """Feeds each epoch's mean training loss per task to the loss combination (DWA) and logs the task weights."""
+
+    def __init__(self, combination):
+        super().__init__()
+        self.combination = combination
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.combination.end_epoch({n: float(logs[f"{n}_loss"]) for n in self.combination.task_names})
+        for n, w in self.combination.task_weights().items():
+            logs[f"weight_{n}"] = w
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite task loss and remembers which task it was."""
+
+    def __init__(self, task_names):
+        super().__init__()
+        self.task_names = task_names
+        self.problem = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        for n in self.task_names:
+            value = float(logs.get(f"{n}_loss", 0.0))
+            if not math.isfinite(value):
+                self.problem = (n, batch, value)
+                self.model.stop_training = True
+                return
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the net whenever the monitor improves (atomically), stops early, and appends history.jsonl.
+
+    On --resume it re-reads history.jsonl, so the best value and patience continue where they were.
+    """
+
+    def __init__(self, net, monitor, patience, model_dir, epochs):
+        super().__init__()
+        self.net, self.monitor, self.patience, self.model_dir, self.epochs = net, monitor, patience, model_dir, epochs
+        self.sign = 1.0 if higher_is_better(monitor) else -1.0
+        self.history_path = model_dir / "history.jsonl"
+        self.best, self.best_epoch, self.wait = -np.inf, None, 0
+        for row in self.read_history(model_dir):
+            self._judge(row["epoch"], row.get(monitor))
+
+    @staticmethod
+    def read_history(model_dir) -> list:
+        path = model_dir / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+    def _judge(self, epoch, value) -> bool:
+        if value is not None and math.isfinite(value) and self.sign * value > self.best:
+            self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        improved = self._judge(epoch + 1, logs.get(self.monitor))
+        if improved:
+            atomic_save(self.model_dir / "model.keras", self.net.save)
+        with open(self.history_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(epoch_line(row, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
+        if self.patience is not None and self.wait > self.patience:
+            print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
+            self.model.stop_training = True
+
+
+def epoch_line(row: dict, monitor: str, epochs: int, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row.get('loss', float('nan')):.4f}"]
+    for key, value in row.items():
+        if key.startswith("val_") and key.endswith(("_accuracy", "_mae")):
+            parts.append(f"{key[4:]} {value:.4f}")
+    parts.append(f"{monitor} {row.get(monitor, float('nan')):.4f}{' *best' if improved else ''}")
+    return "  ".join(parts)

@@ -1,0 +1,109 @@
+"""One training run of one model into RUN/models/NAME: model.keras (best), saved_model/, history, metrics.json."""
+import shutil
+import sys
+import time
+
+from ..data.pipeline import make_dataset, steps_per_epoch
+from ..errors import EdgemtlError
+from ..metrics import higher_is_better
+from ..models.build import build_model, count_params, load_model, numeric_stats
+from ..rundir import RunDir, atomic_save, atomic_write_json
+from ..tfk import keras
+from .callbacks import BestModel, CombinationUpdate, NanGuard, ValidationScores
+from .trainer import MultitaskTrainer, make_optimizer, make_strategy
+from .weighting import make_combination
+
+
+def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
+                overwrite: bool = False) -> dict:
+    """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks."""
+    tasks = tasks if tasks is not None else recipe["tasks"]
+    model_dir = run.model_dir(name)
+    _claim(model_dir, resume, overwrite)
+    if resume and (model_dir / "saved_model").exists() and not (model_dir / "backup").exists():
+        print(f"{model_dir}: already trained; nothing to resume", file=sys.stderr)
+        return _read_json(model_dir / "metrics.json")
+    if not (model_dir / "backup").exists():
+        (model_dir / "history.jsonl").unlink(missing_ok=True)  # no checkpoint to continue from: start clean
+    training = recipe["training"]
+    keras.utils.set_random_seed(recipe["seed"])
+    strategy = make_strategy(training["distribute"])
+    batch = training["batch_size"]
+    steps = steps_per_epoch(len(data["train"]), batch)
+    with strategy.scope():
+        net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x), tasks, name)
+        combination = make_combination(training["loss_combination"], tasks)
+        trainer = MultitaskTrainer(net, tasks, data.labels, combination)
+        trainer.compile(optimizer=make_optimizer(training, steps))
+        trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs
+    monitor = _monitor(training["early_stopping"]["monitor"], tasks)
+    nan_guard = NanGuard([t["name"] for t in tasks])
+    callbacks = [
+        ValidationScores(net, data["val"], tasks, data.labels, batch),
+        CombinationUpdate(combination),
+        nan_guard,
+        keras.callbacks.BackupAndRestore(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
+        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"]),
+        keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
+    ]
+    start = time.time()
+    train_ds = make_dataset(data["train"], recipe, True, batch)
+    val_ds = make_dataset(data["val"], recipe, False, batch)
+    trainer.fit(train_ds, validation_data=val_ds, epochs=training["epochs"], callbacks=callbacks,
+                verbose=1 if sys.stdout.isatty() else 0)
+    elapsed = time.time() - start
+    if nan_guard.problem:
+        task, batch_no, value = nan_guard.problem
+        raise EdgemtlError(f"training stopped: task '{task}' loss became {value} at batch {batch_no}; the best model "
+                           f"so far is kept in {model_dir}; lower training.learning_rate or check '{task}' labels")
+    if not (model_dir / "model.keras").exists():
+        raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
+    return _finish(model_dir, name, tasks, combination, elapsed, monitor)
+
+
+def _finish(model_dir, name, tasks, combination, elapsed, monitor) -> dict:
+    best = load_model(model_dir / "model.keras")
+    atomic_save(model_dir / "saved_model", lambda p: best.save(p, save_format="tf"))
+    history = BestModel.read_history(model_dir)
+    previous = _read_json(model_dir / "metrics.json")
+    sign = 1 if higher_is_better(monitor) else -1
+    best_row = max(history, key=lambda r: sign * r.get(monitor, float("-inf")))
+    summary = {
+        "model": name,
+        "tasks": [t["name"] for t in tasks],
+        "params": count_params(best),
+        "train_seconds": round(previous.get("train_seconds", 0.0) + elapsed, 2),
+        "epochs_run": len(history),
+        "best_epoch": best_row["epoch"],
+        "monitor": monitor,
+        "loss_weights": combination.task_weights(),
+        "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
+    }
+    atomic_write_json(model_dir / "metrics.json", {**previous, **summary})
+    return summary
+
+
+def _claim(model_dir, resume: bool, overwrite: bool):
+    if model_dir.exists() and any(model_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(model_dir)
+        elif not resume:
+            raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start "
+                               f"again")
+    elif resume:
+        print(f"nothing to resume in {model_dir}; starting", file=sys.stderr)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _monitor(monitor: str, tasks: list) -> str:
+    """A per-task monitor of a task this model does not have (single-task models) falls back to val_mean_score."""
+    names = [t["name"] for t in tasks]
+    if monitor in ("val_loss", "val_mean_score") or any(monitor.startswith(f"val_{n}_") for n in names):
+        return monitor
+    return "val_mean_score"
+
+
+def _read_json(path) -> dict:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests use real data: the embedded av_digits demo, and ../shared/data where it is present."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")  # CI runs on 2 cores; one op thread keeps runs steady
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "demo" / "av_digits"
+AV_RECIPE = REPO / "recipes" / "av_digits.yaml"
+FASHION_RECIPE = REPO / "recipes" / "fashion.yaml"
+SHARED = REPO.parent / "shared" / "data"
+
+# Small, fast versions of the real recipes (same data, small encoders, few epochs).
+TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.image.encoder.filters=[8,16]",
+           "trunk.units=[32]", "training.checkpoint_every=5"]
+
+needs_shared = pytest.mark.skipif(not (SHARED / "fashion" / "products.csv").exists(),
+                                  reason="../shared/data is not beside the repository")
+
+
+@pytest.fixture(scope="session")
+def av_recipe():
+    from edgemtl.recipe import load_recipe
+
+    return load_recipe(AV_RECIPE, TINY_AV)
+
+
+@pytest.fixture(scope="session")
+def av_data(av_recipe):
+    from edgemtl.data.dataset import prepare
+
+    return prepare(av_recipe)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """`edgemtl run` of the demo recipe with every stage, including single-task models: one run for many tests."""
+    from edgemtl.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "av"
+    stages = "stages=[check,train,single_task,evaluate,report]"
+    args = ["run", str(AV_RECIPE), "--out", str(out)] + [a for s in TINY_AV + [stages] for a in ("--set", s)]
+    assert main(args) == 0
+    return out
+
+
+def write_recipe(tmp_path, text: str, name="recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
