@@ -18,6 +18,14 @@ SHARED = REPO.parent / "shared" / "data"
 TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.image.encoder.filters=[8,16]",
            "trunk.units=[32]", "training.checkpoint_every=5"]
 
+# The session run: every stage of the main job, single-task models included.
+TINY_RUN = TINY_AV + ["stages=[check,train,single_task,evaluate,report]"]
+
+
+def set_args(overrides) -> list:
+    return [a for s in overrides for a in ("--set", s)]
+
+
 needs_shared = pytest.mark.skipif(not (SHARED / "fashion" / "products.csv").exists(),
                                   reason="../shared/data is not beside the repository")
 
@@ -42,9 +50,7 @@ def tiny_run(tmp_path_factory):
     from edgemtl.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "av"
-    stages = "stages=[check,train,single_task,evaluate,report]"
-    args = ["run", str(AV_RECIPE), "--out", str(out)] + [a for s in TINY_AV + [stages] for a in ("--set", s)]
-    assert main(args) == 0
+    assert main(["run", str(AV_RECIPE), "--out", str(out)] + set_args(TINY_RUN)) == 0
     return out
 
 

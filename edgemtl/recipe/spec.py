@@ -92,6 +92,7 @@ def validate(node, value, path: str, errors: list):
 
 
 def _validate_field(node: Field, value, path, errors):
+    value = _yaml_float(value, node.kind)
     if not _is_kind(value, node.kind):
         errors.append(f"{path}: expected {_type_name(node.kind)}, got {value!r}")
         return value
@@ -103,6 +104,17 @@ def _validate_field(node: Field, value, path, errors):
         if problem:
             errors.append(f"{path}: {problem}")
     return float(value) if node.kind is float and isinstance(value, int) else value
+
+
+def _yaml_float(value, kind):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; accept it where a number is expected."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and str not in kinds and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _validate_mapping(fields: dict, value, path, errors):

@@ -88,6 +88,8 @@ class BestModel(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        if not math.isfinite(row.get("loss", 0.0)):  # weights of a diverged epoch are never "best"
+            return
         improved = self._judge(epoch + 1, logs.get(self.monitor))
         if improved:
             atomic_save(self.model_dir / "model.keras", self.net.save)

@@ -54,8 +54,10 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     elapsed = time.time() - start
     if nan_guard.problem:
         task, batch_no, value = nan_guard.problem
-        raise EdgemtlError(f"training stopped: task '{task}' loss became {value} at batch {batch_no}; the best model "
-                           f"so far is kept in {model_dir}; lower training.learning_rate or check '{task}' labels")
+        kept = (f"the best model so far is kept in {model_dir}" if (model_dir / "model.keras").exists()
+                else "no epoch had finished cleanly, so no model was saved")
+        raise EdgemtlError(f"training stopped: task '{task}' loss became {value} at batch {batch_no}; {kept}; "
+                           f"lower training.learning_rate or check the '{task}' labels")
     if not (model_dir / "model.keras").exists():
         raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
     return _finish(model_dir, name, tasks, combination, elapsed, monitor)
@@ -80,6 +82,7 @@ def _finish(model_dir, name, tasks, combination, elapsed, monitor) -> dict:
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
     }
     atomic_write_json(model_dir / "metrics.json", {**previous, **summary})
+    shutil.rmtree(model_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
     return summary
 
 

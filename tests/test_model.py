@@ -1,0 +1,153 @@
+"""Models: every encoder and fusion builds and runs on real data, inputs/outputs are named, the graph is exportable."""
+import numpy as np
+import pytest
+
+from conftest import AV_RECIPE, DEMO, REPO, TINY_AV
+from edgemtl import preprocess
+from edgemtl.data.dataset import prepare
+from edgemtl.models.build import build_model, load_model, numeric_stats
+from edgemtl.models.layers import LogMelSpectrogram, mel_matrix
+from edgemtl.recipe import load_recipe
+from edgemtl.tfk import keras, tf
+from edgemtl.train.losses import task_loss
+
+FASHION_MINI = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
+
+
+def fashion_recipe(tmp_path, text_encoder="conv1d", image_encoder="cnn", fusion="concat", extra_tasks=""):
+    path = tmp_path / "f.yaml"
+    path.write_text(f"""
+name: f
+data: {{source: {FASHION_MINI}, split: {{ratios: [0.6, 0.2, 0.2]}}}}
+inputs:
+  - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: {image_encoder}, filters: [8, 16]}}}}
+  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: {text_encoder}, embedding_dim: 16}}}}
+  - {{name: year_in, type: numeric, columns: [year]}}
+fusion: {{type: {fusion}, units: 16}}
+trunk: {{units: [16]}}
+tasks:
+  - {{name: gender, type: multiclass}}
+  - {{name: usage, type: multiclass}}
+  - {{name: year, type: regression}}
+{extra_tasks}""")
+    return load_recipe(path)
+
+
+def build_on(recipe):
+    data = prepare(recipe)
+    model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
+    return model, data
+
+
+def assert_runs(model, data):
+    x = {k: v[:5] for k, v in data["train"].x.items()}
+    out = model(x, training=False)
+    assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
+    return out
+
+
+@pytest.mark.parametrize("text_encoder", ["conv1d", "lstm", "gru", "transformer"])
+def test_text_encoders_on_real_titles(tmp_path, text_encoder):
+    model, data = build_on(fashion_recipe(tmp_path, text_encoder=text_encoder))
+    out = assert_runs(model, data)
+    assert out["gender"].shape == (5, len(data.labels["gender"]["classes"]))
+    np.testing.assert_allclose(out["gender"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
+    if text_encoder in ("lstm", "gru"):
+        rnn = next(layer for layer in model.layers if isinstance(layer, keras.layers.RNN))
+        assert rnn.unroll  # fused TFLite RNNs break dynamic batch and int8 (STACK_NOTES)
+
+
+@pytest.mark.parametrize("image_encoder", ["cnn", "mobilenet", "resnet"])
+def test_image_encoders_on_real_photos(tmp_path, image_encoder):
+    model, data = build_on(fashion_recipe(tmp_path, image_encoder=image_encoder))
+    assert_runs(model, data)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "average", "weighted", "gated", "attention"])
+def test_fusions_train_one_step(tmp_path, fusion):
+    from edgemtl.train.trainer import MultitaskTrainer
+    from edgemtl.train.weighting import WeightedSum
+
+    recipe = fashion_recipe(tmp_path, fusion=fusion)
+    model, data = build_on(recipe)
+    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, WeightedSum(recipe["tasks"]))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    logs = trainer.train_on_batch({k: v[:16] for k, v in data["train"].x.items()},
+                                  {k: v[:16] for k, v in data["train"].y.items()}, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
+
+
+def test_inputs_and_outputs_are_named_and_typed_as_on_a_device(tmp_path):
+    model, data = build_on(fashion_recipe(tmp_path))
+    assert {i.name: i.dtype.name for i in model.inputs} == {"image": "uint8", "title": "int32", "year_in": "float32"}
+    assert sorted(model.output_names) == ["gender", "usage", "year"]
+    out = assert_runs(model, data)
+    # Regression heads answer in label units (years), not standardised ones.
+    assert abs(float(np.mean(out["year"])) - data.labels["year"]["mean"]) < 10 * data.labels["year"]["std"]
+
+
+def test_log_mel_front_end_matches_numpy_reference():
+    wav = DEMO / "recordings" / "3_theo_10.wav"
+    samples = preprocess.load_audio(wav, 8000, 8000)
+    layer = LogMelSpectrogram(8000, 256, 128, 40)
+    got = layer(samples[None])[0, ..., 0].numpy()
+    frames = np.stack([samples[i:i + 256] for i in range(0, 8000 - 256 + 1, 128)])
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(256) / 256)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    expected = np.log(power @ mel_matrix(40, 256, 8000) + 1e-6)
+    assert got.shape == expected.shape == (61, 40)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_missing_labels_are_masked_in_the_loss():
+    fn = task_loss({"type": "multiclass", "label_smoothing": 0.0}, {"classes": ["a", "b", "c"]})
+    probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    with_missing = fn(tf.constant([0, -1, 2]), probs)
+    only_labelled = fn(tf.constant([0, 2]), tf.gather(probs, [0, 2]))
+    np.testing.assert_allclose(with_missing.numpy(), only_labelled.numpy(), rtol=1e-6)
+    assert float(fn(tf.constant([-1, -1, -1]), probs)) == 0.0
+    reg = task_loss({"type": "regression", "loss": "mae"}, {"std": 2.0})
+    assert float(reg(tf.constant([1.0, np.nan]), tf.constant([[3.0], [100.0]]))) == pytest.approx(1.0)
+
+
+def test_saved_model_roundtrip_and_transfer_learning(tmp_path):
+    recipe = load_recipe(AV_RECIPE, TINY_AV)
+    data = prepare(recipe)
+    model = build_model(recipe, data.labels, data.tokenizers, {})
+    model.save(tmp_path / "m.keras")
+    reloaded = load_model(tmp_path / "m.keras")
+    x = {k: v[:3] for k, v in data["test"].x.items()}
+    np.testing.assert_allclose(model(x)["digit"].numpy(), reloaded(x)["digit"].numpy(), atol=1e-6)
+    frozen = load_recipe(AV_RECIPE, TINY_AV + [f"inputs.audio.encoder.weights={tmp_path / 'm.keras'}",
+                                               "inputs.audio.encoder.trainable=false"])
+    student = build_model(frozen, data.labels, data.tokenizers, {})
+    conv = student.get_layer("audio_block0_conv")
+    np.testing.assert_array_equal(conv.get_weights()[0], model.get_layer("audio_block0_conv").get_weights()[0])
+    assert not conv.trainable and student.get_layer("image_block0_conv").trainable
+
+
+@pytest.mark.parametrize("encoder", ["conv1d", "gru"])
+def test_sequence_input_from_npz_of_real_signals(tmp_path, encoder):
+    """Row-sequential handwritten digits: each image is a 28-step window of 28 channels (a real signal)."""
+    import csv
+
+    rows = list(csv.DictReader(open(DEMO / "pairs.csv")))[:120]
+    windows = np.stack([preprocess.load_image(DEMO / r["image"], (28, 28), 1)[..., 0] / 255.0 for r in rows])
+    np.savez(tmp_path / "rows.npz", window=windows.astype(np.float32),
+             digit=np.array([int(r["digit"]) for r in rows]))
+    path = tmp_path / "seq.yaml"
+    path.write_text(f"""
+name: seq
+data: {{source: {tmp_path / 'rows.npz'}, split: {{ratios: [0.7, 0.15, 0.15]}}}}
+inputs:
+  - {{name: window, type: sequence, column: window, length: 28, channels: 28, encoder: {{type: {encoder}}}}}
+tasks:
+  - {{name: digit, type: multiclass}}
+""")
+    recipe = load_recipe(path)
+    model, data = build_on(recipe)
+    assert model.inputs[0].shape.as_list() == [None, 28, 28] and len(data["train"]) == 84
+    assert_runs(model, data)
