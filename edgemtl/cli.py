@@ -40,6 +40,7 @@ def build_parser():
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("reference", help="print the recipe reference (every key, default, meaning) as Markdown")
+    p.add_argument("--update", metavar="FILE", help="rewrite the reference block of FILE (the README) instead")
     p.set_defaults(func=cmd_reference)
     return parser
 
@@ -113,9 +114,12 @@ def cmd_run(args):
 
 
 def cmd_reference(args):
-    from .recipe.reference import reference_markdown
+    from .recipe.reference import reference_markdown, update_block
 
-    print(reference_markdown())
+    if args.update:
+        update_block(args.update)
+    else:
+        print(reference_markdown())
 
 
 def main(argv=None) -> int:

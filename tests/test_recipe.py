@@ -111,3 +111,12 @@ def test_check_cli_builds_and_runs_one_batch(capsys):
     out = capsys.readouterr().out
     assert "ok — rows {'train': 648, 'val': 72, 'test': 300}" in out
     assert "'digit': [4, 10], 'speaker': [4, 6]" in out
+
+
+def test_readme_recipe_reference_matches_the_schema():
+    from conftest import REPO
+    from edgemtl.recipe.reference import END, START, reference_markdown
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert block == reference_markdown(), "run: edgemtl reference --update README.md"

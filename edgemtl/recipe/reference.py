@@ -11,6 +11,19 @@ def reference_markdown() -> str:
     return "\n".join(rows)
 
 
+START, END = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
+
+
+def update_block(path) -> None:
+    """Replace what stands between the START and END markers of a Markdown file with the current reference."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    Path(path).write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}")
+
+
 def _walk(node, path: str, rows: list, when: str = ""):
     if isinstance(node, Field):
         rows.append(f"| `{path}` | {_default(node)} | {when}{_meaning(node)} |")
@@ -23,7 +36,7 @@ def _walk(node, path: str, rows: list, when: str = ""):
         rows.append(f"| `{path}` | {_list_default(node)} | {when}{node.doc} (a list) |")
         _walk(node.item, f"{path}[]", rows, when)
     elif isinstance(node, Variant):
-        rows.append(f"| `{path}.type` | {node.default_type or 'required'} | {when}{node.doc.replace('|', '\\|')} |")
+        rows.append(f"| `{path}.type` | {node.default_type or 'required'} | {when}{_escape(node.doc)} |")
         for key, child in node.common.items():
             _walk(child, f"{path}.{key}", rows, when)
         for kind, fields in node.by_type.items():
@@ -43,4 +56,8 @@ def _meaning(node: Field) -> str:
     text = node.doc
     if node.choices:
         text += ("; " if text else "") + "one of " + ", ".join(f"`{c}`" for c in node.choices)
+    return _escape(text)
+
+
+def _escape(text: str) -> str:
     return text.replace("|", "\\|")

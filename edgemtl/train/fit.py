@@ -60,10 +60,10 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
                            f"lower training.learning_rate or check the '{task}' labels")
     if not (model_dir / "model.keras").exists():
         raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
-    return _finish(model_dir, name, tasks, combination, elapsed, monitor)
+    return _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy)
 
 
-def _finish(model_dir, name, tasks, combination, elapsed, monitor) -> dict:
+def _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy) -> dict:
     best = load_model(model_dir / "model.keras")
     atomic_save(model_dir / "saved_model", lambda p: best.save(p, save_format="tf"))
     history = BestModel.read_history(model_dir)
@@ -79,6 +79,7 @@ def _finish(model_dir, name, tasks, combination, elapsed, monitor) -> dict:
         "best_epoch": best_row["epoch"],
         "monitor": monitor,
         "loss_weights": combination.task_weights(),
+        "distribute": {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync},
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
     }
     atomic_write_json(model_dir / "metrics.json", {**previous, **summary})
