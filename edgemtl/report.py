@@ -1,6 +1,7 @@
-"""RUN/report.md: per-task test metrics of the teacher, and of single-task models side by side when trained."""
+"""RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
 import json
 
+from .metrics import CLASS_METRICS, REGRESSION_METRICS
 from .rundir import RunDir, atomic_write_text
 
 
@@ -13,31 +14,29 @@ def write_report(run: RunDir, recipe: dict) -> str:
     teacher = _metrics(run, "teacher")
     tasks = [t for t in recipe["tasks"] if not t["auxiliary"]]
     singles = {t["name"]: _metrics(run, f"single-{t['name']}") for t in tasks}
-    lines = [f"# {recipe['name']}: results", "",
-             f"Test split, {teacher.get('splits', {}).get('test', {}).get(tasks[0]['name'], {}).get('n', '?')} rows. "
-             f"Multitask teacher: {teacher.get('params', '?'):,} parameters, "
-             f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')}.", ""]
     has_single = any(singles.values())
-    header = "| task | metric | multitask |" + (" single-task | single-task params | single-task train s |"
-                                                 if has_single else "")
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0]["name"], {}).get("n", "?")
+    lines = [f"# {recipe['name']}: results", "",
+             f"Test split, {n_test} rows. Multitask model: {teacher.get('params', 0):,} parameters, "
+             f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')} "
+             f"of {teacher.get('epochs_run', '?')}.", ""]
+    header = ["task", "metric", "multitask"] + (["single-task", "single-task params", "single-task train s"]
+                                                 if has_single else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in tasks:
-        metric = "mae" if t["type"] == "regression" else "accuracy"
-        row = f"| {t['name']} | {metric} | {_get(teacher, t['name'], metric)} |"
-        if has_single:
-            s = singles[t["name"]]
-            row += f" {_get(s, t['name'], metric)} | {s.get('params', ''):,} | {s.get('train_seconds', 0):.0f} |" \
-                if s else " | | |"
-        lines.append(row)
-        if metric == "accuracy":
-            row = f"| {t['name']} | macro_f1 | {_get(teacher, t['name'], 'macro_f1')} |"
+        s = singles[t["name"]]
+        for i, metric in enumerate(t["metrics"] or (REGRESSION_METRICS if t["type"] == "regression"
+                                                    else CLASS_METRICS)):
+            row = [t["name"], metric, _get(teacher, t["name"], metric)]
             if has_single:
-                row += f" {_get(singles[t['name']], t['name'], 'macro_f1')} | | |"
-            lines.append(row)
+                first = i == 0 and s
+                row += [_get(s, t["name"], metric), f"{s['params']:,}" if first else "",
+                        f"{s['train_seconds']:.0f}" if first else ""]
+            lines.append("| " + " | ".join(row) + " |")
     if has_single:
-        total_params = sum(s.get("params", 0) for s in singles.values())
-        total_time = sum(s.get("train_seconds", 0) for s in singles.values())
-        lines += ["", f"Single-task models together: {total_params:,} parameters, {total_time:.0f} s training "
+        params = sum(s.get("params", 0) for s in singles.values())
+        seconds = sum(s.get("train_seconds", 0) for s in singles.values())
+        lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)

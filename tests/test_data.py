@@ -108,3 +108,18 @@ def test_audio_resampling_and_length():
     np.testing.assert_allclose(up[:2 * n:2][:n - 1], samples[:n - 1], atol=1e-6)
     with pytest.raises(preprocess.BadInput, match="needs its sample rate"):
         preprocess.load_audio(samples, 8000, 8000)
+
+
+def test_jsonl_manifest_reads_like_csv(tmp_path, av_data):
+    import csv
+    import json
+
+    rows = list(csv.DictReader(open(DEMO / "pairs.csv")))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({**r, "digit": int(r["digit"])}) + "\n" for r in rows))
+    for sub in ("images", "recordings"):
+        (tmp_path / sub).symlink_to(DEMO / sub)
+    from conftest import TINY_AV
+
+    data = prepare(load_recipe(AV_RECIPE, TINY_AV, data=tmp_path / "pairs.jsonl"))
+    np.testing.assert_array_equal(data["test"].y["digit"], av_data["test"].y["digit"])
+    np.testing.assert_array_equal(data["train"].x["image"], av_data["train"].x["image"])

@@ -78,6 +78,15 @@ def test_cross_key_checks(tmp_path):
     ]
 
 
+def test_task_metrics_are_checked_and_defaulted(tmp_path):
+    text = BASE.replace("{name: digit, type: multiclass}", "{name: digit, type: multiclass, metrics: [acuracy]}")
+    assert errors_of(tmp_path, text) == [
+        "fashion.yaml: tasks[0].metrics[0]: 'acuracy' is not a multiclass metric (one of accuracy, macro_f1) "
+        "(did you mean 'accuracy'?)"]
+    recipe = load_recipe(write_recipe(tmp_path, BASE))
+    assert recipe["tasks"][0]["metrics"] == ["accuracy", "macro_f1"]
+
+
 def test_missing_data_file_and_bad_yaml(tmp_path):
     assert errors_of(tmp_path, BASE.replace(str(DEMO / "pairs.csv"), "nowhere.csv")) == [
         f"fashion.yaml: data.source: file '{tmp_path / 'nowhere.csv'}' not found"]

@@ -7,11 +7,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import EdgemtlError
+from ..metrics import CLASS_METRICS, REGRESSION_METRICS
 from .schema import RECIPE, STAGES
 from .spec import did_you_mean, validate
-
-CLASS_METRICS = ("accuracy", "macro_f1")
-REGRESSION_METRICS = ("mae", "rmse")
 
 
 def load_recipe(path, overrides=(), data=None) -> dict:
@@ -53,6 +51,7 @@ def load_recipe(path, overrides=(), data=None) -> dict:
             inp["encoder"]["weights"] = str(wpath)
     for task in recipe["tasks"]:
         task["column"] = task["column"] or task["name"]
+        task["metrics"] = task["metrics"] or list(task_metric_names(task))
     return recipe
 
 
@@ -121,6 +120,12 @@ def _cross_checks(recipe: dict) -> list[str]:
     if monitor not in allowed:
         errors.append(f"training.early_stopping.monitor: {monitor!r} is not a metric of this recipe"
                       f"{did_you_mean(monitor, allowed)}")
+    for i, t in enumerate(recipe["tasks"]):
+        allowed = task_metric_names(t)
+        for j, m in enumerate(t["metrics"]):
+            if m not in allowed:
+                errors.append(f"tasks[{i}].metrics[{j}]: {m!r} is not a {t['type']} metric (one of "
+                              f"{', '.join(allowed)}){did_you_mean(m, allowed)}")
     if all(t["auxiliary"] for t in recipe["tasks"]):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe["inputs"]):
@@ -129,9 +134,12 @@ def _cross_checks(recipe: dict) -> list[str]:
     return errors
 
 
+def task_metric_names(task: dict) -> tuple:
+    return REGRESSION_METRICS if task["type"] == "regression" else CLASS_METRICS
+
+
 def monitor_names(recipe: dict) -> list[str]:
     names = ["val_loss", "val_mean_score"]
     for t in recipe["tasks"]:
-        metrics = REGRESSION_METRICS if t["type"] == "regression" else CLASS_METRICS
-        names += [f"val_{t['name']}_{m}" for m in metrics] + [f"val_{t['name']}_loss"]
+        names += [f"val_{t['name']}_{m}" for m in task_metric_names(t)] + [f"val_{t['name']}_loss"]
     return names

@@ -141,8 +141,8 @@ TASK = Section({
                   choices=("auto", "crossentropy", "mse", "mae", "huber")),
     "label_smoothing": Field(float, 0.0, "for multiclass crossentropy", check=_fraction),
     "weight": Field(float, 1.0, "weight of this task's loss in the combination", check=lambda v: _positive(v)),
-    "metrics": Field(list, [], "extra metrics to report; accuracy/macro_f1 (classes) and mae/rmse (regression) "
-                     "are always reported"),
+    "metrics": Field(list, [], "metrics shown in report.md, the first also in each epoch's log line; default "
+                     "[accuracy, macro_f1] for classes, [mae, rmse] for regression (metrics.json always has all)"),
     "separator": Field(str, "|", "multilabel: separator between labels in one cell"),
     "threshold": Field(float, 0.5, "binary/multilabel decision threshold", check=_fraction),
     "auxiliary": Field(bool, False, "trains but is not exported"),

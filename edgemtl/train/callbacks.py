@@ -65,9 +65,10 @@ class BestModel(keras.callbacks.Callback):
     On --resume it re-reads history.jsonl, so the best value and patience continue where they were.
     """
 
-    def __init__(self, net, monitor, patience, model_dir, epochs):
+    def __init__(self, net, monitor, patience, model_dir, epochs, tasks):
         super().__init__()
         self.net, self.monitor, self.patience, self.model_dir, self.epochs = net, monitor, patience, model_dir, epochs
+        self.shown = [f"val_{t['name']}_{t['metrics'][0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / "history.jsonl"
         self.best, self.best_epoch, self.wait = -np.inf, None, 0
@@ -95,16 +96,14 @@ class BestModel(keras.callbacks.Callback):
             atomic_save(self.model_dir / "model.keras", self.net.save)
         with open(self.history_path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        print(epoch_line(row, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
+        print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
         if self.patience is not None and self.wait > self.patience:
             print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
             self.model.stop_training = True
 
 
-def epoch_line(row: dict, monitor: str, epochs: int, improved: bool) -> str:
+def epoch_line(row: dict, shown: list, monitor: str, epochs: int, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row.get('loss', float('nan')):.4f}"]
-    for key, value in row.items():
-        if key.startswith("val_") and key.endswith(("_accuracy", "_mae")):
-            parts.append(f"{key[4:]} {value:.4f}")
+    parts += [f"{key[4:]} {row[key]:.4f}" for key in shown if key in row]
     parts.append(f"{monitor} {row.get(monitor, float('nan')):.4f}{' *best' if improved else ''}")
     return "  ".join(parts)

@@ -43,7 +43,7 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
         CombinationUpdate(combination),
         nan_guard,
         keras.callbacks.BackupAndRestore(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
-        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"]),
+        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"], tasks),
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
     ]
     start = time.time()
