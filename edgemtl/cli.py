@@ -34,6 +34,13 @@ def build_parser():
     p.add_argument("run", help="run directory")
     p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--model", help="model in RUN/models (default: the recipe's export.model, teacher)")
+    p.add_argument("--format", help="comma-separated: tflite,onnx,c (default: the recipe's export.formats)")
+    p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
+    p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="run the recipe's stages in order (the main job)")
     _recipe_args(p)
     _run_args(p)
@@ -85,6 +92,20 @@ def cmd_evaluate(args):
     print(format_scores(scores, recipe["tasks"]))
 
 
+def cmd_export(args):
+    from .data.dataset import prepare
+    from .stages import open_run, stage_export
+
+    run, recipe = open_run(args.run)
+    cfg = recipe["export"]
+    model = args.model or cfg["model"]
+    run.require_model(model)
+    formats = args.format.split(",") if args.format else cfg["formats"]
+    precisions = args.precision.split(",") if args.precision else cfg["precisions"]
+    samples = args.calibration_samples or cfg["calibration_samples"]
+    print(stage_export(recipe, run, prepare(recipe, run.preprocess), model, formats, precisions, samples))
+
+
 def cmd_run(args):
     from . import stages
     from .data.dataset import prepare
@@ -99,7 +120,7 @@ def cmd_run(args):
             info = stages.stage_check(recipe)
             print(f"recipe ok — rows {info['rows']}, {info['params']:,} parameters", file=sys.stderr)
             continue
-        if data is None and stage in ("train", "single_task", "evaluate"):
+        if data is None and stage in ("train", "single_task", "evaluate", "export"):
             data = prepare(recipe, run.preprocess)
         if stage == "train":
             stages.stage_train(recipe, run, data, args.resume)
@@ -107,6 +128,10 @@ def cmd_run(args):
             stages.stage_single_task(recipe, run, data, args.resume)
         elif stage == "evaluate":
             stages.stage_evaluate(recipe, run, data)
+        elif stage == "export":
+            cfg = recipe["export"]
+            print(stages.stage_export(recipe, run, data, cfg["model"], cfg["formats"], cfg["precisions"],
+                                      cfg["calibration_samples"]))
         elif stage == "report":
             print(stages.stage_report(recipe, run))
         print(f"   {stage} done in {time.time() - start:.1f} s", file=sys.stderr)

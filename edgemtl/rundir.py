@@ -48,6 +48,11 @@ class RunDir:
             raise EdgemtlError(f"{self.root}: no model '{name}' (models/{name}/model.keras missing; have: {have})")
         return path
 
+    def recipe_hash(self) -> str:
+        """The hash written on the first line of recipe.yaml when the run was made."""
+        first = self.recipe.read_text().splitlines()[0] if self.recipe.exists() else ""
+        return first.split(":", 1)[1].strip() if first.startswith("# recipe_hash:") else "?"
+
     def require_recipe(self) -> Path:
         if not self.recipe.exists():
             raise EdgemtlError(f"{self.root}: not a run directory (no recipe.yaml); train one with 'edgemtl train'")

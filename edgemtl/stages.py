@@ -15,7 +15,7 @@ def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -
     run = RunDir(out)
     digest = recipe_hash(recipe)
     if run.recipe.exists() and not overwrite:
-        old = _hash_of(run.recipe)
+        old = run.recipe_hash()
         if old != digest and not resume:
             raise EdgemtlError(f"{run.root} was made from a different recipe (hash {old}, now {digest}): "
                                f"use another --out, or --overwrite to replace it")
@@ -28,11 +28,6 @@ def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -
     atomic_write_text(run.recipe, f"# recipe_hash: {digest}\n" + yaml.safe_dump(recipe, sort_keys=False))
     atomic_write_json(run.env, environment_info(recipe["seed"]))
     return run
-
-
-def _hash_of(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
-    return first.split(":", 1)[1].strip() if first.startswith("# recipe_hash:") else "?"
 
 
 def open_run(path) -> tuple[RunDir, dict]:
@@ -74,6 +69,13 @@ def stage_evaluate(recipe: dict, run: RunDir, data) -> dict:
     from .evaluate import evaluate_model
 
     return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
+
+
+def stage_export(recipe: dict, run: RunDir, data, model: str, formats, precisions, calibration_samples) -> str:
+    from .export.run import export_model, format_table
+
+    rows = export_model(run, recipe, data, model, formats, precisions, calibration_samples)
+    return format_table(rows, recipe["tasks"])
 
 
 def stage_report(recipe: dict, run: RunDir) -> str:

@@ -5,7 +5,7 @@ from .spec import REQUIRED, Field, ListOf, Section, Variant
 
 MODALITIES = ("image", "text", "audio", "numeric", "sequence")
 TASK_TYPES = ("multiclass", "binary", "multilabel", "regression")
-STAGES = ("check", "train", "single_task", "evaluate", "report")
+STAGES = ("check", "train", "single_task", "evaluate", "export", "report")
 
 
 def _positive(v):
@@ -211,10 +211,24 @@ TRAINING = Section({
     "checkpoint_every": Field(int, 50, "steps between resumable checkpoints (for --resume)", check=_positive),
 })
 
+EXPORT = Section({
+    "model": Field(str, "teacher", "which model of the run the export stage exports"),
+    "formats": Field(list, ["tflite", "onnx", "c"], "tflite, onnx, c (the int8 TFLite model as a C array)"),
+    "precisions": Field(list, ["fp32", "fp16", "dynamic", "int8", "int8io"],
+                        "fp32, fp16, dynamic (int8 weights), int8 (full integer, float I/O), int8io (TFLite, int8 I/O)"),
+    "calibration_samples": Field(int, 200, "training rows for int8 calibration, covering every class first",
+                                 check=_positive),
+    "tolerance": Field(dict, {}, "per task: largest accepted drop of the test metric (accuracy, or 1 - MAE/std) of "
+                       "a reduced-precision artifact, as a fraction, e.g. {season: 0.01}", example={"season": 0.01}),
+    "default_tolerance": Field(float, 0.01, "tolerance of tasks not listed in tolerance (0.01 = 1 point)"),
+    "float_fallback": Field(bool, True, "retry an artifact over tolerance with parts kept in float"),
+    "opset": Field(int, 17, "ONNX opset", check=_positive),
+}, "what `edgemtl export` and the export stage produce")
+
 RECIPE = Section({
     "name": Field(str, REQUIRED, "run name", check=_name, example="av_digits"),
     "seed": Field(int, 0),
-    "stages": Field(list, ["check", "train", "evaluate", "report"], f"stages of 'edgemtl run', in order; "
+    "stages": Field(list, ["check", "train", "evaluate", "export", "report"], f"stages of 'edgemtl run', in order; "
                     f"from {', '.join(STAGES)}"),
     "data": DATA,
     "inputs": ListOf(Variant(INPUT_COMMON, INPUTS, doc="one per feature; type: " + " | ".join(MODALITIES)),
@@ -223,4 +237,5 @@ RECIPE = Section({
     "trunk": TRUNK,
     "tasks": ListOf(TASK, "model outputs, one head each", min_items=1),
     "training": TRAINING,
+    "export": EXPORT,
 })

@@ -1,0 +1,1 @@
+"""Export: TFLite / ONNX / C artifacts, each verified by the parity gate and packed as a bundle."""

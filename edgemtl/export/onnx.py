@@ -1,0 +1,77 @@
+"""ONNX export: tf2onnx fp32 with a named signature, fp16, ONNX Runtime dynamic int8 and static QDQ int8."""
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .signature import input_specs
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+
+
+def to_onnx(model, opset: int, metadata: dict):
+    import onnx
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=list(input_specs(model).values()), opset=opset)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def to_fp16(proto, keep_float=()):
+    """Casts stay in float32 (the uint8 -> float input scaling otherwise makes a model ORT refuses)."""
+    from onnxconverter_common import float16
+
+    block = [n.name for n in proto.graph.node if any(p in n.name for p in keep_float)]
+    return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
+                                            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
+
+
+def quantize_dynamic(src: Path, dst: Path, keep_float=()):
+    """uint8 weights, MatMul/Gemm only: int8 weights lost accuracy on AVX2 CPUs and ConvInteger is slow (STACK_NOTES)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_dynamic
+
+    ort_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_exclude=_nodes(src, keep_float))
+
+
+def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
+    """QDQ, per-channel int8, after ORT's pre-processing (run in a temporary directory: it writes files there)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static as ort_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), auto_merge=True)
+            ort_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                       weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                       nodes_to_exclude=_nodes(pre, keep_float))
+        finally:
+            os.chdir(cwd)
+
+
+def _nodes(path: Path, prefixes) -> list:
+    if not prefixes:
+        return []
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [n.name for n in graph.node if any(p in n.name for p in prefixes)]
+
+
+def onnx_samples(samples: list) -> list:
+    return [{k: np.asarray(v) for k, v in s.items()} for s in samples]

@@ -1,0 +1,24 @@
+"""The exported graph: exported tasks only (auxiliary heads dropped), named inputs, a None batch dimension."""
+from ..tfk import keras, tf
+
+
+def exported_model(model, recipe: dict):
+    """A model over the same layers with only the non-auxiliary task outputs."""
+    keep = [t["name"] for t in recipe["tasks"] if not t["auxiliary"] and t["name"] in model.output_names]
+    outputs = {name: model.get_layer(name).output for name in keep}
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def input_specs(model) -> dict:
+    return {i.name: tf.TensorSpec([None, *i.shape[1:]], i.dtype, name=i.name) for i in model.inputs}
+
+
+def serving_function(model):
+    """A concrete function whose signature names inputs after features and outputs after tasks."""
+    specs = input_specs(model)
+
+    @tf.function(input_signature=[specs])
+    def serve(inputs):
+        return model(inputs, training=False)
+
+    return serve.get_concrete_function()

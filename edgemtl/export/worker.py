@@ -1,0 +1,29 @@
+"""Child process for conversions that can crash (full-int8 calibration): python -m edgemtl.export.worker JOB.json.
+
+A segfault here becomes an error message in the parent instead of killing the export.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    from ..models.build import load_model
+    from ..recipe import load_recipe
+    from .signature import exported_model
+    from .tflite import convert
+
+    model = exported_model(load_model(job["model"]), load_recipe(job["recipe"]))
+    with np.load(job["samples"]) as z:
+        arrays = {k: z[k] for k in z.files}
+    n = len(next(iter(arrays.values())))
+    samples = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
+    content = convert(model, job["precision"], samples, job["keep_float"])
+    Path(job["out"]).write_bytes(content)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
