@@ -85,7 +85,11 @@ def atomic_save(path, save_fn) -> None:
     tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    save_fn(tmp)
+    try:
+        save_fn(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
     if path.is_dir():
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -67,7 +67,7 @@ class Exporter:
 
     # --- conversion -----------------------------------------------------------------------------------------
     def convert(self, fmt: str, precision: str, keep_float=()) -> Path:
-        key = (fmt, precision, tuple(keep_float))
+        key = ("tflite" if fmt == "c" else fmt, precision, tuple(keep_float))  # c wraps the int8 TFLite model
         if key in self.cache:
             return self.cache[key]
         name = f"{fmt}-{precision}-{len(self.cache)}"

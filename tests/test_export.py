@@ -1,0 +1,232 @@
+"""Export: every format and precision as a bundle, the parity gate, float fallback, and bad-input messages."""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from edgemtl.cli import main
+from edgemtl.errors import EdgemtlError
+from edgemtl.runtime.backends import open_runner
+
+BUNDLES = ["teacher-tflite-fp32", "teacher-tflite-fp16", "teacher-tflite-dynamic", "teacher-tflite-int8",
+           "teacher-tflite-int8io", "teacher-onnx-fp32", "teacher-onnx-fp16", "teacher-onnx-dynamic",
+           "teacher-onnx-int8", "teacher-c-int8"]
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run):
+    return tiny_run / "exports"
+
+
+def test_every_format_and_precision_is_a_bundle(exported):
+    assert sorted(p.name for p in exported.iterdir() if p.is_dir()) == sorted(BUNDLES)
+    for name in BUNDLES:
+        manifest = json.loads((exported / name / "manifest.json").read_text())
+        assert manifest["schema_version"] == 1 and manifest["precision"] == name.split("-")[-1]
+        assert (exported / name / manifest["file"]).stat().st_size > 1000
+        assert [(i["name"], i["dtype"]) for i in manifest["inputs"]] == [("audio", "float32"), ("image", "uint8")]
+        assert manifest["inputs"][0]["preprocess"] == {"sample_rate": 8000, "clip_samples": 8000}
+        assert [o["task"] for o in manifest["outputs"]] == ["digit", "speaker"]
+        assert manifest["outputs"][1]["labels"][0] == "george" and manifest["outputs"][0]["decode"] == "argmax"
+        parity = json.loads((exported / name / "parity.json").read_text())
+        assert parity["deployable"], (name, parity["reason"])
+        assert parity["rows"] == 300 and set(parity["tasks"]) == {"digit", "speaker"}
+
+
+def test_float_artifacts_match_keras_within_1e4(exported):
+    for name in ("teacher-tflite-fp32", "teacher-onnx-fp32"):
+        parity = json.loads((exported / name / "parity.json").read_text())
+        assert all(t["max_abs_diff"] <= 1e-4 and t["agreement"] == 1.0 for t in parity["tasks"].values())
+
+
+def test_bundles_run_in_litert_and_onnxruntime(exported, av_data):
+    x = {k: v[:3] for k, v in av_data["test"].x.items()}
+    reference = json.loads((exported / "teacher-tflite-fp32" / "parity.json").read_text())
+    for name in BUNDLES[:-1]:
+        manifest = json.loads((exported / name / "manifest.json").read_text())
+        out = open_runner(exported / name / manifest["file"]).run(x)
+        assert out["digit"].shape == (3, 10) and out["speaker"].shape == (3, 6), name
+        assert np.allclose(out["digit"].sum(axis=1), 1.0, atol=0.05), name
+    io = json.loads((exported / "teacher-tflite-int8io" / "manifest.json").read_text())["quantization"]["io"]
+    assert io["digit"]["dtype"] == "int8" and io["digit"]["scale"] > 0 and reference["deployable"]
+
+
+def test_c_array_holds_the_int8_model(exported):
+    folder = exported / "teacher-c-int8"
+    model = (folder / "model.tflite").read_bytes()
+    source = (folder / "model_data.cc").read_text()
+    values = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", source))
+    assert values == model and f"model_data_len = {len(model)};" in source
+    assert "alignas(16)" in source and "extern const unsigned char model_data[];" in (folder / "model_data.h").read_text()
+
+
+def test_parity_gate_rejects_a_broken_artifact(tiny_run, av_data, tmp_path):
+    from edgemtl.export import parity, tflite
+    from edgemtl.export.signature import exported_model
+    from edgemtl.models.build import load_model
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    model = exported_model(load_model(run.model_file("teacher")), recipe)
+    test = av_data["test"]
+    reference = model.predict(test.x, verbose=0)
+    head = model.get_layer("digit")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel[:, ::-1], bias[::-1]])  # a deliberately broken digit head
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(tflite.convert(model, "fp32"))
+    verdict = parity.check(broken, "fp32", test.x, test.y, reference, recipe["tasks"], av_data.labels, {})
+    assert not verdict["deployable"] and verdict["reason"].startswith("digit: max difference ")
+    assert "speaker" not in verdict["reason"] and verdict["tasks"]["speaker"]["max_abs_diff"] <= 1e-4
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes((tiny_run / "exports/teacher-onnx-fp32/model.onnx").read_bytes()[:5000])
+    verdict = parity.check(truncated, "fp32", test.x, test.y, reference, recipe["tasks"], av_data.labels, {})
+    assert not verdict["deployable"] and "ONNX Runtime cannot load this model" in verdict["reason"]
+
+
+def test_keep_float_leaves_the_audio_front_end_in_float(tiny_run, av_data, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemtl.export import tflite
+    from edgemtl.export.signature import exported_model
+    from edgemtl.models.build import load_model
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    model = exported_model(load_model(run.model_file("teacher")), recipe)
+    samples = [{k: v[i:i + 1] for k, v in av_data["train"].x.items()} for i in range(20)]
+    content = tflite.convert(model, "int8", samples, keep_float=("audio_logmel",))
+    tensors = Interpreter(model_content=content).get_tensor_details()
+    logmel = [t for t in tensors if "audio_logmel" in t["name"] and "Log" in t["name"]]
+    conv = [t for t in tensors if "image_block1_conv" in t["name"]]
+    assert logmel and all(t["dtype"] == np.float32 for t in logmel)
+    assert any(t["dtype"] == np.int8 for t in conv)
+
+
+def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
+    from edgemtl.export import run as export_run
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
+    real_gate = exporter.gate
+
+    def strict_gate(path, precision):  # fails unless the audio front-end stayed in float
+        verdict = real_gate(path, precision)
+        kept = [k for k, p in exporter.cache.items() if p == path][0][2]
+        if "audio_logmel" not in kept:
+            verdict.update(deployable=False, reason="digit: forced failure")
+        return verdict
+
+    monkeypatch.setattr(exporter, "gate", strict_gate)
+    row = exporter.export_one("tflite", "int8")
+    assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
+    manifest = json.loads((tiny_run / "exports/teacher-tflite-int8/manifest.json").read_text())
+    assert manifest["quantization"]["kept_in_float"] == ["audio_logmel"]
+    assert manifest["quantization"]["calibration_rows"] >= 16  # every digit and speaker class, then random rows
+
+
+def test_export_bad_inputs_are_one_line_each(tiny_run, tmp_path, capsys):
+    assert main(["export", str(tiny_run), "--format", "tflit,onnx", "--precision", "int4"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --format: unknown format 'tflit' (one of tflite, onnx, c) (did you mean 'tflite'?)\n"
+        "error: --precision: unknown precision 'int4' (one of fp32, fp16, dynamic, int8, int8io) "
+        "(did you mean 'int8'?)\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(tiny_run / "recipe.yaml", empty / "recipe.yaml")
+    assert main(["export", str(empty)]) == 2
+    assert capsys.readouterr().err == (f"error: {empty}: no model 'teacher' (models/teacher/model.keras missing; "
+                                       f"have: none)\n")
+
+
+def test_calibration_split_too_small(av_data):
+    from edgemtl.data.dataset import Split
+    from edgemtl.export.run import calibration_rows
+
+    tiny = Split({k: v[:5] for k, v in av_data["train"].x.items()}, {k: v[:5] for k, v in av_data["train"].y.items()},
+                 av_data["train"].rows[:5])
+    with pytest.raises(EdgemtlError) as e:
+        calibration_rows(tiny, [], 100, 0)
+    assert e.value.messages == ["calibration split too small: the training split has 5 rows, full-int8 "
+                                "calibration needs at least 10"]
+    rows = calibration_rows(av_data["train"], [{"name": "digit", "type": "multiclass"}], 12, 0)
+    assert len(rows) == 12 and set(av_data["train"].y["digit"][rows]) == set(range(10))
+
+
+def test_a_layer_the_format_cannot_carry_is_named():
+    from edgemtl.export import tflite
+    from edgemtl.export.run import conversion_error
+    from edgemtl.tfk import keras, tf
+
+    class Svd(keras.layers.Layer):
+        def call(self, x):
+            return tf.linalg.svd(tf.reshape(x, [-1, 4, 4]), compute_uv=False)
+
+    x = keras.Input((16,), name="x")
+    model = keras.Model({"x": x}, {"y": keras.layers.Dense(2, name="y")(Svd(name="spectral_norm")(x))})
+    with pytest.raises(Exception) as e:
+        tflite.convert(model, "fp32")
+    assert conversion_error(e.value, "tflite", "teacher", model) == (
+        "teacher: cannot convert to tflite: layer 'spectral_norm' uses op tf.Svd, which tflite builtin ops cannot carry")
+
+
+def test_interrupted_bundle_write_keeps_the_previous_bundle(tmp_path, monkeypatch):
+    from edgemtl.export import bundle
+
+    folder = tmp_path / "exports" / "teacher-tflite-fp32"
+    bundle.write_bundle(folder, {"model.tflite": b"old"}, {"inputs": []}, {}, tmp_path)
+    real = json.dumps
+
+    def crash(obj, **kw):
+        if "inputs" in obj:
+            raise KeyboardInterrupt  # interrupted half way through the folder
+        return real(obj, **kw)
+
+    monkeypatch.setattr(bundle.json, "dumps", crash)
+    with pytest.raises(KeyboardInterrupt):
+        bundle.write_bundle(folder, {"model.tflite": b"new"}, {"inputs": []}, {}, tmp_path)
+    assert (folder / "model.tflite").read_bytes() == b"old"
+    assert [p.name for p in folder.parent.iterdir()] == ["teacher-tflite-fp32"]
+
+
+def test_recurrent_text_encoder_keeps_its_accuracy_in_int8(tmp_path):
+    """The case that breaks naively (fused LSTM + int8): unrolled, it exports with the float model's answers."""
+    from edgemtl.data.dataset import prepare
+    from edgemtl.export import parity, tflite
+    from edgemtl.export.signature import exported_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+    from edgemtl.train.fit import train_model
+
+    path = tmp_path / "lstm.yaml"
+    path.write_text(f"""
+name: lstm
+data: {{source: {REPO / 'tests/data/fashion_mini/products.csv'}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
+inputs:
+  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: lstm, units: 32, embedding_dim: 32}}}}
+trunk: {{units: [32], dropout: 0.0}}
+tasks:
+  - {{name: gender, type: multiclass}}
+training: {{epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping: {{patience: null}}}}
+""")
+    recipe = load_recipe(path)
+    data = prepare(recipe)
+    run = RunDir(tmp_path / "run")
+    train_model(recipe, data, run)
+    from edgemtl.models.build import load_model
+
+    model = exported_model(load_model(run.model_file("teacher")), recipe)
+    test = data["test"]
+    reference = model.predict(test.x, verbose=0)
+    samples = [{k: v[i:i + 1] for k, v in data["train"].x.items()} for i in range(len(data["train"]))]
+    artifact = tmp_path / "lstm-int8.tflite"
+    artifact.write_bytes(tflite.convert(model, "int8", samples))
+    verdict = parity.check(artifact, "int8", test.x, test.y, reference, recipe["tasks"], data.labels,
+                           {"gender": 0.03})
+    gender = verdict["tasks"]["gender"]
+    assert gender["keras"] >= 0.8, "the float model did not learn; the check would mean nothing"
+    assert verdict["deployable"] and gender["agreement"] >= 0.95, verdict
