@@ -7,7 +7,6 @@ the recipe uses. Train rows = the recipe's train + val rows (the baseline needs 
 """
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from edgemtl.data.dataset import load_table
 from edgemtl.data.manifest import is_missing, split_rows
 from edgemtl.recipe import load_recipe
+from edgemtl.rundir import environment_info
 
 
 def pixels16(table, rows) -> np.ndarray:
@@ -62,7 +62,7 @@ def main():
         results[task]["best"] = max(results[task].values())
         print(task, {k: round(v, 4) for k, v in results[task].items()}, flush=True)
     out = {"split": {"train_rows": len(train), "test_rows": len(test), "recipe": args.recipe},
-           "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+           "machine": environment_info(recipe["seed"]),
            "seconds": round(time.time() - start, 1), "accuracy": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
