@@ -39,8 +39,10 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
     chosen = []
     for t in tasks:
         y = split.y[t["name"]]
-        if t["type"] == "multiclass":
+        if t["type"] in ("multiclass", "binary"):
             chosen += [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
+        elif t["type"] == "multilabel":
+            chosen += [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
     rng = np.random.default_rng(seed)
     rest = [i for i in rng.permutation(len(split)) if i not in set(chosen)]
     return np.array(list(dict.fromkeys(chosen + rest))[:max(n, MIN_CALIBRATION_ROWS)])
