@@ -1,1 +1,1 @@
-"""On-device runtime: loads an exported bundle and runs it with LiteRT or ONNX Runtime. Never imports TensorFlow."""
+"""On-device side of edgemtl: runs exported model files with LiteRT or ONNX Runtime. Never imports TensorFlow."""

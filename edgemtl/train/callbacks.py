@@ -71,18 +71,23 @@ class BestModel(keras.callbacks.Callback):
         self.shown = [f"val_{t['name']}_{t['metrics'][0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / "history.jsonl"
-        self.best, self.best_epoch, self.wait = -np.inf, None, 0
+        self.best, self.best_epoch, self.wait = (-np.inf, -np.inf), None, 0
         for row in self.read_history(model_dir):
-            self._judge(row["epoch"], row.get(monitor))
+            self._judge(row["epoch"], row)
 
     @staticmethod
     def read_history(model_dir) -> list:
         path = model_dir / "history.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
-    def _judge(self, epoch, value) -> bool:
-        if value is not None and math.isfinite(value) and self.sign * value > self.best:
-            self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
+    def _judge(self, epoch, row: dict) -> bool:
+        """Better monitor value wins; a tie (a saturated accuracy on a small val split) goes to the lower val_loss."""
+        value = row.get(self.monitor)
+        key = (self.sign * value, -row.get("val_loss", 0.0)) if value is not None and math.isfinite(value) else None
+        if key is not None and key > self.best:
+            improved = key[0] > self.best[0]
+            self.best, self.best_epoch = key, epoch
+            self.wait = 0 if improved else self.wait + 1  # patience counts epochs without a better value
             return True
         self.wait += 1
         return False
@@ -91,7 +96,7 @@ class BestModel(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         if not math.isfinite(row.get("loss", 0.0)):  # weights of a diverged epoch are never "best"
             return
-        improved = self._judge(epoch + 1, logs.get(self.monitor))
+        improved = self._judge(epoch + 1, row)
         if improved:
             atomic_save(self.model_dir / "model.keras", self.net.save)
         with open(self.history_path, "a") as f:

@@ -69,7 +69,7 @@ def _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy) -> 
     history = BestModel.read_history(model_dir)
     previous = _read_json(model_dir / "metrics.json")
     sign = 1 if higher_is_better(monitor) else -1
-    best_row = max(history, key=lambda r: sign * r.get(monitor, float("-inf")))
+    best_row = max(history, key=lambda r: (sign * r.get(monitor, float("-inf")), -r.get("val_loss", 0.0)))
     summary = {
         "model": name,
         "tasks": [t["name"] for t in tasks],
