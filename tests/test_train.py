@@ -105,3 +105,15 @@ def test_kill_mid_epoch_then_resume_loses_nothing(tmp_path):
     assert epochs == [1, 2, 3]
     metrics = json.loads((out / "models" / "teacher" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and np.isfinite(metrics["val"]["mean_score"])
+
+
+def test_best_model_breaks_ties_on_val_loss_and_counts_patience(tmp_path):
+    from edgemtl.train.callbacks import BestModel
+
+    best = BestModel(None, "val_mean_score", 2, tmp_path, 10, [{"name": "digit", "metrics": ["accuracy"]}])
+    rows = [{"val_mean_score": 0.9, "val_loss": 0.5}, {"val_mean_score": 1.0, "val_loss": 0.3},
+            {"val_mean_score": 1.0, "val_loss": 0.2}, {"val_mean_score": 1.0, "val_loss": 0.4},
+            {"val_mean_score": 0.99, "val_loss": 0.1}]
+    improved = [best._judge(epoch, row) for epoch, row in enumerate(rows, 1)]
+    assert improved == [True, True, True, False, False]
+    assert best.best_epoch == 3 and best.wait == 3  # three epochs since the score last rose
