@@ -18,7 +18,8 @@ def main():
     baseline = json.loads(Path(args.baseline).read_text())["accuracy"]
     teacher = json.loads((run / "models/teacher/metrics.json").read_text())
     env = json.loads((run / "env.json").read_text())
-    print(f"Test split: {baseline and teacher['splits']['test']['gender']['n']} rows. Machine: {env['cpu']}, "
+    first = next(iter(baseline))
+    print(f"Test split: {teacher['splits']['test'][first]['n']} rows. Machine: {env['cpu']}, "
           f"{env['cpu_count']} cores, TensorFlow {env['tensorflow']}.\n")
     print("| task | multitask acc | macro-F1 | single-task acc | best LR baseline (features) | multitask − baseline |")
     print("|---|---|---|---|---|---|")
