@@ -94,6 +94,7 @@ def cmd_evaluate(args):
 
 def cmd_export(args):
     from .data.dataset import prepare
+    from .export.run import plan
     from .stages import open_run, stage_export
 
     run, recipe = open_run(args.run)
@@ -103,6 +104,7 @@ def cmd_export(args):
     formats = args.format.split(",") if args.format else cfg["formats"]
     precisions = args.precision.split(",") if args.precision else cfg["precisions"]
     samples = args.calibration_samples or cfg["calibration_samples"]
+    plan(formats, precisions)  # unknown names fail before any data is decoded
     print(stage_export(recipe, run, prepare(recipe, run.preprocess), model, formats, precisions, samples))
 
 

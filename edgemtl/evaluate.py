@@ -23,7 +23,7 @@ def evaluate_model(run: RunDir, recipe: dict, data, name: str = "teacher") -> di
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
-    lines = [f"| task | accuracy | macro-F1 | MAE | RMSE | rows |", "|---|---|---|---|---|---|"]
+    lines = ["| task | accuracy | macro-F1 | MAE | RMSE | rows |", "|---|---|---|---|---|---|"]
     for t in tasks:
         m = scores[split].get(t["name"])
         if m:

@@ -1,7 +1,6 @@
 """The stages of `edgemtl run` (and of the single commands): each reads and writes only the run directory."""
 import shutil
 import sys
-from pathlib import Path
 
 import yaml
 

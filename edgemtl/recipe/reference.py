@@ -56,6 +56,8 @@ def _meaning(node: Field) -> str:
     text = node.doc
     if node.choices:
         text += ("; " if text else "") + "one of " + ", ".join(f"`{c}`" for c in node.choices)
+    if node.example is not None:
+        text += ("; " if text else "") + f"e.g. `{json.dumps(node.example)}`"
     return _escape(text)
 
 

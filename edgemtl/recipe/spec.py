@@ -4,7 +4,7 @@ A schema is a tree of Section (fixed keys), Variant (keys depend on a 'type' key
 Validation collects every problem as 'path: message' instead of stopping at the first.
 """
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 REQUIRED = object()
@@ -41,7 +41,6 @@ class Variant:
     by_type: dict
     default_type: str | None = None
     doc: str = ""
-    type_doc: dict = field(default_factory=dict)
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",

@@ -1,4 +1,5 @@
 """One training run of one model into RUN/models/NAME: model.keras (best), saved_model/, history, metrics.json."""
+import json
 import shutil
 import sys
 import time
@@ -29,13 +30,7 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     keras.utils.set_random_seed(recipe["seed"])
     strategy = make_strategy(training["distribute"])
     batch = training["batch_size"]
-    steps = steps_per_epoch(len(data["train"]), batch)
-    with strategy.scope():
-        net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x), tasks, name)
-        combination = make_combination(training["loss_combination"], tasks)
-        trainer = MultitaskTrainer(net, tasks, data.labels, combination)
-        trainer.compile(optimizer=make_optimizer(training, steps))
-        trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs
+    net, combination, trainer = _build(recipe, data, tasks, name, strategy)
     monitor = _monitor(training["early_stopping"]["monitor"], tasks)
     nan_guard = NanGuard([t["name"] for t in tasks])
     callbacks = [
@@ -61,6 +56,19 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     if not (model_dir / "model.keras").exists():
         raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
     return _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy)
+
+
+def _build(recipe: dict, data, tasks: list, name: str, strategy):
+    """The functional net, its loss combination and the trainer around them, built inside the strategy."""
+    training = recipe["training"]
+    with strategy.scope():
+        net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x), tasks, name)
+        combination = make_combination(training["loss_combination"], tasks)
+        trainer = MultitaskTrainer(net, tasks, data.labels, combination)
+        steps = steps_per_epoch(len(data["train"]), training["batch_size"])
+        trainer.compile(optimizer=make_optimizer(training, steps))
+        trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs
+    return net, combination, trainer
 
 
 def _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy) -> dict:
@@ -108,6 +116,4 @@ def _monitor(monitor: str, tasks: list) -> str:
 
 
 def _read_json(path) -> dict:
-    import json
-
     return json.loads(path.read_text()) if path.exists() else {}
