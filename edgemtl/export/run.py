@@ -1,6 +1,7 @@
 """`edgemtl export`: every requested format x precision of one model, each through the parity gate into a bundle."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,10 @@ class Exporter:
         if not verdict["deployable"] and precision != "fp32" and self.export_cfg["float_fallback"]:
             for keep_try in self.fallback_candidates():
                 tried.append(list(keep_try))
-                retry_path = self.convert(fmt, precision, keep_try)
+                try:
+                    retry_path = self.convert(fmt, precision, keep_try)
+                except EdgemtlError:  # this part cannot stay in float for this format: try the next one
+                    continue
                 retry = self.gate(retry_path, precision)
                 if retry["deployable"]:
                     path, verdict, keep = retry_path, retry, keep_try
@@ -223,14 +227,18 @@ def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, prec
     exporter = Exporter(run, recipe, model_name, data, calibration_samples)
     rows = []
     bar = Progress(len(combos), "export", min_interval=0.0)
-    for fmt, precision in combos:
-        try:
-            rows.append(exporter.export_one(fmt, precision))
-        except EdgemtlError as e:
-            rows.append({"artifact": f"{model_name}-{fmt}-{precision}", "size": 0, "deployable": False,
-                         "reason": e.messages[0], "tasks": {}, "kept_in_float": []})
-        bar.update()
-        print(f"  {rows[-1]['artifact']}: {'ok' if rows[-1]['deployable'] else 'NOT deployable'}", file=sys.stderr)
+    try:
+        for fmt, precision in combos:
+            try:
+                rows.append(exporter.export_one(fmt, precision))
+            except EdgemtlError as e:
+                rows.append({"artifact": f"{model_name}-{fmt}-{precision}", "size": 0, "deployable": False,
+                             "reason": e.messages[0], "tasks": {}, "kept_in_float": []})
+            bar.update()
+            print(f"  {rows[-1]['artifact']}: {'ok' if rows[-1]['deployable'] else 'NOT deployable'}",
+                  file=sys.stderr)
+    finally:
+        shutil.rmtree(exporter.tmp, ignore_errors=True)
     bar.close()
     atomic_write_json(run.root / "exports" / f"{model_name}-summary.json", rows)
     return rows
