@@ -117,3 +117,16 @@ def test_best_model_breaks_ties_on_val_loss_and_counts_patience(tmp_path):
     improved = [best._judge(epoch, row) for epoch, row in enumerate(rows, 1)]
     assert improved == [True, True, True, False, False]
     assert best.best_epoch == 3 and best.wait == 3  # three epochs since the score last rose
+
+
+def test_redone_epoch_replaces_its_history_row(tmp_path):
+    """A kill after an epoch's row but before the next step checkpoint: on resume that epoch runs again, once."""
+    from edgemtl.train.callbacks import BestModel
+
+    rows = [{"epoch": 1, "val_mean_score": 0.5, "val_loss": 0.9}, {"epoch": 2, "val_mean_score": 0.8, "val_loss": 0.4}]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    best = BestModel(None, "val_mean_score", 5, tmp_path, 3, [{"name": "digit", "metrics": ["accuracy"]}])
+    assert best.best_epoch == 2
+    best.on_epoch_begin(1)  # Keras restored to the middle of (0-based) epoch 1, i.e. epoch 2 again
+    assert [r["epoch"] for r in BestModel.read_history(tmp_path)] == [1]
+    assert best.best_epoch == 1

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from ..metrics import higher_is_better, score_all
-from ..rundir import atomic_save
+from ..rundir import atomic_save, atomic_write_text
 from ..tfk import keras
 
 
@@ -62,7 +62,9 @@ class NanGuard(keras.callbacks.Callback):
 class BestModel(keras.callbacks.Callback):
     """Saves the net whenever the monitor improves (atomically), stops early, and appends history.jsonl.
 
-    On --resume it re-reads history.jsonl, so the best value and patience continue where they were.
+    On --resume it re-reads history.jsonl, so the best value and patience continue where they were. A kill after
+    an epoch's row was written but before the next step checkpoint makes Keras redo the end of that epoch: its old
+    row (and any later one) is then replaced, so every epoch appears once.
     """
 
     def __init__(self, net, monitor, patience, model_dir, epochs, tasks):
@@ -71,9 +73,19 @@ class BestModel(keras.callbacks.Callback):
         self.shown = [f"val_{t['name']}_{t['metrics'][0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / "history.jsonl"
+        self.history = self.read_history(model_dir)
+        self._rejudge()
+
+    def _rejudge(self):
         self.best, self.best_epoch, self.wait = (-np.inf, -np.inf), None, 0
-        for row in self.read_history(model_dir):
+        for row in self.history:
             self._judge(row["epoch"], row)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if any(row["epoch"] > epoch for row in self.history):  # this epoch is being redone after a resume
+            self.history = [row for row in self.history if row["epoch"] <= epoch]
+            atomic_write_text(self.history_path, "".join(json.dumps(row) + "\n" for row in self.history))
+            self._rejudge()
 
     @staticmethod
     def read_history(model_dir) -> list:
@@ -99,6 +111,7 @@ class BestModel(keras.callbacks.Callback):
         improved = self._judge(epoch + 1, row)
         if improved:
             atomic_save(self.model_dir / "model.keras", self.net.save)
+        self.history.append(row)
         with open(self.history_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
