@@ -1,4 +1,4 @@
-"""edgemtl command line: check | train | evaluate | run | reference. User errors print one line each, no traceback."""
+"""edgemtl command line: check | train | evaluate | compress | export | bench | predict | run | reference. User errors print one line each, no traceback."""
 import argparse
 import sys
 import time
@@ -34,13 +34,34 @@ def build_parser():
     p.add_argument("run", help="run directory")
     p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("compress", help="distil a small student from the teacher, prune it, train it "
+                       "quantization-aware; compare them all")
+    p.add_argument("run", help="run directory with a trained teacher")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a compress key for this call, e.g. --set compress.prune.sparsity=0.7")
+    _run_args(p)
+    p.set_defaults(func=cmd_compress)
     p = sub.add_parser("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
     p.add_argument("run", help="run directory")
-    p.add_argument("--model", help="model in RUN/models (default: the recipe's export.model, teacher)")
+    p.add_argument("--model", help="model(s) in RUN/models, comma-separated (default: the recipe's export.model)")
     p.add_argument("--format", help="comma-separated: tflite,onnx,c (default: the recipe's export.formats)")
     p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
     p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
+    p.add_argument("run", help="run directory with exports")
+    p.add_argument("--backend", help="comma-separated (default: all; those absent here are skipped with the reason)")
+    p.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
+    p.add_argument("--runs", type=int, default=200, help="timed calls per measurement (default 200)")
+    p.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement (default 32)")
+    p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
+    p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
+    p.add_argument("--manifest", help="CSV with the recipe's input columns: predict every row")
+    p.add_argument("--out", help="predictions CSV for --manifest (default: <manifest>.predictions.csv)")
+    p.add_argument("--json", action="store_true", help="print the full answers (all scores) as JSON")
+    p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="run the recipe's stages in order (the main job)")
     _recipe_args(p)
     _run_args(p)
@@ -92,6 +113,19 @@ def cmd_evaluate(args):
     print(format_scores(scores, recipe["tasks"]))
 
 
+def cmd_compress(args):
+    from .data.dataset import prepare
+    from .recipe import load_recipe
+    from .stages import open_run, stage_compress
+
+    run, _ = open_run(args.run)
+    bad = [item for item in args.set if not item.startswith("compress.")]
+    if bad:
+        raise EdgemtlError(f"--set {bad[0]}: compress only takes compress.* keys (the teacher is already trained)")
+    recipe = load_recipe(run.recipe, args.set)
+    print(stage_compress(recipe, run, prepare(recipe, run.preprocess), args.resume, args.overwrite))
+
+
 def cmd_export(args):
     from .data.dataset import prepare
     from .export.run import plan
@@ -99,13 +133,14 @@ def cmd_export(args):
 
     run, recipe = open_run(args.run)
     cfg = recipe["export"]
-    model = args.model or cfg["model"]
-    run.require_model(model)
+    models = args.model.split(",") if args.model else cfg["model"]
+    for model in [models] if isinstance(models, str) else models:
+        run.require_model(model)
     formats = args.format.split(",") if args.format else cfg["formats"]
     precisions = args.precision.split(",") if args.precision else cfg["precisions"]
     samples = args.calibration_samples or cfg["calibration_samples"]
     plan(formats, precisions)  # unknown names fail before any data is decoded
-    print(stage_export(recipe, run, prepare(recipe, run.preprocess), model, formats, precisions, samples))
+    print(stage_export(recipe, run, prepare(recipe, run.preprocess), models, formats, precisions, samples))
 
 
 def cmd_run(args):
@@ -122,7 +157,7 @@ def cmd_run(args):
             info = stages.stage_check(recipe)
             print(f"recipe ok — rows {info['rows']}, {info['params']:,} parameters", file=sys.stderr)
             continue
-        if data is None and stage in ("train", "single_task", "evaluate", "export"):
+        if data is None and stage in ("train", "single_task", "evaluate", "compress", "export", "bench"):
             data = prepare(recipe, run.preprocess)
         if stage == "train":
             stages.stage_train(recipe, run, data, args.resume)
@@ -130,14 +165,35 @@ def cmd_run(args):
             stages.stage_single_task(recipe, run, data, args.resume)
         elif stage == "evaluate":
             stages.stage_evaluate(recipe, run, data)
+        elif stage == "compress":
+            print(stages.stage_compress(recipe, run, data, args.resume))
         elif stage == "export":
             cfg = recipe["export"]
             print(stages.stage_export(recipe, run, data, cfg["model"], cfg["formats"], cfg["precisions"],
                                       cfg["calibration_samples"]))
+        elif stage == "bench":
+            print(stages.stage_bench(recipe, run, data))
         elif stage == "report":
             print(stages.stage_report(recipe, run))
         print(f"   {stage} done in {time.time() - start:.1f} s", file=sys.stderr)
     print(f"run directory: {run.root}")
+
+
+def cmd_bench(args):
+    from .data.dataset import prepare
+    from .stages import open_run, stage_bench
+
+    run, recipe = open_run(args.run)
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    backends = args.backend.split(",") if args.backend else None
+    print(stage_bench(recipe, run, prepare(recipe, run.preprocess), args.student, backends=backends,
+                      threads=threads, runs=args.runs, batch=args.batch))
+
+
+def cmd_predict(args, extra):
+    from .predict import main_predict
+
+    main_predict(args, extra)
 
 
 def cmd_reference(args):
@@ -150,9 +206,15 @@ def cmd_reference(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # predict takes one --<input> flag per model input
+    if extra and args.command != "predict":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args)
+        if args.command == "predict":
+            args.func(args, extra)
+        else:
+            args.func(args)
         return 0
     except EdgemtlError as e:
         for message in e.messages:

@@ -38,6 +38,11 @@ def write_report(run: RunDir, recipe: dict) -> str:
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
         lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
+    compressed = run.root / "compress.md"
+    if compressed.exists():  # its own title dropped: it becomes a section of this report
+        lines += ["", "## Compression", ""] + compressed.read_text().splitlines()[2:]
+    if (run.root / "bench" / "report.md").exists():
+        lines += ["", "Latency, size and memory of every artifact: [bench/report.md](bench/report.md)."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text

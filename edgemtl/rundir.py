@@ -31,7 +31,9 @@ class RunDir:
         return self.root / "models" / name
 
     def model_file(self, name: str) -> Path:
-        return self.model_dir(name) / "model.keras"
+        """model.keras, or model.h5 for quantization-aware models (tfmot's wrappers do not round-trip .keras)."""
+        h5 = self.model_dir(name) / "model.h5"
+        return h5 if h5.exists() else self.model_dir(name) / "model.keras"
 
     @property
     def report(self) -> Path:
@@ -39,13 +41,14 @@ class RunDir:
 
     def models(self) -> list[str]:
         base = self.root / "models"
-        return sorted(p.parent.name for p in base.glob("*/model.keras")) if base.exists() else []
+        return sorted({p.parent.name for p in base.glob("*/model.*") if p.suffix in (".keras", ".h5")}) \
+            if base.exists() else []
 
     def require_model(self, name: str) -> Path:
         path = self.model_file(name)
         if not path.exists():
             have = ", ".join(self.models()) or "none"
-            raise EdgemtlError(f"{self.root}: no model '{name}' (models/{name}/model.keras missing; have: {have})")
+            raise EdgemtlError(f"{self.root}: no model '{name}' (models/{name}/{path.name} missing; have: {have})")
         return path
 
     def recipe_hash(self) -> str:

@@ -70,11 +70,34 @@ def stage_evaluate(recipe: dict, run: RunDir, data) -> dict:
     return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
 
 
-def stage_export(recipe: dict, run: RunDir, data, model: str, formats, precisions, calibration_samples) -> str:
+def stage_compress(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> str:
+    from .compress.run import compress
+
+    return compress(run, recipe, data, resume, overwrite)
+
+
+def stage_export(recipe: dict, run: RunDir, data, models, formats, precisions, calibration_samples) -> str:
+    """models: one model name or a list of them."""
     from .export.run import export_model, format_table
 
-    rows = export_model(run, recipe, data, model, formats, precisions, calibration_samples)
+    rows = []
+    for model in [models] if isinstance(models, str) else models:
+        rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples)
     return format_table(rows, recipe["tasks"])
+
+
+def stage_bench(recipe: dict, run: RunDir, data, student=None, **options) -> str:
+    """Measure every bundle of the run; student: the artifact compared with the teacher (default: the int8 TFLite
+    bundle of the first non-teacher model in export.model)."""
+    from .bench.report import write_reports
+    from .bench.run import bench_run
+
+    results = bench_run(run, recipe, data, **options)
+    if student is None:
+        models = [recipe["export"]["model"]] if isinstance(recipe["export"]["model"], str) else recipe["export"]["model"]
+        others = [m for m in models if m != "teacher"]
+        student = f"{others[0]}-tflite-int8" if others else None
+    return write_reports(run, recipe, results, student if student in results["sizes"] else None)
 
 
 def stage_report(recipe: dict, run: RunDir) -> str:

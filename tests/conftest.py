@@ -20,7 +20,8 @@ TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.i
 
 # The session run: every stage of the main job, single-task models included.
 # Its export accepts any metric drop (export.default_tolerance=1): the gate and fallback have their own tests.
-TINY_RUN = TINY_AV + ["stages=[check,train,single_task,evaluate,export,report]", "export.default_tolerance=1.0"]
+TINY_RUN = TINY_AV + ["stages=[check,train,single_task,evaluate,export,report]", "export.default_tolerance=1.0",
+                     "export.model=teacher"]
 
 
 def set_args(overrides) -> list:
@@ -59,3 +60,31 @@ def write_recipe(tmp_path, text: str, name="recipe.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+FASHION_MINI = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
+FASHION_TINY = f"""
+name: fashion_tiny
+stages: [train, export]
+data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
+inputs:
+  - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: cnn, filters: [8, 16]}}}}
+  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
+trunk: {{units: [32]}}
+tasks:
+  - {{name: gender, type: multiclass}}
+  - {{name: masterCategory, type: multiclass}}
+training: {{epochs: 3, batch_size: 16, learning_rate: 0.01}}
+export: {{formats: [tflite, onnx], precisions: [fp32]}}
+"""
+
+
+@pytest.fixture(scope="session")
+def fashion_tiny_run(tmp_path_factory):
+    """A small image + title model on the embedded fashion subset, exported as fp32 TFLite and ONNX bundles."""
+    from edgemtl.cli import main
+
+    root = tmp_path_factory.mktemp("fashion")
+    recipe = write_recipe(root, FASHION_TINY, "fashion_tiny.yaml")
+    assert main(["run", str(recipe), "--out", str(root / "run")]) == 0
+    return root / "run"

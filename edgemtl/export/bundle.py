@@ -13,7 +13,7 @@ DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshol
 
 def input_entry(inp: dict, spec) -> dict:
     entry = {"name": inp["name"], "modality": inp["type"], "dtype": spec.dtype.name,
-             "shape": [None, *spec.shape[1:]]}
+             "shape": [None, *spec.shape[1:]], "column": inp.get("column")}
     if inp["type"] == "image":
         entry["preprocess"] = {"size": inp["size"], "channels": inp["channels"]}
     elif inp["type"] == "text":
@@ -23,6 +23,8 @@ def input_entry(inp: dict, spec) -> dict:
         entry["preprocess"] = {"sample_rate": inp["sample_rate"], "clip_samples": clip_samples(inp)}
     elif inp["type"] == "numeric":
         entry["preprocess"] = {"columns": inp["columns"]}
+    else:
+        entry["preprocess"] = {"length": inp["length"], "channels": inp["channels"]}
     return entry
 
 

@@ -1,4 +1,6 @@
 """Recipe -> one functional tf_keras model with inputs named after features and outputs named after tasks."""
+import contextlib
+
 import numpy as np
 
 from ..errors import EdgemtlError
@@ -75,9 +77,20 @@ def _load_encoder_weights(model, recipe: dict):
 
 def load_model(path):
     try:
-        return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+        with _quantize_scope_if_needed(path):
+            return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
     except (OSError, ValueError) as e:
         raise EdgemtlError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:200]})") from None
+
+
+def _quantize_scope_if_needed(path):
+    """Quantization-aware models (edgemtl compress, saved as .h5) hold tfmot wrappers, which load only inside
+    tfmot's scope."""
+    if not str(path).endswith(".h5"):
+        return contextlib.nullcontext()
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
 
 
 def count_params(model) -> int:

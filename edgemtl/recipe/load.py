@@ -8,7 +8,7 @@ import yaml
 
 from ..errors import EdgemtlError
 from ..metrics import CLASS_METRICS, REGRESSION_METRICS
-from .schema import RECIPE, STAGES
+from .schema import DISTILL_TASK, PRUNE_SKIP, RECIPE, STAGES
 from .spec import did_you_mean, validate
 
 
@@ -34,6 +34,8 @@ def load_recipe(path, overrides=(), data=None) -> dict:
     recipe = validate(RECIPE, raw, "", errors)
     if not errors:
         errors += _cross_checks(recipe)
+    if not errors:
+        errors += _compress_checks(recipe)
     if errors:
         raise EdgemtlError(*[f"{label}: {e}" for e in errors])
     base = path.parent
@@ -131,6 +133,26 @@ def _cross_checks(recipe: dict) -> list[str]:
     for i, inp in enumerate(recipe["inputs"]):
         if inp["type"] == "audio" and inp["frame_length"] & (inp["frame_length"] - 1):
             errors.append(f"inputs[{i}].frame_length: must be a power of two, got {inp['frame_length']}")
+    return errors
+
+
+def _compress_checks(recipe: dict) -> list[str]:
+    from ..compress.student import student_recipe
+
+    cfg = recipe["compress"]
+    errors = [f"compress.prune.skip[{i}]: {s!r} is not one of {', '.join(PRUNE_SKIP)}{did_you_mean(s, PRUNE_SKIP)}"
+              for i, s in enumerate(cfg["prune"]["skip"]) if s not in PRUNE_SKIP]
+    tasks = [t["name"] for t in recipe["tasks"]]
+    for name, override in cfg["distill"]["tasks"].items():
+        where = f"compress.distill.tasks.{name}"
+        if name not in tasks:
+            errors.append(f"{where}: not a task of the recipe{did_you_mean(name, tasks)}")
+            continue
+        validate(DISTILL_TASK, override, where, errors)
+    try:
+        student_recipe(recipe)
+    except EdgemtlError as e:
+        errors += e.messages
     return errors
 
 

@@ -5,7 +5,7 @@ from .spec import REQUIRED, Field, ListOf, Section, Variant
 
 MODALITIES = ("image", "text", "audio", "numeric", "sequence")
 TASK_TYPES = ("multiclass", "binary", "multilabel", "regression")
-STAGES = ("check", "train", "single_task", "evaluate", "export", "report")
+STAGES = ("check", "train", "single_task", "evaluate", "compress", "export", "bench", "report")
 
 
 def _positive(v):
@@ -81,7 +81,11 @@ ENCODERS = {"image": IMAGE_ENCODERS, "text": TEXT_ENCODERS, "audio": AUDIO_ENCOD
 DEFAULT_ENCODER = {"image": "cnn", "text": "conv1d", "audio": "cnn", "numeric": "mlp", "sequence": "conv1d"}
 
 
-def _encoder(modality: str) -> Variant:
+def _unit_interval(v):
+    return None if 0 <= v <= 1 else f"must be in [0, 1], got {v}"
+
+
+def encoder_spec(modality: str) -> Variant:
     return Variant(ENCODER_COMMON, ENCODERS[modality], DEFAULT_ENCODER[modality],
                    doc=f"{modality} encoder; type: {' | '.join(ENCODERS[modality])}")
 
@@ -100,7 +104,7 @@ INPUTS = {
             "crop": Field(float, 0.0, "random crop of up to this fraction of each side, resized back",
                           check=_fraction),
         }, "training-time augmentation (never exported)"),
-        "encoder": _encoder("image"),
+        "encoder": encoder_spec("image"),
     },
     "text": {
         "column": Field(str, REQUIRED, "manifest column holding the text"),
@@ -108,7 +112,7 @@ INPUTS = {
                             check=_positive),
         "max_length": Field(int, 32, "tokens per text; longer texts are cut, shorter padded", check=_positive),
         "lowercase": Field(bool, True),
-        "encoder": _encoder("text"),
+        "encoder": encoder_spec("text"),
     },
     "audio": {
         "column": Field(str, REQUIRED, "manifest column holding the WAV path"),
@@ -117,19 +121,19 @@ INPUTS = {
         "n_mels": Field(int, 40, "log-mel bands of the in-graph front-end", check=_positive),
         "frame_length": Field(int, 256, "STFT window in samples (a power of two)", check=_positive),
         "frame_step": Field(int, 128, "STFT hop in samples", check=_positive),
-        "encoder": _encoder("audio"),
+        "encoder": encoder_spec("audio"),
     },
     "numeric": {
         "columns": Field(list, REQUIRED, "manifest columns, one value each; normalised in the graph with "
                          "training-split mean and variance"),
-        "encoder": _encoder("numeric"),
+        "encoder": encoder_spec("numeric"),
     },
     "sequence": {
         "column": Field(str, REQUIRED, "npz array name, or manifest column holding a .npy path, "
                         "of shape [length, channels]"),
         "length": Field(int, REQUIRED, "time steps per window", check=_positive),
         "channels": Field(int, REQUIRED, "signals per time step", check=_positive),
-        "encoder": _encoder("sequence"),
+        "encoder": encoder_spec("sequence"),
     },
 }
 
@@ -212,7 +216,8 @@ TRAINING = Section({
 })
 
 EXPORT = Section({
-    "model": Field(str, "teacher", "which model of the run the export stage exports"),
+    "model": Field((str, list), "teacher", "which model(s) of the run the export stage exports, e.g. "
+                   "[teacher, student-qat]"),
     "formats": Field(list, ["tflite", "onnx", "c"], "tflite, onnx, c (the int8 TFLite model as a C array)"),
     "precisions": Field(list, ["fp32", "fp16", "dynamic", "int8", "int8io"],
                         "fp32, fp16, dynamic (int8 weights), int8 (full integer, float I/O), int8io (TFLite, int8 I/O)"),
@@ -224,6 +229,57 @@ EXPORT = Section({
     "float_fallback": Field(bool, True, "retry an artifact over tolerance with parts kept in float"),
     "opset": Field(int, 17, "ONNX opset", check=_positive),
 }, "what `edgemtl export` and the export stage produce")
+
+PRUNE_SKIP = ("embedding", "first_conv", "heads")
+DISTILL_TASK = Section({
+    "temperature": Field(float, None, check=_positive),
+    "alpha": Field(float, None, check=_unit_interval),
+})
+
+COMPRESS = Section({
+    "teacher": Field(str, "teacher", "the run's model that is distilled"),
+    "student": Section({
+        "preset": Field(str, "small", "none keeps the teacher's widths; small halves every width (filters, units, "
+                        "embedding sizes; about 1/4 of the parameters); tiny quarters them (about 1/16)",
+                        choices=("none", "small", "tiny")),
+        "inputs": Field(dict, {}, "per input: encoder keys replacing the scaled teacher's; a different type starts "
+                        "from that type's defaults", example={"title": {"embedding_dim": 16}}),
+        "fusion": Field(dict, {}, "fusion keys replacing the scaled teacher's"),
+        "trunk": Field(dict, {}, "trunk keys replacing the scaled teacher's"),
+        "keep_auxiliary": Field(bool, False, "keep the auxiliary tasks (they are never exported)"),
+    }, "the student: same inputs and exported tasks as the teacher, smaller parts"),
+    "training": Field(dict, {}, "training keys for the students (epochs, learning_rate, ...) replacing the "
+                      "teacher's", example={"epochs": 30}),
+    "distill": Section({
+        "temperature": Field(float, 2.0, "softens both distributions; the soft loss is scaled by T^2",
+                             check=_positive),
+        "alpha": Field(float, 0.5, "weight of the teacher's soft targets; 1 - alpha goes to the labels",
+                       check=_unit_interval),
+        "tasks": Field(dict, {}, "per task: temperature and/or alpha replacing the global ones",
+                       example={"season": {"alpha": 0.9}}),
+        "hint": Field(float, 0.0, "weight of feature distillation: the student's shared representation, through a "
+                      "learned projection, regresses onto the teacher's (0 = off)",
+                      check=lambda v: None if v >= 0 else "must be >= 0"),
+    }, "knowledge distillation, teacher frozen"),
+    "scratch": Field(bool, True, "also train the same student from labels only (student-scratch), for comparison"),
+    "prune": Section({
+        "enabled": Field(bool, True),
+        "sparsity": Field(float, 0.5, "fraction of each pruned layer's weights set to zero", check=_fraction),
+        "structured": Field(bool, False, "2:4 sparsity (2 zeros in every 4 weights, 50 %) on Conv/Dense layers "
+                            "whose input channels divide by 4; magnitude pruning to `sparsity` elsewhere"),
+        "layers": Field((list, type(None)), None, "names of the layers to prune (default: every Conv/Dense/"
+                        "Embedding/recurrent layer except those in skip)"),
+        "skip": Field(list, list(PRUNE_SKIP), f"kinds of layers left dense by default: {', '.join(PRUNE_SKIP)}"),
+        "epochs": Field(int, 6, "fine-tuning epochs; sparsity ramps up over the first two thirds",
+                        check=_positive),
+        "learning_rate": Field(float, 3e-4, check=_positive),
+    }, "magnitude pruning of the distilled student (tfmot), then fine-tuning"),
+    "qat": Section({
+        "enabled": Field(bool, True),
+        "epochs": Field(int, 3, check=_positive),
+        "learning_rate": Field(float, 1e-4, check=_positive),
+    }, "quantization-aware training of the last model (pruned if pruning ran; sparsity is kept)"),
+}, "`edgemtl compress` and the compress stage: student, student-scratch, student-pruned, student-qat")
 
 RECIPE = Section({
     "name": Field(str, REQUIRED, "run name", check=_name, example="av_digits"),
@@ -237,5 +293,6 @@ RECIPE = Section({
     "trunk": TRUNK,
     "tasks": ListOf(TASK, "model outputs, one head each", min_items=1),
     "training": TRAINING,
+    "compress": COMPRESS,
     "export": EXPORT,
 })

@@ -3,6 +3,7 @@
 Inputs and outputs are always dicts keyed by feature and task names: positions of a converted model's tensors
 are not the Keras order (STACK_NOTES), so nothing here relies on them.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +14,64 @@ class ModelLoadError(RuntimeError):
 
 
 class LiteRTRunner:
-    def __init__(self, path, threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
+    """The interpreter driven through tensor indices (set, invoke, get): the signature runner's per-call
+    bookkeeping costs more than a small model's whole invoke.
 
+    kernels: xnnpack (LiteRT's default delegate), builtin (its own kernels), or auto: time both at batch 1 and keep
+    the faster. XNNPACK wins on float graphs; on an int8 graph whose ops it only partly takes (e.g. a quantized
+    log-mel front-end), hopping between it and the builtin kernels can make it several times slower.
+    """
+
+    def __init__(self, path, threads: int = 1, kernels: str = "auto"):
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.runner = self.interpreter.get_signature_runner()
+            if kernels == "auto":
+                self.interpreter, self.kernels = _fastest_interpreter(path, threads)
+            else:
+                self.interpreter, self.kernels = _interpreter(path, threads, kernels), kernels
+            signature = self.interpreter.get_signature_runner()
+            self.inputs = signature.get_input_details()
+            self.outputs = signature.get_output_details()
+            del signature  # it holds references to tensor buffers, which would block resizing
+            self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
-        self.inputs = self.runner.get_input_details()
-        self.outputs = self.runner.get_output_details()
+        self.batch = 1
+        self._quantized_in = {n for n, d in self.inputs.items() if _is_quantized(d)}
+        self._quantized_out = {n for n, d in self.outputs.items() if _is_quantized(d)}
+
+    def _resize(self, batch: int):
+        for d in self.inputs.values():
+            self.interpreter.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+        self.interpreter.allocate_tensors()
+        self.batch = batch
 
     def run(self, feeds: dict) -> dict:
-        feeds = {k: _quantize(v, self.inputs[k]) for k, v in feeds.items()}
-        out = self.runner(**feeds)
-        return {k: _dequantize(v, self.outputs[k]) for k, v in out.items()}
+        batch = len(next(iter(feeds.values())))
+        if batch != self.batch:
+            self._resize(batch)
+        interpreter = self.interpreter
+        for name, value in feeds.items():
+            detail = self.inputs[name]
+            if name in self._quantized_in:
+                value = _quantize(value, detail)
+            elif value.dtype != detail["dtype"]:
+                value = value.astype(detail["dtype"])
+            interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+        out = {}
+        for name, detail in self.outputs.items():
+            value = interpreter.get_tensor(detail["index"])
+            out[name] = _dequantize(value, detail) if name in self._quantized_out else value
+        return out
+
+    def input_names(self) -> list:
+        return list(self.inputs)
+
+    def output_names(self) -> list:
+        return list(self.outputs)
+
+    def input_shapes(self) -> dict:
+        return {n: list(d["shape"]) for n, d in self.inputs.items()}
 
 
 class OnnxRunner:
@@ -42,15 +86,59 @@ class OnnxRunner:
         except Exception as e:  # ORT raises its own exception types for files it refuses
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0][:300]})") \
                 from None
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._inputs = {i.name: i for i in self.session.get_inputs()}
 
     def run(self, feeds: dict) -> dict:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+
+    def input_names(self) -> list:
+        return list(self._inputs)
+
+    def output_names(self) -> list:
+        return list(self._outputs)
+
+    def input_shapes(self) -> dict:
+        return {n: [d if isinstance(d, int) else None for d in i.shape] for n, i in self._inputs.items()}
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+
+def _interpreter(path, threads: int, kernels: str):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _invoke_seconds(interpreter, calls: int = 10) -> float:
+    for d in interpreter.get_input_details():
+        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interpreter.invoke()
+    start = time.perf_counter()
+    for _ in range(calls):
+        interpreter.invoke()
+    return time.perf_counter() - start
+
+
+def _fastest_interpreter(path, threads: int):
+    timed = [(_invoke_seconds(it), kernels, it) for kernels in ("xnnpack", "builtin")
+             for it in [_interpreter(path, threads, kernels)]]
+    _, kernels, interpreter = min(timed, key=lambda t: t[0])
+    return interpreter, kernels
+
+
+def _is_quantized(detail) -> bool:
+    return detail["dtype"] in (np.int8, np.uint8) and bool(detail["quantization"][0])
 
 
 def _quantize(value, detail):
     scale, zero = detail["quantization"]
-    if detail["dtype"] in (np.int8, np.uint8) and scale and value.dtype == np.float32:
+    if value.dtype == np.float32:
         info = np.iinfo(detail["dtype"])
         return np.clip(np.round(value / scale + zero), info.min, info.max).astype(detail["dtype"])
     return value.astype(detail["dtype"])
@@ -58,13 +146,24 @@ def _quantize(value, detail):
 
 def _dequantize(value, detail):
     scale, zero = detail["quantization"]
-    if detail["dtype"] in (np.int8, np.uint8) and scale:
-        return (value.astype(np.float32) - zero) * scale
-    return value
+    return (value.astype(np.float32) - zero) * scale
 
 
-def open_runner(path, threads: int = 1):
-    return (LiteRTRunner if Path(path).suffix == ".tflite" else OnnxRunner)(path, threads)
+def cuda_available() -> bool:
+    """ONNX Runtime's CUDA provider is listed by onnxruntime-gpu even without a GPU: also ask for a device."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    return Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
+
+
+def open_runner(path, threads: int = 1, device: str = "cpu"):
+    """device: cpu, or cuda (ONNX bundles; falls back to cpu when no GPU is really present)."""
+    if Path(path).suffix == ".tflite":
+        return LiteRTRunner(path, threads)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" and cuda_available() else None
+    return OnnxRunner(path, threads, providers)
 
 
 def run_batched(runner, x: dict, batch: int = 64) -> dict:

@@ -67,9 +67,13 @@ class BestModel(keras.callbacks.Callback):
     row (and any later one) is then replaced, so every epoch appears once.
     """
 
-    def __init__(self, net, monitor, patience, model_dir, epochs, tasks):
+    def __init__(self, net, monitor, patience, model_dir, epochs, tasks, to_save=None, eligible=None,
+                 file_name="model.keras"):
         super().__init__()
         self.net, self.monitor, self.patience, self.model_dir, self.epochs = net, monitor, patience, model_dir, epochs
+        self.to_save = to_save or (lambda net: net)
+        self.eligible = eligible or (lambda row: True)
+        self.file_name = file_name
         self.shown = [f"val_{t['name']}_{t['metrics'][0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / "history.jsonl"
@@ -94,6 +98,8 @@ class BestModel(keras.callbacks.Callback):
 
     def _judge(self, epoch, row: dict) -> bool:
         """Better monitor value wins; a tie (a saturated accuracy on a small val split) goes to the lower val_loss."""
+        if not self.eligible(row):  # e.g. sparsity not yet at its target: neither best nor counted for patience
+            return False
         value = row.get(self.monitor)
         key = (self.sign * value, -row.get("val_loss", 0.0)) if value is not None and math.isfinite(value) else None
         if key is not None and key > self.best:
@@ -110,7 +116,7 @@ class BestModel(keras.callbacks.Callback):
             return
         improved = self._judge(epoch + 1, row)
         if improved:
-            atomic_save(self.model_dir / "model.keras", self.net.save)
+            atomic_save(self.model_dir / self.file_name, self.to_save(self.net).save)
         self.history.append(row)
         with open(self.history_path, "a") as f:
             f.write(json.dumps(row) + "\n")

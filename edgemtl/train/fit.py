@@ -16,8 +16,14 @@ from .weighting import make_combination
 
 
 def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
-                overwrite: bool = False) -> dict:
-    """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks."""
+                overwrite: bool = False, make_net=None, make_trainer=None, callbacks=(), to_save=None,
+                eligible=None, file_name="model.keras") -> dict:
+    """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks.
+
+    Compression reuses this loop: make_net / make_trainer replace the recipe's model and trainer (see _build),
+    callbacks are added, to_save(net) is what gets saved (e.g. pruning stripped), and only epochs whose history
+    row is eligible (e.g. at the target sparsity) can be the best; file_name is the best model's file.
+    """
     tasks = tasks if tasks is not None else recipe["tasks"]
     model_dir = run.model_dir(name)
     _claim(model_dir, resume, overwrite)
@@ -30,15 +36,17 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     keras.utils.set_random_seed(recipe["seed"])
     strategy = make_strategy(training["distribute"])
     batch = training["batch_size"]
-    net, combination, trainer = _build(recipe, data, tasks, name, strategy)
+    net, combination, trainer = _build(recipe, data, tasks, name, strategy, make_net, make_trainer)
     monitor = _monitor(training["early_stopping"]["monitor"], tasks)
     nan_guard = NanGuard([t["name"] for t in tasks])
     callbacks = [
         ValidationScores(net, data["val"], tasks, data.labels, batch),
         CombinationUpdate(combination),
         nan_guard,
+        *callbacks,
         keras.callbacks.BackupAndRestore(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
-        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"], tasks),
+        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"], tasks,
+                  to_save, eligible, file_name),
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
     ]
     start = time.time()
@@ -49,35 +57,43 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     elapsed = time.time() - start
     if nan_guard.problem:
         task, batch_no, value = nan_guard.problem
-        kept = (f"the best model so far is kept in {model_dir}" if (model_dir / "model.keras").exists()
+        kept = (f"the best model so far is kept in {model_dir}" if (model_dir / file_name).exists()
                 else "no epoch had finished cleanly, so no model was saved")
         raise EdgemtlError(f"training stopped: task '{task}' loss became {value} at batch {batch_no}; {kept}; "
                            f"lower training.learning_rate or check the '{task}' labels")
-    if not (model_dir / "model.keras").exists():
+    if not (model_dir / file_name).exists():
         raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
-    return _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy)
+    return _finish(model_dir / file_name, name, tasks, combination, elapsed, monitor, strategy, eligible)
 
 
-def _build(recipe: dict, data, tasks: list, name: str, strategy):
-    """The functional net, its loss combination and the trainer around them, built inside the strategy."""
+def _build(recipe: dict, data, tasks: list, name: str, strategy, make_net=None, make_trainer=None):
+    """The functional net, its loss combination and the trainer around them, built inside the strategy.
+
+    make_net() and make_trainer(net, combination) replace the recipe's model and the plain MultitaskTrainer
+    (compression: a student, a pruned or quantization-aware copy, a distillation trainer).
+    """
     training = recipe["training"]
     with strategy.scope():
-        net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x), tasks, name)
+        net = make_net() if make_net else build_model(recipe, data.labels, data.tokenizers,
+                                                      numeric_stats(recipe, data["train"].x), tasks, name)
         combination = make_combination(training["loss_combination"], tasks)
-        trainer = MultitaskTrainer(net, tasks, data.labels, combination)
+        trainer = (make_trainer(net, combination) if make_trainer
+                   else MultitaskTrainer(net, tasks, data.labels, combination))
         steps = steps_per_epoch(len(data["train"]), training["batch_size"])
         trainer.compile(optimizer=make_optimizer(training, steps))
         trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs
     return net, combination, trainer
 
 
-def _finish(model_dir, name, tasks, combination, elapsed, monitor, strategy) -> dict:
-    best = load_model(model_dir / "model.keras")
+def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, eligible=None) -> dict:
+    model_dir = model_file.parent
+    best = load_model(model_file)
     atomic_save(model_dir / "saved_model", lambda p: best.save(p, save_format="tf"))
     history = BestModel.read_history(model_dir)
+    candidates = [r for r in history if eligible is None or eligible(r)]
     previous = _read_json(model_dir / "metrics.json")
     sign = 1 if higher_is_better(monitor) else -1
-    best_row = max(history, key=lambda r: (sign * r.get(monitor, float("-inf")), -r.get("val_loss", 0.0)))
+    best_row = max(candidates, key=lambda r: (sign * r.get(monitor, float("-inf")), -r.get("val_loss", 0.0)))
     summary = {
         "model": name,
         "tasks": [t["name"] for t in tasks],

@@ -38,9 +38,12 @@ class MultitaskTrainer(keras.Model):
             total, losses = self._forward(x, y, training=True)
             # fit sums gradients over replicas: scale so the update is the mean.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.net.trainable_variables + self.combination.trainable_variables
+        variables = self.trained_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return self._track(total, losses)
+
+    def trained_variables(self) -> list:
+        return self.net.trainable_variables + self.combination.trainable_variables
 
     def test_step(self, data):
         x, y = data

@@ -1,0 +1,54 @@
+"""What the numbers were measured on: CPU model and flags, cores, GPU, library versions."""
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("edgemtl", "numpy", "ai-edge-litert", "onnxruntime-gpu", "onnxruntime", "tensorflow", "tf-keras")
+FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_int8", "neon", "asimd")
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "flags": sorted(f for f in FLAGS if f in flags),
+            "machine": platform.machine()}
+
+
+def gpu_info() -> dict:
+    """The GPU as nvidia-smi sees it, or why there is none."""
+    if not shutil.which("nvidia-smi"):
+        return {"present": False, "reason": "no NVIDIA driver (nvidia-smi not found)"}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"present": False, "reason": f"nvidia-smi failed ({e})"}
+    lines = [x.strip() for x in out.stdout.splitlines() if x.strip()]
+    if out.returncode != 0 or not lines:
+        return {"present": False, "reason": "nvidia-smi lists no GPU"}
+    name, memory, driver = (lines[0].split(", ") + ["", "", ""])[:3]
+    return {"present": True, "name": name, "memory": memory, "driver": driver, "count": len(lines)}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def machine_info() -> dict:
+    return {"cpu": cpu_info(), "gpu": gpu_info(), "versions": versions(), "platform": platform.platform()}

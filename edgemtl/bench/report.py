@@ -1,0 +1,192 @@
+"""RUN/bench/: report.md (one row per artifact x backend x threads), pareto.png, a self-contained report.html, and
+the comparisons users ask for: runtime vs keras.predict, int8 student vs fp32 teacher, one multitask model vs
+single-task models, achieved speed vs this core's peak."""
+import base64
+import html
+
+import numpy as np
+
+from ..rundir import RunDir, atomic_write_text
+
+BASELINE = "teacher-tflite-fp32"
+
+
+def _task_names(results: dict) -> list:
+    first = next(iter(results["accuracy"].values()))
+    return [t for t in first if t != "mean_score"]
+
+
+def _row_key(r):
+    return r["artifact"], r["backend"], r["threads"]
+
+
+def _lookup(results, artifact, backend="litert", threads=1):
+    return next((r for r in results["rows"] if _row_key(r) == (artifact, backend, threads) and "error" not in r), None)
+
+
+def table(results: dict) -> str:
+    names = _task_names(results)
+    base = _lookup(results, BASELINE)
+    base_size = results["sizes"].get(BASELINE)
+    head = ["artifact", "backend", "threads", "size KB", "x smaller"] + names + \
+           ["mean", "p50 ms", "p90 ms", "p99 ms", f"batch {results['batch']} /s", "cold s", "peak MB", "x faster"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["rows"]:
+        acc, size = results["accuracy"][r["artifact"]], results["sizes"][r["artifact"]]
+        cells = [r["artifact"], r["backend"], str(r["threads"]), f"{size / 1024:.0f}",
+                 f"{base_size / size:.1f}" if base_size else ""]
+        cells += [_metric(acc.get(n)) for n in names] + [f"{acc['mean_score']:.4f}"]
+        if "error" in r:
+            cells += [f"error: {r['error'][:60]}"] + [""] * 6
+        else:
+            lat = r["latency_ms"]
+            faster = base["latency_ms"]["p50"] / lat["p50"] if base else float("nan")
+            cells += [f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
+                      f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{faster:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metric(m) -> str:
+    if not m:
+        return ""
+    return f"{m['accuracy']:.4f}" if "accuracy" in m else f"MAE {m['mae']:.3g}"
+
+
+def comparisons(results: dict, student: str | None) -> list[str]:
+    out = []
+    names = _task_names(results)
+    teacher_fp32 = _lookup(results, BASELINE)
+    keras = _lookup(results, "teacher-keras", "keras", 1)
+    if teacher_fp32 and keras:
+        out.append(f"- **Runtime vs `keras.Model.predict`, one sample, 1 thread:** {keras['latency_ms']['p50']:.2f} ms "
+                   f"vs {teacher_fp32['latency_ms']['p50']:.3f} ms for the same teacher as fp32 TFLite: "
+                   f"**{keras['latency_ms']['p50'] / teacher_fp32['latency_ms']['p50']:.0f}x** faster.")
+    student_row = _lookup(results, student) if student else None
+    if teacher_fp32 and student_row:
+        t_acc, s_acc = results["accuracy"][BASELINE], results["accuracy"][student]
+        deltas = ", ".join(f"{n} {(_score(s_acc[n]) - _score(t_acc[n])) * 100:+.2f}" for n in names)
+        out.append(f"- **{student} vs {BASELINE}** (LiteRT, 1 thread): "
+                   f"{results['sizes'][BASELINE] / results['sizes'][student]:.1f}x smaller, "
+                   f"{teacher_fp32['latency_ms']['p50'] / student_row['latency_ms']['p50']:.1f}x faster at batch 1; "
+                   f"accuracy change in points: {deltas}.")
+    singles = [a for a in results["sizes"] if a.startswith("single-") and a.endswith("-tflite-fp32")]
+    if teacher_fp32 and singles:
+        rows = [_lookup(results, a) for a in singles]
+        if all(rows):
+            size = sum(results["sizes"][a] for a in singles)
+            latency = sum(r["latency_ms"]["p50"] for r in rows)
+            out.append(f"- **{len(singles)} single-task models vs one multitask model** (fp32 TFLite, 1 thread): "
+                       f"{size / 1024:.0f} KB and {latency:.2f} ms together vs {results['sizes'][BASELINE] / 1024:.0f} KB "
+                       f"and {teacher_fp32['latency_ms']['p50']:.2f} ms"
+                       + (f" (int8 student: {results['sizes'][student] / 1024:.0f} KB, "
+                          f"{student_row['latency_ms']['p50']:.3f} ms)" if student_row else "") + ".")
+            per_task = []
+            for a in singles:
+                task = a[len("single-"):-len("-tflite-fp32")]
+                single, multi = results["accuracy"][a].get(task), results["accuracy"][BASELINE].get(task)
+                if single and multi:
+                    per_task.append(f"{task} {_score(single):.4f} / {_score(multi):.4f}")
+            out.append("  Per task, single-task / multitask: " + ", ".join(per_task) + ".")
+    peak = results.get("peak_gflops_1core")
+    if peak:
+        parts = []
+        for artifact in (BASELINE, student):
+            row = _lookup(results, artifact) if artifact else None
+            flops = results["flops"].get(results["model_of"].get(artifact)) if row else None
+            if flops:
+                achieved = flops / (row["latency_ms"]["p50"] / 1000) / 1e9
+                parts.append(f"{artifact}: {flops / 1e6:.1f} MFLOP in {row['latency_ms']['p50']:.3f} ms = "
+                             f"{achieved:.2f} GFLOP/s, {achieved / peak:.1%} of peak")
+        if parts:
+            out.append(f"- **Speed vs this core's limit** (float32 1024² matmul, one thread: {peak:.1f} GFLOP/s): "
+                       + "; ".join(parts) + ".")
+    return out
+
+
+def _score(m) -> float:
+    return m["accuracy"] if "accuracy" in m else m["score"]
+
+
+def pareto_points(results: dict) -> list:
+    """(artifact, backend, threads, p50 ms, mean score, size) for successful rows; and which are on the front."""
+    pts = [(r["artifact"], r["backend"], r["threads"], r["latency_ms"]["p50"],
+            results["accuracy"][r["artifact"]]["mean_score"], results["sizes"][r["artifact"]])
+           for r in results["rows"] if "error" not in r]
+    front = [p for p in pts if not any(q[3] <= p[3] and q[4] >= p[4] and (q[3] < p[3] or q[4] > p[4]) for q in pts)]
+    return pts, front
+
+
+def pareto_png(results: dict, path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    pts, front = pareto_points(results)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    sizes = np.array([p[5] for p in pts], dtype=float)
+    ax.scatter([p[3] for p in pts], [p[4] for p in pts], s=20 + 400 * sizes / sizes.max(), alpha=0.45)
+    front = sorted(front, key=lambda p: p[3])
+    ax.plot([p[3] for p in front], [p[4] for p in front], "r-o", lw=1.5, ms=4, label="Pareto front")
+    for p in front:
+        ax.annotate(f"{p[0]} ({p[1]}, {p[2]}t)", (p[3], p[4]), fontsize=7, xytext=(4, -10),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency at batch 1, p50 (ms, log scale)")
+    ax.set_ylabel("mean task accuracy (test split)")
+    ax.set_title("accuracy vs latency; marker area = file size")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def machine_line(results: dict) -> str:
+    m = results["machine"]
+    gpu = m["gpu"].get("name") or f"no GPU ({m['gpu']['reason']})"
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return (f"{m['cpu']['model']}, {m['cpu']['cores']} cores ({' '.join(m['cpu']['flags'])}); {gpu}. {versions}.")
+
+
+def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None) -> str:
+    folder = run.root / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
+    text = "\n".join([
+        f"# {recipe['name']}: benchmark", "",
+        f"Machine: {machine_line(results)}", "",
+        f"Accuracy: the whole test split, through the runtime's decoding. Latency: batch 1, {results['warmup']} "
+        f"warm-up then {results['runs']} timed calls, each artifact in a fresh process (cold start = process start to "
+        f"first answer; peak MB = the process's peak RSS). x smaller / x faster: against {BASELINE} (LiteRT, 1 thread).",
+        "", table(results), "", *comparisons(results, student), "", *skipped, "",
+        "![accuracy vs latency](pareto.png)", ""])
+    atomic_write_text(folder / "report.md", text)
+    has_png = pareto_png(results, folder / "pareto.png")
+    atomic_write_text(folder / "report.html", _html(recipe, text, folder / "pareto.png" if has_png else None))
+    return text
+
+
+def _html(recipe: dict, markdown: str, png) -> str:
+    """Self-contained: the table as HTML, the plot inlined as base64."""
+    body = []
+    for block in markdown.split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("|"):
+            rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not line.startswith("|---")]
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>" +
+                        "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+                        + "</table>")
+        elif lines and lines[0].startswith("!["):
+            if png:
+                data = base64.b64encode(png.read_bytes()).decode()
+                body.append(f'<img alt="accuracy vs latency" src="data:image/png;base64,{data}">')
+        elif lines:
+            body.append("<p>" + html.escape(" ".join(lines)).replace("**", "") + "</p>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} benchmark</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

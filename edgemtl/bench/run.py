@@ -1,0 +1,141 @@
+"""`edgemtl bench RUN`: every bundle of the run (and the Keras models behind them) on every backend present here,
+per-task accuracy on the whole test split, latency, throughput, cold start, memory; then RUN/bench/ reports."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgemtlError
+from ..metrics import score_all
+from ..progress import Progress
+from ..rundir import RunDir, atomic_write_json
+from .backends import BACKENDS, GPU_BACKENDS, unavailable
+from .machine import machine_info
+
+
+def bundles(run: RunDir) -> list[Path]:
+    """Bundle folders of the run; C-array bundles are the int8 TFLite model again, so they are not benched twice."""
+    folder = run.root / "exports"
+    found = sorted(p for p in folder.glob("*/manifest.json")) if folder.exists() else []
+    return [p.parent for p in found if json.loads(p.read_text())["format"] != "c"]
+
+
+def _bundle_kind(folder: Path) -> str:
+    return "tflite" if json.loads((folder / "manifest.json").read_text())["format"] == "tflite" else "onnx"
+
+
+def plan_jobs(run: RunDir, backends, threads) -> tuple[list, list]:
+    """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons."""
+    targets = [(b.name, str(b), _bundle_kind(b)) for b in bundles(run)]
+    if not targets:
+        raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
+    models = sorted({json.loads((run.root / "exports" / name / "manifest.json").read_text())["model"]
+                     for name, _, _ in targets})
+    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in models]
+    jobs, skipped = [], []
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise EdgemtlError(f"--backend: unknown backend '{backend}' (one of {', '.join(BACKENDS)})")
+        reason = unavailable(backend)
+        if reason:
+            skipped.append({"backend": backend, "reason": reason})
+            continue
+        kind = BACKENDS[backend][0]
+        jobs += [{"artifact": name, "target": target, "backend": backend, "threads": n}
+                 for name, target, k in targets if k == kind for n in threads]
+    return jobs, skipped
+
+
+def _measure(job: dict, inputs: Path, runs: int, warmup: int, batch: int, tmp: Path) -> dict:
+    job_file, out = tmp / "job.json", tmp / "out.json"
+    out.unlink(missing_ok=True)
+    job_file.write_text(json.dumps({**job, "inputs": str(inputs), "runs": runs, "warmup": warmup, "batch": batch}))
+    n = str(job["threads"])
+    env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+           "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1"}
+    if job["backend"] not in GPU_BACKENDS:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU rows must not borrow a GPU behind the user's back
+    launched = time.time()
+    done = subprocess.run([sys.executable, "-m", "edgemtl.bench.worker", str(job_file), str(out)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or [f"exit {done.returncode}"]
+        return {"error": last[0][:300]}
+    result = json.loads(out.read_text())
+    if "first_answer_at" in result:  # interpreter start, imports, load, first answer
+        result["cold_start_s"] = result.pop("first_answer_at") - launched
+    return result
+
+
+def accuracy(run: RunDir, recipe: dict, data, target_name: str, target: str, kind: str) -> dict:
+    """Per-task metrics on the whole test split: bundles through the runtime, Keras models through predict."""
+    test = data["test"]
+    if kind == "keras":
+        from ..models.build import load_model
+
+        outputs = load_model(target).predict(test.x, batch_size=256, verbose=0)
+    else:
+        from ..runtime import load
+        from ..runtime.backends import run_batched
+
+        outputs = run_batched(load(target).runner, test.x)
+    tasks = [t for t in recipe["tasks"] if not t["auxiliary"] and t["name"] in outputs]
+    return score_all(tasks, data.labels, test.y, outputs)
+
+
+def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs: int = 200, warmup: int = 20,
+              batch: int = 32) -> dict:
+    threads = threads or sorted({1, os.cpu_count() or 1})
+    jobs, skipped = plan_jobs(run, backends or list(BACKENDS), threads)
+    tmp = Path(tempfile.mkdtemp(prefix="edgemtl-bench-"))
+    inputs = tmp / "inputs.npz"
+    np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
+    results = {"machine": machine_info(), "runs": runs, "warmup": warmup, "batch": batch, "skipped": skipped,
+               "peak_gflops_1core": _measure({"backend": "peak", "threads": 1}, inputs, 0, 0, 0, tmp).get("gflops"),
+               "rows": [], "accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
+    targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
+    bar = Progress(len(targets) + len(jobs), "bench")
+    for name, target, kind in sorted(targets):
+        results["accuracy"][name] = accuracy(run, recipe, data, name, target, kind)
+        results["sizes"][name] = _size(Path(target), kind)
+        results["model_of"][name] = name[:-len("-keras")] if kind == "keras" else \
+            json.loads((Path(target) / "manifest.json").read_text())["model"]
+        bar.update()
+    results["flops"] = _flops(run, recipe, targets)
+    for job in jobs:
+        results["rows"].append({**job, **_measure(job, inputs, runs, warmup, batch, tmp)})
+        bar.update()
+    bar.close()
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_json(run.root / "bench" / "results.json", results)
+    return results
+
+
+def _size(target: Path, kind: str) -> int:
+    if kind == "keras":
+        return target.stat().st_size
+    manifest = json.loads((target / "manifest.json").read_text())
+    return (target / manifest["file"]).stat().st_size
+
+
+def _flops(run: RunDir, recipe: dict, targets) -> dict:
+    """FLOPs at batch 1 of each model behind the artifacts (needs TensorFlow; absent from a light install)."""
+    try:
+        from ..export.signature import exported_model
+        from ..models.build import load_model
+        from .flops import model_flops
+    except ImportError:
+        return {}
+    out = {}
+    for name, target, kind in targets:
+        model = name[:-len("-keras")] if kind == "keras" else None
+        if model:
+            out[model] = model_flops(exported_model(load_model(target), recipe))
+    return out

@@ -1,0 +1,49 @@
+"""One measurement in a fresh process, so that cold start and peak memory belong to this artifact and backend alone:
+python -m edgemtl.bench.worker JOB.json OUT.json."""
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of
+    a big process would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(job_path: str, out_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    import numpy as np
+
+    from .backends import BACKENDS
+    from .timing import matmul_peak_gflops, percentiles, time_calls
+
+    if job["backend"] == "peak":
+        Path(out_path).write_text(json.dumps({"gflops": matmul_peak_gflops()}))
+        return
+    with np.load(job["inputs"]) as z:
+        x = {k: z[k] for k in z.files}
+    one = {k: v[:1] for k, v in x.items()}
+    call, _ = BACKENDS[job["backend"]][2](job["target"], job["threads"])
+    call(one)
+    first_answer = time.time()  # the parent subtracts its launch time: cold start = process start to first answer
+    latency = percentiles(time_calls(lambda: call(one), job["warmup"], job["runs"]))
+    batch = {k: v[:job["batch"]] for k, v in x.items()}
+    n = len(next(iter(batch.values())))
+    big = percentiles(time_calls(lambda: call(batch), 2, max(3, job["runs"] // 10)))
+    result = {"first_answer_at": first_answer, "latency_ms": latency, "batch": n, "batch_latency_ms": big,
+              "throughput_per_s": n / (big["p50"] / 1000.0),
+              "peak_rss_mb": peak_rss_mb()}
+    Path(out_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

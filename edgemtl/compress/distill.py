@@ -1,0 +1,99 @@
+"""Multi-head knowledge distillation: each task's loss blends the teacher's soft targets with the labels.
+
+multiclass: KL(teacher || student) of the temperature-softened distributions, times T^2 (Hinton et al. 2015);
+binary / multilabel: per-label binary cross-entropy to the softened teacher probabilities, times T^2;
+regression: squared distance to the teacher's prediction on the standardised scale.
+The hard (label) loss masks rows without a label; the soft loss uses every row, so unlabelled rows still learn.
+"""
+from ..tfk import keras, tf
+from ..train.trainer import MultitaskTrainer
+
+EPS = 1e-7
+
+
+def _logits(p, kind: str):
+    """Heads output probabilities: recover logits (up to a per-row constant for softmax, which T leaves alone)."""
+    p = tf.clip_by_value(p, EPS, 1 - EPS) if kind != "multiclass" else tf.maximum(p, EPS)
+    return tf.math.log(p) if kind == "multiclass" else tf.math.log(p) - tf.math.log(1 - p)
+
+
+def soft_loss(task: dict, label_spec: dict, temperature: float):
+    kind = task["type"]
+    if kind == "regression":
+        std = label_spec["std"]
+        return lambda t, s: tf.reduce_mean(tf.square((tf.reshape(s, [-1]) - tf.reshape(t, [-1])) / std))
+    t2 = temperature ** 2
+
+    def multiclass(t, s):
+        log_t = tf.nn.log_softmax(_logits(t, kind) / temperature)
+        log_s = tf.nn.log_softmax(_logits(s, kind) / temperature)
+        return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
+
+    def binary(t, s):
+        target = tf.sigmoid(_logits(t, kind) / temperature)
+        z = _logits(s, kind) / temperature
+        return t2 * tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=z))
+
+    return multiclass if kind == "multiclass" else binary
+
+
+def task_settings(distill: dict, task_name: str) -> tuple[float, float]:
+    """(temperature, alpha) of one task: its own where the recipe sets them, else the global ones."""
+    own = distill["tasks"].get(task_name) or {}
+    t = own.get("temperature")
+    a = own.get("alpha")
+    return (distill["temperature"] if t is None else t), (distill["alpha"] if a is None else a)
+
+
+def shared_representation(net):
+    """The tensor every head reads (the trunk's output): the input of the first task's output layer."""
+    name = net.output_names[0]
+    layer = net.get_layer(name)
+    if not isinstance(layer, keras.layers.Dense):  # a regression head: Dense '<task>_standardised', then Denormalize
+        layer = net.get_layer(f"{name}_standardised")
+    return layer.input
+
+
+class DistillTrainer(MultitaskTrainer):
+    """MultitaskTrainer whose per-task losses also learn from a frozen teacher; the combination applies on top."""
+
+    def __init__(self, net, tasks: list, labels: dict, combination, teacher, distill: dict):
+        super().__init__(net, tasks, labels, combination)
+        teacher.trainable = False
+        self.teacher = teacher
+        self.settings = {t["name"]: task_settings(distill, t["name"]) for t in tasks}
+        self.soft_fns = {t["name"]: soft_loss(t, labels[t["name"]], self.settings[t["name"]][0]) for t in tasks}
+        self.hint = distill["hint"]
+        if self.hint:
+            self.student_view = keras.Model(net.inputs, [net.output, shared_representation(net)])
+            self.teacher_view = keras.Model(teacher.inputs, [teacher.output, shared_representation(teacher)])
+            self.projection = keras.layers.Dense(self.teacher_view.outputs[-1].shape[-1], name="hint_projection")
+            self.projection.build(self.student_view.outputs[-1].shape)
+        self.hint_tracker = keras.metrics.Mean(name="hint_loss")
+
+    @property
+    def metrics(self):
+        return super().metrics + ([self.hint_tracker] if self.hint else [])
+
+    def _forward(self, x, y, training):
+        if self.hint:
+            t_pred, t_feat = self.teacher_view(x, training=False)
+            pred, s_feat = self.student_view(x, training=training)
+        else:
+            t_pred, pred = self.teacher(x, training=False), self.net(x, training=training)
+        losses = {}
+        for n in self.task_names:
+            alpha = self.settings[n][1]
+            hard = self.loss_fns[n](y[n], pred[n])
+            losses[n] = (1 - alpha) * hard + alpha * self.soft_fns[n](tf.stop_gradient(t_pred[n]), pred[n])
+        total = self.combination.combine(losses)
+        if self.net.losses:
+            total += tf.add_n(self.net.losses)
+        if self.hint:
+            hint = tf.reduce_mean(tf.square(self.projection(s_feat) - tf.stop_gradient(t_feat)))
+            self.hint_tracker.update_state(hint)
+            total += self.hint * hint
+        return total, losses
+
+    def trained_variables(self) -> list:
+        return super().trained_variables() + (self.projection.trainable_variables if self.hint else [])

@@ -1,0 +1,110 @@
+"""`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
+the run directory — and a table that compares them with the teacher, per task."""
+import copy
+import sys
+
+from ..errors import EdgemtlError
+from ..evaluate import evaluate_model
+from ..models.build import build_model, count_params, load_model, numeric_stats
+from ..rundir import RunDir, atomic_write_json, atomic_write_text
+from ..train.fit import train_model
+from . import prune
+from .distill import DistillTrainer
+from .student import check_smaller, student_recipe
+
+
+class Compressor:
+    def __init__(self, run: RunDir, recipe: dict, data, resume=False, overwrite=False):
+        self.run, self.recipe, self.data, self.resume, self.overwrite = run, recipe, data, resume, overwrite
+        self.cfg = recipe["compress"]
+        self.teacher_path = run.require_model(self.cfg["teacher"])
+        self.student = student_recipe(recipe)
+        self.tasks = self.student["tasks"]
+        self.steps = -(-len(data["train"]) // self.student["training"]["batch_size"])
+
+    def _recipe_for(self, epochs: int, learning_rate: float) -> dict:
+        """The student's recipe for a fine-tuning phase: its own epochs and rate, no early stop, no warm restart."""
+        out = copy.deepcopy(self.student)
+        out["training"].update(epochs=epochs, learning_rate=learning_rate)
+        out["training"]["early_stopping"] = {**out["training"]["early_stopping"], "patience": None}
+        return out
+
+    def _distiller(self, net, combination):
+        teacher = load_model(self.teacher_path)
+        return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg["distill"])
+
+    def _train(self, recipe, name, **kw) -> dict:
+        print(f"compress: {name}", file=sys.stderr, flush=True)
+        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite, **kw)
+
+    def check(self):
+        """Problems found on an untrained student (size, layers to prune) stop the stage before any training."""
+        stats = numeric_stats(self.student, self.data["train"].x)
+        student = build_model(self.student, self.data.labels, self.data.tokenizers, stats, self.tasks)
+        check_smaller(count_params(student), count_params(load_model(self.teacher_path)))
+        if self.cfg["prune"]["enabled"] and not prune.select_layers(student, self.recipe, self.cfg["prune"]):
+            raise EdgemtlError("compress.prune: no layer left to prune (every candidate is in compress.prune.skip)")
+
+    def scratch(self):
+        return self._train(self.student, "student-scratch")
+
+    def distilled(self):
+        return self._train(self.student, "student", make_trainer=self._distiller)
+
+    def pruned(self, base: str):
+        cfg = self.cfg["prune"]
+        source = load_model(self.run.require_model(base))
+        names = prune.select_layers(source, self.recipe, cfg)
+        expected = prune.expected_sparsity(source, names, cfg)
+        summary = self._train(
+            self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-pruned",
+            make_net=lambda: prune.wrap_for_pruning(load_model(self.run.model_file(base)), names, cfg, self.steps),
+            make_trainer=self._distiller, callbacks=[prune.update_step_callback(), prune.SparsityLog()],
+            to_save=prune.strip, eligible=prune.eligible_after(expected))
+        model = load_model(self.run.model_file("student-pruned"))
+        summary["sparsity"] = prune.layer_sparsity(model, names)
+        summary["sparsity_target"] = round(expected, 4)
+        self._add_to_metrics("student-pruned", {"sparsity": summary["sparsity"], "sparsity_target": expected})
+        return summary
+
+    def quantization_aware(self, base: str, pruned: bool):
+        from .qat import quantize_for_training
+
+        cfg = self.cfg["qat"]
+        heads = prune.head_layers(load_model(self.run.require_model(base)))
+        return self._train(self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-qat",
+                           make_net=lambda: quantize_for_training(load_model(self.run.model_file(base)), heads, pruned),
+                           make_trainer=self._distiller, file_name="model.h5")
+
+    def _add_to_metrics(self, name: str, extra: dict):
+        import json
+
+        path = self.run.model_dir(name) / "metrics.json"
+        atomic_write_json(path, {**json.loads(path.read_text()), **extra})
+
+
+def compress(run: RunDir, recipe: dict, data, resume=False, overwrite=False) -> str:
+    """Train every compressed model the recipe asks for, evaluate them, write RUN/compress.md; return the table."""
+    c = Compressor(run, recipe, data, resume, overwrite)
+    c.check()
+    models = [c.cfg["teacher"]]
+    if c.cfg["scratch"]:
+        c.scratch()
+        models.append("student-scratch")
+    c.distilled()
+    models.append("student")
+    base = "student"
+    if c.cfg["prune"]["enabled"]:
+        c.pruned(base)
+        models.append(base := "student-pruned")
+    if c.cfg["qat"]["enabled"]:
+        c.quantization_aware(base, pruned=base == "student-pruned")
+        models.append("student-qat")
+    for name in models:
+        evaluate_model(run, recipe, data, name)
+    from .report import compression_table
+
+    rows, text = compression_table(run, recipe, data, models, base if c.cfg["qat"]["enabled"] else None)
+    atomic_write_json(run.root / "compress.json", rows)
+    atomic_write_text(run.root / "compress.md", text)
+    return text

@@ -1,0 +1,111 @@
+"""`edgemtl predict BUNDLE`: answers for one sample given on the command line, or for every row of a manifest."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .errors import EdgemtlError
+from .progress import Progress
+from .runtime import load
+
+
+def parse_inputs(model, pairs: list) -> dict:
+    """['--image', 'x.jpg', '--title', 'Nike ...'] -> {'image': 'x.jpg', 'title': 'Nike ...'}."""
+    raw, i = {}, 0
+    while i < len(pairs):
+        flag = pairs[i]
+        if not flag.startswith("--") or i + 1 >= len(pairs):
+            raise EdgemtlError(f"predict: expected --<input> VALUE pairs (inputs: "
+                               f"{', '.join('--' + n for n in model.inputs)}), got '{flag}'")
+        raw[flag[2:].replace("-", "_")] = _value(model, flag[2:], pairs[i + 1])
+        i += 2
+    return raw
+
+
+def _value(model, name: str, text: str):
+    prep = model.inputs.get(name)
+    if prep is not None and prep.kind in ("numeric", "sequence"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise EdgemtlError(f"input '{name}': give numbers as JSON, e.g. '[1.5, 2]'") from None
+    return text
+
+
+def format_answers(answers: dict, sep: str = "\n") -> str:
+    lines = []
+    for task, a in answers.items():
+        if "value" in a:
+            lines.append(f"{task}: {a['value']:.4g}")
+        elif "labels" in a:
+            lines.append(f"{task}: {', '.join(map(str, a['labels'])) or '(none)'}")
+        else:
+            lines.append(f"{task}: {a['label']} ({a['score']:.3f})")
+    return sep.join(lines)
+
+
+def predict_one(bundle: str, pairs: list, as_json: bool) -> str:
+    model = load(bundle)
+    answers = model.predict(**parse_inputs(model, pairs))
+    return json.dumps(answers, indent=2) if as_json else format_answers(answers)
+
+
+def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32) -> Path:
+    """Every row of a CSV manifest (columns as in the recipe, media paths relative to it) -> a predictions CSV."""
+    model = load(bundle)
+    path = Path(manifest)
+    if not path.exists():
+        raise EdgemtlError(f"{manifest}: manifest not found")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = {name: (e.get("column") or name) for name, e in
+               ((e["name"], e) for e in model.manifest["inputs"])}
+    missing = [c for c in columns.values() if rows and c not in rows[0]]
+    if missing:
+        raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")
+    out_path = Path(out) if out else path.with_name(f"{path.stem}.predictions.csv")
+    tasks = list(model.outputs)
+    bar = Progress(len(rows), "predict")
+    with open(out_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row"] + [h for t in tasks for h in (f"{t}", f"{t}_score")])
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            raw = {name: [_cell(model, name, r[col], path.parent, start + i) for i, r in enumerate(chunk)]
+                   for name, col in columns.items()}
+            try:
+                answers = model.predict_batch(**raw)
+            except EdgemtlError as e:
+                raise EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {e.messages[0]}") from None
+            for i, a in enumerate(answers):
+                writer.writerow([start + i + 1] + [v for t in tasks for v in _cells(a[t])])
+            bar.update(len(chunk))
+    bar.close()
+    return out_path
+
+
+def _cell(model, name: str, value: str, base: Path, row: int):
+    kind = model.inputs[name].kind
+    if kind in ("image", "audio"):
+        return str(base / value)
+    if kind in ("numeric", "sequence"):
+        return _value(model, name, value)
+    return value
+
+
+def _cells(a: dict) -> list:
+    if "value" in a:
+        return [a["value"], ""]
+    if "labels" in a:
+        return ["|".join(map(str, a["labels"])), ""]
+    return [a["label"], round(a["score"], 6)]
+
+
+def main_predict(args, extra: list) -> None:
+    if args.manifest:
+        if extra:
+            raise EdgemtlError("predict: give either --manifest or --<input> values, not both")
+        print(f"predictions: {predict_manifest(args.bundle, args.manifest, args.out)}")
+    else:
+        print(predict_one(args.bundle, extra, args.json))
+    sys.stdout.flush()

@@ -1,0 +1,152 @@
+"""edgemtl compress: distillation, pruning, quantization-aware training, and their bad inputs."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import set_args
+
+# A few epochs each: these tests check behaviour, the README's table measures accuracy.
+TINY_COMPRESS = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1"]
+
+
+@pytest.fixture(scope="session")
+def compressed(tiny_run, tmp_path_factory):
+    from edgemtl.cli import main
+
+    run = tmp_path_factory.mktemp("compressed") / "av"
+    shutil.copytree(tiny_run, run)
+    assert main(["compress", str(run)] + set_args(TINY_COMPRESS)) == 0
+    return run
+
+
+def _weights(model) -> list:
+    return [w.numpy().copy() for w in model.weights]
+
+
+def test_distillation_never_changes_the_teacher(tiny_run, av_data):
+    from edgemtl.compress.distill import DistillTrainer
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.models.build import build_model, load_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.tfk import keras
+    from edgemtl.train.weighting import make_combination
+
+    recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.hint=0.5"])
+    student = student_recipe(recipe)
+    teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
+    net = build_model(student, av_data.labels, av_data.tokenizers, {}, student["tasks"], "student")
+    trainer = DistillTrainer(net, student["tasks"], av_data.labels, make_combination(
+        student["training"]["loss_combination"], student["tasks"]), teacher, recipe["compress"]["distill"])
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before_teacher, before_student = _weights(teacher), _weights(net)
+    train = av_data["train"]
+    trainer.fit({k: v[:64] for k, v in train.x.items()}, {k: v[:64] for k, v in train.y.items()}, batch_size=16,
+                epochs=1, verbose=0)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before_teacher, teacher.weights))  # BN stats too
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before_student, net.weights))
+
+
+def test_rows_without_labels_still_learn_from_the_teacher():
+    from edgemtl.compress.distill import soft_loss
+    from edgemtl.tfk import tf
+    from edgemtl.train.losses import task_loss
+
+    task = {"name": "digit", "type": "multiclass", "label_smoothing": 0.0, "loss": "auto"}
+    spec = {"classes": ["0", "1", "2"]}
+    teacher = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    logits = tf.Variable(tf.zeros([2, 3]))
+    with tf.GradientTape() as tape:
+        student = tf.nn.softmax(logits)
+        hard = task_loss(task, spec)(tf.constant([-1, -1]), student)  # both labels missing
+        soft = soft_loss(task, spec, 4.0)(teacher, student)
+    assert float(hard) == 0.0 and float(soft) > 0.0
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(soft, logits)))) > 0.0
+    assert float(soft_loss(task, spec, 4.0)(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_compress_writes_every_model_and_the_table(compressed):
+    models = {p.name for p in (compressed / "models").iterdir()}
+    assert {"teacher", "student-scratch", "student", "student-pruned", "student-qat"} <= models
+    table = (compressed / "compress.md").read_text()
+    for name in ("student-scratch", "student-pruned", "post-training int8", "quantization-aware int8"):
+        assert name in table
+    rows = json.loads((compressed / "compress.json").read_text())
+    teacher, student = rows["models"][0], rows["models"][2]
+    assert student["params"] < teacher["params"]
+
+
+def test_achieved_sparsity_equals_the_target(compressed):
+    from edgemtl.models.build import load_model
+
+    metrics = json.loads((compressed / "models" / "student-pruned" / "metrics.json").read_text())
+    assert abs(metrics["sparsity"]["overall"] - 0.5) <= 0.01
+    model = load_model(compressed / "models" / "student-pruned" / "model.keras")
+    pruned = [n for n in metrics["sparsity"] if n != "overall"]
+    kernels = [w.numpy() for n in pruned for w in model.get_layer(n).trainable_weights if len(w.shape) >= 2]
+    zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
+    assert abs(zeros - 0.5) <= 0.01
+    assert all(not n.startswith(("digit", "speaker")) for n in pruned)  # heads are skipped by default
+
+
+def test_qat_model_converts_to_int8_tflite(compressed):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemtl.cli import main
+
+    assert main(["export", str(compressed), "--model", "student-qat", "--format", "tflite",
+                 "--precision", "int8"]) == 0
+    bundle = compressed / "exports" / "student-qat-tflite-int8"
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
+    assert np.int8 in dtypes
+    assert {o["task"] for o in json.loads((bundle / "manifest.json").read_text())["outputs"]} == {"digit", "speaker"}
+
+
+def _compress_error(run, sets, capsys) -> str:
+    from edgemtl.cli import main
+
+    assert main(["compress", str(run)] + set_args(sets)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("error: ") for line in err)
+    return "\n".join(err)
+
+
+def test_student_larger_than_the_teacher(tiny_run, capsys):
+    err = _compress_error(tiny_run, ["compress.student.preset=none", "compress.student.trunk.units=[512]"], capsys)
+    assert "compress.student" in err and "not fewer than the teacher's" in err
+
+
+def test_sparsity_outside_0_1(tiny_run, capsys):
+    err = _compress_error(tiny_run, ["compress.prune.sparsity=1.0"], capsys)
+    assert "compress.prune.sparsity: must be in [0, 1), got 1.0" in err
+
+
+def test_pruning_a_layer_tfmot_cannot_wrap_is_named(tiny_run, capsys):
+    err = _compress_error(tiny_run, ["compress.prune.layers=[audio_logmel]"], capsys)
+    assert "layer 'audio_logmel' (LogMelSpectrogram) cannot be pruned by tfmot" in err
+
+
+def test_missing_teacher(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("models", "exports"))
+    err = _compress_error(run, [], capsys)
+    assert "no model 'teacher'" in err
+
+
+def test_student_recipe_scales_and_validates(av_recipe):
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.errors import EdgemtlError
+
+    recipe = json.loads(json.dumps(av_recipe))
+    recipe["compress"]["student"].update(preset="small", inputs={"image": {"type": "mobilenet"}})
+    student = student_recipe(recipe)
+    assert student["inputs"][0]["encoder"]["filters"] == [4, 8]  # audio [8, 16] halved
+    assert student["inputs"][1]["encoder"]["type"] == "mobilenet" and student["inputs"][1]["encoder"]["width"] == 1.0
+    recipe["compress"]["student"]["inputs"] = {"imag": {"filters": [4]}, "audio": {"pooling": "max"}}
+    with pytest.raises(EdgemtlError) as e:
+        student_recipe(recipe)
+    text = "\n".join(e.value.messages)
+    assert "compress.student.inputs.imag: not an input of the recipe (did you mean 'image'?)" in text
+    assert "compress.student.inputs.audio.pooling" in text
