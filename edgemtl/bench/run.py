@@ -2,6 +2,7 @@
 per-task accuracy on the whole test split, latency, throughput, cold start, memory; then RUN/bench/ reports."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,6 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
         results["rows"].append({**job, **_measure(job, inputs, runs, warmup, batch, tmp)})
         bar.update()
     bar.close()
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_json(run.root / "bench" / "results.json", results)
     return results

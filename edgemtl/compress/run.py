@@ -1,6 +1,7 @@
 """`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
 the run directory — and a table that compares them with the teacher, per task."""
 import copy
+import json
 import sys
 
 from ..errors import EdgemtlError
@@ -23,7 +24,7 @@ class Compressor:
         self.steps = -(-len(data["train"]) // self.student["training"]["batch_size"])
 
     def _recipe_for(self, epochs: int, learning_rate: float) -> dict:
-        """The student's recipe for a fine-tuning phase: its own epochs and rate, no early stop, no warm restart."""
+        """The student's recipe for a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
         out = copy.deepcopy(self.student)
         out["training"].update(epochs=epochs, learning_rate=learning_rate)
         out["training"]["early_stopping"] = {**out["training"]["early_stopping"], "patience": None}
@@ -62,10 +63,9 @@ class Compressor:
             make_trainer=self._distiller, callbacks=[prune.update_step_callback(), prune.SparsityLog()],
             to_save=prune.strip, eligible=prune.eligible_after(expected))
         model = load_model(self.run.model_file("student-pruned"))
-        summary["sparsity"] = prune.layer_sparsity(model, names)
-        summary["sparsity_target"] = round(expected, 4)
-        self._add_to_metrics("student-pruned", {"sparsity": summary["sparsity"], "sparsity_target": expected})
-        return summary
+        sparsity = {"sparsity": prune.layer_sparsity(model, names), "sparsity_target": round(expected, 4)}
+        self._add_to_metrics("student-pruned", sparsity)
+        return {**summary, **sparsity}
 
     def quantization_aware(self, base: str, pruned: bool):
         from .qat import quantize_for_training
@@ -77,8 +77,6 @@ class Compressor:
                            make_trainer=self._distiller, file_name="model.h5")
 
     def _add_to_metrics(self, name: str, extra: dict):
-        import json
-
         path = self.run.model_dir(name) / "metrics.json"
         atomic_write_json(path, {**json.loads(path.read_text()), **extra})
 
