@@ -18,16 +18,19 @@ def quantize_for_training(net, heads: set, pruned: bool):
     from ..models.layers import CUSTOM_OBJECTS
 
     quant = tfmot.quantization.keras
+    scheme = _prune_preserve_scheme() if pruned else quant.default_8bit.Default8BitQuantizeScheme()
+    registry = scheme.get_quantize_registry()
 
     def annotate(layer):
-        return quant.quantize_annotate_layer(layer) if isinstance(layer, QUANTIZED) and layer.name not in heads \
-            else layer
+        # Layers the scheme has no config for (Conv1D under pruning preservation) stay float here; int8 export
+        # calibrates them like any post-training quantized layer.
+        wanted = isinstance(layer, QUANTIZED) and layer.name not in heads and registry.supports(layer)
+        return quant.quantize_annotate_layer(layer) if wanted else layer
 
     with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
         annotated = keras.models.clone_model(net, clone_function=annotate)
-    scheme = _prune_preserve_scheme() if pruned else None
     with quant.quantize_scope(CUSTOM_OBJECTS):
-        return quant.quantize_apply(annotated, scheme) if scheme else quant.quantize_apply(annotated)
+        return quant.quantize_apply(annotated, scheme)
 
 
 def _prune_preserve_scheme():

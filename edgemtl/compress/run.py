@@ -72,9 +72,16 @@ class Compressor:
 
         cfg = self.cfg["qat"]
         heads = prune.head_layers(load_model(self.run.require_model(base)))
+
+        def make_net():
+            try:
+                return quantize_for_training(load_model(self.run.model_file(base)), heads, pruned)
+            except (RuntimeError, ValueError) as e:  # tfmot names the layer it cannot quantize
+                raise EdgemtlError(f"compress.qat: {base} cannot be trained quantization-aware: "
+                                   f"{str(e).splitlines()[0][:300]}") from None
+
         return self._train(self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-qat",
-                           make_net=lambda: quantize_for_training(load_model(self.run.model_file(base)), heads, pruned),
-                           make_trainer=self._distiller, file_name="model.h5")
+                           make_net=make_net, make_trainer=self._distiller, file_name="model.h5")
 
     def _add_to_metrics(self, name: str, extra: dict):
         path = self.run.model_dir(name) / "metrics.json"
