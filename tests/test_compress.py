@@ -150,3 +150,16 @@ def test_student_recipe_scales_and_validates(av_recipe):
     text = "\n".join(e.value.messages)
     assert "compress.student.inputs.imag: not an input of the recipe (did you mean 'image'?)" in text
     assert "compress.student.inputs.audio.pooling" in text
+
+
+def test_pruning_preserving_qat_accepts_a_text_encoder(fashion_tiny_run):
+    """Conv1D has no pruning-preserving config in tfmot: it stays float in QAT instead of failing the stage."""
+    from edgemtl.compress.prune import head_layers
+    from edgemtl.compress.qat import quantize_for_training
+    from edgemtl.models.build import load_model
+
+    net = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")
+    qat = quantize_for_training(net, head_layers(net), pruned=True)
+    wrapped = {x.name for x in qat.layers if type(x).__name__.startswith("QuantizeWrapper")}
+    assert "quant_image_block0_conv" in wrapped and not any(n.startswith("quant_title_conv") for n in wrapped)
+    assert set(qat.output_names) == {"gender", "masterCategory"}

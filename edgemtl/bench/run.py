@@ -30,14 +30,16 @@ def _bundle_kind(folder: Path) -> str:
     return "tflite" if json.loads((folder / "manifest.json").read_text())["format"] == "tflite" else "onnx"
 
 
-def plan_jobs(run: RunDir, backends, threads) -> tuple[list, list]:
-    """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons."""
+def plan_jobs(run: RunDir, recipe: dict, backends, threads) -> tuple[list, list]:
+    """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
+    Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
     targets = [(b.name, str(b), _bundle_kind(b)) for b in bundles(run)]
     if not targets:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
-    models = sorted({json.loads((run.root / "exports" / name / "manifest.json").read_text())["model"]
-                     for name, _, _ in targets})
-    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in models]
+    models = recipe["export"]["model"]
+    models = [models] if isinstance(models, str) else models
+    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in models
+                if run.model_file(m).exists()]
     jobs, skipped = [], []
     for backend in backends:
         if backend not in BACKENDS:
@@ -92,7 +94,7 @@ def accuracy(run: RunDir, recipe: dict, data, target_name: str, target: str, kin
 def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs: int = 200, warmup: int = 20,
               batch: int = 32) -> dict:
     threads = threads or sorted({1, os.cpu_count() or 1})
-    jobs, skipped = plan_jobs(run, backends or list(BACKENDS), threads)
+    jobs, skipped = plan_jobs(run, recipe, backends or list(BACKENDS), threads)
     tmp = Path(tempfile.mkdtemp(prefix="edgemtl-bench-"))
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
