@@ -16,7 +16,9 @@ SHARED = REPO.parent / "shared" / "data"
 
 # Small, fast versions of the real recipes (same data, small encoders, few epochs).
 TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.image.encoder.filters=[8,16]",
-           "trunk.units=[32]", "training.checkpoint_every=5"]
+           "trunk.units=[32]", "training.checkpoint_every=5",
+           # the demo's student names absolute widths: scale the small encoders above instead
+           "compress.student.preset=small", "compress.student.inputs={}", "compress.student.trunk={}"]
 
 # The session run: every stage of the main job, single-task models included.
 # Its export accepts any metric drop (export.default_tolerance=1): the gate and fallback have their own tests.

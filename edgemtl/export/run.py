@@ -20,6 +20,7 @@ from .c_array import write_c_array
 FORMATS = {"tflite": tflite.PRECISIONS, "onnx": onnx_export.PRECISIONS, "c": ("int8",)}
 ALL_PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 MIN_CALIBRATION_ROWS = 10
+QAT_PRECISIONS = ("int8", "int8io")
 
 
 def plan(formats, precisions) -> list[tuple[str, str]]:
@@ -224,6 +225,12 @@ def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, prec
     from ..progress import Progress
 
     combos = plan(formats, precisions)
+    if run.model_file(model_name).suffix == ".h5":  # quantization-aware (edgemtl compress): its target is int8
+        dropped = [(f, p) for f, p in combos if p not in QAT_PRECISIONS or f == "onnx"]
+        combos = [c for c in combos if c not in dropped]
+        if dropped:
+            print(f"{model_name} is quantization-aware: exported as TFLite / C int8 only (its float graph carries "
+                  f"fake-quant ops); skipped {', '.join(f'{f}-{p}' for f, p in dropped)}", file=sys.stderr)
     exporter = Exporter(run, recipe, model_name, data, calibration_samples)
     rows = []
     bar = Progress(len(combos), "export", min_interval=0.0)
