@@ -12,8 +12,9 @@ BASELINE = "teacher-tflite-fp32"
 
 
 def _task_names(results: dict) -> list:
-    first = next(iter(results["accuracy"].values()))
-    return [t for t in first if t != "mean_score"]
+    """Every task of any artifact: the baseline's in its order first (single-task artifacts have one each)."""
+    ordered = [results["accuracy"].get(BASELINE, {})] + list(results["accuracy"].values())
+    return list({t: None for acc in ordered for t in acc if t != "mean_score"})
 
 
 def _row_key(r):
