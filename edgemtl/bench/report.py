@@ -110,10 +110,12 @@ def _score(m) -> float:
 
 
 def pareto_points(results: dict) -> list:
-    """(artifact, backend, threads, p50 ms, mean score, size) for successful rows; and which are on the front."""
+    """(artifact, backend, threads, p50 ms, mean score, size) for successful rows of artifacts that answer every
+    task (a single-task model's mean is one task's score: not comparable); and which are on the front."""
+    everything = set(_task_names(results))
     pts = [(r["artifact"], r["backend"], r["threads"], r["latency_ms"]["p50"],
             results["accuracy"][r["artifact"]]["mean_score"], results["sizes"][r["artifact"]])
-           for r in results["rows"] if "error" not in r]
+           for r in results["rows"] if "error" not in r and everything <= set(results["accuracy"][r["artifact"]])]
     front = [p for p in pts if not any(q[3] <= p[3] and q[4] >= p[4] and (q[3] < p[3] or q[4] > p[4]) for q in pts)]
     return pts, front
 
