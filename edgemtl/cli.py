@@ -129,12 +129,13 @@ def cmd_compress(args):
 def cmd_export(args):
     from .data.dataset import prepare
     from .export.run import plan
+    from .recipe import export_models
     from .stages import open_run, stage_export
 
     run, recipe = open_run(args.run)
     cfg = recipe["export"]
-    models = args.model.split(",") if args.model else cfg["model"]
-    for model in [models] if isinstance(models, str) else models:
+    models = args.model.split(",") if args.model else export_models(recipe)
+    for model in models:
         run.require_model(model)
     formats = args.format.split(",") if args.format else cfg["formats"]
     precisions = args.precision.split(",") if args.precision else cfg["precisions"]
@@ -169,8 +170,8 @@ def cmd_run(args):
             print(stages.stage_compress(recipe, run, data, args.resume))
         elif stage == "export":
             cfg = recipe["export"]
-            print(stages.stage_export(recipe, run, data, cfg["model"], cfg["formats"], cfg["precisions"],
-                                      cfg["calibration_samples"]))
+            print(stages.stage_export(recipe, run, data, stages.export_models(recipe), cfg["formats"],
+                                      cfg["precisions"], cfg["calibration_samples"]))
         elif stage == "bench":
             print(stages.stage_bench(recipe, run, data))
         elif stage == "report":

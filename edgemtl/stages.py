@@ -5,7 +5,7 @@ import sys
 import yaml
 
 from .errors import EdgemtlError
-from .recipe import load_recipe, recipe_hash
+from .recipe import export_models, load_recipe, recipe_hash
 from .rundir import RunDir, atomic_write_json, atomic_write_text, environment_info
 
 
@@ -76,12 +76,11 @@ def stage_compress(recipe: dict, run: RunDir, data, resume=False, overwrite=Fals
     return compress(run, recipe, data, resume, overwrite)
 
 
-def stage_export(recipe: dict, run: RunDir, data, models, formats, precisions, calibration_samples) -> str:
-    """models: one model name or a list of them."""
+def stage_export(recipe: dict, run: RunDir, data, models: list, formats, precisions, calibration_samples) -> str:
     from .export.run import export_model, format_table
 
     rows = []
-    for model in [models] if isinstance(models, str) else models:
+    for model in models:
         rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples)
     return format_table(rows, recipe["tasks"])
 
@@ -94,8 +93,7 @@ def stage_bench(recipe: dict, run: RunDir, data, student=None, **options) -> str
 
     results = bench_run(run, recipe, data, **options)
     if student is None:
-        models = [recipe["export"]["model"]] if isinstance(recipe["export"]["model"], str) else recipe["export"]["model"]
-        others = [m for m in models if m != "teacher"]
+        others = [m for m in export_models(recipe) if m != "teacher"]
         student = f"{others[0]}-tflite-int8" if others else None
     return write_reports(run, recipe, results, student if student in results["sizes"] else None)
 

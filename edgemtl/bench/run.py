@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import EdgemtlError
 from ..metrics import score_all
 from ..progress import Progress
+from ..recipe import export_models
 from ..rundir import RunDir, atomic_write_json
 from .backends import BACKENDS, GPU_BACKENDS, unavailable
 from .machine import machine_info
@@ -36,9 +37,7 @@ def plan_jobs(run: RunDir, recipe: dict, backends, threads) -> tuple[list, list]
     targets = [(b.name, str(b), _bundle_kind(b)) for b in bundles(run)]
     if not targets:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
-    models = recipe["export"]["model"]
-    models = [models] if isinstance(models, str) else models
-    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in models
+    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in export_models(recipe)
                 if run.model_file(m).exists()]
     jobs, skipped = [], []
     for backend in backends:

@@ -1,1 +1,1 @@
-from .load import load_recipe, recipe_hash  # noqa: F401
+from .load import export_models, load_recipe, recipe_hash  # noqa: F401

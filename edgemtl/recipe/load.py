@@ -156,6 +156,12 @@ def _compress_checks(recipe: dict) -> list[str]:
     return errors
 
 
+def export_models(recipe: dict) -> list[str]:
+    """export.model as a list (the recipe may name one model or several)."""
+    models = recipe["export"]["model"]
+    return [models] if isinstance(models, str) else list(models)
+
+
 def task_metric_names(task: dict) -> tuple:
     return REGRESSION_METRICS if task["type"] == "regression" else CLASS_METRICS
 
