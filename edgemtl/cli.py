@@ -50,10 +50,12 @@ def build_parser():
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
     p.add_argument("run", help="run directory with exports")
-    p.add_argument("--backend", help="comma-separated (default: all; those absent here are skipped with the reason)")
-    p.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
-    p.add_argument("--runs", type=int, default=200, help="timed calls per measurement (default 200)")
-    p.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement (default 32)")
+    p.add_argument("--backend", help="comma-separated (default: bench.backends, else all; those absent here are "
+                                     "skipped with the reason)")
+    p.add_argument("--threads", help="comma-separated thread counts (default: bench.threads, else 1 and all cores)")
+    p.add_argument("--runs", type=int, help="timed calls per measurement (default: bench.runs, 200)")
+    p.add_argument("--max-seconds", type=float, help="time limit of one measurement (default: bench.max_seconds, 5)")
+    p.add_argument("--batch", type=int, help="batch of the throughput measurement (default: bench.batch, 32)")
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
@@ -188,7 +190,7 @@ def cmd_bench(args):
     threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     backends = args.backend.split(",") if args.backend else None
     print(stage_bench(recipe, run, prepare(recipe, run.preprocess), args.student, backends=backends,
-                      threads=threads, runs=args.runs, batch=args.batch))
+                      threads=threads, runs=args.runs, batch=args.batch, max_seconds=args.max_seconds))
 
 
 def cmd_predict(args, extra):

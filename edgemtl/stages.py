@@ -79,9 +79,9 @@ def stage_compress(recipe: dict, run: RunDir, data, resume=False, overwrite=Fals
 def stage_export(recipe: dict, run: RunDir, data, models: list, formats, precisions, calibration_samples) -> str:
     from .export.run import export_model, format_table
 
-    rows = []
+    rows, worked = [], {}  # the parts an int8 model needed in float: the next model (same inputs) starts there
     for model in models:
-        rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples)
+        rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples, worked)
     return format_table(rows, recipe["tasks"])
 
 

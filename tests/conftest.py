@@ -18,7 +18,8 @@ SHARED = REPO.parent / "shared" / "data"
 TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.image.encoder.filters=[8,16]",
            "trunk.units=[32]", "training.checkpoint_every=5",
            # the demo's student names absolute widths: scale the small encoders above instead
-           "compress.student.preset=small", "compress.student.inputs={}", "compress.student.trunk={}"]
+           "compress.student.preset=small", "compress.student.inputs={}", "compress.student.trunk={}",
+           "compress.training={}"]  # the students train as long as the tiny teacher
 
 # The session run: every stage of the main job, single-task models included.
 # Its export accepts any metric drop (export.default_tolerance=1): the gate and fallback have their own tests.

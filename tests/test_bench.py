@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgemtl.bench.backends import BACKENDS, unavailable
-from edgemtl.bench.timing import percentiles
+from edgemtl.bench.timing import percentiles, time_calls
 from edgemtl.cli import main
 
 
@@ -23,6 +23,14 @@ def test_percentiles_on_a_known_sample():
     stats = percentiles(np.arange(1, 101) / 1000.0)  # 1..100 ms
     assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
     assert stats["p99"] == pytest.approx(99.01) and stats["mean"] == pytest.approx(50.5) and stats["n"] == 100
+
+
+def test_timed_calls_stop_at_the_time_limit_but_not_before_the_minimum():
+    import time
+
+    calls = time_calls(lambda: time.sleep(0.01), warmup=0, runs=500, max_seconds=0.05, min_runs=3)
+    assert 3 <= len(calls) <= 8
+    assert len(time_calls(lambda: time.sleep(0.01), warmup=0, runs=500, max_seconds=0.0, min_runs=4)) == 4
 
 
 def test_every_present_backend_measures_every_artifact(benched):

@@ -77,6 +77,18 @@ def test_compress_writes_every_model_and_the_table(compressed):
     assert student["params"] < teacher["params"]
 
 
+def test_pruning_starts_from_the_student_with_the_better_validation_score(compressed):
+    from edgemtl.compress.run import best_validation
+    from edgemtl.stages import open_run
+
+    run, _ = open_run(compressed)
+    scores = {n: best_validation(run, n, "val_mean_score") for n in ("student", "student-scratch")}
+    start = json.loads((compressed / "compress.json").read_text())["start"]
+    assert start["model"] == ("student-scratch" if scores["student-scratch"] > scores["student"] else "student")
+    assert f"student {scores['student']:.4f}, student-scratch {scores['student-scratch']:.4f}" in start["why"]
+    assert f"start from {start['model']}" in (compressed / "compress.md").read_text()
+
+
 def test_achieved_sparsity_equals_the_target(compressed):
     from edgemtl.models.build import load_model
 
@@ -121,6 +133,11 @@ def test_student_larger_than_the_teacher(tiny_run, capsys):
 def test_sparsity_outside_0_1(tiny_run, capsys):
     err = _compress_error(tiny_run, ["compress.prune.sparsity=1.0"], capsys)
     assert "compress.prune.sparsity: must be in [0, 1), got 1.0" in err
+
+
+def test_starting_from_a_student_that_is_not_trained(tiny_run, capsys):
+    err = _compress_error(tiny_run, ["compress.scratch=false", "compress.start=student-scratch"], capsys)
+    assert "compress.start: 'student-scratch' needs compress.scratch: true" in err
 
 
 def test_pruning_a_layer_tfmot_cannot_wrap_is_named(tiny_run, capsys):

@@ -106,6 +106,25 @@ def test_keep_float_leaves_the_audio_front_end_in_float(tiny_run, av_data, tmp_p
     assert any(t["dtype"] == np.int8 for t in conv)
 
 
+def test_audio_front_end_survives_dynamic_range_quantization(tiny_run, av_data):
+    """Dynamic-range TFLite quantizes large constant weights and their inputs: the log-mel front-end has none."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemtl.export import tflite
+    from edgemtl.models.build import load_model
+    from edgemtl.stages import open_run
+    from edgemtl.tfk import keras
+
+    run, _ = open_run(tiny_run)
+    teacher = load_model(run.model_file("teacher"))
+    front = keras.Model(teacher.get_layer("audio").input, teacher.get_layer("audio_logmel").output)
+    audio = av_data["test"].x["audio"][:16]
+    interpreter = Interpreter(model_content=tflite.convert(front, "dynamic"))
+    runner = interpreter.get_signature_runner()
+    got = next(iter(runner(audio=audio[:1]).values()))
+    assert np.abs(got - front.predict(audio[:1], verbose=0)).max() < 1e-3
+
+
 def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
@@ -127,6 +146,34 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
     manifest = json.loads((tiny_run / "exports/teacher-tflite-int8/manifest.json").read_text())
     assert manifest["quantization"]["kept_in_float"] == ["audio_logmel"]
     assert manifest["quantization"]["calibration_rows"] >= 16  # every digit and speaker class, then random rows
+
+
+def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_data, monkeypatch):
+    from edgemtl.export import run as export_run
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
+    exporter.worked["tflite"] = ("audio_logmel",)  # as if tflite-int8 had just needed it
+    row = exporter.export_one("tflite", "int8io")
+    assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
+    assert row["fallback_tried"] == [["audio_logmel"]]
+    assert [k for k in exporter.cache if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
+
+
+def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
+    from edgemtl.export import run as export_run
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
+    real_gate = exporter.gate
+    monkeypatch.setattr(exporter, "gate", lambda path, precision: {
+        **real_gate(path, precision), "deployable": False, "reason": "digit: forced failure"})
+    row = exporter.export_one("tflite", "dynamic")
+    assert not row["deployable"] and row["fallback_tried"] == []
+    assert row["reason"] == "digit: forced failure (TFLite dynamic cannot keep parts in float: no fallback to try)"
+    assert len(exporter.cache) == 1
 
 
 def test_export_bad_inputs_are_one_line_each(tiny_run, tmp_path, capsys):

@@ -155,6 +155,11 @@ def machine_line(results: dict) -> str:
     return (f"{m['cpu']['model']}, {m['cpu']['cores']} cores ({' '.join(m['cpu']['flags'])}); {gpu}. {versions}.")
 
 
+def _limit(results) -> str:
+    limit = results.get("max_seconds")
+    return f" (fewer, at least {results['warmup']}, where they took over {limit:g} s)" if limit else ""
+
+
 def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None) -> str:
     folder = run.root / "bench"
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +168,7 @@ def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None)
         f"# {recipe['name']}: benchmark", "",
         f"Machine: {machine_line(results)}", "",
         f"Accuracy: the whole test split, through the runtime's decoding. Latency: batch 1, {results['warmup']} "
-        f"warm-up then {results['runs']} timed calls, each artifact in a fresh process (cold start = process start to "
+        f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start = process start to "
         f"first answer; peak MB = the process's peak RSS). x smaller / x faster: against {BASELINE} (LiteRT, 1 thread).",
         "", table(results), "", *comparisons(results, student), "", *skipped, "",
         "![accuracy vs latency](pareto.png)", ""])

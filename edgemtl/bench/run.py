@@ -19,6 +19,8 @@ from ..rundir import RunDir, atomic_write_json
 from .backends import BACKENDS, GPU_BACKENDS, unavailable
 from .machine import machine_info
 
+WARMUP = 20  # untimed calls before each measurement; also the fewest timed calls a time limit leaves
+
 
 def bundles(run: RunDir) -> list[Path]:
     """Bundle folders of the run; C-array bundles are the int8 TFLite model again, so they are not benched twice."""
@@ -53,10 +55,10 @@ def plan_jobs(run: RunDir, recipe: dict, backends, threads) -> tuple[list, list]
     return jobs, skipped
 
 
-def _measure(job: dict, inputs: Path, runs: int, warmup: int, batch: int, tmp: Path) -> dict:
+def _measure(job: dict, inputs: Path, timing: dict, tmp: Path) -> dict:
     job_file, out = tmp / "job.json", tmp / "out.json"
     out.unlink(missing_ok=True)
-    job_file.write_text(json.dumps({**job, "inputs": str(inputs), "runs": runs, "warmup": warmup, "batch": batch}))
+    job_file.write_text(json.dumps({**job, "inputs": str(inputs), **timing}))
     n = str(job["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
            "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1"}
@@ -90,15 +92,20 @@ def accuracy(run: RunDir, recipe: dict, data, target_name: str, target: str, kin
     return score_all(tasks, data.labels, test.y, outputs)
 
 
-def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs: int = 200, warmup: int = 20,
-              batch: int = 32) -> dict:
-    threads = threads or sorted({1, os.cpu_count() or 1})
-    jobs, skipped = plan_jobs(run, recipe, backends or list(BACKENDS), threads)
+def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs=None, batch=None,
+              max_seconds=None, warmup: int = WARMUP) -> dict:
+    """Arguments left None come from the recipe's bench section."""
+    cfg = recipe["bench"]
+    threads = threads or cfg["threads"] or sorted({1, os.cpu_count() or 1})
+    runs, batch = runs or cfg["runs"], batch or cfg["batch"]
+    max_seconds = max_seconds or cfg["max_seconds"]
+    jobs, skipped = plan_jobs(run, recipe, backends or cfg["backends"] or list(BACKENDS), threads)
     tmp = Path(tempfile.mkdtemp(prefix="edgemtl-bench-"))
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
-    results = {"machine": machine_info(), "runs": runs, "warmup": warmup, "batch": batch, "skipped": skipped,
-               "peak_gflops_1core": _measure({"backend": "peak", "threads": 1}, inputs, 0, 0, 0, tmp).get("gflops"),
+    timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
+    results = {"machine": machine_info(), **timing, "skipped": skipped,
+               "peak_gflops_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp).get("gflops"),
                "rows": [], "accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
     targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
     bar = Progress(len(targets) + len(jobs), "bench")
@@ -110,7 +117,7 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
         bar.update()
     results["flops"] = _flops(run, recipe, targets)
     for job in jobs:
-        results["rows"].append({**job, **_measure(job, inputs, runs, warmup, batch, tmp)})
+        results["rows"].append({**job, **_measure(job, inputs, timing, tmp)})
         bar.update()
     bar.close()
     shutil.rmtree(tmp, ignore_errors=True)

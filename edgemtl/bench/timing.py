@@ -11,7 +11,9 @@ def percentiles(seconds) -> dict:
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min()), "n": int(ms.size)}
 
 
-def time_calls(fn, warmup: int, runs: int) -> list:
+def time_calls(fn, warmup: int, runs: int, max_seconds: float = float("inf"), min_runs: int = 1) -> list:
+    """Seconds of each of `runs` timed calls after `warmup` untimed ones; stops early once the timed calls pass
+    max_seconds and at least min_runs are done."""
     for _ in range(warmup):
         fn()
     out = []
@@ -19,6 +21,8 @@ def time_calls(fn, warmup: int, runs: int) -> list:
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
+        if len(out) >= min_runs and sum(out) > max_seconds:
+            break
     return out
 
 

@@ -35,10 +35,11 @@ def main(job_path: str, out_path: str) -> None:
     call, _ = BACKENDS[job["backend"]][2](job["target"], job["threads"])
     call(one)
     first_answer = time.time()  # the parent subtracts its launch time: cold start = process start to first answer
-    latency = percentiles(time_calls(lambda: call(one), job["warmup"], job["runs"]))
+    limit = job["max_seconds"]
+    latency = percentiles(time_calls(lambda: call(one), job["warmup"], job["runs"], limit, job["warmup"]))
     batch = {k: v[:job["batch"]] for k, v in x.items()}
     n = len(next(iter(batch.values())))
-    big = percentiles(time_calls(lambda: call(batch), 2, max(3, job["runs"] // 10)))
+    big = percentiles(time_calls(lambda: call(batch), 2, max(3, job["runs"] // 10), limit, 3))
     result = {"first_answer_at": first_answer, "latency_ms": latency, "batch": n, "batch_latency_ms": big,
               "throughput_per_s": n / (big["p50"] / 1000.0),
               "peak_rss_mb": peak_rss_mb()}

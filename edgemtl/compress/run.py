@@ -6,6 +6,7 @@ import sys
 
 from ..errors import EdgemtlError
 from ..evaluate import evaluate_model
+from ..metrics import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..rundir import RunDir, atomic_write_json, atomic_write_text
 from ..train.fit import train_model
@@ -22,6 +23,7 @@ class Compressor:
         self.student = student_recipe(recipe)
         self.tasks = self.student["tasks"]
         self.steps = -(-len(data["train"]) // self.student["training"]["batch_size"])
+        self.start = "student"  # what pruning and QAT start from (choose_start)
 
     def _recipe_for(self, epochs: int, learning_rate: float) -> dict:
         """The student's recipe for a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
@@ -33,6 +35,10 @@ class Compressor:
     def _distiller(self, net, combination):
         teacher = load_model(self.teacher_path)
         return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg["distill"])
+
+    def _fine_tuner(self):
+        """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""
+        return self._distiller if self.start == "student" else None
 
     def _train(self, recipe, name, **kw) -> dict:
         print(f"compress: {name}", file=sys.stderr, flush=True)
@@ -52,6 +58,21 @@ class Compressor:
     def distilled(self):
         return self._train(self.student, "student", make_trainer=self._distiller)
 
+    def choose_start(self) -> str:
+        """Sets and explains what pruning and QAT start from: compress.start, or under auto the better validation
+        score of the distilled student and the one from scratch (a tie goes to distillation)."""
+        choice = self.cfg["start"]
+        if choice != "auto" or not self.cfg["scratch"]:
+            self.start = "student" if choice == "auto" else choice
+            return f"compress.start: {choice}"
+        monitor = self.student["training"]["early_stopping"]["monitor"]
+        scores = {name: best_validation(self.run, name, monitor) for name in ("student", "student-scratch")}
+        best = max(scores, key=lambda n: scores[n] if higher_is_better(monitor) else -scores[n])
+        why = f"{monitor}: student {scores['student']:.4f}, student-scratch {scores['student-scratch']:.4f}"
+        print(f"compress: {best} is pruned and trained quantization-aware ({why})", file=sys.stderr, flush=True)
+        self.start = best
+        return why
+
     def pruned(self, base: str):
         cfg = self.cfg["prune"]
         source = load_model(self.run.require_model(base))
@@ -60,7 +81,7 @@ class Compressor:
         summary = self._train(
             self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-pruned",
             make_net=lambda: prune.wrap_for_pruning(load_model(self.run.model_file(base)), names, cfg, self.steps),
-            make_trainer=self._distiller, callbacks=[prune.update_step_callback(), prune.SparsityLog()],
+            make_trainer=self._fine_tuner(), callbacks=[prune.update_step_callback(), prune.SparsityLog()],
             to_save=prune.strip, eligible=prune.eligible_after(expected))
         model = load_model(self.run.model_file("student-pruned"))
         sparsity = {"sparsity": prune.layer_sparsity(model, names), "sparsity_target": round(expected, 4)}
@@ -81,11 +102,19 @@ class Compressor:
                                    f"{str(e).splitlines()[0][:300]}") from None
 
         return self._train(self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-qat",
-                           make_net=make_net, make_trainer=self._distiller, file_name="model.h5")
+                           make_net=make_net, make_trainer=self._fine_tuner(), file_name="model.h5")
 
     def _add_to_metrics(self, name: str, extra: dict):
         path = self.run.model_dir(name) / "metrics.json"
         atomic_write_json(path, {**json.loads(path.read_text()), **extra})
+
+
+def best_validation(run: RunDir, name: str, monitor: str) -> float:
+    """The monitored validation value at a model's best epoch."""
+    from ..train.callbacks import BestModel
+
+    best = json.loads((run.model_dir(name) / "metrics.json").read_text())["best_epoch"]
+    return next(row[monitor] for row in BestModel.read_history(run.model_dir(name)) if row["epoch"] == best)
 
 
 def compress(run: RunDir, recipe: dict, data, resume=False, overwrite=False) -> str:
@@ -98,7 +127,8 @@ def compress(run: RunDir, recipe: dict, data, resume=False, overwrite=False) -> 
         models.append("student-scratch")
     c.distilled()
     models.append("student")
-    base = "student"
+    why = c.choose_start()
+    base = c.start
     if c.cfg["prune"]["enabled"]:
         c.pruned(base)
         models.append(base := "student-pruned")
@@ -110,6 +140,8 @@ def compress(run: RunDir, recipe: dict, data, resume=False, overwrite=False) -> 
     from .report import compression_table
 
     rows, text = compression_table(run, recipe, data, models, base if c.cfg["qat"]["enabled"] else None)
+    rows["start"] = {"model": c.start, "why": why}
+    text += f"\nPruning and quantization-aware training start from {c.start} ({why}).\n"
     atomic_write_json(run.root / "compress.json", rows)
     atomic_write_text(run.root / "compress.md", text)
     return text

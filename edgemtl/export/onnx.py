@@ -1,6 +1,7 @@
 """ONNX export: tf2onnx fp32 with a named signature, fp16, ONNX Runtime dynamic int8 and static QDQ int8."""
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ def to_fp16(proto, keep_float=()):
     from onnxconverter_common import float16
 
     block = [n.name for n in proto.graph.node if any(p in n.name for p in keep_float)]
-    return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
-                                            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
+    with warnings.catch_warnings():  # one warning per tiny constant clamped to fp16's range; the gate judges it
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
+                                                op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
 
 
 def quantize_dynamic(src: Path, dst: Path, keep_float=()):

@@ -1,4 +1,5 @@
 """`edgemtl export`: every requested format x precision of one model, each through the parity gate into a bundle."""
+import copy
 import json
 import re
 import shutil
@@ -20,7 +21,9 @@ from .c_array import write_c_array
 FORMATS = {"tflite": tflite.PRECISIONS, "onnx": onnx_export.PRECISIONS, "c": ("int8",)}
 ALL_PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 MIN_CALIBRATION_ROWS = 10
-QAT_PRECISIONS = ("int8", "int8io")
+INT8 = ("int8", "int8io")  # full-integer precisions; also all a QAT model exports to
+# (format, precision) pairs whose converter can leave named parts in float
+KEEPS_FLOAT = {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8")}
 
 
 def plan(formats, precisions) -> list[tuple[str, str]]:
@@ -51,7 +54,7 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
 
 
 class Exporter:
-    def __init__(self, run: RunDir, recipe: dict, model_name: str, data, calibration_samples: int):
+    def __init__(self, run: RunDir, recipe: dict, model_name: str, data, calibration_samples: int, worked=None):
         from ..models.build import load_model
         from .signature import exported_model, input_specs
 
@@ -67,7 +70,9 @@ class Exporter:
         rows = calibration_rows(data["train"], self.tasks, calibration_samples, recipe["seed"])
         self.samples = [{k: v[i:i + 1] for k, v in data["train"].x.items()} for i in rows]
         self.tmp = Path(tempfile.mkdtemp(prefix="edgemtl-export-"))
-        self.cache: dict = {}
+        self.cache: dict = {}  # (kind, precision, kept in float) -> converted file
+        self.verdicts: dict = {}  # converted file -> parity verdict
+        self.worked = {} if worked is None else worked  # kind -> the parts an int8 artifact needed in float
 
     # --- conversion -----------------------------------------------------------------------------------------
     def convert(self, fmt: str, precision: str, keep_float=()) -> Path:
@@ -131,12 +136,19 @@ class Exporter:
 
     # --- gate, fallback, bundle -------------------------------------------------------------------------------
     def gate(self, path: Path, precision: str) -> dict:
+        if path in self.verdicts:  # the C array wraps the int8 TFLite file already judged
+            return copy.deepcopy(self.verdicts[path])
         tolerance = {t["name"]: self.export_cfg["tolerance"].get(t["name"], self.export_cfg["default_tolerance"])
                      for t in self.tasks}
-        return parity.check(path, precision, self.x, self.y, self.reference, self.tasks, self.data.labels, tolerance)
+        self.verdicts[path] = parity.check(path, precision, self.x, self.y, self.reference, self.tasks,
+                                           self.data.labels, tolerance)
+        return copy.deepcopy(self.verdicts[path])
 
-    def fallback_candidates(self) -> list[tuple]:
-        """Parts to keep in float, tried in order: audio front-ends, then each encoder, then all encoders."""
+    def fallback_candidates(self, kind: str, precision: str) -> list[tuple]:
+        """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders; none where the
+        format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
+        if not self.export_cfg["float_fallback"] or (kind, precision) not in KEEPS_FLOAT:
+            return []
         inputs = self.recipe["inputs"]
         front = [(f"{i['name']}_logmel",) for i in inputs if i["type"] == "audio"]
         return front + [(f"{i['name']}_",) for i in inputs] + ([tuple(f"{i['name']}_" for i in inputs)]
@@ -144,11 +156,13 @@ class Exporter:
 
     def export_one(self, fmt: str, precision: str) -> dict:
         kind = "tflite" if fmt == "c" else fmt
-        path = self.convert(fmt, precision)
-        verdict, keep = self.gate(path, precision), ()
-        tried = []
-        if not verdict["deployable"] and precision != "fp32" and self.export_cfg["float_fallback"]:
-            for keep_try in self.fallback_candidates():
+        # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
+        keep = self.worked.get(kind, ()) if precision in INT8 else ()
+        path = self.convert(fmt, precision, keep)
+        verdict, tried = self.gate(path, precision), [list(keep)] if keep else []
+        candidates = self.fallback_candidates(kind, precision)
+        if not verdict["deployable"] and precision != "fp32":
+            for keep_try in [c for c in candidates if c != keep]:
                 tried.append(list(keep_try))
                 try:
                     retry_path = self.convert(fmt, precision, keep_try)
@@ -158,6 +172,10 @@ class Exporter:
                 if retry["deployable"]:
                     path, verdict, keep = retry_path, retry, keep_try
                     break
+            if not candidates and self.export_cfg["float_fallback"]:
+                verdict["reason"] += f" (TFLite {precision} cannot keep parts in float: no fallback to try)"
+        if keep and verdict["deployable"] and precision in INT8:
+            self.worked[kind] = keep
         folder = self.run.root / "exports" / f"{self.model_name}-{fmt}-{precision}"
         verdict["reason"] = verdict["reason"].replace(str(path), folder.name)
         verdict["kept_in_float"] = list(keep)
@@ -221,17 +239,19 @@ def conversion_error(error: Exception, fmt: str, model_name: str, model) -> str:
     return f"{model_name}: cannot convert to {fmt}: {first[:400]}"
 
 
-def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, precisions, calibration_samples) -> list:
+def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, precisions, calibration_samples,
+                 worked=None) -> list:
+    """Export one model; worked (kind -> parts kept in float) is shared by the models of one export."""
     from ..progress import Progress
 
     combos = plan(formats, precisions)
     if run.model_file(model_name).suffix == ".h5":  # quantization-aware (edgemtl compress): its target is int8
-        dropped = [(f, p) for f, p in combos if p not in QAT_PRECISIONS or f == "onnx"]
+        dropped = [(f, p) for f, p in combos if p not in INT8 or f == "onnx"]
         combos = [c for c in combos if c not in dropped]
         if dropped:
             print(f"{model_name} is quantization-aware: exported as TFLite / C int8 only (its float graph carries "
                   f"fake-quant ops); skipped {', '.join(f'{f}-{p}' for f, p in dropped)}", file=sys.stderr)
-    exporter = Exporter(run, recipe, model_name, data, calibration_samples)
+    exporter = Exporter(run, recipe, model_name, data, calibration_samples, worked)
     rows = []
     bar = Progress(len(combos), "export", min_interval=0.0)
     try:

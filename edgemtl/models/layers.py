@@ -22,36 +22,53 @@ def mel_matrix(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
     return np.maximum(0.0, np.minimum(up, down)).T.astype(np.float32)
 
 
-def dft_kernel(frame_length: int) -> np.ndarray:
-    """Hann-windowed real DFT as a Conv1D kernel [frame_length, 1, 2 * n_bins]: a fixed-weight convolution is an STFT."""
-    n_bins = frame_length // 2 + 1
-    t = np.arange(frame_length)[:, None]
-    k = np.arange(n_bins)[None, :]
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame_length) / frame_length))[:, None]
-    angle = 2 * np.pi * t * k / frame_length
-    kernel = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window], axis=1)
-    return kernel[:, None, :].astype(np.float32)
+def hann_window(frame_length: int) -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame_length) / frame_length)).astype(np.float32)
+
+
+# TFLite dynamic-range quantization turns every constant weight of 1024 or more elements into int8 and quantizes the
+# matching activations on the fly; on a power spectrum (values from 1e-6 to 1e3) that ruins the log-mel image. So
+# the front-end has no large weights: framing by reshapes, an RFFT op, and the mel filterbank split into matmuls
+# below that size. Full-int8 export keeps the layer in float by name (export's fallback).
+MAX_UNQUANTIZED_WEIGHTS = 1023
+# The samples are scaled by GAIN (and the filterbank by 1 / GAIN^2, so the result is unchanged) only so that the first
+# op on the waveform is a multiplication: the int8 converter keeps that in float when asked to, whereas a first
+# slice or reshape would take on the int8 input quantization, turning the waveform into 8-bit audio.
+GAIN = 2.0  # small: the fp16 artifacts carry the filterbank and the power spectrum in half precision
 
 
 @register
 class LogMelSpectrogram(keras.layers.Layer):
-    """Audio samples [batch, samples] -> log-mel image [batch, frames, n_mels, 1]."""
+    """Audio samples [batch, samples] -> log-mel image [batch, frames, n_mels, 1] (Hann window, power spectrum)."""
 
     def __init__(self, sample_rate, frame_length, frame_step, n_mels, **kwargs):
         super().__init__(**kwargs)
         self.sample_rate, self.frame_length, self.frame_step, self.n_mels = sample_rate, frame_length, frame_step, n_mels
-        self._kernel = tf.constant(dft_kernel(frame_length))
-        self._mel = tf.constant(mel_matrix(n_mels, frame_length, sample_rate))
+        self._window = tf.constant(hann_window(frame_length))
+        mel = mel_matrix(n_mels, frame_length, sample_rate)
+        per_chunk = max(1, MAX_UNQUANTIZED_WEIGHTS // mel.shape[0])
+        self._mel_chunks = [tf.constant(mel[:, i:i + per_chunk] / GAIN ** 2) for i in range(0, n_mels, per_chunk)]
+
+    def _frames(self, x):
+        """[batch, samples] -> [batch, frames, frame_length]: reshapes and slices where the frame length is a multiple
+        of the step (no index table in the model), a gather otherwise."""
+        length, step = self.frame_length, self.frame_step
+        n = (x.shape[1] - length) // step + 1
+        if length % step == 0:
+            k = length // step
+            blocks = tf.reshape(x[:, :(n + k - 1) * step], [-1, n + k - 1, step])
+            return tf.concat([blocks[:, j:j + n] for j in range(k)], axis=-1) if k > 1 else blocks
+        index = np.arange(n)[:, None] * step + np.arange(length)[None, :]
+        return tf.gather(x, index.astype(np.int32), axis=1)
 
     def call(self, samples):
-        x = tf.expand_dims(tf.cast(samples, tf.float32), -1)
-        spec = tf.nn.conv1d(x, self._kernel, stride=self.frame_step, padding="VALID")
-        n_bins = self.frame_length // 2 + 1
-        power = tf.square(spec[..., :n_bins]) + tf.square(spec[..., n_bins:])
-        mel = tf.matmul(tf.reshape(power, [-1, n_bins]), self._mel)
-        frames = (samples.shape[1] - self.frame_length) // self.frame_step + 1
-        mel = tf.reshape(mel, [-1, frames, self.n_mels, 1])
-        return tf.math.log(mel + 1e-6)
+        frames = self._frames(tf.cast(samples, tf.float32) * GAIN) * self._window
+        n_frames, n_bins = frames.shape[1], self.frame_length // 2 + 1
+        # 2-D into RFFT and ComplexAbs out of it: the one form tf2onnx converts
+        spec = tf.signal.rfft(tf.reshape(frames, [-1, self.frame_length]))
+        power = tf.square(tf.math.abs(spec))
+        mel = tf.concat([tf.matmul(power, chunk) for chunk in self._mel_chunks], axis=-1)
+        return tf.reshape(tf.math.log(mel + 1e-6), [-1, n_frames, self.n_mels, 1])
 
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "frame_length": self.frame_length,

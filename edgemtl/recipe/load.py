@@ -142,6 +142,8 @@ def _compress_checks(recipe: dict) -> list[str]:
     cfg = recipe["compress"]
     errors = [f"compress.prune.skip[{i}]: {s!r} is not one of {', '.join(PRUNE_SKIP)}{did_you_mean(s, PRUNE_SKIP)}"
               for i, s in enumerate(cfg["prune"]["skip"]) if s not in PRUNE_SKIP]
+    if cfg["start"] == "student-scratch" and not cfg["scratch"]:
+        errors.append("compress.start: 'student-scratch' needs compress.scratch: true")
     tasks = [t["name"] for t in recipe["tasks"]]
     for name, override in cfg["distill"]["tasks"].items():
         where = f"compress.distill.tasks.{name}"

@@ -1,7 +1,8 @@
 """The recipe schema: every key, its type, default and meaning. The README's recipe reference is generated from it."""
 import re
 
-from .spec import REQUIRED, Field, ListOf, Section, Variant
+from ..bench.backends import BACKENDS as BENCH_BACKENDS
+from .spec import REQUIRED, Field, ListOf, Section, Variant, did_you_mean
 
 MODALITIES = ("image", "text", "audio", "numeric", "sequence")
 TASK_TYPES = ("multiclass", "binary", "multilabel", "regression")
@@ -23,6 +24,12 @@ def _name(v):
 
 def _positive_list(v):
     return None if v and all(isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}"
+
+
+def _bench_backends(v):
+    bad = [b for b in v if b not in BENCH_BACKENDS]
+    return f"unknown backend '{bad[0]}' (one of {', '.join(BENCH_BACKENDS)}){did_you_mean(str(bad[0]), BENCH_BACKENDS)}" \
+        if bad else None
 
 
 def _size(v):
@@ -262,6 +269,9 @@ COMPRESS = Section({
                       check=lambda v: None if v >= 0 else "must be >= 0"),
     }, "knowledge distillation, teacher frozen"),
     "scratch": Field(bool, True, "also train the same student from labels only (student-scratch), for comparison"),
+    "start": Field(str, "auto", "the student that is pruned and trained quantization-aware: student (distilled), "
+                  "student-scratch, or auto: of those two, the one with the better validation score",
+                  choices=("auto", "student", "student-scratch")),
     "prune": Section({
         "enabled": Field(bool, True),
         "sparsity": Field(float, 0.5, "fraction of each pruned layer's weights set to zero", check=_fraction),
@@ -281,6 +291,17 @@ COMPRESS = Section({
     }, "quantization-aware training of the last model (pruned if pruning ran; sparsity is kept)"),
 }, "`edgemtl compress` and the compress stage: student, student-scratch, student-pruned, student-qat")
 
+BENCH = Section({
+    "backends": Field(list, [], "backends to measure (default: all; those absent here are skipped with the reason): "
+                      + ", ".join(BENCH_BACKENDS), check=_bench_backends),
+    "threads": Field(list, [], "CPU thread counts to measure (default: 1 and all cores)",
+                     check=lambda v: _positive_list(v) if v else None),
+    "runs": Field(int, 200, "timed single-sample calls per measurement", check=_positive),
+    "max_seconds": Field(float, 5.0, "a measurement stops early once its timed calls pass this many seconds (and "
+                         "at least 20 ran): keeps slow baselines such as keras.predict short", check=_positive),
+    "batch": Field(int, 32, "batch size of the throughput measurement", check=_positive),
+}, "what `edgemtl bench` and the bench stage measure; the command's flags override it")
+
 RECIPE = Section({
     "name": Field(str, REQUIRED, "run name", check=_name, example="av_digits"),
     "seed": Field(int, 0),
@@ -295,4 +316,5 @@ RECIPE = Section({
     "training": TRAINING,
     "compress": COMPRESS,
     "export": EXPORT,
+    "bench": BENCH,
 })

@@ -121,7 +121,7 @@ class BestModel(keras.callbacks.Callback):
         with open(self.history_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
-        if self.patience is not None and self.wait > self.patience:
+        if self.patience is not None and self.wait > self.patience and epoch + 1 < self.epochs:
             print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
             self.model.stop_training = True
 
