@@ -168,8 +168,9 @@ def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None)
         f"# {recipe['name']}: benchmark", "",
         f"Machine: {machine_line(results)}", "",
         f"Accuracy: the whole test split, through the runtime's decoding. Latency: batch 1, {results['warmup']} "
-        f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start = process start to "
-        f"first answer; peak MB = the process's peak RSS). x smaller / x faster: against {BASELINE} (LiteRT, 1 thread).",
+        f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start "
+        f"= process start to first answer; peak MB = the process's peak RSS). x smaller / x faster: against "
+        f"{BASELINE} (LiteRT, 1 thread).",
         "", table(results), "", *comparisons(results, student), "", *skipped, "",
         "![accuracy vs latency](pareto.png)", ""])
     atomic_write_text(folder / "report.md", text)

@@ -27,9 +27,9 @@ def _positive_list(v):
 
 
 def _bench_backends(v):
-    bad = [b for b in v if b not in BENCH_BACKENDS]
-    return f"unknown backend '{bad[0]}' (one of {', '.join(BENCH_BACKENDS)}){did_you_mean(str(bad[0]), BENCH_BACKENDS)}" \
-        if bad else None
+    bad = [str(b) for b in v if b not in BENCH_BACKENDS]
+    return None if not bad else \
+        f"unknown backend '{bad[0]}' (one of {', '.join(BENCH_BACKENDS)}){did_you_mean(bad[0], BENCH_BACKENDS)}"
 
 
 def _size(v):
