@@ -19,7 +19,7 @@ TINY_AV = ["training.epochs=2", "inputs.audio.encoder.filters=[8,16]", "inputs.i
            "trunk.units=[32]", "training.checkpoint_every=5",
            # the demo's student names absolute widths: scale the small encoders above instead
            "compress.student.preset=small", "compress.student.inputs={}", "compress.student.trunk={}",
-           "compress.training={}",  # the students train as long as the tiny teacher
+           "compress.training={}", "compress.scratch=true",  # students as long as the teacher, both of them
            "bench.backends=[]"]  # every backend (the demo recipe measures three)
 
 # The session run: every stage of the main job, single-task models included.

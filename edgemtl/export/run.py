@@ -1,5 +1,6 @@
 """`edgemtl export`: every requested format x precision of one model, each through the parity gate into a bundle."""
 import copy
+import hashlib
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..errors import EdgemtlError
 from ..recipe.spec import did_you_mean
 from ..rundir import RunDir, atomic_write_json
@@ -98,10 +100,24 @@ class Exporter:
         except Exception as e:  # converters raise many exception types
             raise EdgemtlError(conversion_error(e, fmt, self.model_name, self.model)) from None
 
+    def _cache_path(self, precision, keep_float) -> Path:
+        """The same model, recipe, settings and calibration rows give the same file: compress's int8 comparison and
+        the export of the same model convert once, through RUN/cache/."""
+        key = [precision, list(keep_float), self.run.recipe_hash(), __version__]
+        digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
+        for sample in self.samples:
+            for name in sorted(sample):
+                digest.update(sample[name].tobytes())
+        return self.run.root / "cache" / f"{digest.hexdigest()[:24]}.tflite"
+
     def _convert_in_child(self, precision, keep_float, out: Path):
         samples = self.tmp / "calibration.npz"
         if not samples.exists():
             np.savez(samples, **{k: np.concatenate([s[k] for s in self.samples]) for k in self.samples[0]})
+        cached = self._cache_path(precision, keep_float)
+        if cached.exists():
+            shutil.copyfile(cached, out)
+            return
         job = self.tmp / f"job-{out.stem}.json"
         job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
                                    "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
@@ -112,6 +128,10 @@ class Exporter:
             how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else "failed"
             last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
             raise EdgemtlError(f"{self.model_name}: TFLite {precision} conversion {how}: {last[0][:400]}")
+        cached.parent.mkdir(exist_ok=True)
+        part = cached.with_suffix(".part")  # a killed copy never looks like a cached file
+        shutil.copyfile(out, part)
+        part.replace(cached)
 
     def _onnx(self, precision, keep_float, out: Path):
         import onnx
