@@ -62,9 +62,11 @@ class Compressor:
         """Sets and explains what pruning and QAT start from: compress.start, or under auto the better validation
         score of the distilled student and the one from scratch (a tie goes to distillation)."""
         choice = self.cfg["start"]
-        if choice != "auto" or not self.cfg["scratch"]:
-            self.start = "student" if choice == "auto" else choice
+        if choice != "auto":
+            self.start = choice
             return f"compress.start: {choice}"
+        if not self.cfg["scratch"]:
+            return "no student-scratch to compare with: compress.scratch is false"
         monitor = self.student["training"]["early_stopping"]["monitor"]
         scores = {name: best_validation(self.run, name, monitor) for name in ("student", "student-scratch")}
         best = max(scores, key=lambda n: scores[n] if higher_is_better(monitor) else -scores[n])
