@@ -33,7 +33,7 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
     from edgemtl.tfk import keras
     from edgemtl.train.weighting import make_combination
 
-    recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.hint=0.5"])
+    recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.hint=0.5", "compress.distill.mixup=1.0"])
     student = student_recipe(recipe)
     teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
     net = build_model(student, av_data.labels, av_data.tokenizers, {}, student["tasks"], "student")
@@ -46,6 +46,32 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
                 epochs=1, verbose=0)
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(before_teacher, teacher.weights))  # BN stats too
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before_student, net.weights))
+
+
+def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
+    from edgemtl.compress.distill import mix_inputs
+    from edgemtl.tfk import tf
+
+    x = {"audio": av_data["train"].x["audio"][:16], "image": av_data["train"].x["image"][:16],
+         "title": np.arange(64, dtype=np.int32).reshape(16, 4)}  # token ids that name their row
+    tf.random.set_seed(0)
+    out = {k: v.numpy() for k, v in mix_inputs({k: tf.constant(v) for k, v in x.items()}).items()}
+    assert {k: (v.dtype, v.shape) for k, v in out.items()} == {k: (v.dtype, v.shape) for k, v in x.items()}
+    blends = 0
+    for i in range(16):
+        # the partner row and weight that explain the mixed audio: a = lam * a_i + (1 - lam) * a_j
+        fits = []
+        for j in range(16):
+            d = x["audio"][i] - x["audio"][j]
+            lam = 1.0 if not d.any() else float(np.dot(out["audio"][i] - x["audio"][j], d) / np.dot(d, d))
+            fits.append((np.abs(lam * d + x["audio"][j] - out["audio"][i]).max(), j, lam))
+        err, j, lam = min(fits)
+        assert err < 1e-5 and -1e-6 <= lam <= 1 + 1e-6
+        pixels = lam * x["image"][i].astype(np.float32) + (1 - lam) * x["image"][j]
+        assert np.abs(out["image"][i] - pixels).max() <= 0.5 + 1e-3  # rounded back to uint8
+        assert np.array_equal(out["title"][i], x["title"][i if lam >= 0.5 else j])  # tokens of the larger share
+        blends += 0.01 < lam < 0.99 and j != i
+    assert blends >= 8
 
 
 def test_rows_without_labels_still_learn_from_the_teacher():

@@ -4,6 +4,8 @@ multiclass: KL(teacher || student) of the temperature-softened distributions, ti
 binary / multilabel: per-label binary cross-entropy to the softened teacher probabilities, times T^2;
 regression: squared distance to the teacher's prediction on the standardised scale.
 The hard (label) loss masks rows without a label; the soft loss uses every row, so unlabelled rows still learn.
+With `mixup`, the student also matches the teacher on mixed pairs of training inputs, where no label exists
+("function matching", Beyer et al. 2022): the teacher's answers away from the training points.
 """
 from ..tfk import keras, tf
 from ..train.trainer import MultitaskTrainer
@@ -70,6 +72,7 @@ class DistillTrainer(MultitaskTrainer):
             self.projection = keras.layers.Dense(self.teacher_view.outputs[-1].shape[-1], name="hint_projection")
             self.projection.build(self.student_view.outputs[-1].shape)
         self.hint_tracker = keras.metrics.Mean(name="hint_loss")
+        self.mixup = distill["mixup"]
 
     @property
     def metrics(self):
@@ -86,6 +89,11 @@ class DistillTrainer(MultitaskTrainer):
             alpha = self.settings[n][1]
             hard = self.loss_fns[n](y[n], pred[n])
             losses[n] = (1 - alpha) * hard + alpha * self.soft_fns[n](tf.stop_gradient(t_pred[n]), pred[n])
+        if training and self.mixup:
+            mixed = mix_inputs(x)
+            t_mix, s_mix = self.teacher(mixed, training=False), self.net(mixed, training=True)
+            for n in self.task_names:
+                losses[n] += self.mixup * self.soft_fns[n](tf.stop_gradient(t_mix[n]), s_mix[n])
         total = self.combination.combine(losses)
         if self.net.losses:
             total += tf.add_n(self.net.losses)
@@ -97,3 +105,21 @@ class DistillTrainer(MultitaskTrainer):
 
     def trained_variables(self) -> list:
         return super().trained_variables() + (self.projection.trainable_variables if self.hint else [])
+
+
+def mix_inputs(x: dict) -> dict:
+    """Each row blended with another row of the batch, one weight per row for every input: numbers and pixels
+    mix linearly (pixels stay uint8); token ids cannot mix, so a row keeps the tokens of its larger share."""
+    batch = tf.shape(next(iter(x.values())))[0]
+    partner = tf.random.shuffle(tf.range(batch))
+    lam = tf.random.uniform([batch])
+    out = {}
+    for name, v in x.items():
+        other = tf.gather(v, partner)
+        w = tf.reshape(lam, [-1] + [1] * (len(v.shape) - 1))
+        if v.dtype.is_integer and v.dtype != tf.uint8:
+            out[name] = tf.where(w >= 0.5, v, other)
+        else:
+            mixed = w * tf.cast(v, tf.float32) + (1 - w) * tf.cast(other, tf.float32)
+            out[name] = tf.cast(tf.round(mixed), v.dtype) if v.dtype == tf.uint8 else tf.cast(mixed, v.dtype)
+    return out

@@ -267,6 +267,10 @@ COMPRESS = Section({
         "hint": Field(float, 0.0, "weight of feature distillation: the student's shared representation, through a "
                       "learned projection, regresses onto the teacher's (0 = off)",
                       check=lambda v: None if v >= 0 else "must be >= 0"),
+        "mixup": Field(float, 0.0, "weight of function matching: the student also matches the teacher's soft "
+                       "targets on pairs of training rows blended together (images and audio mixed, text from the "
+                       "larger share), inputs no label covers; costs a second forward pass per step (0 = off)",
+                       check=lambda v: None if v >= 0 else "must be >= 0"),
     }, "knowledge distillation, teacher frozen"),
     "scratch": Field(bool, True, "also train the same student from labels only (student-scratch), for comparison"),
     "start": Field(str, "auto", "the student that is pruned and trained quantization-aware: student (distilled), "
