@@ -125,6 +125,7 @@ def cmd_compress(args):
     if bad:
         raise EdgemtlError(f"--set {bad[0]}: compress only takes compress.* keys (the teacher is already trained)")
     recipe = load_recipe(run.recipe, args.set)
+    run.require_model(recipe["compress"]["teacher"])  # before decoding any data
     print(stage_compress(recipe, run, prepare(recipe, run.preprocess), args.resume, args.overwrite))
 
 
