@@ -218,3 +218,56 @@ def test_pruning_preserving_qat_accepts_a_text_encoder(fashion_tiny_run):
     wrapped = {x.name for x in qat.layers if type(x).__name__.startswith("QuantizeWrapper")}
     assert "quant_image_block0_conv" in wrapped and not any(n.startswith("quant_title_conv") for n in wrapped)
     assert set(qat.output_names) == {"gender", "masterCategory"}
+
+
+def _selected_student(run, data, sets):
+    """The run's student with the teacher's weights selected into it: (student, teacher, layers set, left)."""
+    from edgemtl.compress.selection import select_from_teacher
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.models.build import build_model, load_model, numeric_stats
+    from edgemtl.recipe import load_recipe
+
+    student = student_recipe(load_recipe(run / "recipe.yaml", sets))
+    teacher = load_model(run / "models" / "teacher" / "model.keras")
+    net = build_model(student, data.labels, data.tokenizers, numeric_stats(student, data["train"].x),
+                      student["tasks"], "student")
+    return (net, teacher, *select_from_teacher(net, teacher))
+
+
+def test_weight_selection_at_the_teacher_width_reproduces_the_teacher(fashion_tiny_run):
+    """Same widths: every layer (convolutions, word embedding, Conv1D text branches, concatenation, heads) is the
+    teacher's, so the student answers exactly as the teacher does on real rows."""
+    from edgemtl.data.dataset import prepare
+    from edgemtl.recipe import load_recipe
+    from edgemtl.stages import open_run
+
+    run, _ = open_run(fashion_tiny_run)
+    data = prepare(load_recipe(run.recipe), run.preprocess)
+    net, teacher, done, left = _selected_student(fashion_tiny_run, data, ["compress.student.preset=none"])
+    assert left == [] and "title_embedding" in done and "gender" in done
+    x = {k: v[:32] for k, v in data["test"].x.items()}
+    ours, theirs = net.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    assert all(np.allclose(ours[t], theirs[t], atol=1e-6) for t in theirs)
+
+
+def test_weight_selection_keeps_each_modalitys_channels_across_the_concatenation(tiny_run, av_data):
+    net, teacher, done, left = _selected_student(tiny_run, av_data, [])  # half width (preset small)
+    assert left == []
+    conv, t_conv = net.get_layer("image_block0_conv").get_weights()[0], teacher.get_layer("image_block0_conv")
+    assert np.array_equal(conv, t_conv.get_weights()[0][..., :conv.shape[-1]])
+    # trunk rows: the kept audio channels, then the kept image channels at the teacher's image offset
+    audio, t_audio = net.get_layer("audio_gap").output_shape[-1], teacher.get_layer("audio_gap").output_shape[-1]
+    image = net.get_layer("image_gap").output_shape[-1]
+    rows = np.concatenate([np.arange(audio), t_audio + np.arange(image)])
+    kernel, t_kernel = net.get_layer("trunk_dense0").get_weights()[0], teacher.get_layer("trunk_dense0").get_weights()[0]
+    assert np.array_equal(kernel, t_kernel[rows, :kernel.shape[1]])
+    head, t_head = net.get_layer("digit").get_weights(), teacher.get_layer("digit").get_weights()
+    assert np.array_equal(head[0], t_head[0][:kernel.shape[1]]) and np.array_equal(head[1], t_head[1])
+
+
+def test_weight_selection_leaves_random_what_does_not_fit(tiny_run, av_data):
+    """Another image encoder type: its layers, and the trunk and heads that read it, keep their random start."""
+    _, _, done, left = _selected_student(tiny_run, av_data, ["compress.student.inputs={image: {type: mobilenet}}"])
+    assert "audio_block0_conv" in done and "audio_logmel_norm" in done
+    assert {"image_stem_conv", "trunk_dense0", "digit", "speaker"} <= set(left)
+    assert not any(name.startswith("image_") for name in done)

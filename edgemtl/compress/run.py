@@ -12,6 +12,7 @@ from ..rundir import RunDir, atomic_write_json, atomic_write_text
 from ..train.fit import train_model
 from . import prune
 from .distill import DistillTrainer
+from .selection import select_from_teacher
 from .student import check_smaller, student_recipe
 
 
@@ -56,7 +57,18 @@ class Compressor:
         return self._train(self.student, "student-scratch")
 
     def distilled(self):
-        return self._train(self.student, "student", make_trainer=self._distiller)
+        make_net = self._selected_student if self.cfg["student"]["init"] == "teacher" else None
+        return self._train(self.student, "student", make_net=make_net, make_trainer=self._distiller)
+
+    def _selected_student(self):
+        """The student with the teacher's weights cut to its widths (weight selection), random where they do not
+        fit."""
+        net = build_model(self.student, self.data.labels, self.data.tokenizers,
+                          numeric_stats(self.student, self.data["train"].x), self.tasks, "student")
+        done, left = select_from_teacher(net, load_model(self.teacher_path))
+        print(f"compress: student starts from the teacher's weights in {len(done)} layers"
+              + (f"; random in {len(left)}: {', '.join(left)}" if left else ""), file=sys.stderr, flush=True)
+        return net
 
     def choose_start(self) -> str:
         """Sets and explains what pruning and QAT start from: compress.start, or under auto the better validation

@@ -254,6 +254,9 @@ COMPRESS = Section({
         "fusion": Field(dict, {}, "fusion keys replacing the scaled teacher's"),
         "trunk": Field(dict, {}, "trunk keys replacing the scaled teacher's"),
         "keep_auxiliary": Field(bool, False, "keep the auxiliary tasks (they are never exported)"),
+        "init": Field(str, "teacher", "where the distilled student starts: teacher (weight selection: each layer "
+                      "takes the same-named teacher layer's weights, cut to the student's width) or random",
+                      choices=("teacher", "random")),
     }, "the student: same inputs and exported tasks as the teacher, smaller parts"),
     "training": Field(dict, {}, "training keys for the students (epochs, learning_rate, ...) replacing the "
                       "teacher's", example={"epochs": 30}),
