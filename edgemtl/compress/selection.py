@@ -69,9 +69,9 @@ def _common(inputs: list):
 def select_from_teacher(student, teacher) -> tuple[list, list]:
     """Set every student layer that can be cut from the teacher; returns (names set, names left at random)."""
     inbound, teacher_inbound = _inbound(student), _inbound(teacher)
-    kept, done, left = {}, [], []
+    by_name, kept, done, left = {x.name: x for x in teacher.layers}, {}, [], []
     for layer in student.layers:
-        source = _find(teacher, layer.name)
+        source = by_name.get(layer.name)
         inputs = [kept.get(n) for n in inbound[layer.name]]
         if isinstance(layer, L.InputLayer):
             kept[layer.name] = np.arange(_last_dim(layer.output_shape))
@@ -90,9 +90,3 @@ def select_from_teacher(student, teacher) -> tuple[list, list]:
             kept[layer.name] = _kept_without_weights(source, inputs, teacher_inbound[layer.name], teacher)
     return done, left
 
-
-def _find(model, name: str):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
