@@ -80,6 +80,21 @@ def test_fusions_train_one_step(tmp_path, fusion):
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
 
 
+def test_modality_dropout_zeroes_whole_modalities_in_training_only(tmp_path):
+    recipe = fashion_recipe(tmp_path)
+    recipe["fusion"]["modality_dropout"] = 0.5
+    model, data = build_on(recipe)
+    layers = [model.get_layer(f"{i['name']}_modality_dropout") for i in recipe["inputs"]]
+    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    vectors = probe({k: v[:32] for k, v in data["train"].x.items()})
+    for layer, before in zip(layers, vectors):
+        np.testing.assert_array_equal(layer(before, training=False), before)
+        after, before = layer(before, training=True).numpy(), before.numpy()
+        zero = np.all(after == 0, axis=1) & np.any(before != 0, axis=1)
+        assert 0 < zero.sum() < len(zero)  # some rows lose this modality, not all
+        np.testing.assert_allclose(after[~zero], 2 * before[~zero], rtol=1e-5)  # the rest is scaled by 1 / (1 - p)
+
+
 def test_inputs_and_outputs_are_named_and_typed_as_on_a_device(tmp_path):
     model, data = build_on(fashion_recipe(tmp_path))
     assert {i.name: i.dtype.name for i in model.inputs} == {"image": "uint8", "title": "int32", "year_in": "float32"}

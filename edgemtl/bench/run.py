@@ -105,7 +105,7 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
     results = {"machine": machine_info(), **timing, "skipped": skipped,
-               "peak_gflops_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp).get("gflops"),
+               "peak_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp),
                "rows": [], "accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
     targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
     bar = Progress(len(targets) + len(jobs), "bench")

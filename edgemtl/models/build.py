@@ -46,11 +46,22 @@ def build_model(recipe: dict, labels: dict, tokenizers: dict, stats: dict, tasks
         if spec["dropout"]:
             v = keras.layers.Dropout(spec["dropout"], name=f"{inp['name']}_dropout")(v)
         vectors.append(v)
+    vectors = _modality_dropout(vectors, recipe)
     shared = trunk(fuse(vectors, recipe["fusion"]), recipe["trunk"])
     outputs = {t["name"]: head(shared, t, labels[t["name"]]) for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model
+
+
+def _modality_dropout(vectors: list, recipe: dict) -> list:
+    """Zero each modality's whole vector for a training row with the recipe's chance (noise shape: one draw per
+    row and modality), so no modality leans on another; a model with one modality gets none."""
+    rate = recipe["fusion"]["modality_dropout"]
+    if not rate or len(vectors) < 2:
+        return vectors
+    return [keras.layers.Dropout(rate, noise_shape=(None, 1), name=f"{inp['name']}_modality_dropout")(v)
+            for v, inp in zip(vectors, recipe["inputs"])]
 
 
 def _load_encoder_weights(model, recipe: dict):

@@ -190,6 +190,9 @@ FUSION = Section({
     "units": Field(int, 128, "every encoder vector is projected to this size first (not for concat)",
                    check=_positive),
     "heads": Field(int, 2, "attention fusion heads", check=_positive),
+    "modality_dropout": Field(float, 0.0, "chance that one modality's whole vector is zeroed for a training row, so "
+                              "each modality also learns to answer alone (ModDrop); nothing changes at inference",
+                              check=_fraction),
 })
 
 TRUNK = Section({
