@@ -45,10 +45,13 @@ class Compressor:
         print(f"compress: {name}", file=sys.stderr, flush=True)
         return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite, **kw)
 
+    def _build_student(self):
+        return build_model(self.student, self.data.labels, self.data.tokenizers,
+                           numeric_stats(self.student, self.data["train"].x), self.tasks, "student")
+
     def check(self):
         """Problems found on an untrained student (size, layers to prune) stop the stage before any training."""
-        stats = numeric_stats(self.student, self.data["train"].x)
-        student = build_model(self.student, self.data.labels, self.data.tokenizers, stats, self.tasks)
+        student = self._build_student()
         check_smaller(count_params(student), count_params(load_model(self.teacher_path)))
         if self.cfg["prune"]["enabled"] and not prune.select_layers(student, self.recipe, self.cfg["prune"]):
             raise EdgemtlError("compress.prune: no layer left to prune (every candidate is in compress.prune.skip)")
@@ -63,8 +66,7 @@ class Compressor:
     def _selected_student(self):
         """The student with the teacher's weights cut to its widths (weight selection), random where they do not
         fit."""
-        net = build_model(self.student, self.data.labels, self.data.tokenizers,
-                          numeric_stats(self.student, self.data["train"].x), self.tasks, "student")
+        net = self._build_student()
         done, left = select_from_teacher(net, load_model(self.teacher_path))
         print(f"compress: student starts from the teacher's weights in {len(done)} layers"
               + (f"; random in {len(left)}: {', '.join(left)}" if left else ""), file=sys.stderr, flush=True)
