@@ -80,6 +80,18 @@ def test_fusions_train_one_step(tmp_path, fusion):
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
 
 
+def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
+    recipe = fashion_recipe(tmp_path)
+    full, data = build_on(recipe)
+    recipe["inputs"][0]["encoder"]["stem_stride"] = 2
+    strided = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
+    for block in ("image_block0_conv", "image_block1_conv"):
+        side = full.get_layer(block).output_shape[1]
+        assert strided.get_layer(block).output_shape[1:3] == (side // 2, side // 2)
+    strided.set_weights(full.get_weights())  # same shapes: a stride-2 student takes a stride-1 teacher's weights
+    assert_runs(strided, data)
+
+
 def test_modality_dropout_zeroes_whole_modalities_in_training_only(tmp_path):
     recipe = fashion_recipe(tmp_path)
     recipe["fusion"]["modality_dropout"] = 0.5

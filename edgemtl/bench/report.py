@@ -139,15 +139,16 @@ def pareto_png(results: dict, path) -> bool:
     sizes = np.array([p[5] for p in pts], dtype=float)
     ax.scatter([p[3] for p in pts], [p[4] for p in pts], s=20 + 400 * sizes / sizes.max(), alpha=0.45)
     front = sorted(front, key=lambda p: p[3])
-    ax.plot([p[3] for p in front], [p[4] for p in front], "r-o", lw=1.5, ms=4, label="Pareto front")
-    for p in front:
-        ax.annotate(f"{p[0]} ({p[1]}, {p[2]}t)", (p[3], p[4]), fontsize=7, xytext=(4, -10),
-                    textcoords="offset points")
+    # front points carry numbers, named in the legend: their names overlap when points lie close together
+    names = "".join(f"\n{i}: {p[0]} ({p[1]}, {p[2]}t)" for i, p in enumerate(front, 1))
+    ax.plot([p[3] for p in front], [p[4] for p in front], "r-o", lw=1.5, ms=4, label="Pareto front" + names)
+    for i, p in enumerate(front, 1):
+        ax.annotate(str(i), (p[3], p[4]), fontsize=7, xytext=(0, 5), textcoords="offset points", ha="center")
     ax.set_xscale("log")
     ax.set_xlabel("latency at batch 1, p50 (ms, log scale)")
     ax.set_ylabel("mean task accuracy (test split)")
     ax.set_title("accuracy vs latency; marker area = file size")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

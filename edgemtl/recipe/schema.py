@@ -81,8 +81,12 @@ SEQUENCE_ENCODERS = {
 POOLING = Field(str, "avg", "how the last feature map becomes a vector: avg (global average; any size) or flatten "
                 "(keeps positions; best for small inputs such as 28x28 digits or short spectrograms)",
                 choices=("avg", "flatten"))
+STEM_STRIDE = Field(int, 1, "stride of the first block's conv: 2 does a quarter of the work in every block (a cheap "
+                    "student on the teacher's input size; the weights still fit the teacher's)", choices=(1, 2))
 for _fields in (*IMAGE_ENCODERS.values(), *AUDIO_ENCODERS.values()):
     _fields["pooling"] = POOLING
+for _fields in (IMAGE_ENCODERS["cnn"], AUDIO_ENCODERS["cnn"]):
+    _fields["stem_stride"] = STEM_STRIDE
 ENCODERS = {"image": IMAGE_ENCODERS, "text": TEXT_ENCODERS, "audio": AUDIO_ENCODERS, "numeric": NUMERIC_ENCODERS,
             "sequence": SEQUENCE_ENCODERS}
 DEFAULT_ENCODER = {"image": "cnn", "text": "conv1d", "audio": "cnn", "numeric": "mlp", "sequence": "conv1d"}

@@ -11,7 +11,7 @@ def cnn(x, spec, prefix, ctx):
     x = LogMelSpectrogram(inp["sample_rate"], inp["frame_length"], inp["frame_step"], inp["n_mels"],
                           name=f"{prefix}_logmel")(x)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_logmel_norm")(x)
-    return plain_cnn(x, spec["filters"], prefix, spec["pooling"])
+    return plain_cnn(x, spec["filters"], prefix, spec["pooling"], spec["stem_stride"])
 
 
 ENCODERS = {"cnn": cnn}

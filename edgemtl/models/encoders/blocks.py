@@ -11,9 +11,9 @@ def conv_bn_relu(x, filters, name, kernel=3, strides=1):
     return L.ReLU(name=f"{name}_relu")(x)
 
 
-def plain_cnn(x, filters, prefix, pooling="avg"):
+def plain_cnn(x, filters, prefix, pooling="avg", stem_stride=1):
     for i, f in enumerate(filters):
-        x = conv_bn_relu(x, f, f"{prefix}_block{i}")
+        x = conv_bn_relu(x, f, f"{prefix}_block{i}", strides=stem_stride if i == 0 else 1)
         if x.shape[1] >= 2 and x.shape[2] >= 2:
             x = L.MaxPooling2D(2, name=f"{prefix}_pool{i}")(x)
     return pool(x, pooling, prefix)

@@ -6,7 +6,7 @@ L = keras.layers
 
 
 def cnn(x, spec, prefix, ctx):
-    return plain_cnn(_scale(x, prefix), spec["filters"], prefix, spec["pooling"])
+    return plain_cnn(_scale(x, prefix), spec["filters"], prefix, spec["pooling"], spec["stem_stride"])
 
 
 def mobilenet(x, spec, prefix, ctx):
