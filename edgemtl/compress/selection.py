@@ -89,4 +89,3 @@ def select_from_teacher(student, teacher) -> tuple[list, list]:
         else:
             kept[layer.name] = _kept_without_weights(source, inputs, teacher_inbound[layer.name], teacher)
     return done, left
-
