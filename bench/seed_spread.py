@@ -3,9 +3,9 @@
 Each seed is one `edgemtl train` + `edgemtl evaluate` into OUT_DIR/seed<N>; the table (one row per seed, then
 min / mean / max, with the machine it ran on) goes to stdout.
 
-    python bench/seed_spread.py recipes/av_digits.yaml --seeds 0 1 2 3 4 > bench/results/av_digits_seeds.md
+    python bench/seed_spread.py recipes/av_digits.yaml --seeds 0 1 2 3 4 > bench/results/av_digits_demo_seeds.md
     python bench/seed_spread.py recipes/av_digits.yaml --data ../shared/data/av_digits/pairs.csv \
-        --seeds 0 1 2 > bench/results/av_digits_full_seeds.md
+        --seeds 0 1 2 3 4 > bench/results/av_digits_full_seeds.md
 """
 import argparse
 import json
@@ -18,7 +18,8 @@ def train_and_score(recipe: str, data: str | None, seed: int, out: Path) -> dict
     args = ["--data", data] if data else []
     for command in (["train", recipe, "--out", str(out), "--overwrite", "--set", f"seed={seed}", *args],
                     ["evaluate", str(out)]):
-        subprocess.run([sys.executable, "-m", "edgemtl", *command], check=True, stdout=subprocess.DEVNULL)
+        if subprocess.run([sys.executable, "-m", "edgemtl", *command], stdout=subprocess.DEVNULL).returncode:
+            sys.exit(f"seed {seed}: edgemtl {command[0]} failed (its message is above)")
     return json.loads((out / "models/teacher/metrics.json").read_text())
 
 
