@@ -76,16 +76,17 @@ inputs:
   - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
 trunk: {{units: [32]}}
 tasks:
-  - {{name: gender, type: multiclass}}
+  - {{name: gender, type: multiclass, match_labels: title}}
   - {{name: masterCategory, type: multiclass}}
 training: {{epochs: 3, batch_size: 16, learning_rate: 0.01}}
-export: {{formats: [tflite, onnx], precisions: [fp32]}}
+export: {{formats: [tflite, onnx], precisions: [fp32, fp16]}}
 """
 
 
 @pytest.fixture(scope="session")
 def fashion_tiny_run(tmp_path_factory):
-    """A small image + title model on the embedded fashion subset, exported as fp32 TFLite and ONNX bundles."""
+    """A small image + title model on the embedded fashion subset (one head matching class names in the title),
+    exported as fp32 and fp16 TFLite and ONNX bundles."""
     from edgemtl.cli import main
 
     root = tmp_path_factory.mktemp("fashion")

@@ -63,6 +63,14 @@ def test_c_array_holds_the_int8_model(exported):
     assert "alignas(16)" in source and "extern const unsigned char model_data[];" in (folder / "model_data.h").read_text()
 
 
+def test_half_precision_bundles_of_a_label_matching_model(fashion_tiny_run):
+    """The label-name match puts bool -> float Casts in the ONNX graph, where fp16 conversion used to loop forever."""
+    for bundle in ("teacher-tflite-fp16", "teacher-onnx-fp16"):
+        parity = json.loads((fashion_tiny_run / "exports" / bundle / "parity.json").read_text())
+        diffs = [t["max_abs_diff"] for t in parity["tasks"].values()]
+        assert parity["deployable"] and max(diffs) < 1e-2, (bundle, parity)
+
+
 def test_parity_gate_rejects_a_broken_artifact(tiny_run, av_data, tmp_path):
     from edgemtl.export import parity, tflite
     from edgemtl.export.signature import exported_model
@@ -240,8 +248,10 @@ def test_interrupted_bundle_write_keeps_the_previous_bundle(tmp_path, monkeypatc
     assert [p.name for p in folder.parent.iterdir()] == ["teacher-tflite-fp32"]
 
 
-def test_recurrent_text_encoder_keeps_its_accuracy_in_int8(tmp_path):
-    """The case that breaks naively (fused LSTM + int8): unrolled, it exports with the float model's answers."""
+@pytest.mark.parametrize("encoder, head", [("lstm, units: 32", ""), ("conv1d, filters: 32", ", match_labels: title")])
+def test_text_models_keep_their_accuracy_in_int8(tmp_path, encoder, head):
+    """The case that breaks naively (fused LSTM + int8): unrolled, it exports with the float model's answers; so
+    does a head that matches class names in the title (integer token comparisons ahead of the int8 logits)."""
     from edgemtl.data.dataset import prepare
     from edgemtl.export import parity, tflite
     from edgemtl.export.signature import exported_model
@@ -249,15 +259,15 @@ def test_recurrent_text_encoder_keeps_its_accuracy_in_int8(tmp_path):
     from edgemtl.rundir import RunDir
     from edgemtl.train.fit import train_model
 
-    path = tmp_path / "lstm.yaml"
+    path = tmp_path / "text.yaml"
     path.write_text(f"""
-name: lstm
+name: text
 data: {{source: {REPO / 'tests/data/fashion_mini/products.csv'}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
 inputs:
-  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: lstm, units: 32, embedding_dim: 32}}}}
+  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: {encoder}, embedding_dim: 32}}}}
 trunk: {{units: [32], dropout: 0.0}}
 tasks:
-  - {{name: gender, type: multiclass}}
+  - {{name: gender, type: multiclass{head}}}
 training: {{epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping: {{patience: null}}}}
 """)
     recipe = load_recipe(path)
@@ -270,7 +280,7 @@ training: {{epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping: {{p
     test = data["test"]
     reference = model.predict(test.x, verbose=0)
     samples = [{k: v[i:i + 1] for k, v in data["train"].x.items()} for i in range(len(data["train"]))]
-    artifact = tmp_path / "lstm-int8.tflite"
+    artifact = tmp_path / "text-int8.tflite"
     artifact.write_bytes(tflite.convert(model, "int8", samples))
     verdict = parity.check(artifact, "int8", test.x, test.y, reference, recipe["tasks"], data.labels,
                            {"gender": 0.03})

@@ -116,6 +116,30 @@ def test_inputs_and_outputs_are_named_and_typed_as_on_a_device(tmp_path):
     assert abs(float(np.mean(out["year"])) - data.labels["year"]["mean"]) < 10 * data.labels["year"]["std"]
 
 
+def test_label_name_match_scores_the_class_names_a_real_title_spells(tmp_path):
+    recipe = fashion_recipe(tmp_path, extra_tasks="  - {name: baseColour, type: multiclass, match_labels: title}\n"
+                                                  "  - {name: articleType, type: multiclass, match_labels: title}")
+    model, data = build_on(recipe)
+    classes = data.labels["baseColour"]["classes"]
+    assert {"Blue", "Navy Blue", "Grey"} <= set(classes)
+    titles = ["Genesis Men Stripes Navy Blue Shirts", "Crusoe Men Square Neck Tee Grey Melange Innerwear Vest",
+              "Highlander Men Solid Blue Trouser"]
+    tokens = np.stack([data.tokenizers["title"].encode(t, 12) for t in titles])
+    match = keras.Model(model.get_layer("title").input, model.get_layer("baseColour_label_match").output)
+    logits = dict(zip(classes, match(tokens).numpy().T))
+    # at its starting weights a whole name counts 3 per word; a partly spelled name (Navy Blue in row 3) nothing
+    np.testing.assert_allclose(logits["Navy Blue"], [6, 0, 0])
+    np.testing.assert_allclose(logits["Blue"], [3, 0, 3])
+    np.testing.assert_allclose(logits["Grey"], [0, 3, 0])
+    np.testing.assert_allclose(logits["Black"], [0, 0, 0])
+    # plural class names meet singular title words: 'Shirts' in row 1, 'Trousers' from 'Trouser' in row 3
+    article = dict(zip(data.labels["articleType"]["classes"], keras.Model(
+        model.get_layer("title").input, model.get_layer("articleType_label_match").output)(tokens).numpy().T))
+    np.testing.assert_allclose(article["Shirts"], [3, 0, 0])
+    np.testing.assert_allclose(article["Trousers"], [0, 0, 3])
+    assert np.all(np.isfinite(assert_runs(model, data)["baseColour"]))
+
+
 @pytest.mark.parametrize("step", [128, 64, 100])  # framing by reshapes (step divides 256) or by a gather
 def test_log_mel_front_end_matches_numpy_reference(step):
     wav = DEMO / "recordings" / "3_theo_10.wav"

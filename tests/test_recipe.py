@@ -86,6 +86,17 @@ def test_cross_key_checks(tmp_path):
     ]
 
 
+def test_match_labels_names_a_text_input_of_a_task_with_class_names(tmp_path):
+    text = BASE.replace("  - {name: image,", "  - {name: words, type: text, column: speaker}\n  - {name: image,") \
+        .replace("{name: digit, type: multiclass}", "{name: digit, type: multiclass, match_labels: word}") \
+        .replace("{name: speaker, type: multiclass}", "{name: speaker, type: binary, match_labels: words}")
+    assert errors_of(tmp_path, text) == [
+        "fashion.yaml: tasks[0].match_labels: 'word' is not a text input (did you mean 'words'?)",
+        "fashion.yaml: tasks[1].match_labels: a binary task has no class names to match "
+        "(multiclass and multilabel tasks do)",
+    ]
+
+
 def test_task_metrics_are_checked_and_defaulted(tmp_path):
     text = BASE.replace("{name: digit, type: multiclass}", "{name: digit, type: multiclass, metrics: [acuracy]}")
     assert errors_of(tmp_path, text) == [

@@ -7,6 +7,7 @@ The hard (label) loss masks rows without a label; the soft loss uses every row, 
 With `mixup`, the student also matches the teacher on mixed pairs of training inputs, where no label exists
 ("function matching", Beyer et al. 2022): the teacher's answers away from the training points.
 """
+from ..models.heads import head_dense
 from ..tfk import keras, tf
 from ..train.trainer import MultitaskTrainer
 
@@ -48,12 +49,8 @@ def task_settings(distill: dict, task_name: str) -> tuple[float, float]:
 
 
 def shared_representation(net):
-    """The tensor every head reads (the trunk's output): the input of the first task's output layer."""
-    name = net.output_names[0]
-    layer = net.get_layer(name)
-    if not isinstance(layer, keras.layers.Dense):  # a regression head: Dense '<task>_standardised', then Denormalize
-        layer = net.get_layer(f"{name}_standardised")
-    return layer.input
+    """The tensor every head reads (the trunk's output): the input of the first task's head Dense layer."""
+    return head_dense(net, net.output_names[0]).input
 
 
 class DistillTrainer(MultitaskTrainer):

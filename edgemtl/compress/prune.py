@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..errors import EdgemtlError
+from ..models.heads import head_dense
 from ..recipe.spec import did_you_mean
 from ..tfk import keras
 
@@ -23,7 +24,7 @@ def _tfmot():
 
 def head_layers(net) -> set:
     names = set(net.output_names)
-    return names | {f"{n}_standardised" for n in names}
+    return {head_dense(net, n).name for n in names} | names
 
 
 def first_convs(net, recipe: dict) -> set:

@@ -24,14 +24,16 @@ def to_onnx(model, opset: int, metadata: dict):
 
 
 def to_fp16(proto, keep_float=()):
-    """Casts stay in float32 (the uint8 -> float input scaling otherwise makes a model ORT refuses)."""
+    """The graph's Casts stay in float32 (the uint8 -> float input scaling otherwise makes a model ORT refuses). They
+    are blocked by name: blocking the Cast op type makes onnxconverter-common loop forever on a bool -> float Cast,
+    wrapping each Cast it inserts in another."""
     from onnxconverter_common import float16
 
-    block = [n.name for n in proto.graph.node if any(p in n.name for p in keep_float)]
+    block = [n.name for n in proto.graph.node if n.op_type == "Cast" or any(p in n.name for p in keep_float)]
     with warnings.catch_warnings():  # one warning per tiny constant clamped to fp16's range; the gate judges it
         warnings.simplefilter("ignore", UserWarning)
         return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
-                                                op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
+                                                op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST))
 
 
 def quantize_dynamic(src: Path, dst: Path, keep_float=()):

@@ -7,7 +7,7 @@ from ..errors import EdgemtlError
 from ..tfk import keras
 from .encoders import REGISTRY, EncoderContext
 from .fusion import fuse, trunk
-from .heads import head
+from .heads import head, label_match
 from .layers import CUSTOM_OBJECTS
 
 INPUT_DTYPES = {"image": "uint8", "text": "int32", "audio": "float32", "numeric": "float32", "sequence": "float32"}
@@ -48,10 +48,20 @@ def build_model(recipe: dict, labels: dict, tokenizers: dict, stats: dict, tasks
         vectors.append(v)
     vectors = _modality_dropout(vectors, recipe)
     shared = trunk(fuse(vectors, recipe["fusion"]), recipe["trunk"])
-    outputs = {t["name"]: head(shared, t, labels[t["name"]]) for t in tasks}
+    outputs = {t["name"]: head(shared, t, labels[t["name"]], _match(t, recipe, inputs, labels, tokenizers))
+               for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model
+
+
+def _match(task: dict, recipe: dict, inputs: dict, labels: dict, tokenizers: dict):
+    """The task's label-name-match logits when the recipe asks for them, else None."""
+    source = task["match_labels"]
+    if not source:
+        return None
+    where = f"tasks[{[t['name'] for t in recipe['tasks']].index(task['name'])}].match_labels"
+    return label_match(inputs[source], task["name"], labels[task["name"]], tokenizers[source], where)
 
 
 def _modality_dropout(vectors: list, recipe: dict) -> list:

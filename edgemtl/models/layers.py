@@ -128,5 +128,52 @@ class PositionEmbedding(keras.layers.Layer):
         return x + self.table
 
 
+@register
+class LabelNameMatch(keras.layers.Layer):
+    """Token ids [batch, length] -> a logit per class [batch, classes] from whether the text spells the class name:
+    a * (fraction of the name's words present) + b * (number of its words, when all are present). The two weights are
+    shared by every class, so a class seen a handful of times in training (a rare colour) gets what the common ones
+    teach, "the title names it"; the longer full match wins ("coffee brown" over "brown").
+
+    words: for each distinct class-name word, the token ids of its forms; classes: for each class, the indices of its
+    words in `words` (-1 for a word outside the vocabulary: never present). The lookups are small int32 tables read
+    by gathers (a dense 0/1 matrix per task would add ~100 KB of float weights to a fashion model)."""
+
+    def __init__(self, words, classes, **kwargs):
+        super().__init__(**kwargs)
+        self.words, self.classes = words, classes
+        ids = sorted({i for forms in words for i in forms})
+        # each table is padded with the index of an extra, always-zero column
+        self._ids = tf.constant(np.array(ids, np.int32))
+        self._word_forms = tf.constant(_padded([[ids.index(i) for i in forms] for forms in words], len(ids)))
+        self._class_words = tf.constant(_padded([[w if w >= 0 else len(words) for w in m] for m in classes],
+                                                len(words)))
+        self._lengths = tf.constant(np.array([max(len(m), 1) for m in classes], np.float32))
+
+    def build(self, input_shape):
+        # a fully spelled name starts 3 logits ahead per word; training moves both weights
+        self.weight_fraction = self.add_weight(name="fraction", shape=(), initializer="zeros")
+        self.weight_full = self.add_weight(name="full", shape=(), initializer=keras.initializers.Constant(3.0))
+
+    def call(self, tokens):
+        hits = tf.cast(tf.equal(tokens[:, :, None], self._ids[None, None, :]), tf.float32)
+        ids = _with_zero_column(tf.reduce_max(hits, axis=1))  # [batch, ids + 1]: which token ids occur
+        words = _with_zero_column(tf.reduce_max(tf.gather(ids, self._word_forms, axis=1), axis=2))  # any form
+        matched = tf.reduce_sum(tf.gather(words, self._class_words, axis=1), axis=2)  # words present per name
+        full = tf.nn.relu(matched - self._lengths + 1.0) * self._lengths  # the length where all are present, else 0
+        return self.weight_fraction * matched / self._lengths + self.weight_full * full
+
+    def get_config(self):
+        return {**super().get_config(), "words": self.words, "classes": self.classes}
+
+
+def _padded(rows: list, pad: int) -> np.ndarray:
+    width = max(len(r) for r in rows)
+    return np.array([r + [pad] * (width - len(r)) for r in rows], np.int32)
+
+
+def _with_zero_column(x):
+    return tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
+
 CUSTOM_OBJECTS = {c.__name__: c for c in (LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
-                                          PositionEmbedding)}
+                                          PositionEmbedding, LabelNameMatch)}

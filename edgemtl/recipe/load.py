@@ -128,6 +128,15 @@ def _cross_checks(recipe: dict) -> list[str]:
             if m not in allowed:
                 errors.append(f"tasks[{i}].metrics[{j}]: {m!r} is not a {t['type']} metric (one of "
                               f"{', '.join(allowed)}){did_you_mean(m, allowed)}")
+    texts = [i["name"] for i in recipe["inputs"] if i["type"] == "text"]
+    for i, t in enumerate(recipe["tasks"]):
+        source = t["match_labels"]
+        if source is not None and source not in texts:
+            hint = did_you_mean(source, texts) or f" (text inputs: {', '.join(texts) or 'none'})"
+            errors.append(f"tasks[{i}].match_labels: {source!r} is not a text input{hint}")
+        elif source is not None and t["type"] not in ("multiclass", "multilabel"):
+            errors.append(f"tasks[{i}].match_labels: a {t['type']} task has no class names to match "
+                          f"(multiclass and multilabel tasks do)")
     if all(t["auxiliary"] for t in recipe["tasks"]):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe["inputs"]):

@@ -161,6 +161,9 @@ TASK = Section({
     "separator": Field(str, "|", "multilabel: separator between labels in one cell"),
     "threshold": Field(float, 0.5, "binary/multilabel decision threshold", check=_fraction),
     "auxiliary": Field(bool, False, "trains but is not exported"),
+    "match_labels": Field((str, type(None)), None, "a text input whose words may spell this task's class names "
+                          "(multiclass, multilabel): adds two learned logit weights shared by all classes, "
+                          "for the fraction of a name's words present and for a whole name present", example="title"),
 })
 
 DATA = Section({
