@@ -175,5 +175,6 @@ def _padded(rows: list, pad: int) -> np.ndarray:
 def _with_zero_column(x):
     return tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
 
+
 CUSTOM_OBJECTS = {c.__name__: c for c in (LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
                                           PositionEmbedding, LabelNameMatch)}
