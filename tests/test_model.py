@@ -140,6 +140,17 @@ def test_label_name_match_scores_the_class_names_a_real_title_spells(tmp_path):
     assert np.all(np.isfinite(assert_runs(model, data)["baseColour"]))
 
 
+def test_label_match_on_class_names_no_title_spells_warns_and_matches_nothing(tmp_path, capsys):
+    recipe = fashion_recipe(tmp_path, extra_tasks="  - {name: release, type: multiclass, column: year, "
+                                                  "match_labels: title}")
+    model, data = build_on(recipe)
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: tasks[3].match_labels: no word of the class names (e.g. '2008') is among the ")
+    assert warning.endswith(" words learned from the training rows; this head matches nothing\n")
+    match = keras.Model(model.get_layer("title").input, model.get_layer("release_label_match").output)
+    assert not np.any(match(data["train"].x["title"]).numpy())
+
+
 @pytest.mark.parametrize("step", [128, 64, 100])  # framing by reshapes (step divides 256) or by a gather
 def test_log_mel_front_end_matches_numpy_reference(step):
     wav = DEMO / "recordings" / "3_theo_10.wav"
