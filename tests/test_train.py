@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import AV_RECIPE, REPO, TINY_AV, TINY_RUN, set_args
@@ -108,6 +109,32 @@ def test_kill_mid_epoch_then_resume_loses_nothing(tmp_path):
     assert metrics["epochs_run"] == 8 and np.isfinite(metrics["val"]["mean_score"])
 
 
+class _KilledAtEpochEnd(Exception):
+    pass
+
+
+def test_kill_between_last_step_and_epoch_row_redoes_that_epoch_end(av_data, tmp_path):
+    """A kill after an epoch's last step but before its history row (e.g. during validation) loses no epoch."""
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+    from edgemtl.tfk import keras
+    from edgemtl.train.fit import train_model
+
+    class KillAtEndOfEpoch2(keras.callbacks.Callback):  # runs before BestModel writes the row
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise _KilledAtEpochEnd()
+
+    # checkpoint_every=1: a step checkpoint at every batch, the epoch's last one included
+    recipe = load_recipe(AV_RECIPE, TINY_AV + ["training.epochs=3", "training.checkpoint_every=1"])
+    history = tmp_path / "models" / "teacher" / "history.jsonl"
+    with pytest.raises(_KilledAtEpochEnd):
+        train_model(recipe, av_data, RunDir(tmp_path), callbacks=[KillAtEndOfEpoch2()])
+    assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1]
+    train_model(recipe, av_data, RunDir(tmp_path), resume=True)
+    assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]
+
+
 def test_best_model_breaks_ties_on_val_loss_and_counts_patience(tmp_path):
     from edgemtl.train.callbacks import BestModel
 
@@ -121,7 +148,7 @@ def test_best_model_breaks_ties_on_val_loss_and_counts_patience(tmp_path):
 
 
 def test_redone_epoch_replaces_its_history_row(tmp_path):
-    """A kill after an epoch's row but before the next step checkpoint: on resume that epoch runs again, once."""
+    """A kill after an epoch's row but before its epoch-end backup: on resume that epoch's end runs again, once."""
     from edgemtl.train.callbacks import BestModel
 
     rows = [{"epoch": 1, "val_mean_score": 0.5, "val_loss": 0.9}, {"epoch": 2, "val_mean_score": 0.8, "val_loss": 0.4}]

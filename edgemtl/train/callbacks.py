@@ -59,12 +59,31 @@ class NanGuard(keras.callbacks.Callback):
                 return
 
 
+class EpochSafeBackup(keras.callbacks.BackupAndRestore):
+    """Step checkpoints for --resume that never count an epoch as done before its history row is written.
+
+    Keras resumes a checkpoint taken at an epoch's last batch at the next epoch, so a kill during that epoch's
+    validation lost the epoch's row. Here the last batch is not backed up; the epoch's backup is taken at its end,
+    which must come after BestModel's (this callback goes after it in the list).
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch != self._last_step():
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._backup(epoch=epoch, batch=self._last_step())  # Keras reads "last batch of epoch" as: go on at epoch + 1
+
+    def _last_step(self):
+        return (self.params.get("steps") or 0) - 1
+
+
 class BestModel(keras.callbacks.Callback):
     """Saves the net whenever the monitor improves (atomically), stops early, and appends history.jsonl.
 
     On --resume it re-reads history.jsonl, so the best value and patience continue where they were. A kill after
-    an epoch's row was written but before the next step checkpoint makes Keras redo the end of that epoch: its old
-    row (and any later one) is then replaced, so every epoch appears once.
+    an epoch's row was written but before EpochSafeBackup's epoch-end backup makes Keras redo the end of that epoch:
+    its old row (and any later one) is then replaced, so every epoch appears once.
     """
 
     def __init__(self, net, monitor, patience, model_dir, epochs, tasks, to_save=None, eligible=None,

@@ -10,7 +10,7 @@ from ..metrics import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..rundir import RunDir, atomic_save, atomic_write_json
 from ..tfk import keras
-from .callbacks import BestModel, CombinationUpdate, NanGuard, ValidationScores
+from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
 from .trainer import MultitaskTrainer, make_optimizer, make_strategy
 from .weighting import make_combination
 
@@ -44,9 +44,9 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
         CombinationUpdate(combination),
         nan_guard,
         *callbacks,
-        keras.callbacks.BackupAndRestore(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
         BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"], tasks,
                   to_save, eligible, file_name),
+        EpochSafeBackup(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
     ]
     start = time.time()
