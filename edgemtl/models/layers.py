@@ -137,18 +137,22 @@ class LabelNameMatch(keras.layers.Layer):
 
     words: for each distinct class-name word, the token ids of its forms; classes: for each class, the indices of its
     words in `words` (-1 for a word outside the vocabulary: never present). The lookups are small int32 tables read
-    by gathers (a dense 0/1 matrix per task would add ~100 KB of float weights to a fashion model)."""
+    by gathers (a dense 0/1 matrix per task would add ~100 KB of float weights to a fashion model). Their padding
+    points at a sentinel token id (-1, in no text) and at a word of that id alone: always absent, so the graph needs
+    no zero columns added at run time (each cost three ops per head in TFLite)."""
 
     def __init__(self, words, classes, **kwargs):
         super().__init__(**kwargs)
         self.words, self.classes = words, classes
-        ids = sorted({i for forms in words for i in forms})
-        # each table is padded with the index of an extra, always-zero column
+        ids = sorted({i for forms in words for i in forms}) + [-1]
+        sentinel = len(ids) - 1
+        forms = [[ids.index(i) for i in f] for f in words] + [[sentinel]]  # the last word: never present
         self._ids = tf.constant(np.array(ids, np.int32))
-        self._word_forms = tf.constant(_padded([[ids.index(i) for i in forms] for forms in words], len(ids)))
+        self._word_forms = tf.constant(_padded(forms, sentinel))
         self._class_words = tf.constant(_padded([[w if w >= 0 else len(words) for w in m] for m in classes],
                                                 len(words)))
-        self._lengths = tf.constant(np.array([max(len(m), 1) for m in classes], np.float32))
+        lengths = np.array([max(len(m), 1) for m in classes], np.float32)
+        self._lengths, self._inverse_lengths = tf.constant(lengths), tf.constant(1.0 / lengths)
 
     def build(self, input_shape):
         # a fully spelled name starts 3 logits ahead per word; training moves both weights
@@ -157,11 +161,11 @@ class LabelNameMatch(keras.layers.Layer):
 
     def call(self, tokens):
         hits = tf.cast(tf.equal(tokens[:, :, None], self._ids[None, None, :]), tf.float32)
-        ids = _with_zero_column(tf.reduce_max(hits, axis=1))  # [batch, ids + 1]: which token ids occur
-        words = _with_zero_column(tf.reduce_max(tf.gather(ids, self._word_forms, axis=1), axis=2))  # any form
+        ids = tf.reduce_max(hits, axis=1)  # [batch, ids]: which token ids occur
+        words = tf.reduce_max(tf.gather(ids, self._word_forms, axis=1), axis=2)  # [batch, words]: any form occurs
         matched = tf.reduce_sum(tf.gather(words, self._class_words, axis=1), axis=2)  # words present per name
         full = tf.nn.relu(matched - self._lengths + 1.0) * self._lengths  # the length where all are present, else 0
-        return self.weight_fraction * matched / self._lengths + self.weight_full * full
+        return matched * (self.weight_fraction * self._inverse_lengths) + self.weight_full * full
 
     def get_config(self):
         return {**super().get_config(), "words": self.words, "classes": self.classes}
@@ -170,10 +174,6 @@ class LabelNameMatch(keras.layers.Layer):
 def _padded(rows: list, pad: int) -> np.ndarray:
     width = max(len(r) for r in rows)
     return np.array([r + [pad] * (width - len(r)) for r in rows], np.int32)
-
-
-def _with_zero_column(x):
-    return tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
 
 
 CUSTOM_OBJECTS = {c.__name__: c for c in (LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
