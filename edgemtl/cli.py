@@ -118,7 +118,7 @@ def cmd_evaluate(args):
 def cmd_compress(args):
     from .data.dataset import prepare
     from .recipe import load_recipe
-    from .stages import open_run, stage_compress
+    from .stages import open_run, stage_compress, write_recipe
 
     run, _ = open_run(args.run)
     bad = [item for item in args.set if not item.startswith("compress.")]
@@ -127,6 +127,9 @@ def cmd_compress(args):
     recipe = load_recipe(run.recipe, args.set)
     run.require_model(recipe["compress"]["teacher"])  # before decoding any data
     print(stage_compress(recipe, run, prepare(recipe, run.preprocess), args.resume, args.overwrite))
+    if args.set:  # the run's recipe now says what its compressed models were made with
+        write_recipe(run, recipe)
+        print(f"{run.recipe}: compress settings updated ({', '.join(args.set)})", file=sys.stderr)
 
 
 def cmd_export(args):

@@ -24,9 +24,14 @@ def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -
     elif overwrite and run.root.exists():
         shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.recipe, f"# recipe_hash: {digest}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    write_recipe(run, recipe)
     atomic_write_json(run.env, environment_info(recipe["seed"]))
     return run
+
+
+def write_recipe(run: RunDir, recipe: dict):
+    """RUN/recipe.yaml: the resolved recipe and its hash (what `--resume` compares a recipe file with)."""
+    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe, sort_keys=False))
 
 
 def open_run(path) -> tuple[RunDir, dict]:

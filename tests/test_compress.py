@@ -164,8 +164,24 @@ def _compress_error(run, sets, capsys) -> str:
 
 
 def test_student_larger_than_the_teacher(tiny_run, capsys):
+    before = (tiny_run / "recipe.yaml").read_text()
     err = _compress_error(tiny_run, ["compress.student.preset=none", "compress.student.trunk.units=[512]"], capsys)
     assert "compress.student" in err and "not fewer than the teacher's" in err
+    assert (tiny_run / "recipe.yaml").read_text() == before  # a failed compress records nothing
+
+
+def test_compress_overrides_are_recorded_in_the_run_recipe(compressed, tiny_run):
+    """What made the compressed models is what RUN/recipe.yaml says, so export, bench and --resume agree with it."""
+    import yaml
+
+    from edgemtl.recipe import recipe_hash
+
+    text = (compressed / "recipe.yaml").read_text()
+    recipe, teacher_recipe = yaml.safe_load(text), yaml.safe_load((tiny_run / "recipe.yaml").read_text())
+    assert recipe["compress"]["training"]["epochs"] == 2 and recipe["compress"]["qat"]["epochs"] == 1
+    assert text.startswith(f"# recipe_hash: {recipe_hash(recipe)}\n")
+    assert {k: v for k, v in recipe.items() if k != "compress"} == \
+        {k: v for k, v in teacher_recipe.items() if k != "compress"}
 
 
 def test_sparsity_outside_0_1(tiny_run, capsys):
