@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import EdgemtlError
+from ..recipe import recipe_hash
 from ..recipe.spec import did_you_mean
 from ..rundir import RunDir, atomic_write_json
 from . import onnx as onnx_export
@@ -102,8 +103,10 @@ class Exporter:
 
     def _cache_path(self, precision, keep_float) -> Path:
         """The same model, recipe, settings and calibration rows give the same file: compress's int8 comparison and
-        the export of the same model convert once, through RUN/cache/."""
-        key = [precision, list(keep_float), self.run.recipe_hash(), __version__]
+        the export of the same model convert once, through RUN/cache/. The compress section is left out of the key:
+        it never changes a conversion, and `compress --set` rewrites it in RUN/recipe.yaml after converting."""
+        converting = recipe_hash({k: v for k, v in self.recipe.items() if k != "compress"})
+        key = [precision, list(keep_float), converting, __version__]
         digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
         for sample in self.samples:
             for name in sorted(sample):
