@@ -37,8 +37,7 @@ def label_match(tokens, task_name: str, label_spec: dict, tokenizer, where: str)
     if not words:  # a warning, not an error: `check` learns its vocabulary from a few rows only
         print(f"warning: {where}: no word of the class names (e.g. '{label_spec['classes'][0]}') is among the "
               f"{len(tokenizer.vocab) - 2:,} words learned from the training rows; this head matches nothing",
-              file=sys.stderr)
-        words = [[-1]]  # one word whose only form is a token id no text has
+              file=sys.stderr)  # every class then points at LabelNameMatch's always-absent word
     return LabelNameMatch(words, classes, name=f"{task_name}_label_match")(tokens)
 
 
