@@ -18,6 +18,11 @@ def _run_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
 
+def _moved_data_arg(p):
+    p.add_argument("--data", help="the run's manifest at another path (the run was copied to another machine, "
+                                  "e.g. a device with the light install)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="edgemtl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +38,7 @@ def build_parser():
     p = sub.add_parser("evaluate", help="score a trained model on every split")
     p.add_argument("run", help="run directory")
     p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
+    _moved_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("compress", help="distil a small student from the teacher, prune it, train it "
                        "quantization-aware; compare them all")
@@ -57,6 +63,7 @@ def build_parser():
     p.add_argument("--max-seconds", type=float, help="time limit of one measurement (default: bench.max_seconds, 5)")
     p.add_argument("--batch", type=int, help="batch of the throughput measurement (default: bench.batch, 32)")
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
+    _moved_data_arg(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
     p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
@@ -108,7 +115,7 @@ def cmd_evaluate(args):
     from .evaluate import evaluate_model, format_scores
     from .stages import open_run
 
-    run, recipe = open_run(args.run)
+    run, recipe = open_run(args.run, args.data)
     run.require_model(args.model)
     data = prepare(recipe, run.preprocess)
     scores = evaluate_model(run, recipe, data, args.model)
@@ -190,10 +197,11 @@ def cmd_bench(args):
     from .data.dataset import prepare
     from .stages import open_run, stage_bench
 
-    run, recipe = open_run(args.run)
+    run, recipe = open_run(args.run, args.data)
     threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     backends = args.backend.split(",") if args.backend else None
-    print(stage_bench(recipe, run, prepare(recipe, run.preprocess), args.student, backends=backends,
+    test = prepare(recipe, run.preprocess, splits=("test",))
+    print(stage_bench(recipe, run, test, args.student, backends=backends,
                       threads=threads, runs=args.runs, batch=args.batch, max_seconds=args.max_seconds))
 
 

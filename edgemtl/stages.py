@@ -34,9 +34,10 @@ def write_recipe(run: RunDir, recipe: dict):
     atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe, sort_keys=False))
 
 
-def open_run(path) -> tuple[RunDir, dict]:
+def open_run(path, data=None) -> tuple[RunDir, dict]:
+    """The run and its recipe; data: its manifest at another path than the recipe's data.source."""
     run = RunDir(path)
-    return run, load_recipe(run.require_recipe())
+    return run, load_recipe(run.require_recipe(), data=data)
 
 
 def stage_check(recipe: dict, label: str = "recipe") -> dict:

@@ -1,6 +1,7 @@
 """edgemtl bench: the harness on a real tiny run, its reports, and the statistics it prints."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +73,76 @@ def test_bench_without_bundles_is_one_message(tiny_run, tmp_path, capsys):
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("exports"))
     assert main(["bench", str(run)]) == 2
     assert "no bundles in exports/ to bench" in capsys.readouterr().err
+
+
+def _move_test_rows(run, recipe: dict, to):
+    """The run's manifest and only its test rows' media files under another folder, as on a device."""
+    import csv
+
+    from edgemtl.data.dataset import load_table
+    from edgemtl.data.manifest import split_rows
+
+    source = Path(recipe["data"]["source"])
+    table = load_table(recipe)
+    media = [i["column"] for i in recipe["inputs"] if i["type"] in ("image", "audio")]
+    for row in split_rows(table, recipe["data"]["split"], recipe["seed"])["test"]:
+        for column in media:
+            (to / table.columns[column][row]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source.parent / table.columns[column][row], to / table.columns[column][row])
+    shutil.copy(source, to / source.name)
+    with open(to / source.name) as f:
+        assert len(list(csv.DictReader(f))) == table.n_rows
+    return to / source.name
+
+
+def test_a_run_copied_to_a_device_benches_with_only_its_test_files(benched, tmp_path, capsys):
+    from edgemtl.recipe import load_recipe
+
+    run = tmp_path / "run"
+    shutil.copytree(benched, run, ignore=shutil.ignore_patterns("bench", "models", "*-tflite-*", "*-int8"))
+    recipe = load_recipe(run / "recipe.yaml")
+    manifest = _move_test_rows(run, recipe, tmp_path / "device_data")
+    text = (run / "recipe.yaml").read_text().replace(recipe["data"]["source"], "/elsewhere/pairs.csv")
+    (run / "recipe.yaml").write_text(text)
+    assert main(["bench", str(run), "--backend", "ort-cpu", "--runs", "3", "--threads", "1"]) == 2
+    assert "data.source: file '/elsewhere/pairs.csv' not found" in capsys.readouterr().err
+    assert main(["bench", str(run), "--data", str(manifest), "--backend", "ort-cpu", "--runs", "3",
+                 "--threads", "1"]) == 0
+    moved = json.loads((run / "bench" / "results.json").read_text())
+    here = json.loads((benched / "bench" / "results.json").read_text())
+    assert [r["artifact"] for r in moved["rows"]] == ["teacher-onnx-fp32"]
+    assert moved["accuracy"]["teacher-onnx-fp32"] == here["accuracy"]["teacher-onnx-fp32"]
+
+
+def test_node_placement_counts_every_node_on_the_provider_that_ran_it(benched):
+    import onnx
+
+    from edgemtl.bench.backends import ort_node_placement
+    from edgemtl.runtime import load
+
+    bundle = benched / "exports" / "teacher-onnx-fp32"
+    model = load(bundle)
+    feeds = {n: np.zeros((1, *p.shape), p.dtype) for n, p in model.inputs.items()}
+    placed = ort_node_placement(bundle, "CPUExecutionProvider", feeds)
+    in_file = len(onnx.load(str(bundle / model.manifest["file"])).graph.node)
+    assert list(placed) == ["CPUExecutionProvider"] and 0 < placed["CPUExecutionProvider"] <= in_file
+
+
+def test_gpu_rows_are_compared_with_the_same_file_on_the_cpu_at_its_best_thread_count(benched):
+    from edgemtl.bench.report import gpu_vs_cpu
+
+    results = json.loads((benched / "bench" / "results.json").read_text())
+    assert gpu_vs_cpu(results) == []  # no GPU rows: no comparison
+    cpu = next(r for r in results["rows"] if r["artifact"] == "teacher-onnx-fp32" and r["backend"] == "ort-cpu")
+    slow_cpu = {**cpu, "threads": 2, "latency_ms": {**cpu["latency_ms"], "p50": cpu["latency_ms"]["p50"] * 10}}
+    gpu = {**cpu, "backend": "ort-cuda", "latency_ms": {**cpu["latency_ms"], "p50": cpu["latency_ms"]["p50"] / 2},
+           "throughput_per_s": cpu["throughput_per_s"] * 3, "gpu_memory_mb": 512.0,
+           "nodes_by_provider": {"CPUExecutionProvider": 2, "CUDAExecutionProvider": 10}}
+    results["rows"] += [slow_cpu, gpu]
+    results["machine"]["gpu"] = {"present": True, "name": "a GPU"}
+    results["gpu_accuracy"] = {"teacher-onnx-fp32 ort-cuda": {"error": "RuntimeError: out of memory"}}
+    head, line = gpu_vs_cpu(results)
+    assert "(a GPU vs ONNX Runtime" in head
+    assert line.startswith("  - teacher-onnx-fp32 (ort-cuda): batch 1 ")
+    assert "ms (1 thread), 2.0x;" in line and "rows/s (1 thread), 3.0x, 512 MB of GPU memory" in line
+    assert "nodes 10 on CUDA, 2 on CPU; accuracy on the GPU not measured (RuntimeError: out of memory)" in line

@@ -48,6 +48,31 @@ def _ort(target, threads, provider):
     return model.run, model
 
 
+def ort_node_placement(target, provider: str, feeds: dict) -> dict:
+    """Nodes of a bundle's graph per execution provider, from one profiled call: ONNX Runtime quietly runs the nodes
+    a GPU provider lacks on the CPU, paying a copy at every switch, so a slow GPU row often has its cause here."""
+    import json
+    import tempfile
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    from ..runtime.model import read_manifest
+
+    with tempfile.TemporaryDirectory(prefix="edgemtl-ort-profile-") as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.log_severity_level = 3
+        options.profile_file_prefix = str(Path(tmp) / "trace")
+        session = ort.InferenceSession(str(Path(target) / read_manifest(Path(target))["file"]), options,
+                                       providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
+        session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    placed = {e["name"][:-len("_kernel_time")]: e["args"]["provider"] for e in events
+              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and "provider" in e.get("args", {})}
+    return dict(Counter(placed.values()))
+
+
 def _keras_predict(target, threads):
     from ..models.build import load_model
 
@@ -72,14 +97,15 @@ def _tf_function(target, threads, device="/CPU:0"):
     return call, model
 
 
+ORT_GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-tensorrt": "TensorrtExecutionProvider"}
 # name: (kind of target, reason it is unavailable here or None, loader)
 BACKENDS = {
     "litert": ("tflite", lambda: None, lambda t, n: _runtime(t, n)),
     "ort-cpu": ("onnx", lambda: None, lambda t, n: _runtime(t, n)),
-    "ort-cuda": ("onnx", lambda: _ort_provider_reason("CUDAExecutionProvider"),
-                 lambda t, n: _ort(t, n, "CUDAExecutionProvider")),
-    "ort-tensorrt": ("onnx", lambda: _ort_provider_reason("TensorrtExecutionProvider"),
-                     lambda t, n: _ort(t, n, "TensorrtExecutionProvider")),
+    "ort-cuda": ("onnx", lambda: _ort_provider_reason(ORT_GPU_PROVIDERS["ort-cuda"]),
+                 lambda t, n: _ort(t, n, ORT_GPU_PROVIDERS["ort-cuda"])),
+    "ort-tensorrt": ("onnx", lambda: _ort_provider_reason(ORT_GPU_PROVIDERS["ort-tensorrt"]),
+                     lambda t, n: _ort(t, n, ORT_GPU_PROVIDERS["ort-tensorrt"])),
     "keras": ("keras", lambda: None, _keras_predict),
     "tf-function": ("keras", lambda: None, _tf_function),
     "tf-gpu": ("keras", _tf_gpu_reason, lambda t, n: _tf_function(t, n, "/GPU:0")),

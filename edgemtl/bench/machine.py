@@ -40,6 +40,19 @@ def gpu_info() -> dict:
     return {"present": True, "name": name, "memory": memory, "driver": driver, "count": len(lines)}
 
 
+def gpu_memory_mb(pid: int | None = None):
+    """GPU memory this process holds, as nvidia-smi reports it; None where it cannot tell (no driver, or a container
+    whose process ids nvidia-smi does not see)."""
+    pid = pid or os.getpid()
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    used = [float(mb) for p, mb in (line.split(", ") for line in out.splitlines() if ", " in line) if int(p) == pid]
+    return sum(used) if used else None
+
+
 def versions() -> dict:
     out = {"python": platform.python_version()}
     for name in LIBRARIES:

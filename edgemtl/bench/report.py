@@ -89,6 +89,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
                 if single and multi:
                     per_task.append(f"{task} {_score(single):.4f} / {_score(multi):.4f}")
             out.append("  Per task, single-task / multitask: " + ", ".join(per_task) + ".")
+    out += gpu_vs_cpu(results)
     peaks = {p: v for p, v in results.get("peak_1core", {}).items() if isinstance(v, dict)}
     parts = []
     for artifact in (BASELINE, student):
@@ -103,6 +104,41 @@ def comparisons(results: dict, student: str | None) -> list[str]:
         limits = ", ".join(f"{p} {v['gops']:.0f} G ops/s ({v['engine']})" for p, v in sorted(peaks.items()))
         out.append(f"- **Speed vs this core's limit** (best one-thread GEMM: {limits}): " + "; ".join(parts) + ".")
     return out
+
+
+def gpu_vs_cpu(results: dict) -> list[str]:
+    """Each ONNX artifact on the GPU against the same file on this machine's CPU (ONNX Runtime), each side at its
+    best thread count: batch 1 is where launch overheads show, the throughput batch is where a GPU can pay off."""
+    ok = [r for r in results["rows"] if "error" not in r]
+    lines = []
+    for artifact in sorted({r["artifact"] for r in ok if r["backend"] in ("ort-cuda", "ort-tensorrt")}):
+        gpu = [r for r in ok if r["artifact"] == artifact and r["backend"] in ("ort-cuda", "ort-tensorrt")]
+        cpu = [r for r in ok if r["artifact"] == artifact and r["backend"] == "ort-cpu"]
+        if not cpu:
+            continue
+        g1, c1 = (min(rows, key=lambda r: r["latency_ms"]["p50"]) for rows in (gpu, cpu))
+        gb, cb = (max(rows, key=lambda r: r["throughput_per_s"]) for rows in (gpu, cpu))
+        nodes = sorted((g1.get("nodes_by_provider") or {}).items(), key=lambda kv: -kv[1])
+        placement = ", nodes " + ", ".join(f"{n} on {p.replace('ExecutionProvider', '')}" for p, n in nodes) \
+            if nodes else ""
+        memory = f", {g1['gpu_memory_mb']:.0f} MB of GPU memory" if g1.get("gpu_memory_mb") else ""
+        on_gpu = results.get("gpu_accuracy", {}).get(f"{artifact} {g1['backend']}", {})
+        answers = (f"; mean accuracy {on_gpu['mean_score']:.4f} on the GPU, "
+                   f"{results['accuracy'][artifact]['mean_score']:.4f} on the CPU" if "mean_score" in on_gpu
+                   else f"; accuracy on the GPU not measured ({on_gpu.get('error', 'no result')})")
+        lines.append(f"  - {artifact} ({g1['backend']}): batch 1 {g1['latency_ms']['p50']:.3f} vs "
+                     f"{c1['latency_ms']['p50']:.3f} ms ({_threads(c1)}), "
+                     f"{c1['latency_ms']['p50'] / g1['latency_ms']['p50']:.1f}x; batch {gb['batch']} "
+                     f"{gb['throughput_per_s']:,.0f} vs {cb['throughput_per_s']:,.0f} rows/s ({_threads(cb)}), "
+                     f"{gb['throughput_per_s'] / cb['throughput_per_s']:.1f}x{memory}{placement}{answers}")
+    if not lines:
+        return []
+    return [f"- **GPU vs CPU, the same ONNX file** ({results['machine']['gpu'].get('name')} vs ONNX Runtime on this "
+            f"machine's CPU, each at its best thread count; x = how many times faster the GPU is):", *lines]
+
+
+def _threads(row: dict) -> str:
+    return f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}"
 
 
 def _precision(artifact: str) -> str:

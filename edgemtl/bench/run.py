@@ -76,8 +76,9 @@ def _measure(job: dict, inputs: Path, timing: dict, tmp: Path) -> dict:
     return result
 
 
-def accuracy(run: RunDir, recipe: dict, data, target_name: str, target: str, kind: str) -> dict:
-    """Per-task metrics on the whole test split: bundles through the runtime, Keras models through predict."""
+def accuracy(recipe: dict, data, target: str, kind: str, backend: str | None = None) -> dict:
+    """Per-task metrics on the whole test split: bundles through the runtime (or, given a GPU backend, through that
+    backend: a GPU may answer differently), Keras models through predict."""
     test = data["test"]
     if kind == "keras":
         from ..models.build import load_model
@@ -87,7 +88,8 @@ def accuracy(run: RunDir, recipe: dict, data, target_name: str, target: str, kin
         from ..runtime import load
         from ..runtime.backends import run_batched
 
-        outputs = run_batched(load(target).runner, test.x)
+        model = BACKENDS[backend][2](target, 1)[1] if backend else load(target)
+        outputs = run_batched(model.runner, test.x)
     tasks = [t for t in recipe["tasks"] if not t["auxiliary"] and t["name"] in outputs]
     return score_all(tasks, data.labels, test.y, outputs)
 
@@ -106,11 +108,15 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
     results = {"machine": machine_info(), **timing, "skipped": skipped,
                "peak_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp),
-               "rows": [], "accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
+               "rows": [], "accuracy": {}, "gpu_accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
     targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
     bar = Progress(len(targets) + len(jobs), "bench")
     for name, target, kind in sorted(targets):
-        results["accuracy"][name] = accuracy(run, recipe, data, name, target, kind)
+        results["accuracy"][name] = accuracy(recipe, data, target, kind)
+        gpu = {j["backend"] for j in jobs if j["target"] == target and j["backend"] in GPU_BACKENDS} - {"tf-gpu"}
+        for backend in sorted(gpu):
+            results["gpu_accuracy"][f"{name} {backend}"] = _or_error(
+                lambda: accuracy(recipe, data, target, kind, backend))
         results["sizes"][name] = _size(Path(target), kind)
         results["model_of"][name] = name[:-len("-keras")] if kind == "keras" else \
             json.loads((Path(target) / "manifest.json").read_text())["model"]
@@ -123,6 +129,13 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
     shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_json(run.root / "bench" / "results.json", results)
     return results
+
+
+def _or_error(measure) -> dict:
+    try:
+        return measure()
+    except Exception as e:  # a GPU backend that fails on one artifact is a finding for the report, not a crash
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
 
 
 def _size(target: Path, kind: str) -> int:

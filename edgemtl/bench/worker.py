@@ -23,7 +23,8 @@ def main(job_path: str, out_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     import numpy as np
 
-    from .backends import BACKENDS
+    from .backends import BACKENDS, GPU_BACKENDS, ORT_GPU_PROVIDERS, ort_node_placement
+    from .machine import gpu_memory_mb
     from .timing import gemm_peaks, percentiles, time_calls
 
     if job["backend"] == "peak":
@@ -43,6 +44,10 @@ def main(job_path: str, out_path: str) -> None:
     result = {"first_answer_at": first_answer, "latency_ms": latency, "batch": n, "batch_latency_ms": big,
               "throughput_per_s": n / (big["p50"] / 1000.0),
               "peak_rss_mb": peak_rss_mb()}
+    if job["backend"] in GPU_BACKENDS:
+        result["gpu_memory_mb"] = gpu_memory_mb()
+    if job["backend"] in ORT_GPU_PROVIDERS:
+        result["nodes_by_provider"] = ort_node_placement(job["target"], ORT_GPU_PROVIDERS[job["backend"]], one)
     Path(out_path).write_text(json.dumps(result))
 
 

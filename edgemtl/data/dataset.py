@@ -80,10 +80,11 @@ def label_problems(recipe: dict, labels: dict) -> list[str]:
     return out
 
 
-def prepare(recipe: dict, preprocess_dir=None, rows_per_split: int | None = None) -> Prepared:
+def prepare(recipe: dict, preprocess_dir=None, rows_per_split: int | None = None, splits=SPLITS) -> Prepared:
     """Load, filter, split, learn (or reload) vocabularies, decode and encode. Saves vocabularies if given a dir.
 
     rows_per_split decodes only the first rows of each split (a quick check); vocabularies still see all of train.
+    splits: the splits to decode (bench needs only test, so only the test rows' media files must be present).
     """
     table = load_table(recipe)
     index = split_rows(table, recipe["data"]["split"], recipe["seed"])
@@ -94,12 +95,12 @@ def prepare(recipe: dict, preprocess_dir=None, rows_per_split: int | None = None
     problems = label_problems(recipe, labels)
     if problems:
         raise EdgemtlError(*problems)
-    splits, skipped = {}, []
-    for name in SPLITS:
+    decoded, skipped = {}, []
+    for name in splits:
         part = table.take(index[name][:rows_per_split])
-        splits[name], bad = _decode_split(recipe, part, labels, tokenizers)
+        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers)
         skipped += bad
-    return Prepared(splits, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()})
+    return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()})
 
 
 def _learn_or_load(recipe: dict, train: Table, preprocess_dir):

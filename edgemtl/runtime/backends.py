@@ -81,6 +81,8 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        if providers and providers[0] != "CPUExecutionProvider" and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA and cuDNN from pip's nvidia-* packages: no LD_LIBRARY_PATH needed
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for files it refuses
