@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,16 @@ def test_answers_keep_no_state_between_calls(tiny_run):
     model.predict_batch(**{k: [v, b[k], v] for k, v in a.items()})  # a different batch size in between
     model.predict(**b)
     assert model.predict(**a) == first
+
+
+@pytest.mark.skipif(Path("/dev/nvidia0").exists(), reason="checks the fallback of a machine without a GPU")
+def test_gpu_devices_fall_back_to_the_cpu_without_a_gpu(tiny_run):
+    sample = dict(audio=str(DEMO / "recordings/0_george_0.wav"), image=str(DEMO / "images/0000.png"))
+    on_cpu = load(tiny_run / "exports" / "teacher-onnx-fp32").predict(**sample)
+    for device in ("cuda", "cuda-graph"):
+        model = load(tiny_run / "exports" / "teacher-onnx-fp32", device=device)
+        assert model.runner.provider == "CPUExecutionProvider"
+        assert model.predict(**sample) == on_cpu
 
 
 def test_inputs_as_arrays_and_bytes(tiny_run):

@@ -97,20 +97,23 @@ def _tf_function(target, threads, device="/CPU:0"):
     return call, model
 
 
-ORT_GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-tensorrt": "TensorrtExecutionProvider"}
+ORT_GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAExecutionProvider",
+                     "ort-tensorrt": "TensorrtExecutionProvider"}
 # name: (kind of target, reason it is unavailable here or None, loader)
 BACKENDS = {
     "litert": ("tflite", lambda: None, lambda t, n: _runtime(t, n)),
     "ort-cpu": ("onnx", lambda: None, lambda t, n: _runtime(t, n)),
     "ort-cuda": ("onnx", lambda: _ort_provider_reason(ORT_GPU_PROVIDERS["ort-cuda"]),
                  lambda t, n: _ort(t, n, ORT_GPU_PROVIDERS["ort-cuda"])),
+    "ort-cuda-graph": ("onnx", lambda: _ort_provider_reason(ORT_GPU_PROVIDERS["ort-cuda-graph"]),
+                       lambda t, n: _runtime(t, n, "cuda-graph")),
     "ort-tensorrt": ("onnx", lambda: _ort_provider_reason(ORT_GPU_PROVIDERS["ort-tensorrt"]),
                      lambda t, n: _ort(t, n, ORT_GPU_PROVIDERS["ort-tensorrt"])),
     "keras": ("keras", lambda: None, _keras_predict),
     "tf-function": ("keras", lambda: None, _tf_function),
     "tf-gpu": ("keras", _tf_gpu_reason, lambda t, n: _tf_function(t, n, "/GPU:0")),
 }
-GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "tf-gpu")
+GPU_BACKENDS = ("ort-cuda", "ort-cuda-graph", "ort-tensorrt", "tf-gpu")
 
 
 def unavailable(name: str):

@@ -7,6 +7,7 @@ import html
 import numpy as np
 
 from ..rundir import RunDir, atomic_write_text
+from .backends import ORT_GPU_PROVIDERS
 
 BASELINE = "teacher-tflite-fp32"
 
@@ -111,8 +112,8 @@ def gpu_vs_cpu(results: dict) -> list[str]:
     best thread count: batch 1 is where launch overheads show, the throughput batch is where a GPU can pay off."""
     ok = [r for r in results["rows"] if "error" not in r]
     lines = []
-    for artifact in sorted({r["artifact"] for r in ok if r["backend"] in ("ort-cuda", "ort-tensorrt")}):
-        gpu = [r for r in ok if r["artifact"] == artifact and r["backend"] in ("ort-cuda", "ort-tensorrt")]
+    for artifact, backend in sorted({(r["artifact"], r["backend"]) for r in ok if r["backend"] in ORT_GPU_PROVIDERS}):
+        gpu = [r for r in ok if r["artifact"] == artifact and r["backend"] == backend]
         cpu = [r for r in ok if r["artifact"] == artifact and r["backend"] == "ort-cpu"]
         if not cpu:
             continue

@@ -23,6 +23,7 @@ def main(job_path: str, out_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     import numpy as np
 
+    from ..errors import EdgemtlError
     from .backends import BACKENDS, GPU_BACKENDS, ORT_GPU_PROVIDERS, ort_node_placement
     from .machine import gpu_memory_mb
     from .timing import gemm_peaks, percentiles, time_calls
@@ -33,7 +34,11 @@ def main(job_path: str, out_path: str) -> None:
     with np.load(job["inputs"]) as z:
         x = {k: z[k] for k in z.files}
     one = {k: v[:1] for k, v in x.items()}
-    call, _ = BACKENDS[job["backend"]][2](job["target"], job["threads"])
+    try:
+        call, _ = BACKENDS[job["backend"]][2](job["target"], job["threads"])
+    except (EdgemtlError, RuntimeError) as e:  # the backend refused this file: a finding for the report
+        Path(out_path).write_text(json.dumps({"error": str(e).splitlines()[0]}))
+        return
     call(one)
     first_answer = time.time()  # the parent subtracts its launch time: cold start = process start to first answer
     limit = job["max_seconds"]
