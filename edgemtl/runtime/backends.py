@@ -74,6 +74,12 @@ class LiteRTRunner:
         return {n: list(d["shape"]) for n, d in self.inputs.items()}
 
 
+def _load_gpu_libraries(ort):
+    """CUDA and cuDNN from pip's nvidia-* packages, so that no LD_LIBRARY_PATH is needed."""
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+
+
 class OnnxRunner:
     def __init__(self, path, threads: int = 1, providers=None):
         import onnxruntime as ort
@@ -81,8 +87,8 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        if providers and providers[0] != "CPUExecutionProvider" and hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()  # CUDA and cuDNN from pip's nvidia-* packages: no LD_LIBRARY_PATH needed
+        if providers and providers[0] != "CPUExecutionProvider":
+            _load_gpu_libraries(ort)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for files it refuses
@@ -126,10 +132,11 @@ class OnnxCudaGraphRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        _load_gpu_libraries(ort)
         try:
             return ort.InferenceSession(str(self.path), options,
                                         providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})])
-        except Exception as e:  # ORT refuses a capture when any node would run on the CPU
+        except Exception:  # ORT refuses a capture when any node would run on the CPU
             raise ModelLoadError(f"{self.path.name}: no CUDA graph: not every node runs on CUDA (int8 and "
                                  f"dynamic-range files keep some on the CPU; use device='cuda')") from None
 
