@@ -1,4 +1,5 @@
-"""edgemtl command line: check | train | evaluate | compress | export | bench | predict | run | reference. User errors print one line each, no traceback."""
+"""edgemtl command line: check | train | evaluate | compress | export | bench | pack | predict | run | reference.
+User errors print one line each, no traceback."""
 import argparse
 import sys
 import time
@@ -65,6 +66,12 @@ def build_parser():
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
     _moved_data_arg(p)
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
+                       "recipe and the test rows' files (then 'edgemtl bench OUT/run' there)")
+    p.add_argument("run", help="run directory with exports")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_pack)
     p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
     p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
     p.add_argument("--manifest", help="CSV with the recipe's input columns: predict every row")
@@ -203,6 +210,16 @@ def cmd_bench(args):
     test = prepare(recipe, run.preprocess, splits=("test",))
     print(stage_bench(recipe, run, test, args.student, backends=backends,
                       threads=threads, runs=args.runs, batch=args.batch, max_seconds=args.max_seconds))
+
+
+def cmd_pack(args):
+    from pathlib import Path
+
+    from .pack import pack_run
+    from .stages import open_run
+
+    run, recipe = open_run(args.run)
+    print(pack_run(run, recipe, Path(args.out), args.overwrite))
 
 
 def cmd_predict(args, extra):

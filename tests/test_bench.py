@@ -1,7 +1,6 @@
 """edgemtl bench: the harness on a real tiny run, its reports, and the statistics it prints."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,43 +74,31 @@ def test_bench_without_bundles_is_one_message(tiny_run, tmp_path, capsys):
     assert "no bundles in exports/ to bench" in capsys.readouterr().err
 
 
-def _move_test_rows(run, recipe: dict, to):
-    """The run's manifest and only its test rows' media files under another folder, as on a device."""
-    import csv
+def test_a_packed_run_benches_on_another_machine_with_only_its_test_files(benched, tmp_path, capsys):
+    out = tmp_path / "pack"
+    assert main(["pack", str(benched), str(out)]) == 0
+    assert "edgemtl bench" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "run").iterdir()) == ["exports", "preprocess", "recipe.yaml"]
+    test_rows = json.loads((benched / "bench" / "results.json").read_text())["accuracy"]["teacher-onnx-fp32"]
+    media = [p for p in (out / "data").rglob("*") if p.is_file() and p.name != "pairs.csv"]
+    assert len(media) == 2 * test_rows["digit"]["n"]  # a recording and an image per test row, nothing else
+    assert main(["pack", str(benched), str(out)]) == 2
+    assert "already exists and is not empty (use --overwrite)" in capsys.readouterr().err
 
-    from edgemtl.data.dataset import load_table
-    from edgemtl.data.manifest import split_rows
-
-    source = Path(recipe["data"]["source"])
-    table = load_table(recipe)
-    media = [i["column"] for i in recipe["inputs"] if i["type"] in ("image", "audio")]
-    for row in split_rows(table, recipe["data"]["split"], recipe["seed"])["test"]:
-        for column in media:
-            (to / table.columns[column][row]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source.parent / table.columns[column][row], to / table.columns[column][row])
-    shutil.copy(source, to / source.name)
-    with open(to / source.name) as f:
-        assert len(list(csv.DictReader(f))) == table.n_rows
-    return to / source.name
-
-
-def test_a_run_copied_to_a_device_benches_with_only_its_test_files(benched, tmp_path, capsys):
-    from edgemtl.recipe import load_recipe
-
-    run = tmp_path / "run"
-    shutil.copytree(benched, run, ignore=shutil.ignore_patterns("bench", "models", "*-tflite-*", "*-int8"))
-    recipe = load_recipe(run / "recipe.yaml")
-    manifest = _move_test_rows(run, recipe, tmp_path / "device_data")
-    text = (run / "recipe.yaml").read_text().replace(recipe["data"]["source"], "/elsewhere/pairs.csv")
-    (run / "recipe.yaml").write_text(text)
-    assert main(["bench", str(run), "--backend", "ort-cpu", "--runs", "3", "--threads", "1"]) == 2
-    assert "data.source: file '/elsewhere/pairs.csv' not found" in capsys.readouterr().err
-    assert main(["bench", str(run), "--data", str(manifest), "--backend", "ort-cpu", "--runs", "3",
-                 "--threads", "1"]) == 0
-    moved = json.loads((run / "bench" / "results.json").read_text())
+    device = tmp_path / "device"  # another machine, another path: the packed recipe finds its data beside it
+    shutil.move(out, device)
+    bench = ["--backend", "ort-cpu", "--runs", "3", "--threads", "1"]
+    assert main(["bench", str(device / "run")] + bench) == 0
+    moved = json.loads((device / "run" / "bench" / "results.json").read_text())
     here = json.loads((benched / "bench" / "results.json").read_text())
-    assert [r["artifact"] for r in moved["rows"]] == ["teacher-onnx-fp32"]
-    assert moved["accuracy"]["teacher-onnx-fp32"] == here["accuracy"]["teacher-onnx-fp32"]
+    assert sorted(r["artifact"] for r in moved["rows"]) == ["teacher-onnx-fp32", "teacher-onnx-int8"]
+    for name in ("teacher-onnx-fp32", "teacher-onnx-int8"):
+        assert moved["accuracy"][name] == here["accuracy"][name]
+
+    shutil.move(device / "data", tmp_path / "elsewhere")  # the data moved apart from the run: --data names it
+    assert main(["bench", str(device / "run")] + bench) == 2
+    assert f"data.source: file '{device / 'data' / 'pairs.csv'}' not found" in capsys.readouterr().err
+    assert main(["bench", str(device / "run"), "--data", str(tmp_path / "elsewhere" / "pairs.csv")] + bench) == 0
 
 
 def test_node_placement_counts_every_node_on_the_provider_that_ran_it(benched):

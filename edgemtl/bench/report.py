@@ -42,9 +42,9 @@ def table(results: dict) -> str:
             cells += [f"error: {r['error'][:60]}"] + [""] * 6
         else:
             lat = r["latency_ms"]
-            faster = base["latency_ms"]["p50"] / lat["p50"] if base else float("nan")
+            faster = f"{base['latency_ms']['p50'] / lat['p50']:.1f}" if base else ""  # no baseline row measured
             cells += [f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
-                      f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{faster:.1f}"]
+                      f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}", faster]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -42,7 +43,7 @@ def load_recipe(path, overrides=(), data=None) -> dict:
     source = Path(data) if data else base / recipe["data"]["source"]
     if not source.exists():
         where = "--data" if data else "data.source"
-        raise EdgemtlError(f"{label}: {where}: file '{source}' not found")
+        raise EdgemtlError(f"{label}: {where}: file '{os.path.normpath(source)}' not found")
     recipe["data"]["source"] = str(source.resolve())
     for inp in recipe["inputs"]:
         weights = inp["encoder"].get("weights")
