@@ -71,6 +71,7 @@ def build_parser():
     p.add_argument("run", help="run directory with exports")
     p.add_argument("out", help="folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _moved_data_arg(p)
     p.set_defaults(func=cmd_pack)
     p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
     p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
@@ -218,7 +219,7 @@ def cmd_pack(args):
     from .pack import pack_run
     from .stages import open_run
 
-    run, recipe = open_run(args.run)
+    run, recipe = open_run(args.run, args.data)
     print(pack_run(run, recipe, Path(args.out), args.overwrite))
 
 

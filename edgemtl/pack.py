@@ -54,6 +54,10 @@ def _pack_test_rows(recipe: dict, to: Path):
             if relative.is_absolute():
                 raise EdgemtlError(f"{table.where(row)}: {column} '{relative}' is an absolute path; pack needs media "
                                    f"paths relative to the manifest")
+            if not (source.parent / relative).is_file():
+                if recipe["data"]["on_bad_row"] == "skip":  # bench skips that row too
+                    continue
+                raise EdgemtlError(f"{table.where(row)}: {column} file '{source.parent / relative}' not found")
             (to / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source.parent / relative, to / relative)
             copied += 1

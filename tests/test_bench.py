@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import DEMO
 from edgemtl.bench.backends import BACKENDS, unavailable
 from edgemtl.bench.timing import percentiles, time_calls
 from edgemtl.cli import main
@@ -84,6 +85,12 @@ def test_a_packed_run_benches_on_another_machine_with_only_its_test_files(benche
     assert len(media) == 2 * test_rows["digit"]["n"]  # a recording and an image per test row, nothing else
     assert main(["pack", str(benched), str(out)]) == 2
     assert "already exists and is not empty (use --overwrite)" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(DEMO, broken)
+    missing = sorted(media)[0].relative_to(out / "data")
+    (broken / missing).unlink()
+    assert main(["pack", str(benched), str(tmp_path / "other"), "--data", str(broken / "pairs.csv")]) == 2
+    assert f"file '{broken / missing}' not found" in capsys.readouterr().err
 
     device = tmp_path / "device"  # another machine, another path: the packed recipe finds its data beside it
     shutil.move(out, device)
