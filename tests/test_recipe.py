@@ -53,8 +53,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def test_bench_section_names_a_wrong_backend(tmp_path):
     text = BASE.replace("name: t\n", "name: t\nbench: {backends: [litrt], threads: [0]}\n")
     assert errors_of(tmp_path, text) == [
-        "fashion.yaml: bench.backends: unknown backend 'litrt' (one of litert, ort-cpu, ort-cuda, ort-cuda-graph, ort-tensorrt, "
-        "keras, tf-function, tf-gpu) (did you mean 'litert'?)",
+        "fashion.yaml: bench.backends: unknown backend 'litrt' (one of litert, ort-cpu, ort-cuda, ort-cuda-graph, "
+        "ort-tensorrt, keras, tf-function, tf-gpu) (did you mean 'litert'?)",
         "fashion.yaml: bench.threads: must be a list of positive integers, got [0]"]
 
 
