@@ -78,6 +78,8 @@ def build_parser():
     p.add_argument("--manifest", help="CSV with the recipe's input columns: predict every row")
     p.add_argument("--out", help="predictions CSV for --manifest (default: <manifest>.predictions.csv)")
     p.add_argument("--json", action="store_true", help="print the full answers (all scores) as JSON")
+    p.add_argument("--device", choices=("cpu", "cuda", "cuda-graph"), default="cpu",
+                   help="where an ONNX bundle runs (GPU devices fall back to cpu without a GPU; TFLite: cpu)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="run the recipe's stages in order (the main job)")
     _recipe_args(p)

@@ -44,15 +44,15 @@ def format_answers(answers: dict, sep: str = "\n") -> str:
     return sep.join(lines)
 
 
-def predict_one(bundle: str, pairs: list, as_json: bool) -> str:
-    model = load(bundle)
+def predict_one(bundle: str, pairs: list, as_json: bool, device: str = "cpu") -> str:
+    model = load(bundle, device=device)
     answers = model.predict(**parse_inputs(model, pairs))
     return json.dumps(answers, indent=2) if as_json else format_answers(answers)
 
 
-def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32) -> Path:
+def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32, device: str = "cpu") -> Path:
     """Every row of a CSV manifest (columns as in the recipe, media paths relative to it) -> a predictions CSV."""
-    model = load(bundle)
+    model = load(bundle, device=device)
     path = Path(manifest)
     if not path.exists():
         raise EdgemtlError(f"{manifest}: manifest not found")
@@ -105,7 +105,7 @@ def main_predict(args, extra: list) -> None:
     if args.manifest:
         if extra:
             raise EdgemtlError("predict: give either --manifest or --<input> values, not both")
-        print(f"predictions: {predict_manifest(args.bundle, args.manifest, args.out)}")
+        print(f"predictions: {predict_manifest(args.bundle, args.manifest, args.out, device=args.device)}")
     else:
-        print(predict_one(args.bundle, extra, args.json))
+        print(predict_one(args.bundle, extra, args.json, args.device))
     sys.stdout.flush()

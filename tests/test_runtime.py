@@ -102,13 +102,18 @@ def test_answers_keep_no_state_between_calls(tiny_run):
 
 
 @pytest.mark.skipif(Path("/dev/nvidia0").exists(), reason="checks the fallback of a machine without a GPU")
-def test_gpu_devices_fall_back_to_the_cpu_without_a_gpu(tiny_run):
+def test_gpu_devices_fall_back_to_the_cpu_without_a_gpu(tiny_run, capsys):
     sample = dict(audio=str(DEMO / "recordings/0_george_0.wav"), image=str(DEMO / "images/0000.png"))
     on_cpu = load(tiny_run / "exports" / "teacher-onnx-fp32").predict(**sample)
     for device in ("cuda", "cuda-graph"):
         model = load(tiny_run / "exports" / "teacher-onnx-fp32", device=device)
         assert model.runner.provider == "CPUExecutionProvider"
         assert model.predict(**sample) == on_cpu
+    args = ["predict", str(tiny_run / "exports" / "teacher-onnx-fp32"), "--json"] + \
+        [a for name, value in sample.items() for a in (f"--{name}", value)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert main(args + ["--device", "cuda-graph"]) == 0 and capsys.readouterr().out == printed
 
 
 def test_inputs_as_arrays_and_bytes(tiny_run):
