@@ -16,7 +16,7 @@ from ..metrics import score_all
 from ..progress import Progress
 from ..recipe import export_models
 from ..rundir import RunDir, atomic_write_json
-from .backends import BACKENDS, GPU_BACKENDS, unavailable
+from .backends import BACKENDS, GPU_BACKENDS, ORT_GPU_PROVIDERS, unavailable
 from .machine import machine_info
 
 WARMUP = 20  # untimed calls before each measurement; also the fewest timed calls a time limit leaves
@@ -113,7 +113,7 @@ def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs
     bar = Progress(len(targets) + len(jobs), "bench")
     for name, target, kind in sorted(targets):
         results["accuracy"][name] = accuracy(recipe, data, target, kind)
-        gpu = {j["backend"] for j in jobs if j["target"] == target and j["backend"] in GPU_BACKENDS} - {"tf-gpu"}
+        gpu = {j["backend"] for j in jobs if j["target"] == target and j["backend"] in ORT_GPU_PROVIDERS}
         for backend in sorted(gpu):
             results["gpu_accuracy"][f"{name} {backend}"] = _or_error(
                 lambda: accuracy(recipe, data, target, kind, backend))
