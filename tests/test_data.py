@@ -13,12 +13,37 @@ from edgemtl.recipe import load_recipe
 
 
 def test_demo_splits_follow_the_split_column(av_data):
-    assert {k: len(v) for k, v in av_data.splits.items()} == {"train": 648, "val": 72, "test": 300}
+    assert {k: len(v) for k, v in av_data.splits.items()} == {"train": 1320, "val": 120, "test": 300}
     assert set(av_data["train"].rows).isdisjoint(av_data["test"].rows)
     x = av_data["train"].x
     assert x["image"].dtype == np.uint8 and x["image"].shape[1:] == (28, 28, 1)
     assert x["audio"].dtype == np.float32 and x["audio"].shape[1:] == (8000,)
     assert av_data.labels["speaker"]["classes"] == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+
+
+def test_train_on_val_adds_the_validation_rows_to_training():
+    from edgemtl.data.dataset import load_table
+    from edgemtl.data.manifest import split_rows
+
+    recipe = load_recipe(AV_RECIPE, ["data.split.train_on_val=true"])
+    table = load_table(recipe)
+    both = split_rows(table, recipe["data"]["split"], recipe["seed"])
+    plain = split_rows(table, {**recipe["data"]["split"], "train_on_val": False}, recipe["seed"])
+    assert (len(plain["train"]), len(both["train"])) == (1320, 1440)
+    assert set(both["train"]) == set(plain["train"]) | set(plain["val"])
+    assert list(both["val"]) == list(plain["val"]) and list(both["test"]) == list(plain["test"])
+
+
+def test_a_manifest_without_the_val_value_holds_out_val_fraction(tmp_path, capsys):
+    from edgemtl.data.dataset import load_table
+    from edgemtl.data.manifest import split_rows
+
+    (tmp_path / "pairs.csv").write_text((DEMO / "pairs.csv").read_text().replace(",val,", ",train,"))
+    recipe = load_recipe(AV_RECIPE, data=tmp_path / "pairs.csv")
+    split = split_rows(load_table(recipe), recipe["data"]["split"], recipe["seed"])
+    assert {k: len(v) for k, v in split.items()} == {"train": 1296, "val": 144, "test": 300}
+    assert capsys.readouterr().err == ("pairs.csv: no row has split 'val'; holding out data.split.val_fraction 0.1 "
+                                       "of the training rows for validation\n")
 
 
 def test_training_decodes_with_the_runtime_preprocessing(av_data):
@@ -78,7 +103,7 @@ def test_tokenizer_learns_from_the_training_split_only():
 def test_fashion_missing_labels_and_vocab(tmp_path):
     recipe = load_recipe(FASHION_RECIPE)
     data = prepare(recipe, tmp_path)
-    total = sum(len(s) for s in data.splits.values())
+    total = len(set().union(*(s.rows for s in data.splits.values())))
     assert total == 9583  # no row dropped for its missing labels
     missing_usage = sum(int((s.y["usage"] == MISSING).sum()) for s in data.splits.values())
     assert missing_usage >= 8
@@ -95,7 +120,8 @@ def test_missing_image_modality_names_the_row(tmp_path):
     assert e.value.messages[0].startswith("products_all.csv row ") and "column 'image' is empty (no image file)" in e.value.messages[0]
     data = prepare(load_recipe(FASHION_RECIPE, ["data.limit=40", "data.on_bad_row=skip"],
                                data=SHARED / "fashion" / "products_all.csv"))
-    assert len(data.skipped) > 0 and sum(len(s) for s in data.splits.values()) == 40 - len(data.skipped)
+    kept = set().union(*(s.rows for s in data.splits.values()))  # the val rows also train (train_on_val)
+    assert len(data.skipped) > 0 and len(kept) == 40 - len(data.skipped)
 
 
 def test_audio_resampling_and_length():

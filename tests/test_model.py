@@ -140,6 +140,31 @@ def test_label_name_match_scores_the_class_names_a_real_title_spells(tmp_path):
     assert np.all(np.isfinite(assert_runs(model, data)["baseColour"]))
 
 
+def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
+    """unmatched_weight w: the task's training loss is loss(matched answer) + w * loss(the head's own logits alone);
+    the saved net keeps one output per task."""
+    from edgemtl.train.trainer import MultitaskTrainer
+    from edgemtl.train.weighting import make_combination
+
+    recipe = fashion_recipe(tmp_path, extra_tasks="  - {name: baseColour, type: multiclass, match_labels: title, "
+                                                  "unmatched_weight: 0.5}")
+    model, data = build_on(recipe)
+    x = {k: v[:32] for k, v in data["train"].x.items()}
+    y = {k: v[:32] for k, v in data["train"].y.items()}
+    task = recipe["tasks"][3]
+    combination = make_combination(recipe["training"]["loss_combination"], recipe["tasks"])
+    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, combination, unmatched=True)
+    _, losses = trainer._forward(x, y, training=False)
+    loss = task_loss(task, data.labels["baseColour"])
+    own = keras.Model(model.inputs, model.get_layer("baseColour_logits").output)(x)
+    matched, alone = loss(y["baseColour"], model(x)["baseColour"]), loss(y["baseColour"], tf.nn.softmax(own))
+    assert abs(float(alone) - float(matched)) > 0.1  # the match moves the answer, so the two terms differ
+    np.testing.assert_allclose(float(losses["baseColour"]), float(matched) + 0.5 * float(alone), rtol=1e-5)
+    _, plain = MultitaskTrainer(model, recipe["tasks"], data.labels, combination)._forward(x, y, training=False)
+    np.testing.assert_allclose(float(plain["baseColour"]), float(matched), rtol=1e-5)
+    assert sorted(model.output) == ["baseColour", "gender", "usage", "year"]
+
+
 def test_label_match_on_class_names_no_title_spells_warns_and_matches_nothing(tmp_path, capsys):
     recipe = fashion_recipe(tmp_path, extra_tasks="  - {name: release, type: multiclass, column: year, "
                                                   "match_labels: title}")

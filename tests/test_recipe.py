@@ -95,6 +95,11 @@ def test_match_labels_names_a_text_input_of_a_task_with_class_names(tmp_path):
         "fashion.yaml: tasks[1].match_labels: a binary task has no class names to match "
         "(multiclass and multilabel tasks do)",
     ]
+    text = BASE.replace("{name: digit, type: multiclass}", "{name: digit, type: multiclass, unmatched_weight: 1}")
+    assert errors_of(tmp_path, text) == [
+        "fashion.yaml: tasks[0].unmatched_weight: needs match_labels (it trains the head without the match)"]
+    assert errors_of(tmp_path, text.replace("unmatched_weight: 1", "unmatched_weight: -1")) == [
+        "fashion.yaml: tasks[0].unmatched_weight: must be >= 0, got -1"]
 
 
 def test_task_metrics_are_checked_and_defaulted(tmp_path):
@@ -137,7 +142,7 @@ def test_check_cli_reports_data_problems_without_traceback(tmp_path, capsys):
 def test_check_cli_builds_and_runs_one_batch(capsys):
     assert main(["check", str(AV_RECIPE)]) == 0
     out = capsys.readouterr().out
-    assert "ok — rows {'train': 648, 'val': 72, 'test': 300}" in out
+    assert "ok — rows {'train': 1320, 'val': 120, 'test': 300}" in out
     assert "'digit': [4, 10], 'speaker': [4, 6]" in out
 
 

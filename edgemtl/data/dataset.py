@@ -99,7 +99,7 @@ def prepare(recipe: dict, preprocess_dir=None, rows_per_split: int | None = None
     for name in splits:
         part = table.take(index[name][:rows_per_split])
         decoded[name], bad = _decode_split(recipe, part, labels, tokenizers)
-        skipped += bad
+        skipped += [m for m in bad if m not in skipped]  # a val row is in train too under train_on_val
     return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()})
 
 

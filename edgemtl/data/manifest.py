@@ -1,6 +1,7 @@
 """Read a manifest (CSV, JSONL or .npz) into columns, apply row filters, and split rows."""
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +111,11 @@ def split_rows(table: Table, split: dict, seed: int) -> dict[str, np.ndarray]:
         values = np.array([str(v) for v in table.columns[split["column"]]])
         train = np.flatnonzero(values == split["train"])
         test = np.flatnonzero(values == split["test"])
-        if split["val"]:
-            val = np.flatnonzero(values == split["val"])
-        else:
+        val = np.flatnonzero(values == split["val"]) if split["val"] else []
+        if split["val"] and not len(val):  # e.g. the demo recipe run on the full data, which has no val rows
+            print(f"{table.path.name}: no row has {split['column']} '{split['val']}'; holding out data.split."
+                  f"val_fraction {split['val_fraction']} of the training rows for validation", file=sys.stderr)
+        if not len(val):
             train = rng.permutation(train)
             n_val = int(round(len(train) * split["val_fraction"]))
             val, train = np.sort(train[:n_val]), np.sort(train[n_val:])
@@ -122,4 +125,6 @@ def split_rows(table: Table, split: dict, seed: int) -> dict[str, np.ndarray]:
         n_val = int(round(split["ratios"][1] * table.n_rows))
         train, val, test = (np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_val]),
                             np.sort(order[n_train + n_val:]))
+    if split["train_on_val"]:
+        train = np.union1d(train, val)
     return {"train": train, "val": val, "test": test}

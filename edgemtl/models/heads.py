@@ -23,6 +23,20 @@ def head(x, task: dict, label_spec: dict, match=None):
     return L.Activation(ACTIVATION[task["type"]], name=name)(logits)
 
 
+def unmatched_name(task_name: str) -> str:
+    return f"{task_name}_unmatched"
+
+
+def unmatched_view(net, tasks: list):
+    """`net` with, beside its outputs, each task's answer from its head's own logits alone (the label match left
+    out): the same layers, so one forward pass trains both; what is saved and exported stays `net`."""
+    outputs = dict(net.output)
+    for t in tasks:
+        logits = net.get_layer(f"{t['name']}_logits").output
+        outputs[unmatched_name(t["name"])] = L.Activation(ACTIVATION[t["type"]], name=unmatched_name(t["name"]))(logits)
+    return keras.Model(net.inputs, outputs, name=f"{net.name}_with_unmatched")
+
+
 def head_dense(net, task_name: str):
     """The Dense layer of a task's head: the output layer itself, or the one before the output's transform."""
     for name in (task_name, f"{task_name}_logits", f"{task_name}_standardised"):

@@ -138,6 +138,8 @@ def _cross_checks(recipe: dict) -> list[str]:
         elif source is not None and t["type"] not in ("multiclass", "multilabel"):
             errors.append(f"tasks[{i}].match_labels: a {t['type']} task has no class names to match "
                           f"(multiclass and multilabel tasks do)")
+        if t["unmatched_weight"] and source is None:
+            errors.append(f"tasks[{i}].unmatched_weight: needs match_labels (it trains the head without the match)")
     if all(t["auxiliary"] for t in recipe["tasks"]):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe["inputs"]):

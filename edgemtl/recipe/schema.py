@@ -13,6 +13,10 @@ def _positive(v):
     return None if v > 0 else f"must be > 0, got {v}"
 
 
+def _non_negative(v):
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
 def _fraction(v):
     return None if 0 <= v < 1 else f"must be in [0, 1), got {v}"
 
@@ -164,6 +168,10 @@ TASK = Section({
     "match_labels": Field((str, type(None)), None, "a text input whose words may spell this task's class names "
                           "(multiclass, multilabel): adds two learned logit weights shared by all classes, "
                           "for the fraction of a name's words present and for a whole name present", example="title"),
+    "unmatched_weight": Field(float, 0.0, "with match_labels: also train the head's own logits alone (the match "
+                              "left out) with this weight on their loss, so the head still answers from the other "
+                              "inputs when the text names no class; the exported head is unchanged",
+                              check=_non_negative),
 })
 
 DATA = Section({
@@ -173,12 +181,15 @@ DATA = Section({
     "split": Section({
         "column": Field((str, type(None)), None, "column naming each row's split; if unset, ratios are used"),
         "train": Field(str, "train", "value of the split column for training rows"),
-        "val": Field((str, type(None)), None, "value for validation rows; if unset, val_fraction of train is held out"),
+        "val": Field((str, type(None)), None,
+                     "value for validation rows; if unset or no row has it, val_fraction of train is held out"),
         "test": Field(str, "test", "value for test rows"),
         "ratios": Field(list, [0.8, 0.1, 0.1], "train/val/test fractions when there is no split column"),
         "val_fraction": Field(float, 0.1, "fraction of train held out for validation when there is no val value",
                               check=_fraction),
         "seed": Field(int, 0, "seed of the random split"),
+        "train_on_val": Field(bool, False, "also train on the validation rows, as a baseline fitted on train + val "
+                              "does; the monitor then reads rows the model learns from, so it only picks the epoch"),
     }, "how rows are split into train / val / test"),
     "filters": ListOf(Section({
         "column": Field(str, REQUIRED),
@@ -206,8 +217,8 @@ TRUNK = Section({
     "units": Field(list, [128], "shared dense layers after fusion", check=lambda v: None if all(
         isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}"),
     "dropout": Field(float, 0.2, check=_fraction),
-    "l1": Field(float, 0.0, check=lambda v: None if v >= 0 else "must be >= 0"),
-    "l2": Field(float, 0.0, check=lambda v: None if v >= 0 else "must be >= 0"),
+    "l1": Field(float, 0.0, check=_non_negative),
+    "l2": Field(float, 0.0, check=_non_negative),
 })
 
 TRAINING = Section({
@@ -279,11 +290,11 @@ COMPRESS = Section({
                        example={"season": {"alpha": 0.9}}),
         "hint": Field(float, 0.0, "weight of feature distillation: the student's shared representation, through a "
                       "learned projection, regresses onto the teacher's (0 = off)",
-                      check=lambda v: None if v >= 0 else "must be >= 0"),
+                      check=_non_negative),
         "mixup": Field(float, 0.0, "weight of function matching: the student also matches the teacher's soft "
                        "targets on pairs of training rows blended together (images and audio mixed, text from the "
                        "larger share), inputs no label covers; costs a second forward pass per step (0 = off)",
-                       check=lambda v: None if v >= 0 else "must be >= 0"),
+                       check=_non_negative),
     }, "knowledge distillation, teacher frozen"),
     "scratch": Field(bool, True, "also train the same student from labels only (student-scratch), for comparison"),
     "start": Field(str, "auto", "the student that is pruned and trained quantization-aware: student (distilled), "

@@ -70,7 +70,8 @@ def _build(recipe: dict, data, tasks: list, name: str, strategy, make_net=None, 
     """The functional net, its loss combination and the trainer around them, built inside the strategy.
 
     make_net() and make_trainer(net, combination) replace the recipe's model and the plain MultitaskTrainer
-    (compression: a student, a pruned or quantization-aware copy, a distillation trainer).
+    (compression: a student, a pruned or quantization-aware copy, a distillation trainer); the heads' own-logit
+    training (task unmatched_weight) is for a net built from the recipe only.
     """
     training = recipe["training"]
     with strategy.scope():
@@ -78,7 +79,7 @@ def _build(recipe: dict, data, tasks: list, name: str, strategy, make_net=None, 
                                                       numeric_stats(recipe, data["train"].x), tasks, name)
         combination = make_combination(training["loss_combination"], tasks)
         trainer = (make_trainer(net, combination) if make_trainer
-                   else MultitaskTrainer(net, tasks, data.labels, combination))
+                   else MultitaskTrainer(net, tasks, data.labels, combination, unmatched=make_net is None))
         steps = steps_per_epoch(len(data["train"]), training["batch_size"])
         trainer.compile(optimizer=make_optimizer(training, steps))
         trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs

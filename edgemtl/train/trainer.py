@@ -4,15 +4,20 @@ The functional net stays a plain Keras model (what is saved and exported); the w
 losses and the loss combination so that `fit` gives progress, callbacks, distribution and resumable checkpoints.
 """
 from ..tfk import keras, tf
+from ..models.heads import unmatched_name, unmatched_view
 from .losses import task_loss
 
 
 class MultitaskTrainer(keras.Model):
-    def __init__(self, net, tasks: list, labels: dict, combination):
+    def __init__(self, net, tasks: list, labels: dict, combination, unmatched: bool = False):
         super().__init__(name="trainer")
         self.net = net
         self.task_names = [t["name"] for t in tasks]
         self.loss_fns = {t["name"]: task_loss(t, labels[t["name"]]) for t in tasks}
+        # tasks whose head's own logits are also trained without the label match (task.unmatched_weight)
+        with_unmatched = [t for t in tasks if unmatched and t["unmatched_weight"]]
+        self.unmatched = {t["name"]: t["unmatched_weight"] for t in with_unmatched}
+        self.train_view = unmatched_view(net, with_unmatched) if with_unmatched else net
         self.combination = combination
         self.trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in self.task_names}
         self.total_tracker = keras.metrics.Mean(name="loss")
@@ -25,8 +30,10 @@ class MultitaskTrainer(keras.Model):
         return self.net(x, training=training)
 
     def _forward(self, x, y, training):
-        pred = self.net(x, training=training)
+        pred = self.train_view(x, training=training)
         losses = {n: self.loss_fns[n](y[n], pred[n]) for n in self.task_names}
+        for n, weight in self.unmatched.items():
+            losses[n] += weight * self.loss_fns[n](y[n], pred[unmatched_name(n)])
         total = self.combination.combine(losses)
         if self.net.losses:
             total += tf.add_n(self.net.losses)
