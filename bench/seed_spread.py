@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 def train_and_score(recipe: str, data: str | None, seed: int, out: Path) -> dict:
+    print(f"seed {seed} ...", file=sys.stderr, flush=True)
     args = ["--data", data] if data else []
     for command in (["train", recipe, "--out", str(out), "--overwrite", "--set", f"seed={seed}", *args],
                     ["evaluate", str(out)]):
@@ -46,8 +47,6 @@ def main():
     args = ap.parse_args()
     rows = []
     for seed in args.seeds:
-        if not args.tabulate:
-            print(f"seed {seed} ...", file=sys.stderr, flush=True)
         out = Path(args.out_dir) / f"seed{seed}"
         rows.append((seed, scores_of(out) if args.tabulate else train_and_score(args.recipe, args.data, seed, out)))
     test = {seed: m["splits"]["test"] for seed, m in rows}
