@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="runs/fashion")
