@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the README's headline tables end to end and copy them into bench/results/<dataset>/.
+# Reproduce the headline tables of docs/results.md end to end and copy them into bench/results/<dataset>/.
 #   bash bench/reproduce.sh av_digits     # embedded demo: about 15 min on 2 CPU cores
 #   bash bench/reproduce.sh fashion       # ../shared/data/fashion: 20 min on a 2-core AVX-512 EPYC, about 3 h on an older one
 # Each run: train -> [single-task models] -> compress -> export -> bench; results carry the machine they ran on.

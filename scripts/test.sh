@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart 2: set up, then run the test suite (the slow set is skipped; see README "Tests").
+# Quickstart 2: set up, then run the test suite (the slow set is skipped; see docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,test
