@@ -1,4 +1,5 @@
 """Models: every encoder and fusion builds and runs on real data, inputs/outputs are named, the graph is exportable."""
+import dataclasses
 import numpy as np
 import pytest
 
@@ -71,7 +72,7 @@ def test_fusions_train_one_step(tmp_path, fusion):
 
     recipe = fashion_recipe(tmp_path, fusion=fusion)
     model, data = build_on(recipe)
-    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, WeightedSum(recipe["tasks"]))
+    trainer = MultitaskTrainer(model, recipe.tasks, data.labels, WeightedSum(recipe.tasks))
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [w.numpy().copy() for w in model.trainable_weights]
     logs = trainer.train_on_batch({k: v[:16] for k, v in data["train"].x.items()},
@@ -83,7 +84,9 @@ def test_fusions_train_one_step(tmp_path, fusion):
 def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
     recipe = fashion_recipe(tmp_path)
     full, data = build_on(recipe)
-    recipe["inputs"][0]["encoder"]["stem_stride"] = 2
+    image = recipe.inputs[0]
+    recipe = dataclasses.replace(recipe, inputs=(dataclasses.replace(
+        image, encoder=dataclasses.replace(image.encoder, stem_stride=2)), *recipe.inputs[1:]))
     strided = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     for block in ("image_block0_conv", "image_block1_conv"):
         side = full.get_layer(block).output_shape[1]
@@ -94,9 +97,9 @@ def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
 
 def test_modality_dropout_zeroes_whole_modalities_in_training_only(tmp_path):
     recipe = fashion_recipe(tmp_path)
-    recipe["fusion"]["modality_dropout"] = 0.5
+    recipe = dataclasses.replace(recipe, fusion=dataclasses.replace(recipe.fusion, modality_dropout=0.5))
     model, data = build_on(recipe)
-    layers = [model.get_layer(f"{i['name']}_modality_dropout") for i in recipe["inputs"]]
+    layers = [model.get_layer(f"{i.name}_modality_dropout") for i in recipe.inputs]
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     vectors = probe({k: v[:32] for k, v in data["train"].x.items()})
     for layer, before in zip(layers, vectors):
@@ -151,16 +154,16 @@ def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
     model, data = build_on(recipe)
     x = {k: v[:32] for k, v in data["train"].x.items()}
     y = {k: v[:32] for k, v in data["train"].y.items()}
-    task = recipe["tasks"][3]
-    combination = make_combination(recipe["training"]["loss_combination"], recipe["tasks"])
-    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, combination, unmatched=True)
+    task = recipe.tasks[3]
+    combination = make_combination(recipe.training.loss_combination, recipe.tasks)
+    trainer = MultitaskTrainer(model, recipe.tasks, data.labels, combination, unmatched=True)
     _, losses = trainer._forward(x, y, training=False)
     loss = task_loss(task, data.labels["baseColour"])
     own = keras.Model(model.inputs, model.get_layer("baseColour_logits").output)(x)
     matched, alone = loss(y["baseColour"], model(x)["baseColour"]), loss(y["baseColour"], tf.nn.softmax(own))
     assert abs(float(alone) - float(matched)) > 0.1  # the match moves the answer, so the two terms differ
     np.testing.assert_allclose(float(losses["baseColour"]), float(matched) + 0.5 * float(alone), rtol=1e-5)
-    _, plain = MultitaskTrainer(model, recipe["tasks"], data.labels, combination)._forward(x, y, training=False)
+    _, plain = MultitaskTrainer(model, recipe.tasks, data.labels, combination)._forward(x, y, training=False)
     np.testing.assert_allclose(float(plain["baseColour"]), float(matched), rtol=1e-5)
     assert sorted(model.output) == ["baseColour", "gender", "usage", "year"]
 
