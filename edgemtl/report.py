@@ -16,7 +16,7 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     singles = {t.name: _metrics(run, f"single-{t.name}") for t in tasks}
     has_single = any(singles.values())
-    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0]["name"], {}).get("n", "?")
+    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0].name, {}).get("n", "?")
     lines = [f"# {recipe.name}: results", "",
              f"Test split, {n_test} rows. Multitask model: {teacher.get('params', 0):,} parameters, "
              f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')} "

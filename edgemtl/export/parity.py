@@ -35,7 +35,7 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
             problems.append(f"{name}: {row['metric']} {row['artifact']:.4f} vs {row['keras']:.4f} "
                             f"(drop {row['drop']:.4f} > tolerance {tolerance.get(name, 0.01):g})")
         result[name] = row
-    return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0]["name"]])}
+    return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0].name])}
 
 
 def _metric_name(task) -> str:
