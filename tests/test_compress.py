@@ -82,7 +82,9 @@ def test_rows_without_labels_still_learn_from_the_teacher():
     from edgemtl.tfk import tf
     from edgemtl.train.losses import task_loss
 
-    task = {"name": "digit", "type": "multiclass", "label_smoothing": 0.0, "loss": "auto"}
+    from edgemtl.recipe.schema import TaskSpec
+
+    task = TaskSpec(name="digit", type="multiclass", label_smoothing=0.0, loss="auto")
     spec = {"classes": ["0", "1", "2"]}
     teacher = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     logits = tf.Variable(tf.zeros([2, 3]))

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
+from edgemtl.recipe.schema import TaskSpec
 from edgemtl.runtime.backends import open_runner
 
 BUNDLES = ["teacher-tflite-fp32", "teacher-tflite-fp16", "teacher-tflite-dynamic", "teacher-tflite-int8",
@@ -208,7 +209,7 @@ def test_calibration_split_too_small(av_data):
         calibration_rows(tiny, [], 100, 0)
     assert e.value.messages == ["calibration split too small: the training split has 5 rows, full-int8 "
                                 "calibration needs at least 10"]
-    rows = calibration_rows(av_data["train"], [{"name": "digit", "type": "multiclass"}], 12, 0)
+    rows = calibration_rows(av_data["train"], [TaskSpec(name="digit", type="multiclass")], 12, 0)
     assert len(rows) == 12 and set(av_data["train"].y["digit"][rows]) == set(range(10))
 
 

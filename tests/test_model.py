@@ -9,6 +9,7 @@ from edgemtl.data.dataset import prepare
 from edgemtl.models.build import build_model, load_model, numeric_stats
 from edgemtl.models.layers import LogMelSpectrogram, mel_matrix
 from edgemtl.recipe import load_recipe
+from edgemtl.recipe.schema import TaskSpec
 from edgemtl.tfk import keras, tf
 from edgemtl.train.losses import task_loss
 
@@ -194,13 +195,13 @@ def test_log_mel_front_end_matches_numpy_reference(step):
 
 
 def test_missing_labels_are_masked_in_the_loss():
-    fn = task_loss({"type": "multiclass", "label_smoothing": 0.0}, {"classes": ["a", "b", "c"]})
+    fn = task_loss(TaskSpec(name="t", type="multiclass", label_smoothing=0.0), {"classes": ["a", "b", "c"]})
     probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     with_missing = fn(tf.constant([0, -1, 2]), probs)
     only_labelled = fn(tf.constant([0, 2]), tf.gather(probs, [0, 2]))
     np.testing.assert_allclose(with_missing.numpy(), only_labelled.numpy(), rtol=1e-6)
     assert float(fn(tf.constant([-1, -1, -1]), probs)) == 0.0
-    reg = task_loss({"type": "regression", "loss": "mae"}, {"std": 2.0})
+    reg = task_loss(TaskSpec(name="t", type="regression", loss="mae"), {"std": 2.0})
     assert float(reg(tf.constant([1.0, np.nan]), tf.constant([[3.0], [100.0]]))) == pytest.approx(1.0)
 
 

@@ -268,3 +268,15 @@ def test_json_schema_describes_the_recipe_and_the_shipped_recipes_satisfy_it(tmp
     bad["inputs"][0]["encoder"] = {"type": "resnet50"}
     assert _satisfies(bad, schema) == ["recipe.inputs[0]: matches 0 of 5 options",
                                        "recipe.export.formats[0]: 'tflit' not in enum"]
+
+
+def test_recipe_package_imports_no_higher_room():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys, edgemtl.recipe, edgemtl.recipe.reference; "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('edgemtl.')}))")
+    rooms = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert not {"bench", "compress", "export", "models", "train", "tfk"} & set(eval(rooms)), rooms
