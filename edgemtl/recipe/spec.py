@@ -145,10 +145,9 @@ def join(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def validate_spec(cls, value, path: str, errors: list, partial: bool = False):
+def validate_spec(cls, value, path: str, errors: list):
     """The `cls` instance a YAML mapping describes (defaults filled in), or None when it has problems; every
-    problem is appended to errors as 'path: problem'. partial: check the given keys only (an override) and
-    return them as a read-only mapping."""
+    problem is appended to errors as 'path: problem'."""
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
@@ -163,13 +162,9 @@ def validate_spec(cls, value, path: str, errors: list, partial: bool = False):
     for name, (f, hint) in fields.items():
         if name in value:
             kwargs[f.name] = validate_value(hint, f.metadata, value[name], join(path, name), errors)
-        elif not partial and default_of(f) is REQUIRED:
+        elif default_of(f) is REQUIRED:
             errors.append(f"{join(path, name)}: required key missing")
-    if len(errors) > before:
-        return None
-    if partial:
-        return MappingProxyType({yaml_key(f): kwargs[f.name] for f in dataclasses.fields(cls) if f.name in kwargs})
-    return cls(**kwargs)
+    return None if len(errors) > before else cls(**kwargs)
 
 
 def validate_variant(registry: dict, default_type: str | None, value, path: str, errors: list):
