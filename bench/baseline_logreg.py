@@ -7,6 +7,7 @@ trains the network on the same rows, `data.split.train_on_val: true`), test = it
     python bench/baseline_logreg.py [--recipe recipes/fashion.yaml] [--out bench/results/fashion_baseline.json]
 """
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def main():
     args = ap.parse_args()
     recipe = load_recipe(args.recipe)
     table = load_table(recipe)
-    split = split_rows(table, {**recipe["data"]["split"], "train_on_val": True}, recipe["seed"])
+    split = split_rows(table, dataclasses.replace(recipe.data.split, train_on_val=True), recipe.seed)
     train, test = split["train"], split["test"]
     titles = table.columns["title"]
     vec = CountVectorizer()
@@ -53,7 +54,7 @@ def main():
     pix_tr, pix_te = pixels16(table, train), pixels16(table, test)
     features = {"title word counts": (words_tr, words_te), "16x16 pixels": (pix_tr, pix_te),
                 "both": (hstack([words_tr, csr_matrix(pix_tr)]).tocsr(), hstack([words_te, csr_matrix(pix_te)]).tocsr())}
-    tasks = [t["name"] for t in recipe["tasks"] if t["type"] == "multiclass" and not t["auxiliary"]]
+    tasks = [t.name for t in recipe.tasks if t.type == "multiclass" and not t.auxiliary]
     results = {}
     start = time.time()
     for task in tasks:
@@ -63,7 +64,7 @@ def main():
         results[task]["best"] = max(results[task].values())
         print(task, {k: round(v, 4) for k, v in results[task].items()}, flush=True)
     out = {"split": {"train_rows": len(train), "test_rows": len(test), "recipe": args.recipe},
-           "machine": environment_info(recipe["seed"]),
+           "machine": environment_info(recipe.seed),
            "seconds": round(time.time() - start, 1), "accuracy": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -1,6 +1,7 @@
 """edgemtl command line: check | train | evaluate | compress | export | bench | pack | predict | run | reference.
 User errors print one line each, no traceback."""
 import argparse
+import json
 import sys
 import time
 
@@ -87,7 +88,9 @@ def build_parser():
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("reference", help="print the recipe reference (every key, default, meaning) as Markdown")
-    p.add_argument("--update", metavar="FILE", help="rewrite the reference block of FILE (the README) instead")
+    p.add_argument("--update", metavar="FILE", help="rewrite the reference block of FILE (docs/reference.md) instead")
+    p.add_argument("--json-schema", nargs="?", const="-", metavar="FILE",
+                   help="write a JSON Schema (draft 2020-12) of the recipe to FILE (default: print it), for editors")
     p.set_defaults(func=cmd_reference)
     return parser
 
@@ -111,7 +114,7 @@ def cmd_train(args):
     from .stages import init_run, stage_single_task, stage_train
 
     recipe = _load(args)
-    run = init_run(recipe, args.out or f"runs/{recipe['name']}", args.resume, args.overwrite)
+    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite)
     data = prepare(recipe, run.preprocess)
     summary = stage_train(recipe, run, data, args.resume)
     print(f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
@@ -129,7 +132,7 @@ def cmd_evaluate(args):
     run.require_model(args.model)
     data = prepare(recipe, run.preprocess)
     scores = evaluate_model(run, recipe, data, args.model)
-    print(format_scores(scores, recipe["tasks"]))
+    print(format_scores(scores, recipe.tasks))
 
 
 def cmd_compress(args):
@@ -142,7 +145,7 @@ def cmd_compress(args):
     if bad:
         raise EdgemtlError(f"--set {bad[0]}: compress only takes compress.* keys (the teacher is already trained)")
     recipe = load_recipe(run.recipe, args.set)
-    run.require_model(recipe["compress"]["teacher"])  # before decoding any data
+    run.require_model(recipe.compress.teacher)  # before decoding any data
     print(stage_compress(recipe, run, prepare(recipe, run.preprocess), args.resume, args.overwrite))
     if args.set:  # the run's recipe now says what its compressed models were made with
         write_recipe(run, recipe)
@@ -152,17 +155,16 @@ def cmd_compress(args):
 def cmd_export(args):
     from .data.dataset import prepare
     from .export.run import plan
-    from .recipe import export_models
     from .stages import open_run, stage_export
 
     run, recipe = open_run(args.run)
-    cfg = recipe["export"]
-    models = args.model.split(",") if args.model else export_models(recipe)
+    cfg = recipe.export
+    models = args.model.split(",") if args.model else list(recipe.export.model)
     for model in models:
         run.require_model(model)
-    formats = args.format.split(",") if args.format else cfg["formats"]
-    precisions = args.precision.split(",") if args.precision else cfg["precisions"]
-    samples = args.calibration_samples or cfg["calibration_samples"]
+    formats = args.format.split(",") if args.format else cfg.formats
+    precisions = args.precision.split(",") if args.precision else cfg.precisions
+    samples = args.calibration_samples or cfg.calibration_samples
     plan(formats, precisions)  # unknown names fail before any data is decoded
     print(stage_export(recipe, run, prepare(recipe, run.preprocess), models, formats, precisions, samples))
 
@@ -172,9 +174,9 @@ def cmd_run(args):
     from .data.dataset import prepare
 
     recipe = _load(args)
-    run = stages.init_run(recipe, args.out or f"runs/{recipe['name']}", args.resume, args.overwrite)
+    run = stages.init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite)
     data = None
-    for stage in recipe["stages"]:
+    for stage in recipe.stages:
         start = time.time()
         print(f"== {stage} ==", file=sys.stderr, flush=True)
         if stage == "check":
@@ -192,9 +194,9 @@ def cmd_run(args):
         elif stage == "compress":
             print(stages.stage_compress(recipe, run, data, args.resume))
         elif stage == "export":
-            cfg = recipe["export"]
-            print(stages.stage_export(recipe, run, data, stages.export_models(recipe), cfg["formats"],
-                                      cfg["precisions"], cfg["calibration_samples"]))
+            cfg = recipe.export
+            print(stages.stage_export(recipe, run, data, list(recipe.export.model), cfg.formats,
+                                      cfg.precisions, cfg.calibration_samples))
         elif stage == "bench":
             print(stages.stage_bench(recipe, run, data))
         elif stage == "report":
@@ -232,9 +234,14 @@ def cmd_predict(args, extra):
 
 
 def cmd_reference(args):
-    from .recipe.reference import reference_markdown, update_block
+    from .recipe.reference import json_schema, reference_markdown, update_block, write_json_schema
 
-    if args.update:
+    if args.json_schema == "-":
+        print(json.dumps(json_schema(), indent=2))
+    elif args.json_schema:
+        write_json_schema(args.json_schema)
+        print(f"wrote {args.json_schema}", file=sys.stderr)
+    elif args.update:
         update_block(args.update)
     else:
         print(reference_markdown())

@@ -1,15 +1,16 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
 import json
 
+from .recipe.schema import Recipe
 from .data.dataset import SPLITS
 from .metrics import score_all
 from .models.build import load_model
 from .rundir import RunDir, atomic_write_json
 
 
-def evaluate_model(run: RunDir, recipe: dict, data, name: str = "teacher") -> dict:
+def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
     model = load_model(run.require_model(name))
-    tasks = [t for t in recipe["tasks"] if t["name"] in model.output_names]
+    tasks = [t for t in recipe.tasks if t.name in model.output_names]
     scores = {}
     for split in SPLITS:
         if len(data[split]):
@@ -25,9 +26,9 @@ def evaluate_model(run: RunDir, recipe: dict, data, name: str = "teacher") -> di
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
     lines = ["| task | accuracy | macro-F1 | MAE | RMSE | rows |", "|---|---|---|---|---|---|"]
     for t in tasks:
-        m = scores[split].get(t["name"])
+        m = scores[split].get(t.name)
         if m:
-            lines.append(f"| {t['name']} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | {_f(m.get('mae'))} | "
+            lines.append(f"| {t.name} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | {_f(m.get('mae'))} | "
                          f"{_f(m.get('rmse'))} | {m['n']} |")
     return "\n".join(lines)
 

@@ -58,9 +58,9 @@ def score_all(tasks: list, labels: dict, y: dict, outputs: dict) -> dict:
     """{task: metrics} plus 'mean_score': mean accuracy over class tasks and 1 - MAE/std over regression tasks."""
     result = {}
     for t in tasks:
-        if t["name"] in outputs:
-            std = labels[t["name"]].get("std", 1.0)
-            result[t["name"]] = score_task(t["type"], y[t["name"]], outputs[t["name"]], t["threshold"], std)
+        if t.name in outputs:
+            std = labels[t.name].get("std", 1.0)
+            result[t.name] = score_task(t.type, y[t.name], outputs[t.name], t.threshold, std)
     scores = [m["score"] for m in result.values() if np.isfinite(m["score"])]
     result["mean_score"] = float(np.mean(scores)) if scores else float("nan")
     return result

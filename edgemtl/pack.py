@@ -4,10 +4,11 @@ with only the light install), and nothing more: no Keras models, no training row
 OUT/run   recipe.yaml (its data.source pointing at OUT/data), preprocess/, exports/ (bundles; C arrays left out)
 OUT/data  the manifest and the media files of its test rows, at the same paths relative to it (an .npz whole)
 """
-import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
+from .recipe.schema import Recipe
 from .bench.run import bundles
 from .data.dataset import load_table
 from .data.manifest import split_rows
@@ -18,7 +19,7 @@ from .stages import write_recipe
 MEDIA = ("image", "audio", "sequence")  # inputs whose manifest column holds a file path
 
 
-def pack_run(run: RunDir, recipe: dict, out: Path, overwrite: bool = False) -> str:
+def pack_run(run: RunDir, recipe: Recipe, out: Path, overwrite: bool = False) -> str:
     found = bundles(run)
     if not found:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to pack; run 'edgemtl export' first")
@@ -30,32 +31,32 @@ def pack_run(run: RunDir, recipe: dict, out: Path, overwrite: bool = False) -> s
     for folder in found:
         shutil.copytree(folder, packed.root / "exports" / folder.name)
     shutil.copytree(run.preprocess, packed.preprocess)
-    moved = copy.deepcopy(recipe)
-    moved["data"]["source"] = str(Path("..") / "data" / manifest.name)  # resolved against recipe.yaml's folder
+    # data.source resolved against the packed recipe.yaml's folder
+    moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(Path("..") / "data" / manifest.name)))
     write_recipe(packed, moved)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     return (f"packed {len(found)} bundles and the test split ({n_files} media files) into {out} ({size:.1f} MB); "
             f"on the other machine: edgemtl bench {out / 'run'}")
 
 
-def _pack_test_rows(recipe: dict, to: Path):
+def _pack_test_rows(recipe: Recipe, to: Path):
     """Copy the manifest and its test rows' media files; returns (manifest copy, media files copied)."""
-    source = Path(recipe["data"]["source"])
+    source = Path(recipe.data.source)
     to.mkdir(parents=True)
     shutil.copy(source, to / source.name)
     if source.suffix.lower() == ".npz":  # the arrays are the data
         return to / source.name, 0
     table = load_table(recipe)
-    columns = [i["column"] for i in recipe["inputs"] if i["type"] in MEDIA]
+    columns = [i.column for i in recipe.inputs if i.type in MEDIA]
     copied = 0
-    for row in split_rows(table, recipe["data"]["split"], recipe["seed"])["test"]:
+    for row in split_rows(table, recipe.data.split, recipe.seed)["test"]:
         for column in columns:
             relative = Path(table.columns[column][row])
             if relative.is_absolute():
                 raise EdgemtlError(f"{table.where(row)}: {column} '{relative}' is an absolute path; pack needs media "
                                    f"paths relative to the manifest")
             if not (source.parent / relative).is_file():
-                if recipe["data"]["on_bad_row"] == "skip":  # bench skips that row too
+                if recipe.data.on_bad_row == "skip":  # bench skips that row too
                     continue
                 raise EdgemtlError(f"{table.where(row)}: {column} file '{source.parent / relative}' not found")
             (to / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
 import json
 
+from .recipe.schema import Recipe
 from .metrics import CLASS_METRICS, REGRESSION_METRICS
 from .rundir import RunDir, atomic_write_text
 
@@ -10,13 +11,13 @@ def _metrics(run: RunDir, name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_report(run: RunDir, recipe: dict) -> str:
+def write_report(run: RunDir, recipe: Recipe) -> str:
     teacher = _metrics(run, "teacher")
-    tasks = [t for t in recipe["tasks"] if not t["auxiliary"]]
-    singles = {t["name"]: _metrics(run, f"single-{t['name']}") for t in tasks}
+    tasks = [t for t in recipe.tasks if not t.auxiliary]
+    singles = {t.name: _metrics(run, f"single-{t.name}") for t in tasks}
     has_single = any(singles.values())
-    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0]["name"], {}).get("n", "?")
-    lines = [f"# {recipe['name']}: results", "",
+    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0].name, {}).get("n", "?")
+    lines = [f"# {recipe.name}: results", "",
              f"Test split, {n_test} rows. Multitask model: {teacher.get('params', 0):,} parameters, "
              f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')} "
              f"of {teacher.get('epochs_run', '?')}.", ""]
@@ -24,13 +25,13 @@ def write_report(run: RunDir, recipe: dict) -> str:
                                                  if has_single else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in tasks:
-        s = singles[t["name"]]
-        for i, metric in enumerate(t["metrics"] or (REGRESSION_METRICS if t["type"] == "regression"
+        s = singles[t.name]
+        for i, metric in enumerate(t.metrics or (REGRESSION_METRICS if t.type == "regression"
                                                     else CLASS_METRICS)):
-            row = [t["name"], metric, _get(teacher, t["name"], metric)]
+            row = [t.name, metric, _get(teacher, t.name, metric)]
             if has_single:
                 first = i == 0 and s
-                row += [_get(s, t["name"], metric), f"{s['params']:,}" if first else "",
+                row += [_get(s, t.name, metric), f"{s['params']:,}" if first else "",
                         f"{s['train_seconds']:.0f}" if first else ""]
             lines.append("| " + " | ".join(row) + " |")
     if has_single:

@@ -5,11 +5,12 @@ import sys
 import yaml
 
 from .errors import EdgemtlError
-from .recipe import export_models, load_recipe, recipe_hash
+from .names import SINGLE_TASK_PREFIX, TEACHER
+from .recipe import Recipe, load_recipe, recipe_hash
 from .rundir import RunDir, atomic_write_json, atomic_write_text, environment_info
 
 
-def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -> RunDir:
+def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False) -> RunDir:
     """Create (or reopen) a run directory holding the resolved recipe and env.json."""
     run = RunDir(out)
     digest = recipe_hash(recipe)
@@ -25,13 +26,13 @@ def init_run(recipe: dict, out, resume: bool = False, overwrite: bool = False) -
         shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
     write_recipe(run, recipe)
-    atomic_write_json(run.env, environment_info(recipe["seed"]))
+    atomic_write_json(run.env, environment_info(recipe.seed))
     return run
 
 
-def write_recipe(run: RunDir, recipe: dict):
+def write_recipe(run: RunDir, recipe: Recipe):
     """RUN/recipe.yaml: the resolved recipe and its hash (what `--resume` compares a recipe file with)."""
-    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
 
 def open_run(path, data=None) -> tuple[RunDir, dict]:
@@ -40,7 +41,7 @@ def open_run(path, data=None) -> tuple[RunDir, dict]:
     return run, load_recipe(run.require_recipe(), data=data)
 
 
-def stage_check(recipe: dict, label: str = "recipe") -> dict:
+def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     """Data-level checks on top of the schema, then build the model and run one batch forward."""
     from .data.dataset import prepare
     from .models.build import build_model, count_params, numeric_stats
@@ -52,46 +53,46 @@ def stage_check(recipe: dict, label: str = "recipe") -> dict:
     return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes}
 
 
-def stage_train(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> dict:
+def stage_train(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> dict:
     from .train.fit import train_model
 
-    return train_model(recipe, data, run, "teacher", resume=resume, overwrite=overwrite)
+    return train_model(recipe, data, run, TEACHER, resume=resume, overwrite=overwrite)
 
 
-def stage_single_task(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> list:
+def stage_single_task(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> list:
     """One model per exported task, same encoders: measures what multitask learning buys."""
     from .train.fit import train_model
 
     out = []
-    for task in [t for t in recipe["tasks"] if not t["auxiliary"]]:
-        print(f"single-task model: {task['name']}", file=sys.stderr)
-        out.append(train_model(recipe, data, run, f"single-{task['name']}", tasks=[task], resume=resume,
+    for task in [t for t in recipe.tasks if not t.auxiliary]:
+        print(f"single-task model: {task.name}", file=sys.stderr)
+        out.append(train_model(recipe, data, run, f"{SINGLE_TASK_PREFIX}{task.name}", tasks=[task], resume=resume,
                                overwrite=overwrite))
     return out
 
 
-def stage_evaluate(recipe: dict, run: RunDir, data) -> dict:
+def stage_evaluate(recipe: Recipe, run: RunDir, data) -> dict:
     from .evaluate import evaluate_model
 
     return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
 
 
-def stage_compress(recipe: dict, run: RunDir, data, resume=False, overwrite=False) -> str:
+def stage_compress(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> str:
     from .compress.run import compress
 
     return compress(run, recipe, data, resume, overwrite)
 
 
-def stage_export(recipe: dict, run: RunDir, data, models: list, formats, precisions, calibration_samples) -> str:
+def stage_export(recipe: Recipe, run: RunDir, data, models: list, formats, precisions, calibration_samples) -> str:
     from .export.run import export_model, format_table
 
     rows, worked = [], {}  # the parts an int8 model needed in float: the next model (same inputs) starts there
     for model in models:
         rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples, worked)
-    return format_table(rows, recipe["tasks"])
+    return format_table(rows, recipe.tasks)
 
 
-def stage_bench(recipe: dict, run: RunDir, data, student=None, **options) -> str:
+def stage_bench(recipe: Recipe, run: RunDir, data, student=None, **options) -> str:
     """Measure every bundle of the run; student: the artifact compared with the teacher (default: the int8 TFLite
     bundle of the first non-teacher model in export.model)."""
     from .bench.report import write_reports
@@ -99,12 +100,12 @@ def stage_bench(recipe: dict, run: RunDir, data, student=None, **options) -> str
 
     results = bench_run(run, recipe, data, **options)
     if student is None:
-        others = [m for m in export_models(recipe) if m != "teacher"]
+        others = [m for m in recipe.export.model if m != TEACHER]
         student = f"{others[0]}-tflite-int8" if others else None
     return write_reports(run, recipe, results, student if student in results["sizes"] else None)
 
 
-def stage_report(recipe: dict, run: RunDir) -> str:
+def stage_report(recipe: Recipe, run: RunDir) -> str:
     from .report import write_report
 
     return write_report(run, recipe)

@@ -1,4 +1,5 @@
 """edgemtl compress: distillation, pruning, quantization-aware training, and their bad inputs."""
+import dataclasses
 import json
 import shutil
 
@@ -36,9 +37,9 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
     recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.hint=0.5", "compress.distill.mixup=1.0"])
     student = student_recipe(recipe)
     teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
-    net = build_model(student, av_data.labels, av_data.tokenizers, {}, student["tasks"], "student")
-    trainer = DistillTrainer(net, student["tasks"], av_data.labels, make_combination(
-        student["training"]["loss_combination"], student["tasks"]), teacher, recipe["compress"]["distill"])
+    net = build_model(student, av_data.labels, av_data.tokenizers, {}, student.tasks, "student")
+    trainer = DistillTrainer(net, student.tasks, av_data.labels, make_combination(
+        student.training.loss_combination, student.tasks), teacher, recipe.compress.distill)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     before_teacher, before_student = _weights(teacher), _weights(net)
     train = av_data["train"]
@@ -81,7 +82,9 @@ def test_rows_without_labels_still_learn_from_the_teacher():
     from edgemtl.tfk import tf
     from edgemtl.train.losses import task_loss
 
-    task = {"name": "digit", "type": "multiclass", "label_smoothing": 0.0, "loss": "auto"}
+    from edgemtl.recipe.schema import TaskSpec
+
+    task = TaskSpec(name="digit", type="multiclass", label_smoothing=0.0, loss="auto")
     spec = {"classes": ["0", "1", "2"]}
     teacher = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     logits = tf.Variable(tf.zeros([2, 3]))
@@ -149,7 +152,7 @@ def test_int8_conversions_are_shared_between_compress_and_export(compressed, av_
     from edgemtl.stages import open_run
 
     run, recipe = open_run(compressed)
-    exporter = Exporter(run, recipe, "student-qat", av_data, recipe["export"]["calibration_samples"])
+    exporter = Exporter(run, recipe, "student-qat", av_data, recipe.export.calibration_samples)
     cached = exporter._cache_path("int8", ("audio_logmel",))
     assert cached.exists()  # written by the PTQ-vs-QAT table of compress
     assert exporter.convert("tflite", "int8", ("audio_logmel",)).read_bytes() == cached.read_bytes()
@@ -212,12 +215,17 @@ def test_student_recipe_scales_and_validates(av_recipe):
     from edgemtl.compress.student import student_recipe
     from edgemtl.errors import EdgemtlError
 
-    recipe = json.loads(json.dumps(av_recipe))
-    recipe["compress"]["student"].update(preset="small", inputs={"image": {"type": "mobilenet"}})
+    from edgemtl.recipe.spec import freeze
+
+    def with_student(**keys):
+        student = dataclasses.replace(av_recipe.compress.student, **keys)
+        return dataclasses.replace(av_recipe, compress=dataclasses.replace(av_recipe.compress, student=student))
+
+    recipe = with_student(preset="small", inputs=freeze({"image": {"type": "mobilenet"}}))
     student = student_recipe(recipe)
-    assert student["inputs"][0]["encoder"]["filters"] == [4, 8]  # audio [8, 16] halved
-    assert student["inputs"][1]["encoder"]["type"] == "mobilenet" and student["inputs"][1]["encoder"]["width"] == 1.0
-    recipe["compress"]["student"]["inputs"] = {"imag": {"filters": [4]}, "audio": {"pooling": "max"}}
+    assert student.inputs[0].encoder.filters == (4, 8)  # audio [8, 16] halved
+    assert student.inputs[1].encoder.type == "mobilenet" and student.inputs[1].encoder.width == 1.0
+    recipe = with_student(preset="small", inputs=freeze({"imag": {"filters": [4]}, "audio": {"pooling": "max"}}))
     with pytest.raises(EdgemtlError) as e:
         student_recipe(recipe)
     text = "\n".join(e.value.messages)
@@ -248,7 +256,7 @@ def _selected_student(run, data, sets):
     student = student_recipe(load_recipe(run / "recipe.yaml", sets))
     teacher = load_model(run / "models" / "teacher" / "model.keras")
     net = build_model(student, data.labels, data.tokenizers, numeric_stats(student, data["train"].x),
-                      student["tasks"], "student")
+                      student.tasks, "student")
     return (net, teacher, *select_from_teacher(net, teacher))
 
 

@@ -1,4 +1,5 @@
 """Real-data loading: splits, vocabularies from the training split only, masked missing labels, bad rows."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -27,8 +28,8 @@ def test_train_on_val_adds_the_validation_rows_to_training():
 
     recipe = load_recipe(AV_RECIPE, ["data.split.train_on_val=true"])
     table = load_table(recipe)
-    both = split_rows(table, recipe["data"]["split"], recipe["seed"])
-    plain = split_rows(table, {**recipe["data"]["split"], "train_on_val": False}, recipe["seed"])
+    both = split_rows(table, recipe.data.split, recipe.seed)
+    plain = split_rows(table, dataclasses.replace(recipe.data.split, train_on_val=False), recipe.seed)
     assert (len(plain["train"]), len(both["train"])) == (1320, 1440)
     assert set(both["train"]) == set(plain["train"]) | set(plain["val"])
     assert list(both["val"]) == list(plain["val"]) and list(both["test"]) == list(plain["test"])
@@ -40,7 +41,7 @@ def test_a_manifest_without_the_val_value_holds_out_val_fraction(tmp_path, capsy
 
     (tmp_path / "pairs.csv").write_text((DEMO / "pairs.csv").read_text().replace(",val,", ",train,"))
     recipe = load_recipe(AV_RECIPE, data=tmp_path / "pairs.csv")
-    split = split_rows(load_table(recipe), recipe["data"]["split"], recipe["seed"])
+    split = split_rows(load_table(recipe), recipe.data.split, recipe.seed)
     assert {k: len(v) for k, v in split.items()} == {"train": 1296, "val": 144, "test": 300}
     assert capsys.readouterr().err == ("pairs.csv: no row has split 'val'; holding out data.split.val_fraction 0.1 "
                                        "of the training rows for validation\n")

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
+from edgemtl.recipe.schema import TaskSpec
 from edgemtl.runtime.backends import open_runner
 
 BUNDLES = ["teacher-tflite-fp32", "teacher-tflite-fp16", "teacher-tflite-dynamic", "teacher-tflite-int8",
@@ -86,12 +87,12 @@ def test_parity_gate_rejects_a_broken_artifact(tiny_run, av_data, tmp_path):
     head.set_weights([kernel[:, ::-1], bias[::-1]])  # a deliberately broken digit head
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(tflite.convert(model, "fp32"))
-    verdict = parity.check(broken, "fp32", test.x, test.y, reference, recipe["tasks"], av_data.labels, {})
+    verdict = parity.check(broken, "fp32", test.x, test.y, reference, recipe.tasks, av_data.labels, {})
     assert not verdict["deployable"] and verdict["reason"].startswith("digit: max difference ")
     assert "speaker" not in verdict["reason"] and verdict["tasks"]["speaker"]["max_abs_diff"] <= 1e-4
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes((tiny_run / "exports/teacher-onnx-fp32/model.onnx").read_bytes()[:5000])
-    verdict = parity.check(truncated, "fp32", test.x, test.y, reference, recipe["tasks"], av_data.labels, {})
+    verdict = parity.check(truncated, "fp32", test.x, test.y, reference, recipe.tasks, av_data.labels, {})
     assert not verdict["deployable"] and "ONNX Runtime cannot load this model" in verdict["reason"]
 
 
@@ -208,7 +209,7 @@ def test_calibration_split_too_small(av_data):
         calibration_rows(tiny, [], 100, 0)
     assert e.value.messages == ["calibration split too small: the training split has 5 rows, full-int8 "
                                 "calibration needs at least 10"]
-    rows = calibration_rows(av_data["train"], [{"name": "digit", "type": "multiclass"}], 12, 0)
+    rows = calibration_rows(av_data["train"], [TaskSpec(name="digit", type="multiclass")], 12, 0)
     assert len(rows) == 12 and set(av_data["train"].y["digit"][rows]) == set(range(10))
 
 
@@ -282,7 +283,7 @@ training: {{epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping: {{p
     samples = [{k: v[i:i + 1] for k, v in data["train"].x.items()} for i in range(len(data["train"]))]
     artifact = tmp_path / "text-int8.tflite"
     artifact.write_bytes(tflite.convert(model, "int8", samples))
-    verdict = parity.check(artifact, "int8", test.x, test.y, reference, recipe["tasks"], data.labels,
+    verdict = parity.check(artifact, "int8", test.x, test.y, reference, recipe.tasks, data.labels,
                            {"gender": 0.03})
     gender = verdict["tasks"]["gender"]
     assert gender["keras"] >= 0.8, "the float model did not learn; the check would mean nothing"

@@ -1,4 +1,5 @@
 """Models: every encoder and fusion builds and runs on real data, inputs/outputs are named, the graph is exportable."""
+import dataclasses
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from edgemtl.data.dataset import prepare
 from edgemtl.models.build import build_model, load_model, numeric_stats
 from edgemtl.models.layers import LogMelSpectrogram, mel_matrix
 from edgemtl.recipe import load_recipe
+from edgemtl.recipe.schema import TaskSpec
 from edgemtl.tfk import keras, tf
 from edgemtl.train.losses import task_loss
 
@@ -71,7 +73,7 @@ def test_fusions_train_one_step(tmp_path, fusion):
 
     recipe = fashion_recipe(tmp_path, fusion=fusion)
     model, data = build_on(recipe)
-    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, WeightedSum(recipe["tasks"]))
+    trainer = MultitaskTrainer(model, recipe.tasks, data.labels, WeightedSum(recipe.tasks))
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [w.numpy().copy() for w in model.trainable_weights]
     logs = trainer.train_on_batch({k: v[:16] for k, v in data["train"].x.items()},
@@ -83,7 +85,9 @@ def test_fusions_train_one_step(tmp_path, fusion):
 def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
     recipe = fashion_recipe(tmp_path)
     full, data = build_on(recipe)
-    recipe["inputs"][0]["encoder"]["stem_stride"] = 2
+    image = recipe.inputs[0]
+    recipe = dataclasses.replace(recipe, inputs=(dataclasses.replace(
+        image, encoder=dataclasses.replace(image.encoder, stem_stride=2)), *recipe.inputs[1:]))
     strided = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     for block in ("image_block0_conv", "image_block1_conv"):
         side = full.get_layer(block).output_shape[1]
@@ -94,9 +98,9 @@ def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
 
 def test_modality_dropout_zeroes_whole_modalities_in_training_only(tmp_path):
     recipe = fashion_recipe(tmp_path)
-    recipe["fusion"]["modality_dropout"] = 0.5
+    recipe = dataclasses.replace(recipe, fusion=dataclasses.replace(recipe.fusion, modality_dropout=0.5))
     model, data = build_on(recipe)
-    layers = [model.get_layer(f"{i['name']}_modality_dropout") for i in recipe["inputs"]]
+    layers = [model.get_layer(f"{i.name}_modality_dropout") for i in recipe.inputs]
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     vectors = probe({k: v[:32] for k, v in data["train"].x.items()})
     for layer, before in zip(layers, vectors):
@@ -151,16 +155,16 @@ def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
     model, data = build_on(recipe)
     x = {k: v[:32] for k, v in data["train"].x.items()}
     y = {k: v[:32] for k, v in data["train"].y.items()}
-    task = recipe["tasks"][3]
-    combination = make_combination(recipe["training"]["loss_combination"], recipe["tasks"])
-    trainer = MultitaskTrainer(model, recipe["tasks"], data.labels, combination, unmatched=True)
+    task = recipe.tasks[3]
+    combination = make_combination(recipe.training.loss_combination, recipe.tasks)
+    trainer = MultitaskTrainer(model, recipe.tasks, data.labels, combination, unmatched=True)
     _, losses = trainer._forward(x, y, training=False)
     loss = task_loss(task, data.labels["baseColour"])
     own = keras.Model(model.inputs, model.get_layer("baseColour_logits").output)(x)
     matched, alone = loss(y["baseColour"], model(x)["baseColour"]), loss(y["baseColour"], tf.nn.softmax(own))
     assert abs(float(alone) - float(matched)) > 0.1  # the match moves the answer, so the two terms differ
     np.testing.assert_allclose(float(losses["baseColour"]), float(matched) + 0.5 * float(alone), rtol=1e-5)
-    _, plain = MultitaskTrainer(model, recipe["tasks"], data.labels, combination)._forward(x, y, training=False)
+    _, plain = MultitaskTrainer(model, recipe.tasks, data.labels, combination)._forward(x, y, training=False)
     np.testing.assert_allclose(float(plain["baseColour"]), float(matched), rtol=1e-5)
     assert sorted(model.output) == ["baseColour", "gender", "usage", "year"]
 
@@ -191,13 +195,13 @@ def test_log_mel_front_end_matches_numpy_reference(step):
 
 
 def test_missing_labels_are_masked_in_the_loss():
-    fn = task_loss({"type": "multiclass", "label_smoothing": 0.0}, {"classes": ["a", "b", "c"]})
+    fn = task_loss(TaskSpec(name="t", type="multiclass", label_smoothing=0.0), {"classes": ["a", "b", "c"]})
     probs = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     with_missing = fn(tf.constant([0, -1, 2]), probs)
     only_labelled = fn(tf.constant([0, 2]), tf.gather(probs, [0, 2]))
     np.testing.assert_allclose(with_missing.numpy(), only_labelled.numpy(), rtol=1e-6)
     assert float(fn(tf.constant([-1, -1, -1]), probs)) == 0.0
-    reg = task_loss({"type": "regression", "loss": "mae"}, {"std": 2.0})
+    reg = task_loss(TaskSpec(name="t", type="regression", loss="mae"), {"std": 2.0})
     assert float(reg(tf.constant([1.0, np.nan]), tf.constant([[3.0], [100.0]]))) == pytest.approx(1.0)
 
 

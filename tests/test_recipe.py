@@ -28,9 +28,9 @@ def errors_of(tmp_path, text, overrides=()):
 
 def test_shipped_recipes_load_with_defaults_filled():
     recipe = load_recipe(AV_RECIPE)
-    assert recipe["training"]["loss_combination"]["type"] == "sum"
-    assert recipe["inputs"][0]["encoder"]["type"] == "cnn"
-    assert recipe["tasks"][0]["column"] == "digit"
+    assert recipe.training.loss_combination.type == "sum"
+    assert recipe.inputs[0].encoder.type == "cnn"
+    assert recipe.tasks[0].column == "digit"
 
 
 def test_wrong_choice_names_file_path_and_options(tmp_path):
@@ -108,7 +108,7 @@ def test_task_metrics_are_checked_and_defaulted(tmp_path):
         "fashion.yaml: tasks[0].metrics[0]: 'acuracy' is not a multiclass metric (one of accuracy, macro_f1) "
         "(did you mean 'accuracy'?)"]
     recipe = load_recipe(write_recipe(tmp_path, BASE))
-    assert recipe["tasks"][0]["metrics"] == ["accuracy", "macro_f1"]
+    assert recipe.tasks[0].metrics == ("accuracy", "macro_f1")
 
 
 def test_missing_data_file_and_bad_yaml(tmp_path):
@@ -119,7 +119,7 @@ def test_missing_data_file_and_bad_yaml(tmp_path):
 
 def test_overrides_reach_list_items_by_name(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, BASE), ["tasks.speaker.weight=2", "inputs[1].channels=3"])
-    assert recipe["tasks"][1]["weight"] == 2.0 and recipe["inputs"][1]["channels"] == 3
+    assert recipe.tasks[1].weight == 2.0 and recipe.inputs[1].channels == 3
     assert errors_of(tmp_path, BASE, ["tasks.speakr.weight=2"]) == [
         "--set tasks.speakr.weight: no item 'speakr' (did you mean 'speaker'?)"]
 
@@ -146,10 +146,137 @@ def test_check_cli_builds_and_runs_one_batch(capsys):
     assert "'digit': [4, 10], 'speaker': [4, 6]" in out
 
 
-def test_readme_recipe_reference_matches_the_schema():
+def test_docs_recipe_reference_matches_the_schema():
     from conftest import REPO
     from edgemtl.recipe.reference import END, START, reference_markdown
 
-    readme = (REPO / "README.md").read_text()
-    block = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert block == reference_markdown(), "run: edgemtl reference --update README.md"
+    doc = (REPO / "docs" / "reference.md").read_text()
+    block = doc.split(START, 1)[1].split(END, 1)[0].strip()
+    assert block == reference_markdown(), "run: edgemtl reference --update docs/reference.md"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("export: {formats: [tflit]}",
+     "export.formats[0]: 'tflit' is not one of tflite, onnx, c (did you mean 'tflite'?)"),
+    ("export: {precisions: [int4]}",
+     "export.precisions[0]: 'int4' is not one of fp32, fp16, dynamic, int8, int8io (did you mean 'int8'?)"),
+    ("export: {tolerance: {digt: 0.5}}", "export.tolerance.digt: not a task of the recipe (did you mean 'digit'?)"),
+    ("export: {model: [teachr]}",
+     "export.model[0]: 'teachr' is not a model this recipe can produce (one of teacher, student, student-scratch, "
+     "student-pruned, student-qat, single-digit, single-speaker) (did you mean 'teacher'?)"),
+    ("export: {model: student-qat}\ncompress: {qat: {enabled: false}}",
+     "export.model[0]: 'student-qat' needs compress.qat.enabled: true"),
+    ("export: {tolerance: {digit: 2}}", "export.tolerance.digit: must be in [0, 1], got 2"),
+    ("export: {default_tolerance: -0.1}", "export.default_tolerance: must be in [0, 1], got -0.1"),
+    ("export: {opset: 99}", "export.opset: must be an ONNX opset from 7 to 21, got 99"),
+    ("compress: {training: {epocs: 3}}", "compress.training.epocs: unknown key (did you mean 'epochs'?)"),
+    ("compress: {student: {trunk: {unit: [8]}}}", "compress.student.trunk.unit: unknown key (did you mean 'units'?)"),
+    ("compress: {distill: {tasks: {digit: {alpah: 0.5}}}}",
+     "compress.distill.tasks.digit.alpah: unknown key (did you mean 'alpha'?)"),
+])
+def test_check_rejects_each_bad_export_and_compress_key_with_one_line(tmp_path, capsys, line, expected):
+    path = write_recipe(tmp_path, BASE + line + "\n", "fashion.yaml")
+    assert main(["check", str(path)]) == 2  # before any data is decoded or a model built
+    assert capsys.readouterr().err == f"error: fashion.yaml: {expected}\n"
+
+
+def test_recipe_is_frozen_typed_and_round_trips_through_to_dict():
+    import dataclasses
+
+    from edgemtl.recipe import recipe_hash, validate_recipe
+    from edgemtl.recipe.schema import AudioCnnEncoder, AudioInput, ImageInput
+
+    recipe = load_recipe(AV_RECIPE)
+    assert isinstance(recipe.input("audio"), AudioInput) and isinstance(recipe.input("image"), ImageInput)
+    assert isinstance(recipe.input("audio").encoder, AudioCnnEncoder)
+    assert recipe.task("speaker").name == "speaker" and isinstance(recipe.export.model, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.seed = 1
+    with pytest.raises(TypeError):
+        recipe.export.tolerance["digit"] = 0.5
+    with pytest.raises(KeyError, match="did you mean 'digit'"):
+        recipe.task("digt")
+    plain = recipe.to_dict()
+    assert validate_recipe(plain) == recipe and recipe_hash(plain) == recipe_hash(recipe)
+    assert "in" in validate_recipe({**plain, "data": {**plain["data"], "filters": [
+        {"column": "split", "in": ["train"]}]}}).to_dict()["data"]["filters"][0]
+
+
+def _satisfies(value, schema: dict, path="recipe") -> list:
+    """A tiny checker of the JSON Schema subset the recipe schema uses (type, enum, const, properties, required,
+    additionalProperties, items, anyOf, oneOf)."""
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+             "integer": int, "number": (int, float)}
+    if "anyOf" in schema or "oneOf" in schema:
+        options = schema.get("anyOf") or schema["oneOf"]
+        results = [_satisfies(value, s, path) for s in options]
+        matching = sum(not r for r in results)
+        ok = matching >= 1 if "anyOf" in schema else matching == 1
+        return [] if ok else [f"{path}: matches {matching} of {len(options)} options"]
+    problems = []
+    if "type" in schema:
+        kind = kinds[schema["type"]]
+        if not isinstance(value, kind) or (isinstance(value, bool) and schema["type"] in ("integer", "number")):
+            return [f"{path}: not {schema['type']}"]
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{path}: {value!r} not in enum")
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{path}: {value!r} is not {schema['const']!r}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        problems += [f"{path}.{k}: required" for k in schema.get("required", []) if k not in value]
+        for k, v in value.items():
+            if k in props:
+                problems += _satisfies(v, props[k], f"{path}.{k}")
+            elif schema.get("additionalProperties") is False:
+                problems.append(f"{path}.{k}: not allowed")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                problems += _satisfies(v, schema["additionalProperties"], f"{path}.{k}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            problems += _satisfies(v, schema["items"], f"{path}[{i}]")
+    return problems
+
+
+def test_json_schema_describes_the_recipe_and_the_shipped_recipes_satisfy_it(tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import FASHION_RECIPE
+
+    out = tmp_path / "recipe.schema.json"
+    assert main(["reference", "--json-schema", str(out)]) == 0
+    schema = json.loads(out.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    props = schema["properties"]
+    assert schema["required"] == ["name", "data", "inputs", "tasks"] and schema["additionalProperties"] is False
+    assert props["export"]["properties"]["formats"]["items"]["enum"] == ["tflite", "onnx", "c"]
+    assert props["tasks"]["items"]["properties"]["type"]["enum"] == ["multiclass", "binary", "multilabel",
+                                                                      "regression"]
+    inputs = props["inputs"]["items"]["oneOf"]
+    assert [i["properties"]["type"]["const"] for i in inputs] == ["image", "text", "audio", "numeric", "sequence"]
+    image = inputs[0]["properties"]
+    assert image["size"]["default"] == [64, 64] and "required" in inputs[0] and "type" in inputs[0]["required"]
+    encoders = image["encoder"]["oneOf"]
+    assert [e["properties"]["type"]["const"] for e in encoders] == ["cnn", "mobilenet", "resnet"]
+    assert "type" not in encoders[0].get("required", [])  # cnn is the default image encoder
+    for path in (AV_RECIPE, FASHION_RECIPE):
+        assert _satisfies(yaml.safe_load(path.read_text()), schema) == [], path
+    bad = yaml.safe_load(AV_RECIPE.read_text())
+    bad["export"] = {"formats": ["tflit"]}
+    bad["inputs"][0]["encoder"] = {"type": "resnet50"}
+    assert _satisfies(bad, schema) == ["recipe.inputs[0]: matches 0 of 5 options",
+                                       "recipe.export.formats[0]: 'tflit' not in enum"]
+
+
+def test_recipe_package_imports_no_higher_room():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys, edgemtl.recipe, edgemtl.recipe.reference; "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('edgemtl.')}))")
+    rooms = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert not {"bench", "compress", "export", "models", "train", "tfk"} & set(eval(rooms)), rooms

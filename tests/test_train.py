@@ -12,6 +12,9 @@ import yaml
 
 from conftest import AV_RECIPE, REPO, TINY_AV, TINY_RUN, set_args
 from edgemtl.cli import main
+from edgemtl.recipe.schema import TaskSpec
+
+DIGIT = TaskSpec(name="digit", type="multiclass", metrics=("accuracy",))
 
 
 def test_run_directory_contract(tiny_run):
@@ -138,7 +141,7 @@ def test_kill_between_last_step_and_epoch_row_redoes_that_epoch_end(av_data, tmp
 def test_best_model_breaks_ties_on_val_loss_and_counts_patience(tmp_path):
     from edgemtl.train.callbacks import BestModel
 
-    best = BestModel(None, "val_mean_score", 2, tmp_path, 10, [{"name": "digit", "metrics": ["accuracy"]}])
+    best = BestModel(None, "val_mean_score", 2, tmp_path, 10, [DIGIT])
     rows = [{"val_mean_score": 0.9, "val_loss": 0.5}, {"val_mean_score": 1.0, "val_loss": 0.3},
             {"val_mean_score": 1.0, "val_loss": 0.2}, {"val_mean_score": 1.0, "val_loss": 0.4},
             {"val_mean_score": 0.99, "val_loss": 0.1}]
@@ -153,7 +156,7 @@ def test_redone_epoch_replaces_its_history_row(tmp_path):
 
     rows = [{"epoch": 1, "val_mean_score": 0.5, "val_loss": 0.9}, {"epoch": 2, "val_mean_score": 0.8, "val_loss": 0.4}]
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    best = BestModel(None, "val_mean_score", 5, tmp_path, 3, [{"name": "digit", "metrics": ["accuracy"]}])
+    best = BestModel(None, "val_mean_score", 5, tmp_path, 3, [DIGIT])
     assert best.best_epoch == 2
     best.on_epoch_begin(1)  # Keras restored to the middle of (0-based) epoch 1, i.e. epoch 2 again
     assert [r["epoch"] for r in BestModel.read_history(tmp_path)] == [1]

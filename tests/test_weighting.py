@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 
 from conftest import AV_RECIPE, TINY_AV
+from edgemtl.recipe.schema import TaskSpec
 from edgemtl.tfk import keras, tf
 from edgemtl.train.weighting import (DynamicWeightAverage, MaxLoss, UncertaintyWeighting, WeightedSum,
                                      dwa_weights)
 
-TASKS = [{"name": "a", "weight": 1.0}, {"name": "b", "weight": 2.0}]
+
+
+def task(name: str, weight: float = 1.0) -> TaskSpec:
+    return TaskSpec(name=name, type="regression", weight=weight)
+
+
+TASKS = [task("a", 1.0), task("b", 2.0)]
 
 
 def test_weighted_sum_and_max():
@@ -23,14 +30,14 @@ def test_weighted_sum_and_max():
 def test_max_sends_gradient_only_to_the_largest_task():
     a, b = tf.Variable(2.0), tf.Variable(1.0)
     with tf.GradientTape() as tape:
-        total = MaxLoss([{"name": "a", "weight": 1.0}, {"name": "b", "weight": 1.0}]).combine(
+        total = MaxLoss([task("a"), task("b")]).combine(
             {"a": a * a, "b": b * b})
     ga, gb = tape.gradient(total, [a, b])
     assert float(ga) == pytest.approx(4.0) and (gb is None or float(gb) == 0.0)
 
 
 def test_uncertainty_weights_are_learned_towards_inverse_losses():
-    combo = UncertaintyWeighting([{"name": "a", "weight": 1.0}, {"name": "b", "weight": 1.0}])
+    combo = UncertaintyWeighting([task("a"), task("b")])
     opt = keras.optimizers.SGD(0.1)
     losses = {"a": tf.constant(4.0), "b": tf.constant(0.25)}
     for _ in range(600):

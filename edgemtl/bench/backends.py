@@ -5,6 +5,8 @@ detected, never assumed: without a GPU they report the reason and are skipped.
 """
 from pathlib import Path
 
+from ..names import BENCH_BACKENDS
+
 
 def _gpu_reason():
     from .machine import gpu_info
@@ -113,7 +115,7 @@ BACKENDS = {
     "tf-function": ("keras", lambda: None, _tf_function),
     "tf-gpu": ("keras", _tf_gpu_reason, lambda t, n: _tf_function(t, n, "/GPU:0")),
 }
-GPU_BACKENDS = ("ort-cuda", "ort-cuda-graph", "ort-tensorrt", "tf-gpu")
+assert tuple(BACKENDS) == BENCH_BACKENDS, "every backend name of edgemtl.names has its loader here"
 
 
 def unavailable(name: str):

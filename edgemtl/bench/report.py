@@ -6,6 +6,7 @@ import html
 
 import numpy as np
 
+from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from .backends import ORT_GPU_PROVIDERS
 
@@ -204,12 +205,12 @@ def _limit(results) -> str:
     return f" (fewer, at least {results['warmup']}, where they took over {limit:g} s)" if limit else ""
 
 
-def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None) -> str:
+def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | None) -> str:
     folder = run.root / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
     text = "\n".join([
-        f"# {recipe['name']}: benchmark", "",
+        f"# {recipe.name}: benchmark", "",
         f"Machine: {machine_line(results)}", "",
         f"Accuracy: the whole test split, through the runtime's decoding. Latency: batch 1, {results['warmup']} "
         f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start "
@@ -223,7 +224,7 @@ def write_reports(run: RunDir, recipe: dict, results: dict, student: str | None)
     return text
 
 
-def _html(recipe: dict, markdown: str, png) -> str:
+def _html(recipe: Recipe, markdown: str, png) -> str:
     """Self-contained: the table as HTML, the plot inlined as base64."""
     body = []
     for block in markdown.split("\n\n"):
@@ -241,5 +242,5 @@ def _html(recipe: dict, markdown: str, png) -> str:
             body.append("<p>" + html.escape(" ".join(lines)).replace("**", "") + "</p>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} benchmark</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe.name)} benchmark</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..metrics import score_all
 from ..progress import Progress
-from ..recipe import export_models
 from ..rundir import RunDir, atomic_write_json
-from .backends import BACKENDS, GPU_BACKENDS, ORT_GPU_PROVIDERS, unavailable
+from ..names import GPU_BACKENDS
+from .backends import BACKENDS, ORT_GPU_PROVIDERS, unavailable
 from .machine import machine_info
 
 WARMUP = 20  # untimed calls before each measurement; also the fewest timed calls a time limit leaves
@@ -33,13 +34,13 @@ def _bundle_kind(folder: Path) -> str:
     return "tflite" if json.loads((folder / "manifest.json").read_text())["format"] == "tflite" else "onnx"
 
 
-def plan_jobs(run: RunDir, recipe: dict, backends, threads) -> tuple[list, list]:
+def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, list]:
     """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
     Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
     targets = [(b.name, str(b), _bundle_kind(b)) for b in bundles(run)]
     if not targets:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
-    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in export_models(recipe)
+    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in recipe.export.model
                 if run.model_file(m).exists()]
     jobs, skipped = [], []
     for backend in backends:
@@ -76,7 +77,7 @@ def _measure(job: dict, inputs: Path, timing: dict, tmp: Path) -> dict:
     return result
 
 
-def accuracy(recipe: dict, data, target: str, kind: str, backend: str | None = None) -> dict:
+def accuracy(recipe: Recipe, data, target: str, kind: str, backend: str | None = None) -> dict:
     """Per-task metrics on the whole test split: bundles through the runtime (or, given a GPU backend, through that
     backend: a GPU may answer differently), Keras models through predict."""
     test = data["test"]
@@ -90,18 +91,18 @@ def accuracy(recipe: dict, data, target: str, kind: str, backend: str | None = N
 
         model = BACKENDS[backend][2](target, 1)[1] if backend else load(target)
         outputs = run_batched(model.runner, test.x)
-    tasks = [t for t in recipe["tasks"] if not t["auxiliary"] and t["name"] in outputs]
+    tasks = [t for t in recipe.tasks if not t.auxiliary and t.name in outputs]
     return score_all(tasks, data.labels, test.y, outputs)
 
 
-def bench_run(run: RunDir, recipe: dict, data, backends=None, threads=None, runs=None, batch=None,
+def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, runs=None, batch=None,
               max_seconds=None, warmup: int = WARMUP) -> dict:
     """Arguments left None come from the recipe's bench section."""
-    cfg = recipe["bench"]
-    threads = threads or cfg["threads"] or sorted({1, os.cpu_count() or 1})
-    runs, batch = runs or cfg["runs"], batch or cfg["batch"]
-    max_seconds = max_seconds or cfg["max_seconds"]
-    jobs, skipped = plan_jobs(run, recipe, backends or cfg["backends"] or list(BACKENDS), threads)
+    cfg = recipe.bench
+    threads = threads or cfg.threads or sorted({1, os.cpu_count() or 1})
+    runs, batch = runs or cfg.runs, batch or cfg.batch
+    max_seconds = max_seconds or cfg.max_seconds
+    jobs, skipped = plan_jobs(run, recipe, backends or cfg.backends or list(BACKENDS), threads)
     tmp = Path(tempfile.mkdtemp(prefix="edgemtl-bench-"))
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
@@ -145,7 +146,7 @@ def _size(target: Path, kind: str) -> int:
     return (target / manifest["file"]).stat().st_size
 
 
-def _flops(run: RunDir, recipe: dict, targets) -> dict:
+def _flops(run: RunDir, recipe: Recipe, targets) -> dict:
     """FLOPs at batch 1 of each model behind the artifacts (needs TensorFlow; absent from a light install)."""
     try:
         from ..export.signature import exported_model

@@ -24,7 +24,8 @@ def main(job_path: str, out_path: str) -> None:
     import numpy as np
 
     from ..errors import EdgemtlError
-    from .backends import BACKENDS, GPU_BACKENDS, ORT_GPU_PROVIDERS, ort_node_placement
+    from ..names import GPU_BACKENDS
+    from .backends import BACKENDS, ORT_GPU_PROVIDERS, ort_node_placement
     from .machine import gpu_memory_mb
     from .timing import gemm_peaks, percentiles, time_calls
 

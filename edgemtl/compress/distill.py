@@ -7,6 +7,7 @@ The hard (label) loss masks rows without a label; the soft loss uses every row, 
 With `mixup`, the student also matches the teacher on mixed pairs of training inputs, where no label exists
 ("function matching", Beyer et al. 2022): the teacher's answers away from the training points.
 """
+from ..recipe.schema import DistillSpec, TaskSpec
 from ..models.heads import head_dense
 from ..tfk import keras, tf
 from ..train.trainer import MultitaskTrainer
@@ -20,8 +21,8 @@ def _logits(p, kind: str):
     return tf.math.log(p) if kind == "multiclass" else tf.math.log(p) - tf.math.log(1 - p)
 
 
-def soft_loss(task: dict, label_spec: dict, temperature: float):
-    kind = task["type"]
+def soft_loss(task: TaskSpec, label_spec: dict, temperature: float):
+    kind = task.type
     if kind == "regression":
         std = label_spec["std"]
         return lambda t, s: tf.reduce_mean(tf.square((tf.reshape(s, [-1]) - tf.reshape(t, [-1])) / std))
@@ -40,12 +41,12 @@ def soft_loss(task: dict, label_spec: dict, temperature: float):
     return multiclass if kind == "multiclass" else binary
 
 
-def task_settings(distill: dict, task_name: str) -> tuple[float, float]:
+def task_settings(distill: DistillSpec, task_name: str) -> tuple[float, float]:
     """(temperature, alpha) of one task: its own where the recipe sets them, else the global ones."""
-    own = distill["tasks"].get(task_name) or {}
-    t = own.get("temperature")
-    a = own.get("alpha")
-    return (distill["temperature"] if t is None else t), (distill["alpha"] if a is None else a)
+    own = distill.tasks.get(task_name)
+    t = own.temperature if own else None
+    a = own.alpha if own else None
+    return (distill.temperature if t is None else t), (distill.alpha if a is None else a)
 
 
 def shared_representation(net):
@@ -56,20 +57,20 @@ def shared_representation(net):
 class DistillTrainer(MultitaskTrainer):
     """MultitaskTrainer whose per-task losses also learn from a frozen teacher; the combination applies on top."""
 
-    def __init__(self, net, tasks: list, labels: dict, combination, teacher, distill: dict):
+    def __init__(self, net, tasks: list, labels: dict, combination, teacher, distill: DistillSpec):
         super().__init__(net, tasks, labels, combination)
         teacher.trainable = False
         self.teacher = teacher
-        self.settings = {t["name"]: task_settings(distill, t["name"]) for t in tasks}
-        self.soft_fns = {t["name"]: soft_loss(t, labels[t["name"]], self.settings[t["name"]][0]) for t in tasks}
-        self.hint = distill["hint"]
+        self.settings = {t.name: task_settings(distill, t.name) for t in tasks}
+        self.soft_fns = {t.name: soft_loss(t, labels[t.name], self.settings[t.name][0]) for t in tasks}
+        self.hint = distill.hint
         if self.hint:
             self.student_view = keras.Model(net.inputs, [net.output, shared_representation(net)])
             self.teacher_view = keras.Model(teacher.inputs, [teacher.output, shared_representation(teacher)])
             self.projection = keras.layers.Dense(self.teacher_view.outputs[-1].shape[-1], name="hint_projection")
             self.projection.build(self.student_view.outputs[-1].shape)
         self.hint_tracker = keras.metrics.Mean(name="hint_loss")
-        self.mixup = distill["mixup"]
+        self.mixup = distill.mixup
 
     @property
     def metrics(self):

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..recipe.schema import PruneSpec, Recipe
 from ..errors import EdgemtlError
 from ..models.heads import head_dense
 from ..recipe.spec import did_you_mean
@@ -27,22 +28,22 @@ def head_layers(net) -> set:
     return {head_dense(net, n).name for n in names} | names
 
 
-def first_convs(net, recipe: dict) -> set:
+def first_convs(net, recipe: Recipe) -> set:
     """The first convolution of each encoder: it sees raw pixels / spectra and has few weights to spare."""
     out = set()
-    for inp in recipe["inputs"]:
-        convs = [x.name for x in net.layers if x.name.startswith(f"{inp['name']}_") and isinstance(x, (L.Conv1D, L.Conv2D))]
+    for inp in recipe.inputs:
+        convs = [x.name for x in net.layers if x.name.startswith(f"{inp.name}_") and isinstance(x, (L.Conv1D, L.Conv2D))]
         out |= set(convs[:1])
     return out
 
 
-def select_layers(net, recipe: dict, cfg: dict) -> list[str]:
-    """The names of the layers to prune: cfg['layers'] if given (each must be prunable), else every prunable layer
-    except the kinds in cfg['skip']."""
+def select_layers(net, recipe: Recipe, cfg: PruneSpec) -> list[str]:
+    """The names of the layers to prune: cfg.layers if given (each must be prunable), else every prunable layer
+    except the kinds in cfg.skip."""
     by_name = {x.name: x for x in net.layers}
-    if cfg["layers"] is not None:
+    if cfg.layers is not None:
         problems = []
-        for name in cfg["layers"]:
+        for name in cfg.layers:
             layer = by_name.get(name)
             if layer is None:
                 problems.append(f"compress.prune.layers: no layer '{name}' in the student{did_you_mean(name, by_name)}")
@@ -51,13 +52,13 @@ def select_layers(net, recipe: dict, cfg: dict) -> list[str]:
                                 f"tfmot; prunable types: {', '.join(t.__name__ for t in PRUNABLE)}")
         if problems:
             raise EdgemtlError(*problems)
-        return list(cfg["layers"])
+        return list(cfg.layers)
     skip = set()
-    if "heads" in cfg["skip"]:
+    if "heads" in cfg.skip:
         skip |= head_layers(net)
-    if "first_conv" in cfg["skip"]:
+    if "first_conv" in cfg.skip:
         skip |= first_convs(net, recipe)
-    if "embedding" in cfg["skip"]:
+    if "embedding" in cfg.skip:
         skip |= {x.name for x in net.layers if isinstance(x, L.Embedding)}
     return [x.name for x in net.layers if isinstance(x, PRUNABLE) and x.name not in skip]
 
@@ -74,18 +75,18 @@ def schedule_steps(steps_per_epoch: int, epochs: int) -> tuple[int, int]:
     return frequency * max(1, int(total * 2 / 3) // frequency), frequency
 
 
-def wrap_for_pruning(net, names: list, cfg: dict, steps_per_epoch: int):
+def wrap_for_pruning(net, names: list, cfg: PruneSpec, steps_per_epoch: int):
     """The same net (its layers reused: pass a freshly loaded model) with the chosen layers wrapped by tfmot."""
     tfmot = _tfmot()
     sparsity = tfmot.sparsity.keras
-    end_step, frequency = schedule_steps(steps_per_epoch, cfg["epochs"])
-    ramp = sparsity.PolynomialDecay(0.0, cfg["sparsity"], begin_step=0, end_step=end_step, frequency=frequency)
+    end_step, frequency = schedule_steps(steps_per_epoch, cfg.epochs)
+    ramp = sparsity.PolynomialDecay(0.0, cfg.sparsity, begin_step=0, end_step=end_step, frequency=frequency)
     chosen = set(names)
 
     def wrap(layer):
         if layer.name not in chosen:
             return layer
-        if cfg["structured"] and structured_ok(layer):
+        if cfg.structured and structured_ok(layer):
             return sparsity.prune_low_magnitude(layer, sparsity.ConstantSparsity(0.5, 0, frequency=frequency),
                                                 sparsity_m_by_n=(2, 4))
         return sparsity.prune_low_magnitude(layer, pruning_schedule=ramp)
@@ -96,12 +97,12 @@ def wrap_for_pruning(net, names: list, cfg: dict, steps_per_epoch: int):
         return keras.models.clone_model(net, clone_function=wrap)
 
 
-def expected_sparsity(net, names: list, cfg: dict) -> float:
+def expected_sparsity(net, names: list, cfg: PruneSpec) -> float:
     """The overall sparsity of the pruned kernels once every schedule has finished."""
     total = zeros = 0.0
     for name in names:
         layer = net.get_layer(name)
-        target = 0.5 if cfg["structured"] and structured_ok(layer) else cfg["sparsity"]
+        target = 0.5 if cfg.structured and structured_ok(layer) else cfg.sparsity
         size = sum(int(np.prod(w.shape)) for w in _kernels(layer))
         total, zeros = total + size, zeros + target * size
     return zeros / max(total, 1.0)

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 
+from ..recipe.schema import Recipe, TaskSpec
 from ..export.signature import exported_model
 from ..export.tflite import convert
 from ..models.build import load_model
@@ -16,32 +17,32 @@ def _metrics(run: RunDir, name: str) -> dict:
     return json.loads((run.model_dir(name) / "metrics.json").read_text())
 
 
-def _task_metric(task: dict) -> str:
-    return task["metrics"][0]
+def _task_metric(task: TaskSpec) -> str:
+    return task.metrics[0]
 
 
-def model_row(run: RunDir, recipe: dict, name: str, tasks: list) -> dict:
+def model_row(run: RunDir, recipe: Recipe, name: str, tasks: list) -> dict:
     m = _metrics(run, name)
     test = m.get("splits", {}).get("test", {})
     row = {"model": name, "params": m["params"], "sparsity": m.get("sparsity", {}).get("overall"),
-           "tasks": {t["name"]: test.get(t["name"], {}).get(_task_metric(t)) for t in tasks}}
+           "tasks": {t.name: test.get(t.name, {}).get(_task_metric(t)) for t in tasks}}
     if name != "student-qat":  # a QAT model's float graph carries fake-quant ops: its size is the int8 one
         content = convert(exported_model(load_model(run.model_file(name)), recipe), "fp32")
         row.update(tflite_bytes=len(content), gzip_bytes=gzip_size(content))
     return row
 
 
-def int8_rows(run: RunDir, recipe: dict, data, base: str) -> list:
+def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
     """Full-int8 TFLite of `base` (post-training quantization) and of student-qat, scored on the test split.
 
     Audio front-ends stay in float in both, as export's fallback keeps them (log-mel ranges do not fit int8).
     """
     from ..export.run import Exporter
 
-    keep = tuple(f"{i['name']}_logmel" for i in recipe["inputs"] if i["type"] == "audio")
+    keep = tuple(f"{i.name}_logmel" for i in recipe.inputs if i.type == "audio")
     out = []
     for name, method in ((base, "post-training int8"), ("student-qat", "quantization-aware int8")):
-        exporter = Exporter(run, recipe, name, data, recipe["export"]["calibration_samples"])
+        exporter = Exporter(run, recipe, name, data, recipe.export.calibration_samples)
         try:
             path = exporter.convert("tflite", "int8", keep)
             verdict = exporter.gate(path, "int8")
@@ -53,14 +54,14 @@ def int8_rows(run: RunDir, recipe: dict, data, base: str) -> list:
     return out
 
 
-def compression_table(run: RunDir, recipe: dict, data, models: list, qat_base) -> tuple[dict, str]:
-    tasks = [t for t in recipe["tasks"] if not t["auxiliary"]]
+def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base) -> tuple[dict, str]:
+    tasks = [t for t in recipe.tasks if not t.auxiliary]
     rows = [model_row(run, recipe, name, tasks) for name in models]
     int8 = int8_rows(run, recipe, data, qat_base) if qat_base else []
-    names = [t["name"] for t in tasks]
+    names = [t.name for t in tasks]
     teacher = rows[0]
-    lines = [f"# {recipe['name']}: compression", "",
-             "Test split; per task its first metric (" + ", ".join(f"{t['name']}: {_task_metric(t)}" for t in tasks)
+    lines = [f"# {recipe.name}: compression", "",
+             "Test split; per task its first metric (" + ", ".join(f"{t.name}: {_task_metric(t)}" for t in tasks)
              + "). Sizes are the fp32 TFLite file and its gzip.", "",
              "| model | params | x smaller | sparsity | TFLite KB | gzip KB | " + " | ".join(names) + " | mean |",
              "|" + "---|" * (7 + len(names))]

@@ -1,12 +1,13 @@
 """`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
 the run directory — and a table that compares them with the teacher, per task."""
-import copy
 import json
 import sys
 
+from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..evaluate import evaluate_model
 from ..metrics import higher_is_better
+from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..rundir import RunDir, atomic_write_json, atomic_write_text
 from ..train.fit import train_model
@@ -17,25 +18,22 @@ from .student import check_smaller, student_recipe
 
 
 class Compressor:
-    def __init__(self, run: RunDir, recipe: dict, data, resume=False, overwrite=False):
+    def __init__(self, run: RunDir, recipe: Recipe, data, resume=False, overwrite=False):
         self.run, self.recipe, self.data, self.resume, self.overwrite = run, recipe, data, resume, overwrite
-        self.cfg = recipe["compress"]
-        self.teacher_path = run.require_model(self.cfg["teacher"])
+        self.cfg = recipe.compress
+        self.teacher_path = run.require_model(self.cfg.teacher)
         self.student = student_recipe(recipe)
-        self.tasks = self.student["tasks"]
-        self.steps = -(-len(data["train"]) // self.student["training"]["batch_size"])
+        self.tasks = self.student.tasks
+        self.steps = -(-len(data["train"]) // self.student.training.batch_size)
         self.start = "student"  # what pruning and QAT start from (choose_start)
 
-    def _recipe_for(self, epochs: int, learning_rate: float) -> dict:
+    def _recipe_for(self, epochs: int, learning_rate: float) -> Recipe:
         """The student's recipe for a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
-        out = copy.deepcopy(self.student)
-        out["training"].update(epochs=epochs, learning_rate=learning_rate)
-        out["training"]["early_stopping"] = {**out["training"]["early_stopping"], "patience": None}
-        return out
+        return fine_tune_recipe(self.student, epochs, learning_rate)
 
     def _distiller(self, net, combination):
         teacher = load_model(self.teacher_path)
-        return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg["distill"])
+        return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg.distill)
 
     def _fine_tuner(self):
         """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""
@@ -53,14 +51,14 @@ class Compressor:
         """Problems found on an untrained student (size, layers to prune) stop the stage before any training."""
         student = self._build_student()
         check_smaller(count_params(student), count_params(load_model(self.teacher_path)))
-        if self.cfg["prune"]["enabled"] and not prune.select_layers(student, self.recipe, self.cfg["prune"]):
+        if self.cfg.prune.enabled and not prune.select_layers(student, self.recipe, self.cfg.prune):
             raise EdgemtlError("compress.prune: no layer left to prune (every candidate is in compress.prune.skip)")
 
     def scratch(self):
         return self._train(self.student, "student-scratch")
 
     def distilled(self):
-        make_net = self._selected_student if self.cfg["student"]["init"] == "teacher" else None
+        make_net = self._selected_student if self.cfg.student.init == "teacher" else None
         return self._train(self.student, "student", make_net=make_net, make_trainer=self._distiller)
 
     def _selected_student(self):
@@ -75,13 +73,13 @@ class Compressor:
     def choose_start(self) -> str:
         """Sets and explains what pruning and QAT start from: compress.start, or under auto the better validation
         score of the distilled student and the one from scratch (a tie goes to distillation)."""
-        choice = self.cfg["start"]
+        choice = self.cfg.start
         if choice != "auto":
             self.start = choice
             return f"compress.start: {choice}"
-        if not self.cfg["scratch"]:
+        if not self.cfg.scratch:
             return "no student-scratch to compare with: compress.scratch is false"
-        monitor = self.student["training"]["early_stopping"]["monitor"]
+        monitor = self.student.training.early_stopping.monitor
         scores = {name: best_validation(self.run, name, monitor) for name in ("student", "student-scratch")}
         best = max(scores, key=lambda n: scores[n] if higher_is_better(monitor) else -scores[n])
         why = f"{monitor}: student {scores['student']:.4f}, student-scratch {scores['student-scratch']:.4f}"
@@ -90,12 +88,12 @@ class Compressor:
         return why
 
     def pruned(self, base: str):
-        cfg = self.cfg["prune"]
+        cfg = self.cfg.prune
         source = load_model(self.run.require_model(base))
         names = prune.select_layers(source, self.recipe, cfg)
         expected = prune.expected_sparsity(source, names, cfg)
         summary = self._train(
-            self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-pruned",
+            self._recipe_for(cfg.epochs, cfg.learning_rate), "student-pruned",
             make_net=lambda: prune.wrap_for_pruning(load_model(self.run.model_file(base)), names, cfg, self.steps),
             make_trainer=self._fine_tuner(), callbacks=[prune.update_step_callback(), prune.SparsityLog()],
             to_save=prune.strip, eligible=prune.eligible_after(expected))
@@ -107,7 +105,7 @@ class Compressor:
     def quantization_aware(self, base: str, pruned: bool):
         from .qat import quantize_for_training
 
-        cfg = self.cfg["qat"]
+        cfg = self.cfg.qat
         heads = prune.head_layers(load_model(self.run.require_model(base)))
 
         def make_net():
@@ -117,7 +115,7 @@ class Compressor:
                 raise EdgemtlError(f"compress.qat: {base} cannot be trained quantization-aware: "
                                    f"{str(e).splitlines()[0][:300]}") from None
 
-        return self._train(self._recipe_for(cfg["epochs"], cfg["learning_rate"]), "student-qat",
+        return self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat",
                            make_net=make_net, make_trainer=self._fine_tuner(), file_name="model.h5")
 
     def _add_to_metrics(self, name: str, extra: dict):
@@ -133,29 +131,29 @@ def best_validation(run: RunDir, name: str, monitor: str) -> float:
     return next(row[monitor] for row in BestModel.read_history(run.model_dir(name)) if row["epoch"] == best)
 
 
-def compress(run: RunDir, recipe: dict, data, resume=False, overwrite=False) -> str:
+def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -> str:
     """Train every compressed model the recipe asks for, evaluate them, write RUN/compress.md; return the table."""
     c = Compressor(run, recipe, data, resume, overwrite)
     c.check()
-    models = [c.cfg["teacher"]]
-    if c.cfg["scratch"]:
+    models = [c.cfg.teacher]
+    if c.cfg.scratch:
         c.scratch()
         models.append("student-scratch")
     c.distilled()
     models.append("student")
     why = c.choose_start()
     base = c.start
-    if c.cfg["prune"]["enabled"]:
+    if c.cfg.prune.enabled:
         c.pruned(base)
         models.append(base := "student-pruned")
-    if c.cfg["qat"]["enabled"]:
+    if c.cfg.qat.enabled:
         c.quantization_aware(base, pruned=base == "student-pruned")
         models.append("student-qat")
     for name in models:
         evaluate_model(run, recipe, data, name)
     from .report import compression_table
 
-    rows, text = compression_table(run, recipe, data, models, base if c.cfg["qat"]["enabled"] else None)
+    rows, text = compression_table(run, recipe, data, models, base if c.cfg.qat.enabled else None)
     rows["start"] = {"model": c.start, "why": why}
     text += f"\nPruning and quantization-aware training start from {c.start} ({why}).\n"
     atomic_write_json(run.root / "compress.json", rows)

@@ -1,23 +1,24 @@
 """Label vocabularies (learned from the training split) and label encoding. Missing labels encode as masked."""
 import numpy as np
 
+from ..recipe.schema import TaskSpec
 from .manifest import is_missing
 
 MISSING = -1  # class index / multi-hot value of a missing label; regression uses NaN
 
 
-def learn_label_spec(task: dict, values: list) -> dict:
+def learn_label_spec(task: TaskSpec, values: list) -> dict:
     """What a task's labels are, learned from training values only."""
     present = [v for v in values if not is_missing(v)]
-    if task["type"] == "regression":
+    if task.type == "regression":
         nums = np.array([float(v) for v in present], dtype=np.float64)
         std = float(nums.std()) if len(nums) else 1.0
         return {"type": "regression", "mean": float(nums.mean()) if len(nums) else 0.0, "std": std if std > 0 else 1.0}
-    if task["type"] == "multilabel":
-        classes = sorted({c.strip() for v in present for c in str(v).split(task["separator"]) if c.strip()})
+    if task.type == "multilabel":
+        classes = sorted({c.strip() for v in present for c in str(v).split(task.separator) if c.strip()})
     else:
         classes = _sorted_classes({_as_label(v) for v in present})
-    return {"type": task["type"], "classes": classes}
+    return {"type": task.type, "classes": classes}
 
 
 def _as_label(value) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe.schema import SplitSpec
 from ..errors import EdgemtlError
 
 
@@ -91,40 +92,40 @@ def is_missing(value) -> bool:
 def apply_filters(table: Table, filters: list) -> Table:
     mask = np.ones(table.n_rows, dtype=bool)
     for f in filters:
-        values = table.columns[f["column"]]
+        values = table.columns[f.column]
         as_text = [None if is_missing(v) else str(v) for v in values]
-        if f["in"] is not None:
-            keep = {str(x) for x in f["in"]}
+        if f.in_ is not None:
+            keep = {str(x) for x in f.in_}
             mask &= np.array([v in keep for v in as_text])
-        if f["not_in"] is not None:
-            drop = {str(x) for x in f["not_in"]}
+        if f.not_in is not None:
+            drop = {str(x) for x in f.not_in}
             mask &= np.array([v not in drop for v in as_text])
-        if f["not_empty"]:
+        if f.not_empty:
             mask &= np.array([v is not None for v in as_text])
     return table.take(mask)
 
 
-def split_rows(table: Table, split: dict, seed: int) -> dict[str, np.ndarray]:
+def split_rows(table: Table, split: SplitSpec, seed: int) -> dict[str, np.ndarray]:
     """Return row indices of train / val / test."""
-    rng = np.random.default_rng(split["seed"] if split["seed"] is not None else seed)
-    if split["column"]:
-        values = np.array([str(v) for v in table.columns[split["column"]]])
-        train = np.flatnonzero(values == split["train"])
-        test = np.flatnonzero(values == split["test"])
-        val = np.flatnonzero(values == split["val"]) if split["val"] else []
-        if split["val"] and not len(val):  # e.g. the demo recipe run on the full data, which has no val rows
-            print(f"{table.path.name}: no row has {split['column']} '{split['val']}'; holding out data.split."
-                  f"val_fraction {split['val_fraction']} of the training rows for validation", file=sys.stderr)
+    rng = np.random.default_rng(split.seed if split.seed is not None else seed)
+    if split.column:
+        values = np.array([str(v) for v in table.columns[split.column]])
+        train = np.flatnonzero(values == split.train)
+        test = np.flatnonzero(values == split.test)
+        val = np.flatnonzero(values == split.val) if split.val else []
+        if split.val and not len(val):  # e.g. the demo recipe run on the full data, which has no val rows
+            print(f"{table.path.name}: no row has {split.column} '{split.val}'; holding out data.split."
+                  f"val_fraction {split.val_fraction} of the training rows for validation", file=sys.stderr)
         if not len(val):
             train = rng.permutation(train)
-            n_val = int(round(len(train) * split["val_fraction"]))
+            n_val = int(round(len(train) * split.val_fraction))
             val, train = np.sort(train[:n_val]), np.sort(train[n_val:])
     else:
         order = rng.permutation(table.n_rows)
-        n_train = int(round(split["ratios"][0] * table.n_rows))
-        n_val = int(round(split["ratios"][1] * table.n_rows))
+        n_train = int(round(split.ratios[0] * table.n_rows))
+        n_val = int(round(split.ratios[1] * table.n_rows))
         train, val, test = (np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_val]),
                             np.sort(order[n_train + n_val:]))
-    if split["train_on_val"]:
+    if split.train_on_val:
         train = np.union1d(train, val)
     return {"train": train, "val": val, "test": test}

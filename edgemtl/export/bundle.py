@@ -3,6 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from .. import __version__
 from ..data.features import clip_samples
 from ..rundir import atomic_save
@@ -11,29 +12,29 @@ SCHEMA_VERSION = 1
 DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
 
 
-def input_entry(inp: dict, spec) -> dict:
-    entry = {"name": inp["name"], "modality": inp["type"], "dtype": spec.dtype.name,
-             "shape": [None, *spec.shape[1:]], "column": inp.get("column")}
-    if inp["type"] == "image":
-        entry["preprocess"] = {"size": inp["size"], "channels": inp["channels"]}
-    elif inp["type"] == "text":
-        entry["preprocess"] = {"vocab": f"vocab_{inp['name']}.txt", "max_length": inp["max_length"],
-                               "lowercase": inp["lowercase"]}
-    elif inp["type"] == "audio":
-        entry["preprocess"] = {"sample_rate": inp["sample_rate"], "clip_samples": clip_samples(inp)}
-    elif inp["type"] == "numeric":
-        entry["preprocess"] = {"columns": inp["columns"]}
+def input_entry(inp: InputSpec, spec) -> dict:
+    entry = {"name": inp.name, "modality": inp.type, "dtype": spec.dtype.name,
+             "shape": [None, *spec.shape[1:]], "column": getattr(inp, "column", None)}
+    if inp.type == "image":
+        entry["preprocess"] = {"size": list(inp.size), "channels": inp.channels}
+    elif inp.type == "text":
+        entry["preprocess"] = {"vocab": f"vocab_{inp.name}.txt", "max_length": inp.max_length,
+                               "lowercase": inp.lowercase}
+    elif inp.type == "audio":
+        entry["preprocess"] = {"sample_rate": inp.sample_rate, "clip_samples": clip_samples(inp)}
+    elif inp.type == "numeric":
+        entry["preprocess"] = {"columns": list(inp.columns)}
     else:
-        entry["preprocess"] = {"length": inp["length"], "channels": inp["channels"]}
+        entry["preprocess"] = {"length": inp.length, "channels": inp.channels}
     return entry
 
 
-def output_entry(task: dict, label_spec: dict) -> dict:
-    entry = {"task": task["name"], "type": task["type"], "decode": DECODE[task["type"]]}
+def output_entry(task: TaskSpec, label_spec: dict) -> dict:
+    entry = {"task": task.name, "type": task.type, "decode": DECODE[task.type]}
     if "classes" in label_spec:
         entry["labels"] = label_spec["classes"]
-    if task["type"] in ("binary", "multilabel"):
-        entry["threshold"] = task["threshold"]
+    if task.type in ("binary", "multilabel"):
+        entry["threshold"] = task.threshold
     return entry
 
 
@@ -53,6 +54,6 @@ def write_bundle(folder: Path, files: dict, manifest: dict, parity: dict, prepro
     atomic_save(folder, build)
 
 
-def base_manifest(recipe: dict, digest: str, model_name: str, fmt: str, precision: str, file: str) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe["name"],
+def base_manifest(recipe: Recipe, digest: str, model_name: str, fmt: str, precision: str, file: str) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
             "recipe_hash": digest, "model": model_name, "format": fmt, "precision": precision, "file": file}

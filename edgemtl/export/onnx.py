@@ -8,7 +8,6 @@ import numpy as np
 
 from .signature import input_specs
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 
 
 def to_onnx(model, opset: int, metadata: dict):

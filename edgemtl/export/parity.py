@@ -19,12 +19,12 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
         return {"deployable": False, "reason": str(e), "tasks": {}}
     result, problems = {}, []
     for t in tasks:
-        name = t["name"]
+        name = t.name
         ref, got = reference[name], outputs[name].reshape(reference[name].shape)
         std = labels[name].get("std", 1.0)
-        ref_m = score_task(t["type"], y[name], ref, t["threshold"], std)
-        got_m = score_task(t["type"], y[name], got, t["threshold"], std)
-        diff = np.abs(got - ref) / np.maximum(1.0, np.abs(ref)) if t["type"] == "regression" else np.abs(got - ref)
+        ref_m = score_task(t.type, y[name], ref, t.threshold, std)
+        got_m = score_task(t.type, y[name], got, t.threshold, std)
+        diff = np.abs(got - ref) / np.maximum(1.0, np.abs(ref)) if t.type == "regression" else np.abs(got - ref)
         row = {"max_abs_diff": float(diff.max()), "metric": _metric_name(t), "keras": ref_m[_metric_name(t)],
                "artifact": got_m[_metric_name(t)], "drop": float(ref_m["score"] - got_m["score"]),
                "agreement": _agreement(t, ref, got)}
@@ -35,14 +35,14 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
             problems.append(f"{name}: {row['metric']} {row['artifact']:.4f} vs {row['keras']:.4f} "
                             f"(drop {row['drop']:.4f} > tolerance {tolerance.get(name, 0.01):g})")
         result[name] = row
-    return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0]["name"]])}
+    return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0].name])}
 
 
 def _metric_name(task) -> str:
-    return "mae" if task["type"] == "regression" else "accuracy"
+    return "mae" if task.type == "regression" else "accuracy"
 
 
 def _agreement(task, ref, got) -> float:
-    if task["type"] == "regression":
+    if task.type == "regression":
         return float(np.mean(np.abs(got - ref) <= 0.01 * np.maximum(1.0, np.abs(ref))))
-    return float(np.mean(decide(task["type"], ref, task["threshold"]) == decide(task["type"], got, task["threshold"])))
+    return float(np.mean(decide(task.type, ref, task.threshold) == decide(task.type, got, task.threshold)))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe.schema import Recipe
 from .. import __version__
 from ..errors import EdgemtlError
+from ..names import FORMAT_PRECISIONS, FORMATS, INT8_PRECISIONS, PRECISIONS
 from ..recipe import recipe_hash
 from ..recipe.spec import did_you_mean
 from ..rundir import RunDir, atomic_write_json
@@ -21,10 +23,7 @@ from . import parity, tflite
 from .bundle import base_manifest, input_entry, output_entry, write_bundle
 from .c_array import write_c_array
 
-FORMATS = {"tflite": tflite.PRECISIONS, "onnx": onnx_export.PRECISIONS, "c": ("int8",)}
-ALL_PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 MIN_CALIBRATION_ROWS = 10
-INT8 = ("int8", "int8io")  # full-integer precisions; also all a QAT model exports to
 # (format, precision) pairs whose converter can leave named parts in float
 KEEPS_FLOAT = {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8")}
 
@@ -32,11 +31,11 @@ KEEPS_FLOAT = {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onn
 def plan(formats, precisions) -> list[tuple[str, str]]:
     problems = [f"--format: unknown format '{f}' (one of {', '.join(FORMATS)}){did_you_mean(f, FORMATS)}"
                 for f in formats if f not in FORMATS]
-    problems += [f"--precision: unknown precision '{p}' (one of {', '.join(ALL_PRECISIONS)})"
-                 f"{did_you_mean(p, ALL_PRECISIONS)}" for p in precisions if p not in ALL_PRECISIONS]
+    problems += [f"--precision: unknown precision '{p}' (one of {', '.join(PRECISIONS)})"
+                 f"{did_you_mean(p, PRECISIONS)}" for p in precisions if p not in PRECISIONS]
     if problems:
         raise EdgemtlError(*problems)
-    return [(f, p) for f in formats for p in precisions if p in FORMATS[f]]
+    return [(f, p) for f in formats for p in precisions if p in FORMAT_PRECISIONS[f]]
 
 
 def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
@@ -46,10 +45,10 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
                            f"full-int8 calibration needs at least {MIN_CALIBRATION_ROWS}")
     chosen = []
     for t in tasks:
-        y = split.y[t["name"]]
-        if t["type"] in ("multiclass", "binary"):
+        y = split.y[t.name]
+        if t.type in ("multiclass", "binary"):
             chosen += [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
-        elif t["type"] == "multilabel":
+        elif t.type == "multilabel":
             chosen += [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
     rng = np.random.default_rng(seed)
     rest = [i for i in rng.permutation(len(split)) if i not in set(chosen)]
@@ -57,20 +56,20 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
 
 
 class Exporter:
-    def __init__(self, run: RunDir, recipe: dict, model_name: str, data, calibration_samples: int, worked=None):
+    def __init__(self, run: RunDir, recipe: Recipe, model_name: str, data, calibration_samples: int, worked=None):
         from ..models.build import load_model
         from .signature import exported_model, input_specs
 
         self.run, self.recipe, self.model_name, self.data = run, recipe, model_name, data
         self.model_path = run.require_model(model_name)
         self.model = exported_model(load_model(self.model_path), recipe)
-        self.tasks = [t for t in recipe["tasks"] if t["name"] in self.model.output_names]
+        self.tasks = [t for t in recipe.tasks if t.name in self.model.output_names]
         self.specs = input_specs(self.model)
-        self.export_cfg = recipe["export"]
+        self.export_cfg = recipe.export
         test = data["test"]
         self.x, self.y = test.x, test.y
         self.reference = self.model.predict(self.x, batch_size=256, verbose=0)
-        rows = calibration_rows(data["train"], self.tasks, calibration_samples, recipe["seed"])
+        rows = calibration_rows(data["train"], self.tasks, calibration_samples, recipe.seed)
         self.samples = [{k: v[i:i + 1] for k, v in data["train"].x.items()} for i in rows]
         self.tmp = Path(tempfile.mkdtemp(prefix="edgemtl-export-"))
         self.cache: dict = {}  # (kind, precision, kept in float) -> converted file
@@ -105,7 +104,7 @@ class Exporter:
         """The same model, recipe, settings and calibration rows give the same file: compress's int8 comparison and
         the export of the same model convert once, through RUN/cache/. The compress section is left out of the key:
         it never changes a conversion, and `compress --set` rewrites it in RUN/recipe.yaml after converting."""
-        converting = recipe_hash({k: v for k, v in self.recipe.items() if k != "compress"})
+        converting = recipe_hash({k: v for k, v in self.recipe.to_dict().items() if k != "compress"})
         key = [precision, list(keep_float), converting, __version__]
         digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
         for sample in self.samples:
@@ -141,10 +140,10 @@ class Exporter:
 
         fp32 = self.tmp / "fp32.onnx"
         if not fp32.exists():
-            meta = {"edgemtl.recipe": self.recipe["name"], "edgemtl.recipe_hash": self.run.recipe_hash(),
-                    "edgemtl.labels": json.dumps({t["name"]: self.data.labels[t["name"]].get("classes")
+            meta = {"edgemtl.recipe": self.recipe.name, "edgemtl.recipe_hash": self.run.recipe_hash(),
+                    "edgemtl.labels": json.dumps({t.name: self.data.labels[t.name].get("classes")
                                                   for t in self.tasks})}
-            proto = self._guard(lambda: onnx_export.to_onnx(self.model, self.export_cfg["opset"], meta), "onnx")
+            proto = self._guard(lambda: onnx_export.to_onnx(self.model, self.export_cfg.opset, meta), "onnx")
             onnx.save(proto, str(fp32))
         if precision == "fp32":
             out.write_bytes(fp32.read_bytes())
@@ -161,7 +160,7 @@ class Exporter:
     def gate(self, path: Path, precision: str) -> dict:
         if path in self.verdicts:  # the C array wraps the int8 TFLite file already judged
             return copy.deepcopy(self.verdicts[path])
-        tolerance = {t["name"]: self.export_cfg["tolerance"].get(t["name"], self.export_cfg["default_tolerance"])
+        tolerance = {t.name: self.export_cfg.tolerance.get(t.name, self.export_cfg.default_tolerance)
                      for t in self.tasks}
         self.verdicts[path] = parity.check(path, precision, self.x, self.y, self.reference, self.tasks,
                                            self.data.labels, tolerance)
@@ -170,17 +169,17 @@ class Exporter:
     def fallback_candidates(self, kind: str, precision: str) -> list[tuple]:
         """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders; none where the
         format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
-        if not self.export_cfg["float_fallback"] or (kind, precision) not in KEEPS_FLOAT:
+        if not self.export_cfg.float_fallback or (kind, precision) not in KEEPS_FLOAT:
             return []
-        inputs = self.recipe["inputs"]
-        front = [(f"{i['name']}_logmel",) for i in inputs if i["type"] == "audio"]
-        return front + [(f"{i['name']}_",) for i in inputs] + ([tuple(f"{i['name']}_" for i in inputs)]
+        inputs = self.recipe.inputs
+        front = [(f"{i.name}_logmel",) for i in inputs if i.type == "audio"]
+        return front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
                                                                 if len(inputs) > 1 else [])
 
     def export_one(self, fmt: str, precision: str) -> dict:
         kind = "tflite" if fmt == "c" else fmt
         # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
-        keep = self.worked.get(kind, ()) if precision in INT8 else ()
+        keep = self.worked.get(kind, ()) if precision in INT8_PRECISIONS else ()
         path = self.convert(fmt, precision, keep)
         verdict, tried = self.gate(path, precision), [list(keep)] if keep else []
         candidates = self.fallback_candidates(kind, precision)
@@ -195,9 +194,9 @@ class Exporter:
                 if retry["deployable"]:
                     path, verdict, keep = retry_path, retry, keep_try
                     break
-            if not candidates and self.export_cfg["float_fallback"]:
+            if not candidates and self.export_cfg.float_fallback:
                 verdict["reason"] += f" (TFLite {precision} cannot keep parts in float: no fallback to try)"
-        if keep and verdict["deployable"] and precision in INT8:
+        if keep and verdict["deployable"] and precision in INT8_PRECISIONS:
             self.worked[kind] = keep
         folder = self.run.root / "exports" / f"{self.model_name}-{fmt}-{precision}"
         verdict["reason"] = verdict["reason"].replace(str(path), folder.name)
@@ -215,9 +214,9 @@ class Exporter:
             for f in write_c_array(files[file], c_dir, "model_data"):
                 files[f.name] = f.read_bytes()
         manifest = base_manifest(self.recipe, self.run.recipe_hash(), self.model_name, fmt, precision, file)
-        inputs = {i["name"]: i for i in self.recipe["inputs"]}
+        inputs = {i.name: i for i in self.recipe.inputs}
         manifest["inputs"] = [input_entry(inputs[name], spec) for name, spec in self.specs.items()]
-        manifest["outputs"] = [output_entry(t, self.data.labels[t["name"]]) for t in self.tasks]
+        manifest["outputs"] = [output_entry(t, self.data.labels[t.name]) for t in self.tasks]
         manifest["quantization"] = self._quantization(kind, precision, path, verdict)
         manifest["parity"] = {"deployable": verdict["deployable"], "reason": verdict["reason"]}
         write_bundle(folder, files, manifest, verdict, self.run.preprocess)
@@ -262,14 +261,14 @@ def conversion_error(error: Exception, fmt: str, model_name: str, model) -> str:
     return f"{model_name}: cannot convert to {fmt}: {first[:400]}"
 
 
-def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, precisions, calibration_samples,
+def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, precisions, calibration_samples,
                  worked=None) -> list:
     """Export one model; worked (kind -> parts kept in float) is shared by the models of one export."""
     from ..progress import Progress
 
     combos = plan(formats, precisions)
     if run.model_file(model_name).suffix == ".h5":  # quantization-aware (edgemtl compress): its target is int8
-        dropped = [(f, p) for f, p in combos if p not in INT8 or f == "onnx"]
+        dropped = [(f, p) for f, p in combos if p not in INT8_PRECISIONS or f == "onnx"]
         combos = [c for c in combos if c not in dropped]
         if dropped:
             print(f"{model_name} is quantization-aware: exported as TFLite / C int8 only (its float graph carries "
@@ -295,7 +294,7 @@ def export_model(run: RunDir, recipe: dict, data, model_name: str, formats, prec
 
 
 def format_table(rows: list, tasks: list) -> str:
-    names = [t["name"] for t in tasks if not t["auxiliary"]]
+    names = [t.name for t in tasks if not t.auxiliary]
     lines = ["| artifact | size KB | parity | kept in float | " + " | ".join(f"{n} Δ" for n in names) + " |",
              "|" + "---|" * (4 + len(names))]
     for r in rows:

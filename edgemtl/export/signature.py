@@ -1,10 +1,11 @@
 """The exported graph: exported tasks only (auxiliary heads dropped), named inputs, a None batch dimension."""
+from ..recipe.schema import Recipe
 from ..tfk import keras, tf
 
 
-def exported_model(model, recipe: dict):
+def exported_model(model, recipe: Recipe):
     """A model over the same layers with only the non-auxiliary task outputs."""
-    keep = [t["name"] for t in recipe["tasks"] if not t["auxiliary"] and t["name"] in model.output_names]
+    keep = [t.name for t in recipe.tasks if not t.auxiliary and t.name in model.output_names]
     outputs = {name: model.get_layer(name).output for name in keep}
     return keras.Model(model.inputs, outputs, name=model.name)
 

@@ -5,7 +5,6 @@ Full-int8 calibration can crash the process (STACK_NOTES), so callers run it in 
 from ..tfk import tf
 from .signature import serving_function
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 
 
 def _converter(model, precision: str, representative=None):

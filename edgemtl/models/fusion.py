@@ -1,39 +1,40 @@
 """Fusion of per-modality vectors into one, then the shared trunk."""
+from ..recipe.schema import FusionSpec, TrunkSpec
 from ..tfk import keras
 from .layers import GatedFusion, WeightedFusion
 
 L = keras.layers
 
 
-def fuse(vectors: list, spec: dict):
-    if spec["type"] == "concat":
+def fuse(vectors: list, spec: FusionSpec):
+    if spec.type == "concat":
         return vectors[0] if len(vectors) == 1 else L.Concatenate(name="fusion_concat")(vectors)
     # The other fusions combine vectors of one size: project each first.
-    projected = [L.Dense(spec["units"], activation="relu", name=f"fusion_proj{i}")(v) for i, v in enumerate(vectors)]
+    projected = [L.Dense(spec.units, activation="relu", name=f"fusion_proj{i}")(v) for i, v in enumerate(vectors)]
     if len(projected) == 1:
         return projected[0]
-    if spec["type"] == "average":
+    if spec.type == "average":
         return L.Average(name="fusion_average")(projected)
-    if spec["type"] == "weighted":
+    if spec.type == "weighted":
         return WeightedFusion(name="fusion_weighted")(projected)
-    if spec["type"] == "gated":
+    if spec.type == "gated":
         return GatedFusion(name="fusion_gated")(projected)
     return _attention(projected, spec)
 
 
 def _attention(vectors, spec):
     """Self-attention across modalities (each modality one token), then mean over modalities."""
-    tokens = [L.Reshape((1, spec["units"]), name=f"fusion_token{i}")(v) for i, v in enumerate(vectors)]
+    tokens = [L.Reshape((1, spec.units), name=f"fusion_token{i}")(v) for i, v in enumerate(vectors)]
     x = L.Concatenate(axis=1, name="fusion_tokens")(tokens)
-    att = L.MultiHeadAttention(spec["heads"], max(1, spec["units"] // spec["heads"]), name="fusion_attention")(x, x)
+    att = L.MultiHeadAttention(spec.heads, max(1, spec.units // spec.heads), name="fusion_attention")(x, x)
     x = L.LayerNormalization(name="fusion_ln")(L.Add(name="fusion_residual")([x, att]))
     return L.GlobalAveragePooling1D(name="fusion_pool")(x)
 
 
-def trunk(x, spec: dict):
-    reg = keras.regularizers.L1L2(l1=spec["l1"], l2=spec["l2"]) if spec["l1"] or spec["l2"] else None
-    for i, units in enumerate(spec["units"]):
+def trunk(x, spec: TrunkSpec):
+    reg = keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2) if spec.l1 or spec.l2 else None
+    for i, units in enumerate(spec.units):
         x = L.Dense(units, activation="relu", kernel_regularizer=reg, name=f"trunk_dense{i}")(x)
-        if spec["dropout"]:
-            x = L.Dropout(spec["dropout"], name=f"trunk_dropout{i}")(x)
+        if spec.dropout:
+            x = L.Dropout(spec.dropout, name=f"trunk_dropout{i}")(x)
     return x

@@ -1,6 +1,7 @@
 """One head per task; the output layer carries the task's name so Keras, TFLite and ONNX outputs are named by it."""
 import sys
 
+from ..recipe.schema import TaskSpec
 from ..data.labels import n_outputs
 from ..preprocess import split_words
 from ..tfk import keras
@@ -10,17 +11,17 @@ L = keras.layers
 ACTIVATION = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid"}
 
 
-def head(x, task: dict, label_spec: dict, match=None):
+def head(x, task: TaskSpec, label_spec: dict, match=None):
     """The task's output from the shared vector `x`; `match` (a LabelNameMatch output) is added to the logits."""
-    name = task["name"]
-    if task["type"] == "regression":
+    name = task.name
+    if task.type == "regression":
         z = L.Dense(1, name=f"{name}_standardised")(x)
         return Denormalize(label_spec["mean"], label_spec["std"], name=name)(z)
     if match is None:
-        return L.Dense(n_outputs(label_spec), activation=ACTIVATION[task["type"]], name=name)(x)
+        return L.Dense(n_outputs(label_spec), activation=ACTIVATION[task.type], name=name)(x)
     logits = L.Dense(n_outputs(label_spec), name=f"{name}_logits")(x)
     logits = L.Add(name=f"{name}_logits_matched")([logits, match])
-    return L.Activation(ACTIVATION[task["type"]], name=name)(logits)
+    return L.Activation(ACTIVATION[task.type], name=name)(logits)
 
 
 def unmatched_name(task_name: str) -> str:
@@ -32,8 +33,8 @@ def unmatched_view(net, tasks: list):
     out): the same layers, so one forward pass trains both; what is saved and exported stays `net`."""
     outputs = dict(net.output)
     for t in tasks:
-        logits = net.get_layer(f"{t['name']}_logits").output
-        outputs[unmatched_name(t["name"])] = L.Activation(ACTIVATION[t["type"]], name=unmatched_name(t["name"]))(logits)
+        logits = net.get_layer(f"{t.name}_logits").output
+        outputs[unmatched_name(t.name)] = L.Activation(ACTIVATION[t.type], name=unmatched_name(t.name))(logits)
     return keras.Model(net.inputs, outputs, name=f"{net.name}_with_unmatched")
 
 

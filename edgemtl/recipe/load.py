@@ -1,5 +1,6 @@
-"""Load a recipe: YAML -> overrides -> schema validation -> cross-key checks. Every problem reported at once."""
+"""Load a recipe: YAML -> overrides -> validation into typed specs -> cross-key checks. Every problem at once."""
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -9,12 +10,15 @@ import yaml
 
 from ..errors import EdgemtlError
 from ..metrics import CLASS_METRICS, REGRESSION_METRICS
-from .schema import DISTILL_TASK, PRUNE_SKIP, RECIPE, STAGES
-from .spec import did_you_mean, validate
+from ..names import SINGLE_TASK_PREFIX, STUDENTS, TEACHER
+from .derive import student_recipe
+from .schema import Recipe, TaskSpec
+from .spec import did_you_mean, join, validate_spec
 
 
-def load_recipe(path, overrides=(), data=None) -> dict:
-    """Return the resolved recipe (defaults filled, data.source absolute). Raise EdgemtlError listing all problems.
+def load_recipe(path, overrides=(), data=None) -> Recipe:
+    """Return the resolved recipe (defaults filled, data.source absolute, task columns and metrics set). Raise
+    EdgemtlError listing all problems.
 
     overrides: 'dotted.path=value' strings (values parsed as YAML); data: a manifest path replacing data.source.
     """
@@ -30,36 +34,47 @@ def load_recipe(path, overrides=(), data=None) -> dict:
         raise EdgemtlError(f"{label}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(raw, dict):
         raise EdgemtlError(f"{label}: a recipe is a mapping of keys (name, data, inputs, tasks, ...)")
-    raw = apply_overrides(raw, overrides, label)
+    recipe = validate_recipe(apply_overrides(raw, overrides, label), label)
+    return _resolve(recipe, path.parent, label, data)
+
+
+def validate_recipe(raw: dict, label: str = "recipe") -> Recipe:
+    """The typed recipe a plain mapping describes (e.g. a modified `Recipe.to_dict()`); raise EdgemtlError listing
+    every problem as 'label: path: problem'."""
     errors: list[str] = []
-    recipe = validate(RECIPE, raw, "", errors)
+    recipe = validate_spec(Recipe, raw, "", errors)
     if not errors:
         errors += _cross_checks(recipe)
     if not errors:
-        errors += _compress_checks(recipe)
+        errors += _export_checks(recipe) + _compress_checks(recipe)
     if errors:
         raise EdgemtlError(*[f"{label}: {e}" for e in errors])
-    base = path.parent
-    source = Path(data) if data else base / recipe["data"]["source"]
-    if not source.exists():
-        where = "--data" if data else "data.source"
-        raise EdgemtlError(f"{label}: {where}: file '{os.path.normpath(source)}' not found")
-    recipe["data"]["source"] = str(source.resolve())
-    for inp in recipe["inputs"]:
-        weights = inp["encoder"].get("weights")
-        if weights:
-            wpath = (base / weights).resolve()
-            if not wpath.exists():
-                raise EdgemtlError(f"{label}: inputs.{inp['name']}.encoder.weights: file '{wpath}' not found")
-            inp["encoder"]["weights"] = str(wpath)
-    for task in recipe["tasks"]:
-        task["column"] = task["column"] or task["name"]
-        task["metrics"] = task["metrics"] or list(task_metric_names(task))
     return recipe
 
 
-def recipe_hash(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+def _resolve(recipe: Recipe, base: Path, label: str, data) -> Recipe:
+    """Paths made absolute (data.source, encoder weights), task columns and metrics defaulted."""
+    source = Path(data) if data else base / recipe.data.source
+    if not source.exists():
+        where = "--data" if data else "data.source"
+        raise EdgemtlError(f"{label}: {where}: file '{os.path.normpath(source)}' not found")
+    inputs = []
+    for inp in recipe.inputs:
+        if inp.encoder.weights:
+            wpath = (base / inp.encoder.weights).resolve()
+            if not wpath.exists():
+                raise EdgemtlError(f"{label}: inputs.{inp.name}.encoder.weights: file '{wpath}' not found")
+            inp = dataclasses.replace(inp, encoder=dataclasses.replace(inp.encoder, weights=str(wpath)))
+        inputs.append(inp)
+    tasks = tuple(dataclasses.replace(t, column=t.column or t.name, metrics=t.metrics or task_metric_names(t))
+                  for t in recipe.tasks)
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(source.resolve())),
+                               inputs=tuple(inputs), tasks=tasks)
+
+
+def recipe_hash(recipe: Recipe | dict) -> str:
+    plain = recipe.to_dict() if isinstance(recipe, Recipe) else recipe
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def apply_overrides(raw: dict, overrides, label: str) -> dict:
@@ -103,66 +118,84 @@ def _list_index(items: list, part: str, dotted: str) -> int:
     raise EdgemtlError(f"--set {dotted}: no item '{part}'{did_you_mean(part, names)}")
 
 
-def _cross_checks(recipe: dict) -> list[str]:
+def _cross_checks(recipe: Recipe) -> list[str]:
     errors = []
     names = {}
     for section in ("inputs", "tasks"):
-        for i, item in enumerate(recipe[section]):
-            if item["name"] in names:
-                errors.append(f"{section}[{i}].name: '{item['name']}' is already used by {names[item['name']]}")
-            names[item["name"]] = f"{section}[{i}]"
-    for i, stage in enumerate(recipe["stages"]):
-        if stage not in STAGES:
-            errors.append(f"stages[{i}]: {stage!r} is not one of {', '.join(STAGES)}{did_you_mean(stage, STAGES)}")
-    split = recipe["data"]["split"]
-    ratios = split["ratios"]
+        for i, item in enumerate(getattr(recipe, section)):
+            if item.name in names:
+                errors.append(f"{section}[{i}].name: '{item.name}' is already used by {names[item.name]}")
+            names[item.name] = f"{section}[{i}]"
+    ratios = recipe.data.split.ratios
     if len(ratios) != 3 or any(not isinstance(r, (int, float)) or r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        errors.append(f"data.split.ratios: must be three non-negative fractions summing to 1, got {ratios}")
-    monitor = recipe["training"]["early_stopping"]["monitor"]
+        errors.append(f"data.split.ratios: must be three non-negative fractions summing to 1, got {list(ratios)}")
+    monitor = recipe.training.early_stopping.monitor
     allowed = monitor_names(recipe)
     if monitor not in allowed:
         errors.append(f"training.early_stopping.monitor: {monitor!r} is not a metric of this recipe"
                       f"{did_you_mean(monitor, allowed)}")
-    for i, t in enumerate(recipe["tasks"]):
+    for i, t in enumerate(recipe.tasks):
         allowed = task_metric_names(t)
-        for j, m in enumerate(t["metrics"]):
+        for j, m in enumerate(t.metrics):
             if m not in allowed:
-                errors.append(f"tasks[{i}].metrics[{j}]: {m!r} is not a {t['type']} metric (one of "
+                errors.append(f"tasks[{i}].metrics[{j}]: {m!r} is not a {t.type} metric (one of "
                               f"{', '.join(allowed)}){did_you_mean(m, allowed)}")
-    texts = [i["name"] for i in recipe["inputs"] if i["type"] == "text"]
-    for i, t in enumerate(recipe["tasks"]):
-        source = t["match_labels"]
+    texts = [i.name for i in recipe.inputs if i.type == "text"]
+    for i, t in enumerate(recipe.tasks):
+        source = t.match_labels
         if source is not None and source not in texts:
             hint = did_you_mean(source, texts) or f" (text inputs: {', '.join(texts) or 'none'})"
             errors.append(f"tasks[{i}].match_labels: {source!r} is not a text input{hint}")
-        elif source is not None and t["type"] not in ("multiclass", "multilabel"):
-            errors.append(f"tasks[{i}].match_labels: a {t['type']} task has no class names to match "
+        elif source is not None and t.type not in ("multiclass", "multilabel"):
+            errors.append(f"tasks[{i}].match_labels: a {t.type} task has no class names to match "
                           f"(multiclass and multilabel tasks do)")
-        if t["unmatched_weight"] and source is None:
+        if t.unmatched_weight and source is None:
             errors.append(f"tasks[{i}].unmatched_weight: needs match_labels (it trains the head without the match)")
-    if all(t["auxiliary"] for t in recipe["tasks"]):
+    if all(t.auxiliary for t in recipe.tasks):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
-    for i, inp in enumerate(recipe["inputs"]):
-        if inp["type"] == "audio" and inp["frame_length"] & (inp["frame_length"] - 1):
-            errors.append(f"inputs[{i}].frame_length: must be a power of two, got {inp['frame_length']}")
+    for i, inp in enumerate(recipe.inputs):
+        if inp.type == "audio" and inp.frame_length & (inp.frame_length - 1):
+            errors.append(f"inputs[{i}].frame_length: must be a power of two, got {inp.frame_length}")
     return errors
 
 
-def _compress_checks(recipe: dict) -> list[str]:
-    from ..compress.student import student_recipe
+def producible_models(recipe: Recipe) -> dict[str, str | None]:
+    """Every model name a run of this recipe can hold -> None, or what it needs when the recipe leaves it out."""
+    cfg = recipe.compress
+    needs = {"student-scratch": None if cfg.scratch else "compress.scratch: true",
+             "student-pruned": None if cfg.prune.enabled else "compress.prune.enabled: true",
+             "student-qat": None if cfg.qat.enabled else "compress.qat.enabled: true"}
+    models = {TEACHER: None, **{s: needs.get(s) for s in STUDENTS}}
+    models.update({f"{SINGLE_TASK_PREFIX}{t.name}": None for t in recipe.tasks if not t.auxiliary})
+    return models
 
-    cfg = recipe["compress"]
-    errors = [f"compress.prune.skip[{i}]: {s!r} is not one of {', '.join(PRUNE_SKIP)}{did_you_mean(s, PRUNE_SKIP)}"
-              for i, s in enumerate(cfg["prune"]["skip"]) if s not in PRUNE_SKIP]
-    if cfg["start"] == "student-scratch" and not cfg["scratch"]:
-        errors.append("compress.start: 'student-scratch' needs compress.scratch: true")
-    tasks = [t["name"] for t in recipe["tasks"]]
-    for name, override in cfg["distill"]["tasks"].items():
-        where = f"compress.distill.tasks.{name}"
+
+def _export_checks(recipe: Recipe) -> list[str]:
+    errors = []
+    models = producible_models(recipe)
+    for i, name in enumerate(recipe.export.model):
+        where = join("export.model", i)
+        if name not in models:
+            errors.append(f"{where}: {name!r} is not a model this recipe can produce (one of "
+                          f"{', '.join(models)}){did_you_mean(name, models)}")
+        elif models[name]:
+            errors.append(f"{where}: {name!r} needs {models[name]}")
+    tasks = [t.name for t in recipe.tasks]
+    for name in recipe.export.tolerance:
         if name not in tasks:
-            errors.append(f"{where}: not a task of the recipe{did_you_mean(name, tasks)}")
-            continue
-        validate(DISTILL_TASK, override, where, errors)
+            errors.append(f"export.tolerance.{name}: not a task of the recipe{did_you_mean(name, tasks)}")
+    return errors
+
+
+def _compress_checks(recipe: Recipe) -> list[str]:
+    cfg = recipe.compress
+    errors = []
+    if cfg.start == "student-scratch" and not cfg.scratch:
+        errors.append("compress.start: 'student-scratch' needs compress.scratch: true")
+    tasks = [t.name for t in recipe.tasks]
+    for name in cfg.distill.tasks:
+        if name not in tasks:
+            errors.append(f"compress.distill.tasks.{name}: not a task of the recipe{did_you_mean(name, tasks)}")
     try:
         student_recipe(recipe)
     except EdgemtlError as e:
@@ -170,18 +203,12 @@ def _compress_checks(recipe: dict) -> list[str]:
     return errors
 
 
-def export_models(recipe: dict) -> list[str]:
-    """export.model as a list (the recipe may name one model or several)."""
-    models = recipe["export"]["model"]
-    return [models] if isinstance(models, str) else list(models)
+def task_metric_names(task: TaskSpec) -> tuple:
+    return REGRESSION_METRICS if task.type == "regression" else CLASS_METRICS
 
 
-def task_metric_names(task: dict) -> tuple:
-    return REGRESSION_METRICS if task["type"] == "regression" else CLASS_METRICS
-
-
-def monitor_names(recipe: dict) -> list[str]:
+def monitor_names(recipe: Recipe) -> list[str]:
     names = ["val_loss", "val_mean_score"]
-    for t in recipe["tasks"]:
-        names += [f"val_{t['name']}_{m}" for m in task_metric_names(t)] + [f"val_{t['name']}_loss"]
+    for t in recipe.tasks:
+        names += [f"val_{t.name}_{m}" for m in task_metric_names(t)] + [f"val_{t.name}_loss"]
     return names

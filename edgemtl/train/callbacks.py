@@ -93,7 +93,7 @@ class BestModel(keras.callbacks.Callback):
         self.to_save = to_save or (lambda net: net)
         self.eligible = eligible or (lambda row: True)
         self.file_name = file_name
-        self.shown = [f"val_{t['name']}_{t['metrics'][0]}" for t in tasks]  # one metric per task in the log line
+        self.shown = [f"val_{t.name}_{t.metrics[0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / "history.jsonl"
         self.history = self.read_history(model_dir)

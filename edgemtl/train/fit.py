@@ -4,6 +4,7 @@ import shutil
 import sys
 import time
 
+from ..recipe.schema import Recipe
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..metrics import higher_is_better
@@ -15,7 +16,7 @@ from .trainer import MultitaskTrainer, make_optimizer, make_strategy
 from .weighting import make_combination
 
 
-def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
+def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
                 overwrite: bool = False, make_net=None, make_trainer=None, callbacks=(), to_save=None,
                 eligible=None, file_name="model.keras") -> dict:
     """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks.
@@ -24,7 +25,7 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     callbacks are added, to_save(net) is what gets saved (e.g. pruning stripped), and only epochs whose history
     row is eligible (e.g. at the target sparsity) can be the best; file_name is the best model's file.
     """
-    tasks = tasks if tasks is not None else recipe["tasks"]
+    tasks = tasks if tasks is not None else recipe.tasks
     model_dir = run.model_dir(name)
     _claim(model_dir, resume, overwrite)
     if resume and (model_dir / "saved_model").exists() and not (model_dir / "backup").exists():
@@ -32,27 +33,27 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
         return _read_json(model_dir / "metrics.json")
     if not (model_dir / "backup").exists():
         (model_dir / "history.jsonl").unlink(missing_ok=True)  # no checkpoint to continue from: start clean
-    training = recipe["training"]
-    keras.utils.set_random_seed(recipe["seed"])
-    strategy = make_strategy(training["distribute"])
-    batch = training["batch_size"]
+    training = recipe.training
+    keras.utils.set_random_seed(recipe.seed)
+    strategy = make_strategy(training.distribute)
+    batch = training.batch_size
     net, combination, trainer = _build(recipe, data, tasks, name, strategy, make_net, make_trainer)
-    monitor = _monitor(training["early_stopping"]["monitor"], tasks)
-    nan_guard = NanGuard([t["name"] for t in tasks])
+    monitor = _monitor(training.early_stopping.monitor, tasks)
+    nan_guard = NanGuard([t.name for t in tasks])
     callbacks = [
         ValidationScores(net, data["val"], tasks, data.labels, batch),
         CombinationUpdate(combination),
         nan_guard,
         *callbacks,
-        BestModel(net, monitor, training["early_stopping"]["patience"], model_dir, training["epochs"], tasks,
+        BestModel(net, monitor, training.early_stopping.patience, model_dir, training.epochs, tasks,
                   to_save, eligible, file_name),
-        EpochSafeBackup(str(model_dir / "backup"), save_freq=training["checkpoint_every"]),
+        EpochSafeBackup(str(model_dir / "backup"), save_freq=training.checkpoint_every),
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
     ]
     start = time.time()
     train_ds = make_dataset(data["train"], recipe, True, batch)
     val_ds = make_dataset(data["val"], recipe, False, batch)
-    trainer.fit(train_ds, validation_data=val_ds, epochs=training["epochs"], callbacks=callbacks,
+    trainer.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 0)
     elapsed = time.time() - start
     if nan_guard.problem:
@@ -66,21 +67,21 @@ def train_model(recipe: dict, data, run: RunDir, name: str = "teacher", tasks=No
     return _finish(model_dir / file_name, name, tasks, combination, elapsed, monitor, strategy, eligible)
 
 
-def _build(recipe: dict, data, tasks: list, name: str, strategy, make_net=None, make_trainer=None):
+def _build(recipe: Recipe, data, tasks: list, name: str, strategy, make_net=None, make_trainer=None):
     """The functional net, its loss combination and the trainer around them, built inside the strategy.
 
     make_net() and make_trainer(net, combination) replace the recipe's model and the plain MultitaskTrainer
     (compression: a student, a pruned or quantization-aware copy, a distillation trainer); the heads' own-logit
     training (task unmatched_weight) is for a net built from the recipe only.
     """
-    training = recipe["training"]
+    training = recipe.training
     with strategy.scope():
         net = make_net() if make_net else build_model(recipe, data.labels, data.tokenizers,
                                                       numeric_stats(recipe, data["train"].x), tasks, name)
-        combination = make_combination(training["loss_combination"], tasks)
+        combination = make_combination(training.loss_combination, tasks)
         trainer = (make_trainer(net, combination) if make_trainer
                    else MultitaskTrainer(net, tasks, data.labels, combination, unmatched=make_net is None))
-        steps = steps_per_epoch(len(data["train"]), training["batch_size"])
+        steps = steps_per_epoch(len(data["train"]), training.batch_size)
         trainer.compile(optimizer=make_optimizer(training, steps))
         trainer({k: v[:1] for k, v in data["train"].x.items()})  # built before fit, as BackupAndRestore needs
     return net, combination, trainer
@@ -97,7 +98,7 @@ def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, el
     best_row = max(candidates, key=lambda r: (sign * r.get(monitor, float("-inf")), -r.get("val_loss", 0.0)))
     summary = {
         "model": name,
-        "tasks": [t["name"] for t in tasks],
+        "tasks": [t.name for t in tasks],
         "params": count_params(best),
         "train_seconds": round(previous.get("train_seconds", 0.0) + elapsed, 2),
         "epochs_run": len(history),
@@ -126,7 +127,7 @@ def _claim(model_dir, resume: bool, overwrite: bool):
 
 def _monitor(monitor: str, tasks: list) -> str:
     """A per-task monitor of a task this model does not have (single-task models) falls back to val_mean_score."""
-    names = [t["name"] for t in tasks]
+    names = [t.name for t in tasks]
     if monitor in ("val_loss", "val_mean_score") or any(monitor.startswith(f"val_{n}_") for n in names):
         return monitor
     return "val_mean_score"

@@ -1,4 +1,5 @@
 """Per-task losses that mask rows whose label is missing (-1, or NaN for regression)."""
+from ..recipe.schema import TaskSpec
 from ..tfk import keras, tf
 
 
@@ -7,12 +8,12 @@ def _masked_mean(per_row, mask):
     return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-def task_loss(task: dict, label_spec: dict):
+def task_loss(task: TaskSpec, label_spec: dict):
     """Return fn(y_true, y_pred) -> scalar loss over the rows that have a label."""
-    kind = task["type"]
+    kind = task.type
     if kind == "multiclass":
         n = len(label_spec["classes"])
-        cce = keras.losses.CategoricalCrossentropy(label_smoothing=task["label_smoothing"],
+        cce = keras.losses.CategoricalCrossentropy(label_smoothing=task.label_smoothing,
                                                    reduction=keras.losses.Reduction.NONE)
 
         def multiclass(y, p):
@@ -28,7 +29,7 @@ def task_loss(task: dict, label_spec: dict):
             return _masked_mean(tf.reshape(bce, [-1]), tf.reshape(y >= 0, [-1]))
         return binary
     std = label_spec["std"]
-    kind_loss = "mse" if task["loss"] == "auto" else task["loss"]
+    kind_loss = "mse" if task.loss == "auto" else task.loss
 
     def regression(y, p):
         y = tf.reshape(tf.cast(y, tf.float32), [-1])

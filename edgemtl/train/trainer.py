@@ -3,6 +3,7 @@
 The functional net stays a plain Keras model (what is saved and exported); the wrapper holds the masked per-task
 losses and the loss combination so that `fit` gives progress, callbacks, distribution and resumable checkpoints.
 """
+from ..recipe.schema import TrainingSpec
 from ..tfk import keras, tf
 from ..models.heads import unmatched_name, unmatched_view
 from .losses import task_loss
@@ -12,11 +13,11 @@ class MultitaskTrainer(keras.Model):
     def __init__(self, net, tasks: list, labels: dict, combination, unmatched: bool = False):
         super().__init__(name="trainer")
         self.net = net
-        self.task_names = [t["name"] for t in tasks]
-        self.loss_fns = {t["name"]: task_loss(t, labels[t["name"]]) for t in tasks}
+        self.task_names = [t.name for t in tasks]
+        self.loss_fns = {t.name: task_loss(t, labels[t.name]) for t in tasks}
         # tasks whose head's own logits are also trained without the label match (task.unmatched_weight)
-        with_unmatched = [t for t in tasks if unmatched and t["unmatched_weight"]]
-        self.unmatched = {t["name"]: t["unmatched_weight"] for t in with_unmatched}
+        with_unmatched = [t for t in tasks if unmatched and t.unmatched_weight]
+        self.unmatched = {t.name: t.unmatched_weight for t in with_unmatched}
         self.train_view = unmatched_view(net, with_unmatched) if with_unmatched else net
         self.combination = combination
         self.trackers = {n: keras.metrics.Mean(name=f"{n}_loss") for n in self.task_names}
@@ -64,16 +65,16 @@ class MultitaskTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def make_optimizer(training: dict, steps_per_epoch: int):
-    lr = training["learning_rate"]
-    total_steps = max(1, training["epochs"] * steps_per_epoch)
-    if training["schedule"] == "cosine":
+def make_optimizer(training: TrainingSpec, steps_per_epoch: int):
+    lr = training.learning_rate
+    total_steps = max(1, training.epochs * steps_per_epoch)
+    if training.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps, alpha=0.05)
-    elif training["schedule"] == "exponential":
+    elif training.schedule == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch, decay_rate=0.9)
-    name = training["optimizer"]
+    name = training.optimizer
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=training["weight_decay"])
+        return keras.optimizers.AdamW(lr, weight_decay=training.weight_decay)
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9)
     return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[name](lr)

@@ -8,14 +8,15 @@ They are Keras layers so their variables are tracked, trained (uncertainty) and 
 """
 import numpy as np
 
+from ..recipe.schema import LossCombinationSpec
 from ..tfk import keras, tf
 
 
 class LossCombination(keras.layers.Layer):
     def __init__(self, tasks: list, **kwargs):
         super().__init__(**kwargs)
-        self.task_names = [t["name"] for t in tasks]
-        self.static = {t["name"]: float(t["weight"]) for t in tasks}
+        self.task_names = [t.name for t in tasks]
+        self.static = {t.name: float(t.weight) for t in tasks}
 
     def combine(self, losses: dict):
         raise NotImplementedError
@@ -101,8 +102,8 @@ def dwa_weights(last: np.ndarray, before: np.ndarray, temperature: float) -> np.
 COMBINATIONS = {"sum": WeightedSum, "max": MaxLoss, "uncertainty": UncertaintyWeighting, "dwa": DynamicWeightAverage}
 
 
-def make_combination(spec: dict, tasks: list) -> LossCombination:
-    cls = COMBINATIONS[spec["type"]]
+def make_combination(spec: LossCombinationSpec, tasks: list) -> LossCombination:
+    cls = COMBINATIONS[spec.type]
     if cls is DynamicWeightAverage:
-        return cls(tasks, temperature=spec["temperature"], name="loss_combination")
+        return cls(tasks, temperature=spec.temperature, name="loss_combination")
     return cls(tasks, name="loss_combination")

@@ -8,10 +8,10 @@ L = keras.layers
 
 def cnn(x, spec, prefix, ctx):
     inp = ctx.inp
-    x = LogMelSpectrogram(inp["sample_rate"], inp["frame_length"], inp["frame_step"], inp["n_mels"],
+    x = LogMelSpectrogram(inp.sample_rate, inp.frame_length, inp.frame_step, inp.n_mels,
                           name=f"{prefix}_logmel")(x)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_logmel_norm")(x)
-    return plain_cnn(x, spec["filters"], prefix, spec["pooling"], spec["stem_stride"])
+    return plain_cnn(x, spec.filters, prefix, spec.pooling, spec.stem_stride)
 
 
 ENCODERS = {"cnn": cnn}

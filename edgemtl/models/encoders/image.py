@@ -6,29 +6,29 @@ L = keras.layers
 
 
 def cnn(x, spec, prefix, ctx):
-    return plain_cnn(_scale(x, prefix), spec["filters"], prefix, spec["pooling"], spec["stem_stride"])
+    return plain_cnn(_scale(x, prefix), spec.filters, prefix, spec.pooling, spec.stem_stride)
 
 
 def mobilenet(x, spec, prefix, ctx):
     """Depthwise-separable blocks (MobileNet v1 style) with a width multiplier."""
-    widths = [max(8, int(f * spec["width"])) for f in spec["filters"]]
+    widths = [max(8, int(f * spec.width)) for f in spec.filters]
     x = conv_bn_relu(_scale(x, prefix), widths[0], f"{prefix}_stem", strides=2)
     for i, f in enumerate(widths[1:]):
         x = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name=f"{prefix}_dw{i}")(x)
         x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_dw{i}_bn")(x)
         x = L.ReLU(name=f"{prefix}_dw{i}_relu")(x)
         x = conv_bn_relu(x, f, f"{prefix}_pw{i}", kernel=1)
-    return pool(x, spec["pooling"], prefix)
+    return pool(x, spec.pooling, prefix)
 
 
 def resnet(x, spec, prefix, ctx):
     """Small ResNet: a stem, then stages of basic residual blocks, stride 2 between stages."""
-    x = conv_bn_relu(_scale(x, prefix), spec["filters"][0], f"{prefix}_stem")
-    for s, f in enumerate(spec["filters"]):
-        for b in range(spec["blocks"]):
+    x = conv_bn_relu(_scale(x, prefix), spec.filters[0], f"{prefix}_stem")
+    for s, f in enumerate(spec.filters):
+        for b in range(spec.blocks):
             strides = 2 if s > 0 and b == 0 else 1
             x = _residual(x, f, strides, f"{prefix}_s{s}b{b}")
-    return pool(x, spec["pooling"], prefix)
+    return pool(x, spec.pooling, prefix)
 
 
 def _residual(x, filters, strides, name):

@@ -7,7 +7,7 @@ L = keras.layers
 def mlp(x, spec, prefix, ctx):
     mean, variance = ctx.stats
     x = L.Normalization(mean=mean, variance=variance, name=f"{prefix}_norm")(x)
-    for i, units in enumerate(spec["units"]):
+    for i, units in enumerate(spec.units):
         x = L.Dense(units, activation="relu", name=f"{prefix}_dense{i}")(x)
     return x
 

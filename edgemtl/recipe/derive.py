@@ -1,0 +1,63 @@
+"""Recipes derived from a recipe: the student's (the teacher's with smaller encoders, fusion and trunk: a preset,
+then the compress.student / compress.training overrides, validated against the sections they replace) and the
+recipe of a fine-tuning phase."""
+import dataclasses
+
+from ..errors import EdgemtlError
+from .schema import ENCODERS, FusionSpec, Recipe, TrainingSpec, TrunkSpec
+from .spec import did_you_mean, to_plain, validate_spec, validate_variant
+
+# A preset scales every width (filters, units, embedding sizes) of the teacher by one factor; parameters scale
+# roughly with its square. Widths stay multiples of 4 so that 2:4 structured pruning can apply.
+PRESETS = {"none": 1.0, "small": 0.5, "tiny": 0.25}
+WIDTH_KEYS = ("filters", "units", "embedding_dim", "ff_dim")
+
+
+def _scale(value, factor: float):
+    if isinstance(value, list):
+        return [_scale(v, factor) for v in value]
+    return value if factor == 1.0 else max(4, int(round(value * factor / 4)) * 4)
+
+
+def _scaled(section: dict, factor: float) -> dict:
+    return {k: _scale(v, factor) if k in WIDTH_KEYS else v for k, v in section.items()}
+
+
+def student_recipe(recipe: Recipe) -> Recipe:
+    """The recipe the student is built from. Raises EdgemtlError listing every bad compress.student key."""
+    cfg = recipe.compress
+    spec, factor = cfg.student, PRESETS[cfg.student.preset]
+    errors: list[str] = []
+    names = [i.name for i in recipe.inputs]
+    for name in spec.inputs:
+        if name not in names:
+            errors.append(f"compress.student.inputs.{name}: not an input of the recipe{did_you_mean(name, names)}")
+    inputs = []
+    for inp in recipe.inputs:
+        override = to_plain(spec.inputs.get(inp.name) or {})
+        teacher = inp.encoder.to_dict()
+        new_type = override.get("type", teacher["type"]) != teacher["type"]
+        encoder = {"dropout": teacher["dropout"]} if new_type else _scaled(teacher, factor)
+        encoder.update({"weights": None, "trainable": True, **override})  # teacher weights do not fit a student
+        registry = ENCODERS[inp.type]
+        inputs.append(dataclasses.replace(inp, encoder=validate_variant(
+            registry, teacher["type"], encoder, f"compress.student.inputs.{inp.name}", errors)))
+    fusion = validate_spec(FusionSpec, {**_scaled(recipe.fusion.to_dict(), factor), **to_plain(spec.fusion)},
+                           "compress.student.fusion", errors)
+    trunk = validate_spec(TrunkSpec, {**_scaled(recipe.trunk.to_dict(), factor), **to_plain(spec.trunk)},
+                          "compress.student.trunk", errors)
+    training = validate_spec(TrainingSpec, {**recipe.training.to_dict(), **to_plain(cfg.training)},
+                             "compress.training", errors)
+    if errors:
+        raise EdgemtlError(*errors)
+    tasks = recipe.tasks if spec.keep_auxiliary else tuple(t for t in recipe.tasks if not t.auxiliary)
+    return dataclasses.replace(recipe, inputs=tuple(inputs), fusion=fusion, trunk=trunk, training=training,
+                               tasks=tasks)
+
+
+def fine_tune_recipe(recipe: Recipe, epochs: int, learning_rate: float) -> Recipe:
+    """The recipe of a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
+    training = recipe.training
+    return dataclasses.replace(recipe, training=dataclasses.replace(
+        training, epochs=epochs, learning_rate=learning_rate,
+        early_stopping=dataclasses.replace(training.early_stopping, patience=None)))
