@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgemtl import kinds
-from edgemtl.data import features, labels as old_labels
+from edgemtl.data import features
+from edgemtl.data import labels as old_labels
 from edgemtl.data.manifest import read_table
 from edgemtl.errors import EdgemtlError
 from edgemtl.kinds import MODALITIES, TASKS, mean_score, modality, task_kind
@@ -34,8 +35,9 @@ def spec(**keys):
 
 
 def task_spec(name, type_, **keys):
-    base = dict(name=name, type=type_, column=keys.pop("column", name), loss="auto", label_smoothing=0.0,
-                threshold=0.5, separator="|", metrics=(), auxiliary=False, match_labels=None, unmatched_weight=0.0)
+    base = {"name": name, "type": type_, "column": keys.pop("column", name), "loss": "auto", "label_smoothing": 0.0,
+            "threshold": 0.5, "separator": "|", "metrics": (), "auxiliary": False, "match_labels": None,
+            "unmatched_weight": 0.0}
     return spec(**{**base, **keys})
 
 
@@ -73,13 +75,14 @@ def test_importing_kinds_loads_no_tensorflow_yaml_or_recipe():
     code = ("import sys, edgemtl.kinds as k; k.modality('image'); k.task_kind('regression');"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'yaml')"
             " or m.startswith('edgemtl.recipe') or m.startswith('edgemtl.tfk')]; print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_registry_covers_the_shared_names_and_the_schema_defaults():
-    from edgemtl.names import MODALITIES as MODALITY_NAMES, TASK_TYPES
+    from edgemtl.names import MODALITIES as MODALITY_NAMES
+    from edgemtl.names import TASK_TYPES
     from edgemtl.recipe.schema import DEFAULT_ENCODER
 
     assert tuple(MODALITIES) == MODALITY_NAMES and tuple(TASKS) == TASK_TYPES
@@ -341,6 +344,16 @@ def test_decide_score_answer_entry_and_parity_rules_as_before():
         assert empty["n"] == 0 and math.isnan(empty["score"])
 
 
+class _Split:
+    """The part of data.dataset.Split that calibration_rows reads."""
+
+    def __init__(self, y: dict):
+        self.y = y
+
+    def __len__(self):
+        return len(next(iter(self.y.values())))
+
+
 def test_calibration_rows_cover_every_class_as_before():
     from edgemtl.export.run import MIN_CALIBRATION_ROWS, calibration_rows
 
@@ -349,7 +362,7 @@ def test_calibration_rows_cover_every_class_as_before():
         kind = task_kind(typed.type)
         values = table.columns[typed.column]
         y = kind.encode_labels(kind.learn_labels(typed, values), values, typed.separator)
-        split = type("Split", (), {"y": {typed.name: y}, "__len__": lambda self: len(values)})()
+        split = _Split({typed.name: y})
         chosen = list(dict.fromkeys(kind.covering_rows(y)))  # one row can show several labels of a multilabel task
         assert list(calibration_rows(split, [task], max(len(values), MIN_CALIBRATION_ROWS), 0)[:len(chosen)]) == chosen
         if typed.type != "regression":  # every class of the column is in these rows
@@ -438,10 +451,11 @@ def test_tf_half_builds_the_same_heads_losses_soft_losses_augmentation_and_mixin
         matches = [False] + ([True] if kind.supports_label_match else [])
         for with_match in matches:
             tokens = keras.Input((12,), dtype="int32")
-            extra = ([tokens], lambda: kind.label_match(tokens, typed, info, tokenizer, "t")) if with_match else ([], None)
-            old_extra = (lambda: heads.label_match(tokens, task["name"], info, tokenizer, "t")) if with_match else None
-            new_model = keras.Model([x] + extra[0], kind.head(x, typed, info, extra[1]() if with_match else None))
-            old_model = keras.Model([x] + extra[0], heads.head(x, task, info, old_extra() if with_match else None))
+            inputs = [x, tokens] if with_match else [x]
+            new_match = kind.label_match(tokens, typed, info, tokenizer, "t") if with_match else None
+            old_match = heads.label_match(tokens, task["name"], info, tokenizer, "t") if with_match else None
+            new_model = keras.Model(inputs, kind.head(x, typed, info, new_match))
+            old_model = keras.Model(inputs, heads.head(x, task, info, old_match))
             assert [type(la).__name__ for la in new_model.layers] == [type(la).__name__ for la in old_model.layers]
             assert [la.name for la in new_model.layers] == [la.name for la in old_model.layers]
             new_model.set_weights(old_model.get_weights())
@@ -480,7 +494,8 @@ def test_tf_half_builds_the_same_heads_losses_soft_losses_augmentation_and_mixin
     plain = SimpleNamespace(flip=False, rotation=0.0, crop=0.0)
     assert modality("image").augmenter(SimpleNamespace(**{**vars(PHOTO[0]), "augment": plain})) is None
 
-    batch = {"photo": tf.constant(images), "title": tf.constant(np.stack([tokenizer.encode(t, 12) for t in titles[:8]])),
+    tokens = np.stack([tokenizer.encode(t, 12) for t in titles[:8]])
+    batch = {"photo": tf.constant(images), "title": tf.constant(tokens),
              "year_in": tf.constant(rng.normal(size=(8, 1)).astype(np.float32))}
     tf.random.set_seed(4)
     new = kinds.mix_batch(batch, {"photo": "image", "title": "text", "year_in": "numeric"})

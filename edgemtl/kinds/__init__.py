@@ -6,8 +6,6 @@ recipe checks use it without TensorFlow; the TF half of each kind imports Tensor
 """
 from collections.abc import Mapping
 
-import numpy as np
-
 from ..errors import EdgemtlError
 from .audio import AudioKind
 from .base import MISSING, BadInput, ModalityKind, TaskKind, macro_f1, mean_score
@@ -34,8 +32,8 @@ TASKS: dict[str, TaskKind] = {
     "regression": RegressionKind(),
 }
 
-__all__ = ["MODALITIES", "TASKS", "MISSING", "BadInput", "ModalityKind", "TaskKind", "modality", "task_kind",
-           "mean_score", "score_tasks", "higher_is_better", "macro_f1", "mix_batch"]
+__all__ = ["MISSING", "MODALITIES", "TASKS", "BadInput", "ModalityKind", "TaskKind", "higher_is_better", "macro_f1",
+           "mean_score", "mix_batch", "modality", "score_tasks", "task_kind"]
 
 
 def modality(name: str) -> ModalityKind:

@@ -10,7 +10,7 @@ MAX_CLIP_FACTOR = 10  # audio longer than this many clips is refused at run time
 
 
 def clip_samples(spec) -> int:
-    return int(round(spec.sample_rate * spec.clip_seconds))
+    return round(spec.sample_rate * spec.clip_seconds)
 
 
 class AudioKind(ModalityKind):

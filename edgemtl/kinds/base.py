@@ -125,7 +125,6 @@ class ModalityKind:
 
     def augmenter(self, spec):
         """A fn(batch) -> batch applied to training batches, or None (no augmentation for this input)."""
-        return None
 
     def mix(self, v, other, w):
         """Mixup: each row of `v` blended with its partner row `other` with weight `w` (broadcast per row). Numbers mix
@@ -339,8 +338,8 @@ class ClassTaskKind(TaskKind):
     def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
         n = len(label_info.get("classes", []))
         if n < self.min_classes:
-            return [f"{where}: column '{spec.column}' has {n} class(es) in the training split; "
-                    f"a classification task needs at least {self.min_classes}"]
+            return [(f"{where}: column '{spec.column}' has {n} class(es) in the training split; "
+                     f"a classification task needs at least {self.min_classes}")]
         return []
 
     def covering_rows(self, y: np.ndarray) -> list[int]:

@@ -16,8 +16,8 @@ class BinaryKind(SigmoidTaskKind):
     def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
         classes = label_info.get("classes", [])
         if len(classes) != 2:
-            return [f"{where}: a binary task needs exactly 2 classes in the training split, column '{spec.column}' "
-                    f"has {len(classes)}: {', '.join(classes[:5])}"]
+            return [(f"{where}: a binary task needs exactly 2 classes in the training split, column '{spec.column}' "
+                     f"has {len(classes)}: {', '.join(classes[:5])}")]
         return []
 
     def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
