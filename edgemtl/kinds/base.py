@@ -1,0 +1,462 @@
+"""What every modality kind and every task kind provides, plus the pieces several kinds share.
+
+A kind has a TF-free half (this module and the kind modules import numpy, PIL and the standard library only, so the
+runtime and the recipe checks can use them) and a TF half: methods that import `from ..tfk import keras, tf` inside
+their body, called only by the model, training and compression code.
+
+Spec arguments are the typed recipe specs (InputSpec per modality, TaskSpec), read by attribute. `label_info` is one
+task's entry of preprocess/labels.json: {"type", "classes"} for class tasks, {"type", "mean", "std"} for regression.
+A manifest `entry` is one item of a bundle manifest's "inputs" or "outputs" list.
+"""
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import preprocess
+from ..errors import EdgemtlError
+from ..progress import Progress
+
+log = logging.getLogger("edgemtl")
+
+MISSING = -1  # class index / multi-hot value of a missing label; regression uses NaN
+BadInput = preprocess.BadInput  # what decode and prepare raise for a raw value that cannot become model input
+
+
+def is_missing(value) -> bool:
+    """An empty cell: None, NaN or a blank string (a CSV's empty field)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+# --- modalities ------------------------------------------------------------------------------------------------------
+class ModalityKind:
+    """One input modality: its model input (dtype, shape), how a raw value becomes that input, its manifest entry."""
+
+    name: str = ""
+    dtype: str = "float32"  # the model input's dtype: what a device feeds
+    default_encoder: str = ""  # the encoder type a recipe gets when it names none
+    media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
+    json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
+
+    # -- TF-free half ---------------------------------------------------------------------------------------------
+    def input_shape(self, spec) -> tuple:
+        """The model input's shape without the batch dimension."""
+        raise NotImplementedError
+
+    def columns(self, spec) -> tuple:
+        """The manifest columns this input reads."""
+        return (spec.column,)
+
+    def column_key(self, spec) -> str:
+        """The recipe key naming those columns (for messages: `inputs[0].column`)."""
+        return "column"
+
+    def preprocess_entry(self, spec) -> dict:
+        """The manifest's preprocess block: everything the runtime needs to turn a raw value into model input.
+        Training decodes through the same block, so both sides share one implementation."""
+        raise NotImplementedError
+
+    def manifest_entry(self, spec, dtype: str | None = None, shape=None) -> dict:
+        """A bundle manifest's input entry. dtype / shape (no batch dimension): the exported signature's, where the
+        caller has it; they equal the kind's own."""
+        shape = self.input_shape(spec) if shape is None else shape
+        return {"name": spec.name, "modality": self.name, "dtype": dtype or self.dtype,
+                "shape": [None, *[None if d is None else int(d) for d in shape]],
+                "column": getattr(spec, "column", None), "preprocess": self.preprocess_entry(spec)}
+
+    def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
+        """Training: (array for every row of `table`, {row index: problem}) for this input's column(s)."""
+        raise NotImplementedError
+
+    def runtime_resources(self, entry: dict, bundle_dir: Path) -> dict:
+        """What prepare needs beyond the entry, loaded once per bundle (text: its tokenizer)."""
+        return {}
+
+    def prepare(self, entry: dict, value, rate=None, **resources) -> np.ndarray:
+        """Runtime: one raw value -> the model's array for this input (no batch dimension), in the entry's dtype.
+        resources: runtime_resources(entry, ...). A value that cannot become input: EdgemtlError naming the input."""
+        try:
+            array = self._prepare(entry, value, rate, **resources)
+        except BadInput as e:
+            raise EdgemtlError(f"input '{entry['name']}': {e}") from None
+        return array.astype(np.dtype(entry["dtype"]), copy=False)
+
+    def _prepare(self, entry: dict, value, rate, **resources) -> np.ndarray:
+        raise NotImplementedError
+
+    def cli_value(self, name: str, text: str):
+        """Input `name`'s value given on the command line (`predict --name VALUE`): JSON numbers where json_value,
+        else the text (a path or a string)."""
+        if not self.json_value:
+            return text
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise EdgemtlError(f"input '{name}': give numbers as JSON, e.g. '[1.5, 2]'") from None
+
+    def manifest_cell(self, name: str, text: str, base: Path):
+        """Input `name`'s value in a predictions manifest's cell: media paths resolve against the manifest's folder."""
+        if self.json_value:
+            return self.cli_value(name, text)
+        return str(base / text) if self.media else text
+
+    def float_parts(self, spec) -> tuple:
+        """Layer names an int8 export keeps in float first (the audio front-end); none for most modalities."""
+        return ()
+
+    def problems(self, spec, where: str) -> list[str]:
+        """Recipe-level problems of this input that the schema cannot express."""
+        return []
+
+    # -- TF half ----------------------------------------------------------------------------------------------------
+    def encoders(self) -> dict:
+        """Encoder type -> builder fn(x, encoder_spec, prefix, ctx) for this modality."""
+        raise NotImplementedError
+
+    def augmenter(self, spec):
+        """A fn(batch) -> batch applied to training batches, or None (no augmentation for this input)."""
+
+    def mix(self, v, other, w):
+        """Mixup: each row of `v` blended with its partner row `other` with weight `w` (broadcast per row). Numbers mix
+        linearly and keep their dtype."""
+        from ..tfk import tf
+
+        return tf.cast(w * tf.cast(v, tf.float32) + (1 - w) * tf.cast(other, tf.float32), v.dtype)
+
+
+def decode_files(spec, table, shape: tuple, dtype, load) -> tuple[np.ndarray, dict]:
+    """Decode a column of media file paths in threads: load(path) -> array, BadInput -> a problem for that row."""
+    paths = table.columns[spec.column]
+    out = np.zeros((len(paths), *shape), dtype=dtype)
+    bad = {}
+
+    def work(i):
+        p = paths[i]
+        if is_missing(p):
+            bad[i] = f"column '{spec.column}' is empty (no {spec.type} file)"
+            return
+        try:
+            out[i] = load(table.base / p)
+        except BadInput as e:
+            bad[i] = str(e)
+
+    bar = Progress(len(paths), f"decode {spec.name}")
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        for _ in pool.map(work, range(len(paths))):
+            bar.update()
+    bar.close()
+    return out, bad
+
+
+def as_number_array(value, shape: tuple, what: str) -> np.ndarray:
+    """A runtime value that must be finite numbers of one shape -> float32 array; BadInput says what was expected."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise BadInput(f"expected {what}, got {type(value).__name__} that is not numbers") from None
+    if array.shape != tuple(shape):
+        raise BadInput(f"array has shape {list(array.shape)}; expected {what}")
+    if not np.isfinite(array).all():
+        raise BadInput("contains NaN or infinite values")
+    return array
+
+
+# --- tasks -----------------------------------------------------------------------------------------------------------
+class TaskKind:
+    """One task type: labels, the head's output and how it is decided, scored, answered and compared.
+
+    score() returns the raw metrics (shown in tables) plus "score", the normalised score: higher is better and
+    comparable across task kinds, the only value a mean, monitor or comparison may use, and "n", the rows scored.
+    """
+
+    name: str = ""
+    decode_rule: str = ""  # how a device turns the output into an answer (the manifest's "decode")
+    metric_names: tuple = ()  # the raw metrics score() reports, in the order tables show them
+    primary_metric: str = ""  # the raw metric a table shows for the task (and the parity gate reports)
+    lower_is_better_metrics: tuple = ()
+    has_classes: bool = True  # labels are named classes (labels.json "classes", the manifest's "labels")
+    supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
+    activation: str | None = None  # the output layer's activation over the head's logits
+
+    # -- labels ---------------------------------------------------------------------------------------------------
+    def learn_labels(self, spec, values: list) -> dict:
+        """What a task's labels are (labels.json entry), learned from training values only."""
+        raise NotImplementedError
+
+    def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
+        """Raw values -> training targets; missing or unseen labels become MISSING (NaN for regression): masked."""
+        raise NotImplementedError
+
+    def n_outputs(self, label_info: Mapping) -> int:
+        raise NotImplementedError
+
+    def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
+        """Problems of the learned labels that make the task untrainable (too few classes)."""
+        return []
+
+    def covering_rows(self, y: np.ndarray) -> list[int]:
+        """Row indices that together show every class of encoded labels `y` once (int8 calibration coverage)."""
+        return []
+
+    # -- outputs --------------------------------------------------------------------------------------------------
+    def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Model output -> class index (multiclass/binary), label matrix (multilabel) or value (regression)."""
+        raise NotImplementedError
+
+    def score(self, y_true: np.ndarray, output: np.ndarray, threshold: float = 0.5, std: float = 1.0) -> dict:
+        """Raw metrics over the rows that have a label, "score" (normalised) and "n"."""
+        raise NotImplementedError
+
+    def normalised(self, metrics: Mapping, std: float = 1.0) -> float:
+        """The normalised score (higher is better, comparable across kinds) from this kind's raw metrics."""
+        raise NotImplementedError
+
+    def lower_is_better(self, metric: str) -> bool:
+        return metric == "loss" or metric in self.lower_is_better_metrics
+
+    def format_primary(self, metrics: Mapping) -> str:
+        """The primary raw metric as a table cell."""
+        value = metrics.get(self.primary_metric)
+        return "" if value is None else f"{value:.4f}"
+
+    def output_entry(self, spec, label_info: Mapping) -> dict:
+        """A bundle manifest's output entry: what the runtime needs to answer."""
+        entry = {"task": spec.name, "type": self.name, "decode": self.decode_rule}
+        if self.has_classes:
+            entry["labels"] = list(label_info["classes"])
+        return entry
+
+    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
+        """One row's output -> the runtime's answer with label names."""
+        raise NotImplementedError
+
+    # -- parity ---------------------------------------------------------------------------------------------------
+    def float_diff(self, ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+        """Per-value difference a float artifact is judged by (against FLOAT_ATOL): absolute for probabilities."""
+        return np.abs(got - ref)
+
+    def agreement(self, ref: np.ndarray, got: np.ndarray, threshold: float = 0.5) -> float:
+        """Share of decisions an artifact takes as the reference model does."""
+        return float(np.mean(self.decide(ref, threshold) == self.decide(got, threshold)))
+
+    # -- TF half --------------------------------------------------------------------------------------------------
+    def head(self, x, spec, label_info: Mapping, match=None):
+        """The task's output tensor (named spec.name) from the shared vector x; `match`: LabelNameMatch logits."""
+        raise NotImplementedError
+
+    def loss(self, spec, label_info: Mapping):
+        """fn(y_true, y_pred) -> scalar loss over the rows that have a label."""
+        raise NotImplementedError
+
+    def soft_loss(self, spec, label_info: Mapping, temperature: float):
+        """Distillation: fn(teacher_output, student_output) -> scalar, over every row (labelled or not)."""
+        raise NotImplementedError
+
+
+def masked_mean(per_row, mask):
+    """TF: mean of per_row over the rows where mask holds (0 when none does)."""
+    from ..tfk import tf
+
+    mask = tf.cast(mask, per_row.dtype)
+    return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+DISTILL_EPS = 1e-7
+
+
+def probability_logits(p, softmax: bool):
+    """TF: heads output probabilities; recover logits (up to a per-row constant for softmax, which a temperature
+    leaves alone)."""
+    from ..tfk import tf
+
+    if softmax:
+        return tf.math.log(tf.maximum(p, DISTILL_EPS))
+    p = tf.clip_by_value(p, DISTILL_EPS, 1 - DISTILL_EPS)
+    return tf.math.log(p) - tf.math.log(1 - p)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in y_true or y_pred."""
+    classes = np.union1d(y_true, y_pred)
+    if len(classes) == 0:
+        return float("nan")
+    f1s = []
+    for c in classes:
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1s))
+
+
+def as_label(value) -> str:
+    """A label cell as its class name: 3.0 and "3" are the same class."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sorted_classes(classes: set) -> list[str]:
+    """Numeric class names in numeric order ("2" before "10"), others alphabetically."""
+    try:
+        return sorted(classes, key=float)
+    except ValueError:
+        return sorted(classes)
+
+
+class ClassTaskKind(TaskKind):
+    """Shared by the class tasks: accuracy and macro-F1 (normalised score: accuracy), class-name labels."""
+
+    metric_names = ("accuracy", "macro_f1")
+    primary_metric = "accuracy"
+    min_classes = 2
+
+    def learn_labels(self, spec, values: list) -> dict:
+        present = [v for v in values if not is_missing(v)]
+        return {"type": self.name, "classes": sorted_classes({as_label(v) for v in present})}
+
+    def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
+        index = {c: i for i, c in enumerate(label_info["classes"])}
+        codes = np.array([index.get(as_label(v), MISSING) if not is_missing(v) else MISSING for v in values])
+        return codes.astype(self.label_dtype)
+
+    label_dtype = np.int32
+
+    def n_outputs(self, label_info: Mapping) -> int:
+        return len(label_info["classes"])
+
+    def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
+        n = len(label_info.get("classes", []))
+        if n < self.min_classes:
+            return [(f"{where}: column '{spec.column}' has {n} class(es) in the training split; "
+                     f"a classification task needs at least {self.min_classes}")]
+        return []
+
+    def covering_rows(self, y: np.ndarray) -> list[int]:
+        return [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
+
+    def score(self, y_true: np.ndarray, output: np.ndarray, threshold: float = 0.5, std: float = 1.0) -> dict:
+        pred = self.decide(output, threshold)
+        valid = y_true >= 0
+        t, p = y_true[valid].astype(np.int64), pred[valid]
+        acc = float(np.mean(t == p)) if valid.any() else float("nan")
+        metrics = {"accuracy": acc, "macro_f1": macro_f1(t, p) if valid.any() else float("nan")}
+        return {**metrics, "score": self.normalised(metrics), "n": int(valid.sum())}
+
+    def normalised(self, metrics: Mapping, std: float = 1.0) -> float:
+        return metrics["accuracy"]
+
+    # -- label-name match (multiclass, multilabel) ------------------------------------------------------------------
+    def match_tables(self, class_names: list, tokenizer) -> tuple[list, list]:
+        """(token ids of each distinct class-name word's forms, word indices of each class): the LabelNameMatch
+        tables. A word's forms are itself and its plural or singular by a trailing s / es, where the vocabulary
+        has them."""
+        names = [preprocess.split_words(c, tokenizer.lowercase) for c in class_names]
+        words, forms = [], []
+        for word in sorted({w for name in names for w in name}):
+            ids = sorted({tokenizer.index[f] for f in _word_forms(word) if tokenizer.index.get(f, 0) > 1})  # no pad/unk
+            if ids:
+                words.append(word)
+                forms.append(ids)
+        return forms, [[words.index(w) if w in words else -1 for w in name] for name in names]
+
+    def label_match(self, tokens, spec, label_info: Mapping, tokenizer, where: str):
+        """TF: LabelNameMatch logits of the task's classes over `tokens` (its match_labels text input's ids)."""
+        from ..models.layers import LabelNameMatch
+
+        words, classes = self.match_tables(label_info["classes"], tokenizer)
+        if not words:  # a warning, not an error: `check` learns its vocabulary from a few rows only
+            log.warning(f"{where}: no word of the class names (e.g. '{label_info['classes'][0]}') is among the "
+                        f"{len(tokenizer.vocab) - 2:,} words learned from the training rows; this head matches nothing")
+        return LabelNameMatch(words, classes, name=f"{spec.name}_label_match")(tokens)
+
+    def head(self, x, spec, label_info: Mapping, match=None):
+        from ..tfk import keras
+
+        layers = keras.layers
+        if match is None:
+            return layers.Dense(self.n_outputs(label_info), activation=self.activation, name=spec.name)(x)
+        logits = layers.Dense(self.n_outputs(label_info), name=f"{spec.name}_logits")(x)
+        logits = layers.Add(name=f"{spec.name}_logits_matched")([logits, match])
+        return layers.Activation(self.activation, name=spec.name)(logits)
+
+
+def _word_forms(word: str) -> set:
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
+
+
+class SigmoidTaskKind(ClassTaskKind):
+    """Binary and multilabel: one sigmoid per label, binary cross-entropy, thresholded decisions."""
+
+    activation = "sigmoid"
+    decode_rule = "threshold"
+
+    def output_entry(self, spec, label_info: Mapping) -> dict:
+        return {**super().output_entry(spec, label_info), "threshold": spec.threshold}
+
+    def loss(self, spec, label_info: Mapping):
+        from ..tfk import tf
+
+        def binary(y, p):
+            y = tf.reshape(tf.cast(y, tf.float32), tf.shape(p))
+            eps = 1e-7
+            p = tf.clip_by_value(p, eps, 1 - eps)
+            bce = -(tf.maximum(y, 0.0) * tf.math.log(p) + (1 - tf.maximum(y, 0.0)) * tf.math.log(1 - p))
+            return masked_mean(tf.reshape(bce, [-1]), tf.reshape(y >= 0, [-1]))
+        return binary
+
+    def soft_loss(self, spec, label_info: Mapping, temperature: float):
+        """Per-label binary cross-entropy to the temperature-softened teacher probabilities, times T^2."""
+        from ..tfk import tf
+
+        t2 = temperature ** 2
+
+        def binary(t, s):
+            target = tf.sigmoid(probability_logits(t, softmax=False) / temperature)
+            z = probability_logits(s, softmax=False) / temperature
+            return t2 * tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=z))
+        return binary
+
+
+# --- means -----------------------------------------------------------------------------------------------------------
+def finite(value) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(float(value))
+
+
+def mean_score(per_task: Mapping[str, Any]) -> tuple[float | None, str]:
+    """Mean of the tasks' NORMALISED scores: (value, note). per_task: {task: its metrics (a score() result) or None}.
+
+    A task without a finite "score" (no scorable row, not measured) is left out and named in the note; the value is
+    None when no task is left. A raw number in place of a task's metrics is refused: a mean never mixes raw metrics
+    (an MAE beside accuracies) -- pass score() results. Keys that are not tasks ("mean_score") are ignored.
+    """
+    scores, left_out = [], []
+    for task, metrics in per_task.items():
+        if task == "mean_score":
+            continue
+        if metrics is not None and not isinstance(metrics, Mapping):
+            raise TypeError(f"mean_score: task '{task}' has {metrics!r}, not its metrics; a mean averages normalised "
+                            f"scores only (pass the task kind's score() result)")
+        value = None if metrics is None else metrics.get("score")
+        if finite(value):
+            scores.append(float(value))
+        else:
+            left_out.append(task)
+    value = float(np.mean(scores)) if scores else None
+    note = f"left out (no score): {', '.join(left_out)}" if left_out else ""
+    return value, note

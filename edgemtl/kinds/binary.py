@@ -1,0 +1,30 @@
+"""Binary task: two classes, one sigmoid output (the second class's probability), thresholded."""
+from collections.abc import Mapping
+
+import numpy as np
+
+from .base import SigmoidTaskKind
+
+
+class BinaryKind(SigmoidTaskKind):
+    name = "binary"
+    label_dtype = np.float32  # a sigmoid target
+
+    def n_outputs(self, label_info: Mapping) -> int:
+        return 1
+
+    def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
+        classes = label_info.get("classes", [])
+        if len(classes) != 2:
+            return [(f"{where}: a binary task needs exactly 2 classes in the training split, column '{spec.column}' "
+                     f"has {len(classes)}: {', '.join(classes[:5])}")]
+        return []
+
+    def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        return (np.asarray(output).reshape(-1) >= threshold).astype(np.int64)
+
+    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
+        labels, p = entry["labels"], float(np.asarray(output, dtype=np.float64).reshape(-1)[0])
+        positive = p >= entry["threshold"]
+        return {"label": labels[1 if positive else 0], "score": p if positive else 1.0 - p,
+                "scores": {str(labels[0]): 1.0 - p, str(labels[1]): p}}

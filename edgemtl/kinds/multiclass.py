@@ -1,0 +1,47 @@
+"""Multiclass task: one class per row; softmax head, argmax decision, accuracy as the normalised score."""
+from collections.abc import Mapping
+
+import numpy as np
+
+from .base import ClassTaskKind, masked_mean, probability_logits
+
+
+class MulticlassKind(ClassTaskKind):
+    name = "multiclass"
+    decode_rule = "argmax"
+    activation = "softmax"
+    supports_label_match = True
+
+    def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        return np.asarray(output).argmax(axis=-1)
+
+    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
+        out = np.asarray(output, dtype=np.float64).reshape(-1)
+        labels, best = entry["labels"], int(out.argmax())
+        return {"label": labels[best], "score": float(out[best]),
+                "scores": {str(label): float(p) for label, p in zip(labels, out)}}
+
+    # -- TF half --------------------------------------------------------------------------------------------------
+    def loss(self, spec, label_info: Mapping):
+        from ..tfk import keras, tf
+
+        n = self.n_outputs(label_info)
+        cce = keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing,
+                                                   reduction=keras.losses.Reduction.NONE)
+
+        def multiclass(y, p):
+            y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+            return masked_mean(cce(tf.one_hot(tf.maximum(y, 0), n), p), y >= 0)
+        return multiclass
+
+    def soft_loss(self, spec, label_info: Mapping, temperature: float):
+        """KL(teacher || student) of the temperature-softened distributions, times T^2 (Hinton et al. 2015)."""
+        from ..tfk import tf
+
+        t2 = temperature ** 2
+
+        def multiclass(t, s):
+            log_t = tf.nn.log_softmax(probability_logits(t, softmax=True) / temperature)
+            log_s = tf.nn.log_softmax(probability_logits(s, softmax=True) / temperature)
+            return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
+        return multiclass

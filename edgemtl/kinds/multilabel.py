@@ -1,0 +1,50 @@
+"""Multilabel task: any set of classes per row ("a|b" in one cell); one sigmoid per class, thresholded."""
+from collections.abc import Mapping
+
+import numpy as np
+
+from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1
+
+
+class MultilabelKind(SigmoidTaskKind):
+    name = "multilabel"
+    supports_label_match = True
+
+    def learn_labels(self, spec, values: list) -> dict:
+        present = [v for v in values if not is_missing(v)]
+        return {"type": self.name,
+                "classes": sorted({c.strip() for v in present for c in str(v).split(spec.separator) if c.strip()})}
+
+    def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
+        index = {c: i for i, c in enumerate(label_info["classes"])}
+        out = np.zeros((len(values), len(index)), dtype=np.float32)
+        for r, v in enumerate(values):
+            if is_missing(v):
+                out[r] = MISSING
+                continue
+            for c in str(v).split(separator):
+                if c.strip() in index:
+                    out[r, index[c.strip()]] = 1.0
+        return out
+
+    def covering_rows(self, y: np.ndarray) -> list[int]:
+        return [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
+
+    def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        return (np.asarray(output) >= threshold).astype(np.int64)
+
+    def score(self, y_true: np.ndarray, output: np.ndarray, threshold: float = 0.5, std: float = 1.0) -> dict:
+        """accuracy: per label and row; macro_f1: the mean over labels of each label's macro-F1."""
+        pred = self.decide(output, threshold)
+        valid = y_true[:, 0] >= 0
+        t, p = y_true[valid].astype(np.int64), pred[valid]
+        acc = float(np.mean(t == p)) if valid.any() else float("nan")
+        f1 = float(np.mean([macro_f1(t[:, j], p[:, j]) for j in range(t.shape[1])])) if valid.any() else float("nan")
+        metrics = {"accuracy": acc, "macro_f1": f1}
+        return {**metrics, "score": self.normalised(metrics), "n": int(valid.sum())}
+
+    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
+        out = np.asarray(output, dtype=np.float64).reshape(-1)
+        labels = entry["labels"]
+        return {"labels": [label for label, p in zip(labels, out) if p >= entry["threshold"]],
+                "scores": {str(label): float(p) for label, p in zip(labels, out)}}

@@ -1,0 +1,69 @@
+"""Text input: int32 token ids [max_length] from a word vocabulary learned on the training split."""
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgemtlError
+from ..preprocess import Tokenizer
+from .base import BadInput, ModalityKind, is_missing
+
+
+class TextKind(ModalityKind):
+    name = "text"
+    dtype = "int32"
+    default_encoder = "conv1d"
+
+    def input_shape(self, spec) -> tuple:
+        return (spec.max_length,)
+
+    def vocab_file(self, spec) -> str:
+        """The vocabulary's file name, in RUN/preprocess/ and in a bundle."""
+        return f"vocab_{spec.name}.txt"
+
+    def preprocess_entry(self, spec) -> dict:
+        return {"vocab": self.vocab_file(spec), "max_length": spec.max_length, "lowercase": spec.lowercase}
+
+    def fit_tokenizer(self, spec, texts) -> Tokenizer:
+        """The vocabulary from the training split's texts."""
+        return Tokenizer.fit(texts, spec.vocab_size, spec.lowercase)
+
+    def load_tokenizer(self, spec, folder: Path) -> Tokenizer:
+        return Tokenizer.load(Path(folder) / self.vocab_file(spec), spec.lowercase)
+
+    @staticmethod
+    def encode(pre: dict, tokenizer: Tokenizer, text: str) -> np.ndarray:
+        """The one text encoder: a string -> int32 ids [max_length] (training and runtime)."""
+        return tokenizer.encode(text, pre["max_length"])
+
+    def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
+        texts = table.columns[spec.column]
+        if not texts:
+            return np.zeros((0, spec.max_length), np.int32), {}
+        pre = self.preprocess_entry(spec)
+        return np.stack([self.encode(pre, tokenizer, "" if is_missing(t) else t) for t in texts]), {}
+
+    def runtime_resources(self, entry: dict, bundle_dir: Path) -> dict:
+        pre = entry["preprocess"]
+        vocab = Path(bundle_dir) / pre["vocab"]
+        if not vocab.exists():
+            raise EdgemtlError(f"{bundle_dir}: vocabulary '{pre['vocab']}' of input '{entry['name']}' is missing")
+        return {"tokenizer": Tokenizer.load(vocab, pre["lowercase"])}
+
+    def _prepare(self, entry: dict, value, rate, tokenizer=None, **resources) -> np.ndarray:
+        if not isinstance(value, str):
+            raise BadInput(f"expected a string, got {type(value).__name__}")
+        if not value.strip():
+            raise BadInput("empty text")
+        return self.encode(entry["preprocess"], tokenizer, value)
+
+    # -- TF half --------------------------------------------------------------------------------------------------
+    def encoders(self) -> dict:
+        from ..models.encoders import text
+
+        return text.ENCODERS
+
+    def mix(self, v, other, w):
+        """Token ids cannot mix: a row keeps the tokens of its larger share."""
+        from ..tfk import tf
+
+        return tf.where(w >= 0.5, v, other)
