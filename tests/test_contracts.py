@@ -112,6 +112,8 @@ BAD = [  # (manifest, edit, words the message must hold besides the file path)
     (AV_INT8IO, _set("inputs.1.shape", [None, 0, 0, 1]), ["inputs[1].shape", "positive"]),
     (AV_INT8IO, _set("inputs.1.shape", [None, None, 28, 1]), ["inputs[1].shape[1]", "only the batch"]),
     (AV_INT8IO, _set("inputs.1.preprocess.size", [0, 0]), ["inputs[1].preprocess.size[0]", "positive"]),
+    (AV_INT8IO, _set("inputs.1.preprocess.size", [32, 32]), ["inputs[1].shape", "does not match its preprocess"]),
+    (AV_INT8IO, _set("inputs.0.preprocess.clip_samples", 16000), ["inputs[0].shape", "[16000]"]),
     (AV_INT8IO, _set("inputs.1.preprocess.size", [28]), ["inputs[1].preprocess.size", "expected 2 items"]),
     (AV_INT8IO, _set("inputs.0.preprocess", DELETE), ["inputs[0]", "missing required key 'preprocess'"]),
     (AV_INT8IO, _set("inputs.0.preprocess.clip_samples", "8000"), ["inputs[0].preprocess.clip_samples"]),
@@ -185,6 +187,20 @@ def test_a_symlink_out_of_the_bundle_is_refused(tmp_path):
     assert BundleManifest.read(folder2).model_path == folder2 / "model.tflite"
     with pytest.raises(EdgemtlError, match="'..'"):
         BundleManifest.read(folder2).path_of("../x")
+
+
+def test_named_files_must_be_present_files(tmp_path):
+    folder = _bundle(tmp_path, FASHION.read_text(), files=("model.onnx",))
+    manifest = BundleManifest.read(folder)
+    with pytest.raises(EdgemtlError, match=r"'vocab_title.txt' named by manifest.json \(inputs\[1\].preprocess.vocab\) "
+                                           r"is missing"):
+        manifest.require_files()
+    (folder / "vocab_title.txt").mkdir()
+    with pytest.raises(EdgemtlError, match="is a folder, not a file"):
+        manifest.require_files()
+    (folder / "vocab_title.txt").rmdir()
+    (folder / "vocab_title.txt").write_text("a\n")
+    manifest.require_files()
 
 
 def test_fewer_labels_than_outputs():

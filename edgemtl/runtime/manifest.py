@@ -129,6 +129,9 @@ class ImagePreprocess:
 
     FIELDS = {"size": _list_of(_positive, length=2), "channels": _positive}
 
+    def sample_shape(self) -> tuple:
+        return (*self.size, self.channels)
+
 
 @dataclass(frozen=True)
 class TextPreprocess:
@@ -138,6 +141,9 @@ class TextPreprocess:
 
     FIELDS = {"vocab": _name, "max_length": _positive, "lowercase": _boolean}
 
+    def sample_shape(self) -> tuple:
+        return (self.max_length,)
+
 
 @dataclass(frozen=True)
 class AudioPreprocess:
@@ -146,12 +152,18 @@ class AudioPreprocess:
 
     FIELDS = {"sample_rate": _positive, "clip_samples": _positive}
 
+    def sample_shape(self) -> tuple:
+        return (self.clip_samples,)
+
 
 @dataclass(frozen=True)
 class NumericPreprocess:
     columns: tuple[str, ...]
 
     FIELDS = {"columns": _list_of(_name, min_len=1)}
+
+    def sample_shape(self) -> tuple:
+        return (len(self.columns),)
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,9 @@ class SequencePreprocess:
     channels: int
 
     FIELDS = {"length": _positive, "channels": _positive}
+
+    def sample_shape(self) -> tuple:
+        return (self.length, self.channels)
 
 
 # modality -> how its raw input becomes the model's array (one class per modality; kinds may register more)
@@ -214,6 +229,9 @@ class InputEntry:
         entry = cls(name=f.get("name", _name), modality=modality, dtype=f.get("dtype", _choice(DTYPES, "dtype")),
                     shape=f.get("shape", _shape), column=f.get("column", _string, required=False),
                     preprocess=_read_preprocess(f, modality))
+        if entry.sample_shape != entry.preprocess.sample_shape():
+            f.fail(f"{list(entry.shape)} does not match its preprocess (one sample is "
+                   f"{list(entry.preprocess.sample_shape())})", "shape")
         f.done()
         return entry
 
@@ -438,6 +456,14 @@ class BundleManifest:
     def file_names(self) -> tuple[str, ...]:
         """Every file of the bundle the manifest names (model file first)."""
         return tuple(name for _, name in self._named_files())
+
+    def require_files(self) -> None:
+        """Every named file is present and a file (not a folder): what a runtime checks before opening anything."""
+        for where, name in self._named_files():
+            path = self.path_of(name)
+            if not path.is_file():
+                state = "is a folder, not a file" if path.is_dir() else "is missing"
+                raise EdgemtlError(f"{self.bundle_dir}: '{name}' named by {MANIFEST_FILE} ({where}) {state}")
 
     def check_output_widths(self, widths: Mapping[str, int]) -> None:
         """Compare with the model file's output widths (numbers per sample): fewer labels than outputs is an error."""
