@@ -5,7 +5,8 @@ Strict JSON: a value that is not a finite number is written as null, and `null_r
 A truncated or corrupt file is an EdgemtlError naming it, never a traceback. TF-free.
 """
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import jsonio
 from .errors import EdgemtlError

@@ -3,9 +3,10 @@ convert(job: ConversionJob) -> bytes of the model file. TensorFlow, tf2onnx and 
 them, so the table (export/formats.py) loads without any of them."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)

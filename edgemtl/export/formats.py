@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..artifacts import ArtifactId, check_model_name
 from ..errors import EdgemtlError

@@ -8,10 +8,11 @@ runtime refuses manifests newer than it reads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, ClassVar
 
 from .. import jsonio
 from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
@@ -47,7 +48,7 @@ class _Fields:
             return default
         return check(self, key, self.data[key])
 
-    def sub(self, key: str, value) -> "_Fields":
+    def sub(self, key: str, value) -> _Fields:
         return _Fields(value, f"{self.where}.{key}" if self.where else key, self.file)
 
     def done(self):
@@ -127,7 +128,7 @@ class ImagePreprocess:
     size: tuple[int, int]  # (height, width) the image is resized to
     channels: int
 
-    FIELDS = {"size": _list_of(_positive, length=2), "channels": _positive}
+    FIELDS: ClassVar[dict] = {"size": _list_of(_positive, length=2), "channels": _positive}
 
     def sample_shape(self) -> tuple:
         return (*self.size, self.channels)
@@ -139,7 +140,7 @@ class TextPreprocess:
     max_length: int
     lowercase: bool
 
-    FIELDS = {"vocab": _name, "max_length": _positive, "lowercase": _boolean}
+    FIELDS: ClassVar[dict] = {"vocab": _name, "max_length": _positive, "lowercase": _boolean}
 
     def sample_shape(self) -> tuple:
         return (self.max_length,)
@@ -150,7 +151,7 @@ class AudioPreprocess:
     sample_rate: int
     clip_samples: int
 
-    FIELDS = {"sample_rate": _positive, "clip_samples": _positive}
+    FIELDS: ClassVar[dict] = {"sample_rate": _positive, "clip_samples": _positive}
 
     def sample_shape(self) -> tuple:
         return (self.clip_samples,)
@@ -160,7 +161,7 @@ class AudioPreprocess:
 class NumericPreprocess:
     columns: tuple[str, ...]
 
-    FIELDS = {"columns": _list_of(_name, min_len=1)}
+    FIELDS: ClassVar[dict] = {"columns": _list_of(_name, min_len=1)}
 
     def sample_shape(self) -> tuple:
         return (len(self.columns),)
@@ -171,7 +172,7 @@ class SequencePreprocess:
     length: int
     channels: int
 
-    FIELDS = {"length": _positive, "channels": _positive}
+    FIELDS: ClassVar[dict] = {"length": _positive, "channels": _positive}
 
     def sample_shape(self) -> tuple:
         return (self.length, self.channels)
@@ -224,7 +225,7 @@ class InputEntry:
         return (self.preprocess.vocab,) if isinstance(self.preprocess, TextPreprocess) else ()
 
     @classmethod
-    def read(cls, f: _Fields) -> "InputEntry":
+    def read(cls, f: _Fields) -> InputEntry:
         modality = f.get("modality", _choice(MODALITIES, "modality"))
         entry = cls(name=f.get("name", _name), modality=modality, dtype=f.get("dtype", _choice(DTYPES, "dtype")),
                     shape=f.get("shape", _shape), column=f.get("column", _string, required=False),
@@ -250,7 +251,7 @@ class OutputEntry:
     threshold: float | None = None  # binary and multilabel
 
     @classmethod
-    def read(cls, f: _Fields) -> "OutputEntry":
+    def read(cls, f: _Fields) -> OutputEntry:
         kind = f.get("type", _choice(TASK_TYPES, "task type"))
         entry = cls(task=f.get("task", _name), type=kind, decode=f.get("decode", _choice(sorted(set(DECODE.values())),
                                                                                          "decode")),
@@ -289,7 +290,7 @@ class QuantParams:
     zero_point: int
 
     @classmethod
-    def read(cls, f: _Fields) -> "QuantParams":
+    def read(cls, f: _Fields) -> QuantParams:
         q = cls(f.get("dtype", _choice(DTYPES, "dtype")), f.get("scale", _number), f.get("zero_point", _integer))
         f.done()
         return q
@@ -303,7 +304,7 @@ class Quantization:
     io: Mapping[str, QuantParams] | None = None  # TFLite int8io: each input's and output's integer parameters
 
     @classmethod
-    def read(cls, f: _Fields) -> "Quantization":
+    def read(cls, f: _Fields) -> Quantization:
         def io(f, key, v):
             sub = f.sub(key, v)
             sub.seen.update(v)
@@ -330,7 +331,7 @@ class ParitySummary:
     reason: str = ""
 
     @classmethod
-    def read(cls, f: _Fields) -> "ParitySummary":
+    def read(cls, f: _Fields) -> ParitySummary:
         p = cls(f.get("deployable", _boolean), f.get("reason", _string))
         f.done()
         return p
@@ -355,7 +356,7 @@ class BundleManifest:
 
     # --- reading ---
     @classmethod
-    def read(cls, bundle) -> "BundleManifest":
+    def read(cls, bundle) -> BundleManifest:
         """The manifest of a bundle folder (or of its manifest.json path)."""
         folder = Path(bundle)
         if folder.name == MANIFEST_FILE and folder.is_file():
@@ -370,7 +371,7 @@ class BundleManifest:
         return cls.from_json(folder / MANIFEST_FILE, folder)
 
     @classmethod
-    def from_json(cls, source: str | Path, bundle_dir: Path | None = None) -> "BundleManifest":
+    def from_json(cls, source: str | Path, bundle_dir: Path | None = None) -> BundleManifest:
         """source: a manifest.json path (Path) or its JSON text (str). bundle_dir: the folder its file names are
         resolved in (default: the file's folder); without one, names are checked but not resolved."""
         if isinstance(source, Path):
@@ -382,7 +383,7 @@ class BundleManifest:
         return cls.from_dict(data, bundle_dir, file)
 
     @classmethod
-    def from_dict(cls, data: Any, bundle_dir: Path | None = None, file: str = MANIFEST_FILE) -> "BundleManifest":
+    def from_dict(cls, data: Any, bundle_dir: Path | None = None, file: str = MANIFEST_FILE) -> BundleManifest:
         f = _Fields(data, "", file)
         version = f.get("schema_version", _integer)
         if version < 1:
@@ -391,16 +392,16 @@ class BundleManifest:
             f.fail(f"bundle schema version {version} is newer than this runtime reads ({SCHEMA_VERSION}); "
                    f"upgrade edgemtl", "schema_version")
         fmt = f.get("format", _choice(FORMATS, "format"))
-        values = dict(schema_version=version, edgemtl_version=f.get("edgemtl_version", _string),
-                      recipe=f.get("recipe", _string), recipe_hash=f.get("recipe_hash", _string),
-                      model=f.get("model", _name), format=fmt,
-                      precision=f.get("precision", _choice(FORMAT_PRECISIONS[fmt], f"{fmt} precision")),
-                      file=f.get("file", _name),
-                      inputs=f.get("inputs", _entries(InputEntry)), outputs=f.get("outputs", _entries(OutputEntry)),
-                      quantization=f.get("quantization", lambda f, k, v: Quantization.read(f.sub(k, v))),
-                      parity=f.get("parity", lambda f, k, v: ParitySummary.read(f.sub(k, v))))
+        manifest = cls(
+            schema_version=version, edgemtl_version=f.get("edgemtl_version", _string),
+            recipe=f.get("recipe", _string), recipe_hash=f.get("recipe_hash", _string), model=f.get("model", _name),
+            format=fmt, precision=f.get("precision", _choice(FORMAT_PRECISIONS[fmt], f"{fmt} precision")),
+            file=f.get("file", _name), inputs=f.get("inputs", _entries(InputEntry)),
+            outputs=f.get("outputs", _entries(OutputEntry)),
+            quantization=f.get("quantization", lambda f, k, v: Quantization.read(f.sub(k, v))),
+            parity=f.get("parity", lambda f, k, v: ParitySummary.read(f.sub(k, v))),
+            bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         f.done()
-        manifest = cls(**values, bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         manifest._check(f)
         return manifest
 
@@ -517,10 +518,10 @@ class TaskParity:
     max_abs_diff: float | None
     agreement: float | None  # share of rows decided alike
 
-    NUMBERS = ("max_abs_diff", "keras", "artifact", "drop", "agreement")
+    NUMBERS: ClassVar[tuple] = ("max_abs_diff", "keras", "artifact", "drop", "agreement")
 
     @classmethod
-    def read(cls, f: _Fields) -> "TaskParity":
+    def read(cls, f: _Fields) -> TaskParity:
         t = cls(metric=f.get("metric", _string), **{k: f.get(k, _optional_number) for k in cls.NUMBERS})
         f.done()
         return t
@@ -542,16 +543,16 @@ class ParityReport:
     null_reasons: Mapping[str, str] = field(default_factory=dict)  # dotted key -> why its value is null
 
     @classmethod
-    def read(cls, bundle_dir: Path) -> "ParityReport":
+    def read(cls, bundle_dir: Path) -> ParityReport:
         path = Path(bundle_dir) / PARITY_FILE
         return cls.from_dict(jsonio.read(path, "parity report"), str(path))
 
     @classmethod
-    def from_json(cls, text: str, where: str = PARITY_FILE) -> "ParityReport":
+    def from_json(cls, text: str, where: str = PARITY_FILE) -> ParityReport:
         return cls.from_dict(jsonio.loads(text, where), where)
 
     @classmethod
-    def from_dict(cls, data: Any, file: str = PARITY_FILE) -> "ParityReport":
+    def from_dict(cls, data: Any, file: str = PARITY_FILE) -> ParityReport:
         f = _Fields(data, "", file)
 
         def tasks(f, key, v):
