@@ -77,11 +77,22 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 
+def _did_you_mean(word, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unknown_format(name, where: str) -> str:
+    return f"{where}: unknown format '{name}' (one of {', '.join(FORMATS)}){_did_you_mean(name, FORMATS)}"
+
+
+def _unknown_precision(name, where: str) -> str:
+    return f"{where}: unknown precision '{name}' (one of {', '.join(PRECISIONS)}){_did_you_mean(name, PRECISIONS)}"
+
+
 def get_format(name: str, where: str = "format") -> Format:
     if name not in FORMATS:
-        close = difflib.get_close_matches(str(name), FORMATS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise EdgemtlError(f"{where}: unknown format '{name}' (one of {', '.join(FORMATS)}){hint}")
+        raise EdgemtlError(_unknown_format(name, where))
     return FORMATS[name]
 
 
@@ -94,17 +105,17 @@ def format_of_file(suffix: str) -> Format:
                        f"{', '.join(sorted({f.suffix for f in FORMATS.values()}))})")
 
 
-def plan(model: str, formats, precisions, where: str = "export") -> list[ArtifactId]:
-    """Every (format, precision) pair a format supports, as artifacts of `model`, in the order asked. Unknown names
-    are errors naming `where` (the recipe validates them first; this guards CLI flags)."""
-    check_model_name(model, f"{where}.model")
-    rows = [get_format(f, f"{where}.formats") for f in formats]
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), PRECISIONS, n=1)
-        raise EdgemtlError(f"{where}.precisions: unknown precision '{unknown[0]}' (one of {', '.join(PRECISIONS)})"
-                           + (f"; did you mean '{close[0]}'?" if close else ""))
-    return [ArtifactId(model, f.name, p) for f in rows for p in precisions if f.supports(p)]
+def plan(model: str, formats, precisions, where_formats: str = "--format",
+         where_precisions: str = "--precision") -> list[ArtifactId]:
+    """Every (format, precision) pair a format supports, as artifacts of `model`, in the order asked. Every unknown
+    name is one line of the EdgemtlError, naming where it came from (the recipe validates its own names first;
+    this guards CLI flags): `--format: unknown format 'tflit' (one of tflite, onnx, c) (did you mean 'tflite'?)`."""
+    check_model_name(model, "model")
+    problems = [_unknown_format(f, where_formats) for f in formats if f not in FORMATS]
+    problems += [_unknown_precision(p, where_precisions) for p in precisions if p not in PRECISIONS]
+    if problems:
+        raise EdgemtlError(*problems)
+    return [ArtifactId(model, f, p) for f in formats for p in precisions if FORMATS[f].supports(p)]
 
 
 def table() -> str:
