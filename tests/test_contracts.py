@@ -73,6 +73,7 @@ def test_typed_parts_carry_todays_keys():
 def test_read_accepts_the_folder_or_its_manifest(tmp_path):
     folder = _bundle(tmp_path, AV_INT8IO.read_text())
     assert BundleManifest.read(folder) == BundleManifest.read(folder / "manifest.json")
+    assert BundleManifest.from_json(str(folder / "manifest.json")) == BundleManifest.read(folder)
     assert BundleManifest.read(folder).bundle_dir == folder
 
 

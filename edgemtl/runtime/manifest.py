@@ -372,8 +372,11 @@ class BundleManifest:
 
     @classmethod
     def from_json(cls, source: str | Path, bundle_dir: Path | None = None) -> BundleManifest:
-        """source: a manifest.json path (Path) or its JSON text (str). bundle_dir: the folder its file names are
-        resolved in (default: the file's folder); without one, names are checked but not resolved."""
+        """source: a manifest.json path (a Path, or a str naming an existing file) or its JSON text (str).
+        bundle_dir: the folder its file names resolve in (default: the file's folder); without one, names are checked
+        but not resolved."""
+        if isinstance(source, str) and source.lstrip()[:1] not in ("{", "[", "") and Path(source).is_file():
+            source = Path(source)  # a path given as a string, not JSON text
         if isinstance(source, Path):
             bundle_dir = source.parent if bundle_dir is None else Path(bundle_dir)
             data, file = jsonio.read(source, "bundle manifest"), str(source)
