@@ -1,16 +1,31 @@
 """Run-directory layout and atomic writes: an interrupted stage never leaves a half file that looks done."""
 import json
+import logging
 import os
 import platform
 import shutil
 import tempfile
 from pathlib import Path
 
+from .artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from .errors import EdgemtlError
+
+log = logging.getLogger("edgemtl")
 
 
 class RunDir:
-    """Paths of one run directory (see README 'Run directory')."""
+    """Paths of one run directory (see README 'Run directory'): every file and folder of a run is named here, so
+    no other module spells a path literal.
+
+    RUN/recipe.yaml, env.json, report.md, compress.md, compress.json
+    RUN/preprocess/      labels.json, vocab_<input>.txt
+    RUN/models/<model>/  model.keras (model.h5: quantization-aware), saved_model/, metrics.json, history.jsonl,
+                         backup/ (while training), tensorboard/
+    RUN/exports/<model>-<format>-<precision>/   bundles (manifest.json, parity.json, model file, vocabularies)
+    RUN/exports/<model>-summary.json, RUN/exports/rejected/<artifact>/ (bundles that failed the gate)
+    RUN/cache/<digest>.tflite  int8 conversions shared by compress and export
+    RUN/bench/           results.json, report.md, report.html, pareto.png
+    """
 
     def __init__(self, root):
         self.root = Path(root)
@@ -32,17 +47,127 @@ class RunDir:
 
     def model_file(self, name: str) -> Path:
         """model.keras, or model.h5 for quantization-aware models (tfmot's wrappers do not round-trip .keras)."""
-        h5 = self.model_dir(name) / "model.h5"
-        return h5 if h5.exists() else self.model_dir(name) / "model.keras"
+        h5 = self.h5_file(name)
+        return h5 if h5.exists() else self.keras_file(name)
 
     @property
     def report(self) -> Path:
         return self.root / "report.md"
 
+    # --- preprocess/ ---
+    @property
+    def labels(self) -> Path:
+        """Label vocabularies and regression statistics learnt on the training split."""
+        return self.preprocess / "labels.json"
+
+    def vocab(self, input_name: str) -> Path:
+        """A text input's tokenizer vocabulary; a bundle carries it under the same file name."""
+        return self.preprocess / vocab_file_name(input_name)
+
+    # --- models/<model>/ ---
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def keras_file(self, name: str) -> Path:
+        return self.model_dir(name) / KERAS_FILE
+
+    def h5_file(self, name: str) -> Path:
+        return self.model_dir(name) / H5_FILE
+
+    def saved_model(self, name: str) -> Path:
+        return self.model_dir(name) / "saved_model"
+
+    def metrics_file(self, name: str) -> Path:
+        return self.model_dir(name) / "metrics.json"
+
+    def history(self, name: str) -> Path:
+        return self.model_dir(name) / "history.jsonl"
+
+    def backup(self, name: str) -> Path:
+        """Keras BackupAndRestore's folder: present while a training can be resumed."""
+        return self.model_dir(name) / "backup"
+
+    def tensorboard(self, name: str) -> Path:
+        return self.model_dir(name) / "tensorboard"
+
+    # --- exports/ ---
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    def bundle_dir(self, artifact: ArtifactId) -> Path:
+        return self.exports / artifact.name
+
+    def bundle_manifest(self, artifact: ArtifactId) -> Path:
+        return self.bundle_dir(artifact) / MANIFEST_FILE
+
+    def bundle_parity(self, artifact: ArtifactId) -> Path:
+        return self.bundle_dir(artifact) / PARITY_FILE
+
+    def bundles(self) -> list[ArtifactId]:
+        """The run's bundles, sorted: folders of exports/ named <model>-<format>-<precision> holding a manifest.
+        Names starting with '.' (a bundle being written, or left by a kill) and rejected/ are never bundles."""
+        return _bundles_in(self.exports)
+
+    @property
+    def rejected(self) -> Path:
+        """Bundles that failed the parity gate, kept apart so they never replace or pass for a deployable one."""
+        return self.exports / REJECTED_DIR
+
+    def rejected_dir(self, artifact: ArtifactId) -> Path:
+        return self.rejected / artifact.name
+
+    def rejected_bundles(self) -> list[ArtifactId]:
+        return _bundles_in(self.rejected)
+
+    def export_summary(self, model: str) -> Path:
+        """One row per artifact of the model's last export (deployable or not, with the reason)."""
+        return self.exports / f"{model}-summary.json"
+
+    # --- cache/ ---
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def cache_file(self, digest: str, suffix: str = ".tflite") -> Path:
+        """A converted model keyed by the digest of everything that made it."""
+        return self.cache / f"{digest}{suffix}"
+
+    # --- compress ---
+    @property
+    def compress_md(self) -> Path:
+        return self.root / "compress.md"
+
+    @property
+    def compress_json(self) -> Path:
+        return self.root / "compress.json"
+
+    # --- bench/ ---
+    @property
+    def bench_dir(self) -> Path:
+        return self.root / "bench"
+
+    @property
+    def bench_results(self) -> Path:
+        return self.bench_dir / "results.json"
+
+    @property
+    def bench_report(self) -> Path:
+        return self.bench_dir / "report.md"
+
+    @property
+    def bench_html(self) -> Path:
+        return self.bench_dir / "report.html"
+
+    @property
+    def pareto_png(self) -> Path:
+        return self.bench_dir / "pareto.png"
+
     def models(self) -> list[str]:
-        base = self.root / "models"
-        return sorted({p.parent.name for p in base.glob("*/model.*") if p.suffix in (".keras", ".h5")}) \
-            if base.exists() else []
+        base = self.models_dir
+        return sorted({p.parent.name for p in base.glob("*/model.*") if p.name in (KERAS_FILE, H5_FILE)
+                       and not p.parent.name.startswith(".")}) if base.exists() else []
 
     def require_model(self, name: str) -> Path:
         path = self.model_file(name)
@@ -60,6 +185,28 @@ class RunDir:
         if not self.recipe.exists():
             raise EdgemtlError(f"{self.root}: not a run directory (no recipe.yaml); train one with 'edgemtl train'")
         return self.recipe
+
+
+KERAS_FILE, H5_FILE = "model.keras", "model.h5"
+REJECTED_DIR = "rejected"
+
+
+def vocab_file_name(input_name: str) -> str:
+    return f"vocab_{input_name}.txt"
+
+
+def _bundles_in(folder: Path) -> list[ArtifactId]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.name == REJECTED_DIR or not path.is_dir():
+            continue
+        if not ArtifactId.is_artifact_name(path.name):
+            log.warning("%s: not a bundle name <model>-<format>-<precision>; ignored", path)
+        elif (path / MANIFEST_FILE).is_file():
+            found.append(ArtifactId.parse(path.name))
+    return sorted(found)
 
 
 def atomic_write_text(path, text: str) -> None:

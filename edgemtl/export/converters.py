@@ -1,0 +1,57 @@
+"""Converters named by the formats table: one function per format, all with the same signature,
+convert(job: ConversionJob) -> bytes of the model file. TensorFlow, tf2onnx and ONNX Runtime are imported inside
+them, so the table (export/formats.py) loads without any of them."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConversionJob:
+    model: Any  # the exported tf_keras model (export.signature.exported_model)
+    precision: str
+    workdir: Path  # scratch folder shared by one model's conversions (ONNX keeps its fp32 graph there)
+    samples: tuple = ()  # calibration input dicts, one row each (full-int8 and ONNX static int8)
+    keep_float: tuple[str, ...] = ()  # layer-name prefixes left in float
+    opset: int = 17  # ONNX opset (export.opset)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
+
+
+def tflite(job: ConversionJob) -> bytes:
+    """Full-int8 calibration can crash its process: the caller runs int8 precisions in a child (export/worker.py)."""
+    from .tflite import convert
+
+    return convert(job.model, job.precision, list(job.samples), job.keep_float)
+
+
+def onnx(job: ConversionJob) -> bytes:
+    """tf2onnx fp32 once per model (kept in workdir), then fp16 / dynamic / static int8 from it."""
+    import onnx as onnx_lib
+
+    from . import onnx as onnx_export
+
+    fp32 = job.workdir / "fp32.onnx"
+    if not fp32.exists():
+        onnx_lib.save(onnx_export.to_onnx(job.model, job.opset, dict(job.metadata)), str(fp32))
+    if job.precision == "fp32":
+        return fp32.read_bytes()
+    if job.precision == "fp16":
+        return onnx_export.to_fp16(onnx_lib.load(str(fp32)), job.keep_float).SerializeToString()
+    out = job.workdir / f"{job.precision}-{len(list(job.workdir.glob('*.onnx')))}.onnx"
+    if job.precision == "dynamic":
+        onnx_export.quantize_dynamic(fp32, out, job.keep_float)
+    else:
+        onnx_export.quantize_static(fp32, out, onnx_export.onnx_samples(list(job.samples)), job.keep_float)
+    return out.read_bytes()
+
+
+def c_array(model_file: bytes, folder: Path) -> dict[str, bytes]:
+    """The C bundle's extra files: the (int8) TFLite model as model_data.h / model_data.cc."""
+    from ..artifacts import C_ARRAY_NAME
+    from .c_array import write_c_array
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return {p.name: p.read_bytes() for p in write_c_array(model_file, folder, C_ARRAY_NAME)}

@@ -1,0 +1,589 @@
+"""The bundle's on-disk contract, typed: manifest.json (BundleManifest) and parity.json (ParityReport).
+
+TF-free and yaml-free (the light install reads bundles with it): stdlib, edgemtl.names, errors, paths, jsonio. Every
+reader error is an EdgemtlError naming the manifest file and the key (`.../manifest.json: inputs[1].shape: ...`).
+Field names are the JSON keys. SCHEMA_VERSION changes whenever a key is added, removed or changes meaning; a
+runtime refuses manifests newer than it reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from .. import jsonio
+from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
+from ..errors import EdgemtlError
+from ..names import FORMAT_PRECISIONS, FORMATS, MODALITIES, PRECISIONS, TASK_TYPES
+from ..paths import check_relative, resolve_inside
+
+SCHEMA_VERSION = 1  # the one place: export writes it, the runtime reads up to it
+DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
+DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
+MIN_LABELS = {"multiclass": 2, "binary": 2, "multilabel": 1}  # binary: exactly 2 (negative, positive)
+
+
+# --- reading helpers -----------------------------------------------------------------------------------------
+class _Fields:
+    """One JSON object being read: typed getters whose errors name `file: where.key`, and a check for unknown keys."""
+
+    def __init__(self, data: Any, where: str, file: str):
+        self.file, self.where = file, where
+        if not isinstance(data, dict):
+            self.fail(f"expected an object, got {_kind(data)}")
+        self.data, self.seen = data, set()
+
+    def fail(self, message: str, key: str | None = None):
+        place = f"{self.where}.{key}" if self.where and key else (key or self.where)
+        raise EdgemtlError(f"{self.file}: {place + ': ' if place else ''}{message}")
+
+    def get(self, key: str, check, required: bool = True, default=None):
+        self.seen.add(key)
+        if key not in self.data or (self.data[key] is None and not required):
+            if required:
+                self.fail(f"missing required key '{key}'")
+            return default
+        return check(self, key, self.data[key])
+
+    def sub(self, key: str, value) -> _Fields:
+        return _Fields(value, f"{self.where}.{key}" if self.where else key, self.file)
+
+    def done(self):
+        unknown = [k for k in self.data if k not in self.seen]
+        if unknown:
+            self.fail(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(self.seen))})")
+
+
+def _kind(value) -> str:
+    return "null" if value is None else {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                                         list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _string(f, key, v) -> str:
+    if not isinstance(v, str):
+        f.fail(f"expected a string, got {_kind(v)}", key)
+    return v
+
+
+def _name(f, key, v) -> str:
+    if not _string(f, key, v).strip():
+        f.fail("must not be empty", key)
+    return v
+
+
+def _boolean(f, key, v) -> bool:
+    if not isinstance(v, bool):
+        f.fail(f"expected true or false, got {_kind(v)}", key)
+    return v
+
+
+def _integer(f, key, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        f.fail(f"expected an integer, got {_kind(v)}", key)
+    return v
+
+
+def _positive(f, key, v) -> int:
+    if _integer(f, key, v) <= 0:
+        f.fail(f"must be a positive integer, got {v}", key)
+    return v
+
+
+def _number(f, key, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        f.fail(f"expected a number, got {_kind(v)}", key)
+    return float(v)
+
+
+def _optional_number(f, key, v) -> float | None:
+    return None if v is None else _number(f, key, v)
+
+
+def _list_of(check, min_len: int = 0, length: int | None = None):
+    def read(f, key, v) -> tuple:
+        if not isinstance(v, list):
+            f.fail(f"expected a list, got {_kind(v)}", key)
+        if length is not None and len(v) != length:
+            f.fail(f"expected {length} items, got {len(v)}", key)
+        if len(v) < min_len:
+            f.fail(f"expected at least {min_len} item{'s' if min_len > 1 else ''}, got {len(v)}", key)
+        return tuple(check(f, f"{key}[{i}]", x) for i, x in enumerate(v))
+    return read
+
+
+def _choice(choices, what: str):
+    def read(f, key, v) -> str:
+        if _string(f, key, v) not in choices:
+            f.fail(f"unknown {what} '{v}' (one of {', '.join(choices)})", key)
+        return v
+    return read
+
+
+# --- inputs ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImagePreprocess:
+    size: tuple[int, int]  # (height, width) the image is resized to
+    channels: int
+
+    FIELDS: ClassVar[dict] = {"size": _list_of(_positive, length=2), "channels": _positive}
+
+    def sample_shape(self) -> tuple:
+        return (*self.size, self.channels)
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    vocab: str  # file name inside the bundle
+    max_length: int
+    lowercase: bool
+
+    FIELDS: ClassVar[dict] = {"vocab": _name, "max_length": _positive, "lowercase": _boolean}
+
+    def sample_shape(self) -> tuple:
+        return (self.max_length,)
+
+
+@dataclass(frozen=True)
+class AudioPreprocess:
+    sample_rate: int
+    clip_samples: int
+
+    FIELDS: ClassVar[dict] = {"sample_rate": _positive, "clip_samples": _positive}
+
+    def sample_shape(self) -> tuple:
+        return (self.clip_samples,)
+
+
+@dataclass(frozen=True)
+class NumericPreprocess:
+    columns: tuple[str, ...]
+
+    FIELDS: ClassVar[dict] = {"columns": _list_of(_name, min_len=1)}
+
+    def sample_shape(self) -> tuple:
+        return (len(self.columns),)
+
+
+@dataclass(frozen=True)
+class SequencePreprocess:
+    length: int
+    channels: int
+
+    FIELDS: ClassVar[dict] = {"length": _positive, "channels": _positive}
+
+    def sample_shape(self) -> tuple:
+        return (self.length, self.channels)
+
+
+# modality -> how its raw input becomes the model's array (one class per modality; kinds may register more)
+PREPROCESS = {"image": ImagePreprocess, "text": TextPreprocess, "audio": AudioPreprocess,
+              "numeric": NumericPreprocess, "sequence": SequencePreprocess}
+Preprocess = ImagePreprocess | TextPreprocess | AudioPreprocess | NumericPreprocess | SequencePreprocess
+
+
+def _read_preprocess(f: _Fields, modality: str):
+    cls = PREPROCESS[modality]
+    pre = f.get("preprocess", lambda f, key, v: f.sub(key, v))
+    values = {name: pre.get(name, check) for name, check in cls.FIELDS.items()}
+    pre.done()
+    return cls(**values)
+
+
+def _shape(f, key, v) -> tuple:
+    """[batch, ...]: the batch dimension null (any) or positive; every other dimension a positive integer."""
+    dims = _list_of(lambda f, k, x: x, min_len=1)(f, key, v)
+    if dims[0] is not None:
+        _positive(f, f"{key}[0]", dims[0])
+    for i, d in enumerate(dims[1:], 1):
+        if d is None:
+            f.fail("only the batch dimension (the first) may be null", f"{key}[{i}]")
+        _integer(f, f"{key}[{i}]", d)
+        if d <= 0:
+            f.fail(f"dimension {i} is {d}; every dimension after the batch must be positive, got {list(dims)}", key)
+    return dims
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    name: str
+    modality: str
+    dtype: str
+    shape: tuple  # (None, ...) : batch first
+    column: str | None  # the manifest column it reads (None for numeric inputs, which read several)
+    preprocess: Preprocess
+
+    @property
+    def sample_shape(self) -> tuple:
+        """The shape of one sample (no batch dimension)."""
+        return tuple(self.shape[1:])
+
+    def file_names(self) -> tuple[str, ...]:
+        """Files inside the bundle this input needs (a text input's vocabulary)."""
+        return (self.preprocess.vocab,) if isinstance(self.preprocess, TextPreprocess) else ()
+
+    @classmethod
+    def read(cls, f: _Fields) -> InputEntry:
+        modality = f.get("modality", _choice(MODALITIES, "modality"))
+        entry = cls(name=f.get("name", _name), modality=modality, dtype=f.get("dtype", _choice(DTYPES, "dtype")),
+                    shape=f.get("shape", _shape), column=f.get("column", _string, required=False),
+                    preprocess=_read_preprocess(f, modality))
+        if entry.sample_shape != entry.preprocess.sample_shape():
+            f.fail(f"{list(entry.shape)} does not match its preprocess (one sample is "
+                   f"{list(entry.preprocess.sample_shape())})", "shape")
+        f.done()
+        return entry
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
+                "column": self.column, "preprocess": _plain(self.preprocess)}
+
+
+# --- outputs ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputEntry:
+    task: str
+    type: str  # task type (names.TASK_TYPES)
+    decode: str  # argmax | threshold | value (DECODE[type])
+    labels: tuple[str, ...] | None = None  # class names in output order; None for regression
+    threshold: float | None = None  # binary and multilabel
+
+    @classmethod
+    def read(cls, f: _Fields) -> OutputEntry:
+        kind = f.get("type", _choice(TASK_TYPES, "task type"))
+        entry = cls(task=f.get("task", _name), type=kind, decode=f.get("decode", _choice(sorted(set(DECODE.values())),
+                                                                                         "decode")),
+                    labels=f.get("labels", _list_of(_string), required=kind in MIN_LABELS),
+                    threshold=f.get("threshold", _number, required=kind in ("binary", "multilabel")))
+        if entry.decode != DECODE[kind]:
+            f.fail(f"a {kind} task decodes by '{DECODE[kind]}', not '{entry.decode}'", "decode")
+        if kind in MIN_LABELS and len(entry.labels) < MIN_LABELS[kind]:
+            f.fail(f"a {kind} task needs at least {MIN_LABELS[kind]} labels, got {len(entry.labels)}", "labels")
+        if kind == "binary" and len(entry.labels) != 2:
+            f.fail(f"a binary task has exactly 2 labels (negative, positive), got {len(entry.labels)}", "labels")
+        if entry.threshold is not None and not 0.0 <= entry.threshold <= 1.0:
+            f.fail(f"must be between 0 and 1, got {entry.threshold}", "threshold")
+        f.done()
+        return entry
+
+    def width(self) -> int:
+        """How many numbers the model outputs per sample for this task."""
+        return 1 if self.type in ("regression", "binary") else len(self.labels)
+
+    def to_dict(self) -> dict:
+        out = {"task": self.task, "type": self.type, "decode": self.decode}
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
+
+
+# --- quantization and the gate's summary -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuantParams:
+    """One integer input or output tensor: real = (q - zero_point) * scale (scale 0: not quantized)."""
+    dtype: str
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def read(cls, f: _Fields) -> QuantParams:
+        q = cls(f.get("dtype", _choice(DTYPES, "dtype")), f.get("scale", _number), f.get("zero_point", _integer))
+        f.done()
+        return q
+
+
+@dataclass(frozen=True)
+class Quantization:
+    precision: str
+    kept_in_float: tuple[str, ...] = ()  # layer-name prefixes the float fallback left unquantized
+    calibration_rows: int | None = None  # full-int8 precisions
+    io: Mapping[str, QuantParams] | None = None  # TFLite int8io: each input's and output's integer parameters
+
+    @classmethod
+    def read(cls, f: _Fields) -> Quantization:
+        def io(f, key, v):
+            sub = f.sub(key, v)
+            sub.seen.update(v)
+            return MappingProxyType({name: QuantParams.read(sub.sub(name, x)) for name, x in v.items()})
+
+        q = cls(f.get("precision", _choice(PRECISIONS, "precision")), f.get("kept_in_float", _list_of(_name)),
+                f.get("calibration_rows", _positive, required=False), f.get("io", io, required=False))
+        f.done()
+        return q
+
+    def to_dict(self) -> dict:
+        out = {"precision": self.precision, "kept_in_float": list(self.kept_in_float)}
+        if self.calibration_rows is not None:
+            out["calibration_rows"] = self.calibration_rows
+        if self.io is not None:
+            out["io"] = {name: _plain(q) for name, q in self.io.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class ParitySummary:
+    """The gate's verdict, as the manifest carries it (the details are in parity.json)."""
+    deployable: bool
+    reason: str = ""
+
+    @classmethod
+    def read(cls, f: _Fields) -> ParitySummary:
+        p = cls(f.get("deployable", _boolean), f.get("reason", _string))
+        f.done()
+        return p
+
+
+# --- the manifest ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BundleManifest:
+    schema_version: int
+    edgemtl_version: str
+    recipe: str  # the recipe's name
+    recipe_hash: str
+    model: str
+    format: str
+    precision: str
+    file: str  # the model file, inside the bundle
+    inputs: tuple[InputEntry, ...]
+    outputs: tuple[OutputEntry, ...]
+    quantization: Quantization
+    parity: ParitySummary
+    bundle_dir: Path | None = field(default=None, compare=False)  # where it was read from; not written
+
+    # --- reading ---
+    @classmethod
+    def read(cls, bundle) -> BundleManifest:
+        """The manifest of a bundle folder (or of its manifest.json path)."""
+        folder = Path(bundle)
+        if folder.name == MANIFEST_FILE and folder.is_file():
+            folder = folder.parent
+        if not folder.exists():
+            raise EdgemtlError(f"{folder}: bundle folder not found")
+        if not folder.is_dir():
+            raise EdgemtlError(f"{folder}: not a bundle folder (a bundle is a folder with {MANIFEST_FILE})")
+        if not (folder / MANIFEST_FILE).exists():
+            raise EdgemtlError(f"{folder}: no {MANIFEST_FILE}, so not an edgemtl bundle (make one with "
+                               f"'edgemtl export')")
+        return cls.from_json(folder / MANIFEST_FILE, folder)
+
+    @classmethod
+    def from_json(cls, source: str | Path, bundle_dir: Path | None = None) -> BundleManifest:
+        """source: a manifest.json path (a Path, or a str naming an existing file) or its JSON text (str).
+        bundle_dir: the folder its file names resolve in (default: the file's folder); without one, names are checked
+        but not resolved."""
+        if isinstance(source, str) and source.lstrip()[:1] not in ("{", "[", "") and Path(source).is_file():
+            source = Path(source)  # a path given as a string, not JSON text
+        if isinstance(source, Path):
+            bundle_dir = source.parent if bundle_dir is None else Path(bundle_dir)
+            data, file = jsonio.read(source, "bundle manifest"), str(source)
+        else:
+            file = str(Path(bundle_dir) / MANIFEST_FILE) if bundle_dir is not None else MANIFEST_FILE
+            data = jsonio.loads(source, file)
+        return cls.from_dict(data, bundle_dir, file)
+
+    @classmethod
+    def from_dict(cls, data: Any, bundle_dir: Path | None = None, file: str = MANIFEST_FILE) -> BundleManifest:
+        f = _Fields(data, "", file)
+        version = f.get("schema_version", _integer)
+        if version < 1:
+            f.fail(f"must be a positive integer, got {version}", "schema_version")
+        if version > SCHEMA_VERSION:
+            f.fail(f"bundle schema version {version} is newer than this runtime reads ({SCHEMA_VERSION}); "
+                   f"upgrade edgemtl", "schema_version")
+        fmt = f.get("format", _choice(FORMATS, "format"))
+        manifest = cls(
+            schema_version=version, edgemtl_version=f.get("edgemtl_version", _string),
+            recipe=f.get("recipe", _string), recipe_hash=f.get("recipe_hash", _string), model=f.get("model", _name),
+            format=fmt, precision=f.get("precision", _choice(FORMAT_PRECISIONS[fmt], f"{fmt} precision")),
+            file=f.get("file", _name), inputs=f.get("inputs", _entries(InputEntry)),
+            outputs=f.get("outputs", _entries(OutputEntry)),
+            quantization=f.get("quantization", lambda f, k, v: Quantization.read(f.sub(k, v))),
+            parity=f.get("parity", lambda f, k, v: ParitySummary.read(f.sub(k, v))),
+            bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
+        f.done()
+        manifest._check(f)
+        return manifest
+
+    def _check(self, f: _Fields):
+        for key, entries, attr in (("inputs", self.inputs, "name"), ("outputs", self.outputs, "task")):
+            names = [getattr(e, attr) for e in entries]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                f.fail(f"{attr} '{repeated[0]}' appears more than once", key)
+        if self.quantization.precision != self.precision:
+            f.fail(f"'{self.quantization.precision}' but the bundle's precision is '{self.precision}'",
+                   "quantization.precision")
+        for where, name in self._named_files():
+            self._resolve(name, f"{f.file}: {where}")
+
+    def _named_files(self) -> list[tuple[str, str]]:
+        files = [("file", self.file)]
+        for i, entry in enumerate(self.inputs):
+            files += [(f"inputs[{i}].preprocess.vocab", name) for name in entry.file_names()]
+        return files
+
+    def _resolve(self, name: str, where: str):
+        if self.bundle_dir is None:  # no folder to resolve in: the name's form only
+            check_relative(name, where)
+        else:
+            resolve_inside(self.bundle_dir, name, where)
+
+    # --- use ---
+    def path_of(self, name: str) -> Path:
+        """A file the manifest names (model file, vocabulary), resolved inside the bundle folder."""
+        if self.bundle_dir is None:
+            raise EdgemtlError(f"{MANIFEST_FILE}: no bundle folder to resolve '{name}' in")
+        return resolve_inside(self.bundle_dir, name, str(self.bundle_dir / MANIFEST_FILE))
+
+    @property
+    def model_path(self) -> Path:
+        return self.path_of(self.file)
+
+    @property
+    def artifact(self) -> ArtifactId:
+        return ArtifactId(self.model, self.format, self.precision)
+
+    @property
+    def deployable(self) -> bool:
+        return self.parity.deployable
+
+    def input(self, name: str) -> InputEntry:
+        return _one(self.inputs, "name", name, "input")
+
+    def output(self, task: str) -> OutputEntry:
+        return _one(self.outputs, "task", task, "output")
+
+    def file_names(self) -> tuple[str, ...]:
+        """Every file of the bundle the manifest names (model file first)."""
+        return tuple(name for _, name in self._named_files())
+
+    def require_files(self) -> None:
+        """Every named file is present and a file (not a folder): what a runtime checks before opening anything."""
+        for where, name in self._named_files():
+            path = self.path_of(name)
+            if not path.is_file():
+                state = "is a folder, not a file" if path.is_dir() else "is missing"
+                raise EdgemtlError(f"{self.bundle_dir}: '{name}' named by {MANIFEST_FILE} ({where}) {state}")
+
+    def check_output_widths(self, widths: Mapping[str, int]) -> None:
+        """Compare with the model file's output widths (numbers per sample): fewer labels than outputs is an error."""
+        where = self.bundle_dir / MANIFEST_FILE if self.bundle_dir is not None else MANIFEST_FILE
+        for i, entry in enumerate(self.outputs):
+            want = widths.get(entry.task)
+            if want is not None and want != entry.width():
+                what = "labels" if entry.labels is not None and entry.type != "binary" else "values"
+                raise EdgemtlError(f"{where}: outputs[{i}].labels: the model outputs {want} values for task "
+                                   f"'{entry.task}', the manifest has {entry.width()} {what}")
+
+    # --- writing ---
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "bundle_dir"}
+        out.update(inputs=[e.to_dict() for e in self.inputs], outputs=[e.to_dict() for e in self.outputs],
+                   quantization=self.quantization.to_dict(), parity=_plain(self.parity))
+        return out
+
+    def to_json(self) -> str:
+        """Strict JSON (no NaN: non-finite numbers become null), indented, with a final newline."""
+        return jsonio.dumps(self.to_dict())
+
+
+def _entries(cls):
+    def read(f, key, v):
+        items = _list_of(lambda f, k, x: x, min_len=1)(f, key, v)
+        return tuple(cls.read(_Fields(x, f"{key}[{i}]", f.file)) for i, x in enumerate(items))
+    return read
+
+
+def _one(entries, attr: str, name: str, what: str):
+    for e in entries:
+        if getattr(e, attr) == name:
+            return e
+    raise EdgemtlError(f"no {what} '{name}' (this bundle has {', '.join(getattr(e, attr) for e in entries)})")
+
+
+def _plain(obj) -> dict:
+    """A frozen part as JSON-ready values (tuples as lists)."""
+    return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v for f in dataclasses.fields(obj)}
+
+
+# --- parity.json -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskParity:
+    """One task's comparison of the artifact with the Keras model on the test split (None: not measurable)."""
+    metric: str  # accuracy | mae
+    keras: float | None
+    artifact: float | None
+    drop: float | None  # keras score - artifact score (higher is worse)
+    max_abs_diff: float | None
+    agreement: float | None  # share of rows decided alike
+
+    NUMBERS: ClassVar[tuple] = ("max_abs_diff", "keras", "artifact", "drop", "agreement")
+
+    @classmethod
+    def read(cls, f: _Fields) -> TaskParity:
+        t = cls(metric=f.get("metric", _string), **{k: f.get(k, _optional_number) for k in cls.NUMBERS})
+        f.done()
+        return t
+
+    def to_dict(self) -> dict:
+        return {"max_abs_diff": self.max_abs_diff, "metric": self.metric, "keras": self.keras,
+                "artifact": self.artifact, "drop": self.drop, "agreement": self.agreement}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """parity.json: the gate's full verdict on one artifact."""
+    deployable: bool
+    reason: str
+    tasks: Mapping[str, TaskParity]
+    rows: int | None = None  # test rows compared
+    kept_in_float: tuple[str, ...] = ()
+    fallback_tried: tuple[tuple[str, ...], ...] = ()
+    null_reasons: Mapping[str, str] = field(default_factory=dict)  # dotted key -> why its value is null
+
+    @classmethod
+    def read(cls, bundle_dir: Path) -> ParityReport:
+        path = Path(bundle_dir) / PARITY_FILE
+        return cls.from_dict(jsonio.read(path, "parity report"), str(path))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = PARITY_FILE) -> ParityReport:
+        return cls.from_dict(jsonio.loads(text, where), where)
+
+    @classmethod
+    def from_dict(cls, data: Any, file: str = PARITY_FILE) -> ParityReport:
+        f = _Fields(data, "", file)
+
+        def tasks(f, key, v):
+            sub = f.sub(key, v)
+            sub.seen.update(v)
+            return MappingProxyType({name: TaskParity.read(sub.sub(name, x)) for name, x in v.items()})
+
+        def reasons(f, key, v):
+            sub = f.sub(key, v)
+            return MappingProxyType({k: sub.get(k, _string) for k in v})
+
+        report = cls(deployable=f.get("deployable", _boolean), reason=f.get("reason", _string),
+                     tasks=f.get("tasks", tasks), rows=f.get("rows", _integer, required=False),
+                     kept_in_float=f.get("kept_in_float", _list_of(_name), required=False, default=()),
+                     fallback_tried=f.get("fallback_tried", _list_of(_list_of(_name)), required=False, default=()),
+                     null_reasons=f.get(jsonio.NULL_REASONS, reasons, required=False, default=MappingProxyType({})))
+        f.done()
+        return report
+
+    def to_dict(self) -> dict:
+        out = {"deployable": self.deployable, "reason": self.reason,
+               "tasks": {name: t.to_dict() for name, t in self.tasks.items()}, "rows": self.rows,
+               "kept_in_float": list(self.kept_in_float), "fallback_tried": [list(t) for t in self.fallback_tried]}
+        clean, found = jsonio.strict(out)
+        reasons = {**found, **self.null_reasons}
+        if reasons:
+            clean[jsonio.NULL_REASONS] = reasons
+        return clean
+
+    def to_json(self) -> str:
+        return jsonio.dumps(self.to_dict())
