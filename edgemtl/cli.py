@@ -125,7 +125,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .data.dataset import prepare
-    from .evaluate import evaluate_model, format_scores
+    from .train.evaluate import evaluate_model, format_scores
     from .stages import open_run
 
     run, recipe = open_run(args.run, args.data)
@@ -220,7 +220,7 @@ def cmd_bench(args):
 def cmd_pack(args):
     from pathlib import Path
 
-    from .pack import pack_run
+    from .bench.pack import pack_run
     from .stages import open_run
 
     run, recipe = open_run(args.run, args.data)
@@ -228,7 +228,7 @@ def cmd_pack(args):
 
 
 def cmd_predict(args, extra):
-    from .predict import main_predict
+    from .runtime.predict_cli import main_predict
 
     main_predict(args, extra)
 

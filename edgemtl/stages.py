@@ -72,7 +72,7 @@ def stage_single_task(recipe: Recipe, run: RunDir, data, resume=False, overwrite
 
 
 def stage_evaluate(recipe: Recipe, run: RunDir, data) -> dict:
-    from .evaluate import evaluate_model
+    from .train.evaluate import evaluate_model
 
     return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
 
@@ -95,7 +95,7 @@ def stage_export(recipe: Recipe, run: RunDir, data, models: list, formats, preci
 def stage_bench(recipe: Recipe, run: RunDir, data, student=None, **options) -> str:
     """Measure every bundle of the run; student: the artifact compared with the teacher (default: the int8 TFLite
     bundle of the first non-teacher model in export.model)."""
-    from .bench.report import write_reports
+    from .reports.bench_report import write_reports
     from .bench.run import bench_run
 
     results = bench_run(run, recipe, data, **options)
@@ -106,6 +106,6 @@ def stage_bench(recipe: Recipe, run: RunDir, data, student=None, **options) -> s
 
 
 def stage_report(recipe: Recipe, run: RunDir) -> str:
-    from .report import write_report
+    from .reports.run_report import write_report
 
     return write_report(run, recipe)

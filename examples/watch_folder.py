@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgemtl.errors import EdgemtlError
-from edgemtl.predict import format_answers
+from edgemtl.runtime.predict_cli import format_answers
 from edgemtl.runtime import load
 
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg", ".bmp"), "audio": (".wav",), "text": (".txt",),

@@ -123,7 +123,7 @@ def test_node_placement_counts_every_node_on_the_provider_that_ran_it(benched):
 
 
 def test_gpu_rows_are_compared_with_the_same_file_on_the_cpu_at_its_best_thread_count(benched):
-    from edgemtl.bench.report import gpu_vs_cpu
+    from edgemtl.reports.bench_report import gpu_vs_cpu
 
     results = json.loads((benched / "bench" / "results.json").read_text())
     assert gpu_vs_cpu(results) == []  # no GPU rows: no comparison

@@ -5,7 +5,7 @@ import sys
 
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
-from ..evaluate import evaluate_model
+from ..train.evaluate import evaluate_model
 from ..metrics import higher_is_better
 from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
@@ -151,7 +151,7 @@ def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -
         models.append("student-qat")
     for name in models:
         evaluate_model(run, recipe, data, name)
-    from .report import compression_table
+    from ..reports.compress_report import compression_table
 
     rows, text = compression_table(run, recipe, data, models, base if c.cfg.qat.enabled else None)
     rows["start"] = {"model": c.start, "why": why}

@@ -10,7 +10,7 @@ from ..export.signature import exported_model
 from ..export.tflite import convert
 from ..models.build import load_model
 from ..rundir import RunDir
-from .prune import gzip_size
+from ..compress.prune import gzip_size
 
 
 def _metrics(run: RunDir, name: str) -> dict:

@@ -4,9 +4,9 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import EdgemtlError
-from .progress import Progress
-from .runtime import load
+from ..errors import EdgemtlError
+from ..progress import Progress
+from .model import load
 
 
 def parse_inputs(model, pairs: list) -> dict:

@@ -1,11 +1,11 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
 import json
 
-from .recipe.schema import Recipe
-from .data.dataset import SPLITS
-from .metrics import score_all
-from .models.build import load_model
-from .rundir import RunDir, atomic_write_json
+from ..recipe.schema import Recipe
+from ..data.dataset import SPLITS
+from ..metrics import score_all
+from ..models.build import load_model
+from ..rundir import RunDir, atomic_write_json
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:

@@ -8,13 +8,13 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from .recipe.schema import Recipe
-from .bench.run import bundles
-from .data.dataset import load_table
-from .data.manifest import split_rows
-from .errors import EdgemtlError
-from .rundir import RunDir
-from .stages import write_recipe
+from ..recipe.schema import Recipe
+from .run import bundles
+from ..data.dataset import load_table
+from ..data.manifest import split_rows
+from ..errors import EdgemtlError
+from ..rundir import RunDir
+from ..stages import write_recipe
 
 MEDIA = ("image", "audio", "sequence")  # inputs whose manifest column holds a file path
 

@@ -1,9 +1,9 @@
 """RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
 import json
 
-from .recipe.schema import Recipe
-from .metrics import CLASS_METRICS, REGRESSION_METRICS
-from .rundir import RunDir, atomic_write_text
+from ..recipe.schema import Recipe
+from ..metrics import CLASS_METRICS, REGRESSION_METRICS
+from ..rundir import RunDir, atomic_write_text
 
 
 def _metrics(run: RunDir, name: str) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
-from .backends import ORT_GPU_PROVIDERS
+from ..bench.backends import ORT_GPU_PROVIDERS
 
 BASELINE = "teacher-tflite-fp32"
 
