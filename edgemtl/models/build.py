@@ -4,7 +4,7 @@ import numpy as np
 from ..errors import EdgemtlError
 from ..tfk import keras
 from .encoders import REGISTRY, EncoderContext
-from .files import copy_layer_weights, load_model_file, source_layers
+from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
 from .fusion import fuse, trunk
 from .heads import head, label_match
 
@@ -101,8 +101,8 @@ def _source_layers(path, name: str) -> dict:
     except EdgemtlError as e:
         raise EdgemtlError(f"inputs.{name}.encoder.weights: {e.messages[0]}") from None
     except (OSError, ValueError) as e:
-        raise EdgemtlError(f"inputs.{name}.encoder.weights: {path}: not a readable Keras model "
-                           f"({str(e).splitlines()[0][:200]})") from None
+        raise EdgemtlError(f"inputs.{name}.encoder.weights: {path}: not loaded ({str(e).splitlines()[0][:200]}); "
+                           f"accepted: {ACCEPTED}") from None
 
 
 def count_params(model) -> int:
