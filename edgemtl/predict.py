@@ -3,7 +3,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import EdgemtlError
@@ -70,9 +69,9 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     tasks = list(model.outputs)
     bar = Progress(len(rows), "predict")
     # written beside --out and renamed when every row is done: a failing row never truncates an earlier file
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".tmp-{os.getpid()}-{out_path.name}.")
+    tmp = out_path.parent / f".tmp-{os.getpid()}-{out_path.name}"
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["row"] + [h for t in tasks for h in (f"{t}", f"{t}_score")])
             for start in range(0, len(rows), batch):

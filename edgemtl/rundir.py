@@ -202,7 +202,10 @@ def lock_run(root) -> None:
     if key in _held_locks:
         return
     root.mkdir(parents=True, exist_ok=True)
-    f = open(root / LOCK_FILE, "a+")
+    try:
+        f = open(root / LOCK_FILE, "a+")
+    except OSError:  # a read-only copy (e.g. a packed run on a device): nothing can be written there to race on
+        return
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

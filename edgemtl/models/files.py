@@ -61,7 +61,13 @@ def load_qat(path: Path):
                            f"model {path.parent.name} (run compress again)") from None
     if "/" in base or "\\" in base or base in ("", ".", ".."):
         raise EdgemtlError(f"{spec_path}: base '{base}' is not a model name of this run")
-    net = quantize_for_training(load_model_file(path.parent.parent / base / MODEL_FILE), heads, pruned)
+    import tensorflow_model_optimization as tfmot
+
+    built = quantize_for_training(load_model_file(path.parent.parent / base / MODEL_FILE), heads, pruned)
+    # built reuses the base model's unwrapped layers (heads), so their first outputs belong to the base graph: a
+    # copy from its config (held in memory, made from the safe-mode base) has layers of its own
+    with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
+        net = keras.Model.from_config(built.get_config())
     try:
         net.load_weights(str(path))
     except (OSError, ValueError) as e:
