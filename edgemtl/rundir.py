@@ -47,8 +47,8 @@ class RunDir:
 
     def models(self) -> list[str]:
         base = self.root / "models"
-        return sorted({p.parent.name for p in base.glob("*/model.*") if p.suffix in (".keras", ".h5")}) \
-            if base.exists() else []
+        return sorted({p.parent.name for p in base.glob("*/model.*") if p.suffix in (".keras", ".h5")
+                       and not p.parent.name.startswith(".")}) if base.exists() else []
 
     def require_model(self, name: str) -> Path:
         path = self.model_file(name)
