@@ -57,6 +57,7 @@ TARGETS = (
     Target("Linux aarch64 (glibc)", tuple(_manylinux_tags("aarch64")), "linux", "Linux", "aarch64"),
     Target("Linux x86_64 (glibc)", tuple(_manylinux_tags("x86_64")), "linux", "Linux", "x86_64"),
     Target("Windows x86_64", ("win_amd64",), "win32", "Windows", "AMD64"),
+    Target("Windows arm64", ("win_arm64",), "win32", "Windows", "ARM64"),
 )
 
 
