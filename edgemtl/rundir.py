@@ -1,5 +1,4 @@
 """Run-directory layout and atomic writes: an interrupted stage never leaves a half file that looks done."""
-import json
 import logging
 import os
 import platform
@@ -7,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import jsonio
 from .artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from .errors import EdgemtlError
 
@@ -219,13 +219,9 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    """Strict JSON (jsonio.dumps): numpy values become plain numbers, NaN/Infinity become null, so every file edgemtl
+    writes is valid JSON for other tools. Files whose values can be missing say why (jsonio.NULL_REASONS)."""
+    atomic_write_text(path, jsonio.dumps(data, with_reasons=True))
 
 
 def atomic_save(path, save_fn) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..preprocess import Tokenizer
-from ..recipe.spec import did_you_mean
+from ..errors import did_you_mean
 from .features import decode_input
 from .labels import encode_labels, learn_label_spec
 from .manifest import Table, apply_filters, read_table, split_rows

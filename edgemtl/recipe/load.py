@@ -13,7 +13,8 @@ from ..metrics import CLASS_METRICS, REGRESSION_METRICS
 from ..names import SINGLE_TASK_PREFIX, STUDENTS, TEACHER
 from .derive import student_recipe
 from .schema import Recipe, TaskSpec
-from .spec import did_you_mean, join, validate_spec
+from ..errors import did_you_mean
+from .spec import join, validate_spec
 
 
 def load_recipe(path, overrides=(), data=None) -> Recipe:
