@@ -58,7 +58,7 @@ class RunDir:
     @property
     def labels(self) -> Path:
         """Label vocabularies and regression statistics learnt on the training split."""
-        return self.preprocess / "labels.json"
+        return self.preprocess / LABELS_FILE
 
     def vocab(self, input_name: str) -> Path:
         """A text input's tokenizer vocabulary; a bundle carries it under the same file name."""
@@ -79,10 +79,10 @@ class RunDir:
         return self.model_dir(name) / "saved_model"
 
     def metrics_file(self, name: str) -> Path:
-        return self.model_dir(name) / "metrics.json"
+        return self.model_dir(name) / METRICS_FILE
 
     def history(self, name: str) -> Path:
-        return self.model_dir(name) / "history.jsonl"
+        return self.model_dir(name) / HISTORY_FILE
 
     def backup(self, name: str) -> Path:
         """Keras BackupAndRestore's folder: present while a training can be resumed."""
@@ -188,6 +188,8 @@ class RunDir:
 
 
 KERAS_FILE, H5_FILE = "model.keras", "model.h5"
+METRICS_FILE, HISTORY_FILE = "metrics.json", "history.jsonl"
+LABELS_FILE = "labels.json"
 REJECTED_DIR = "rejected"
 
 

@@ -28,8 +28,8 @@ def pack_run(run: RunDir, recipe: Recipe, out: Path, overwrite: bool = False) ->
     shutil.rmtree(out, ignore_errors=True)
     manifest, n_files = _pack_test_rows(recipe, out / "data")
     packed = RunDir(out / "run")
-    for folder in found:
-        shutil.copytree(folder, packed.root / "exports" / folder.name)
+    for aid in found:
+        shutil.copytree(run.bundle_dir(aid), packed.bundle_dir(aid))
     shutil.copytree(run.preprocess, packed.preprocess)
     # data.source resolved against the packed recipe.yaml's folder
     moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(Path("..") / "data" / manifest.name)))
