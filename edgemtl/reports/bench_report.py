@@ -6,8 +6,8 @@ import html
 
 import numpy as np
 
-from ..artifacts import ArtifactId
-from ..names import INT8_PRECISIONS
+from ..artifacts import ArtifactId, keras_target_name
+from ..names import INT8_PRECISIONS, TEACHER
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from ..bench.backends import ORT_GPU_PROVIDERS
@@ -62,7 +62,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
     out = []
     names = _task_names(results)
     teacher_fp32 = _lookup(results, BASELINE)
-    keras = _lookup(results, "teacher-keras", "keras", 1)
+    keras = _lookup(results, keras_target_name(TEACHER), "keras", 1)
     if teacher_fp32 and keras:
         out.append(f"- **Runtime vs `keras.Model.predict`, one sample, 1 thread:** {keras['latency_ms']['p50']:.2f} ms "
                    f"vs {teacher_fp32['latency_ms']['p50']:.3f} ms for the same teacher as fp32 TFLite: "
