@@ -8,16 +8,21 @@ import argparse
 import json
 from pathlib import Path
 
+from edgemtl import jsonio
+from edgemtl.artifacts import single_task_name, single_task_of
+from edgemtl.model_metrics import read_metrics
+from edgemtl.rundir import RunDir
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="runs/fashion")
     ap.add_argument("--baseline", default="bench/results/fashion_baseline.json")
     args = ap.parse_args()
-    run = Path(args.run)
+    run = RunDir(args.run)
     baseline = json.loads(Path(args.baseline).read_text())["accuracy"]
-    teacher = json.loads((run / "models/teacher/metrics.json").read_text())
-    env = json.loads((run / "env.json").read_text())
+    teacher = read_metrics(run, "teacher", missing_ok=False)
+    env = jsonio.read(run.env, "environment")
     first = next(iter(baseline))
     print(f"Test split: {teacher['splits']['test'][first]['n']} rows. Machine: {env['cpu']}, "
           f"{env['cpu_count']} cores, TensorFlow {env['tensorflow']}.\n")
@@ -25,12 +30,12 @@ def main():
     print("|---|---|---|---|---|---|")
     for task, scores in baseline.items():
         m = teacher["splits"]["test"][task]
-        single = run / f"models/single-{task}/metrics.json"
-        s = json.loads(single.read_text())["splits"]["test"][task]["accuracy"] if single.exists() else None
+        single = read_metrics(run, single_task_name(task))
+        s = single["splits"]["test"][task]["accuracy"] if single else None
         feats = max((k for k in scores if k != "best"), key=lambda k: scores[k])
         print(f"| {task} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {'' if s is None else f'{s:.4f}'} | "
               f"{scores['best']:.4f} ({feats}) | {100 * (m['accuracy'] - scores['best']):+.2f} pt |")
-    singles = [json.loads(p.read_text()) for p in sorted(run.glob("models/single-*/metrics.json"))]
+    singles = [m for m in (read_metrics(run, name) for name in run.models() if single_task_of(name)) if m]
     if singles:
         print(f"\nParameters: multitask {teacher['params']:,}; the {len(singles)} single-task models together "
               f"{sum(s['params'] for s in singles):,}. Training time: multitask {teacher['train_seconds']:.0f} s; "

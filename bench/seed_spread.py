@@ -16,6 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgemtl import jsonio
+from edgemtl.model_metrics import read_metrics
+from edgemtl.rundir import RunDir
+
 
 def train_and_score(recipe: str, data: str | None, seed: int, out: Path) -> dict:
     print(f"seed {seed} ...", file=sys.stderr, flush=True)
@@ -28,10 +32,10 @@ def train_and_score(recipe: str, data: str | None, seed: int, out: Path) -> dict
 
 
 def scores_of(out: Path) -> dict:
-    path = out / "models/teacher/metrics.json"
-    if not path.exists():
-        sys.exit(f"{path}: missing; run this seed first (without --tabulate)")
-    return json.loads(path.read_text())
+    run = RunDir(out)
+    if not run.metrics_file("teacher").exists():
+        sys.exit(f"{run.metrics_file('teacher')}: missing; run this seed first (without --tabulate)")
+    return read_metrics(run, "teacher")
 
 
 def main():
@@ -51,7 +55,7 @@ def main():
         rows.append((seed, scores_of(out) if args.tabulate else train_and_score(args.recipe, args.data, seed, out)))
     test = {seed: m["splits"]["test"] for seed, m in rows}
     tasks = [t for t, v in test[args.seeds[0]].items() if isinstance(v, dict) and "accuracy" in v]
-    env = json.loads((Path(args.out_dir) / f"seed{args.seeds[0]}" / "env.json").read_text())
+    env = jsonio.read(RunDir(Path(args.out_dir) / f"seed{args.seeds[0]}").env, "environment")
     n = test[args.seeds[0]][tasks[0]]["n"]
     data = f" --data {args.data}" if args.data else ""
     baseline = f" --baseline {args.baseline}" if args.baseline else ""

@@ -156,7 +156,7 @@ def cmd_compress(args):
 
 def cmd_export(args):
     from .data.dataset import prepare
-    from .export.run import plan
+    from .export.formats import plan
     from .stages import open_run, stage_export
 
     run, recipe = open_run(args.run)
@@ -167,7 +167,7 @@ def cmd_export(args):
     formats = args.format.split(",") if args.format else cfg.formats
     precisions = args.precision.split(",") if args.precision else cfg.precisions
     samples = args.calibration_samples or cfg.calibration_samples
-    plan(formats, precisions)  # unknown names fail before any data is decoded
+    plan(models[0], formats, precisions)  # unknown names fail before any data is decoded
     print(stage_export(recipe, run, prepare(recipe, run.preprocess), models, formats, precisions, samples))
 
 

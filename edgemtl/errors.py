@@ -1,4 +1,6 @@
-"""The one exception type a user can cause. The CLI prints its message, never a traceback."""
+"""The one exception type a user can cause, and the wording helper its messages share. The CLI prints the
+message, never a traceback. Stdlib only: the runtime, the recipe and the exporter all import it."""
+import difflib
 
 
 class EdgemtlError(Exception):
@@ -7,3 +9,9 @@ class EdgemtlError(Exception):
     def __init__(self, *messages: str):
         self.messages = [m for m in messages if m]
         super().__init__("\n".join(self.messages))
+
+
+def did_you_mean(word: str, options) -> str:
+    """" (did you mean 'x'?)" for the closest option, or "" when none is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -30,9 +30,12 @@ def strict(value: Any, where: str = "") -> tuple[Any, dict[str, str]]:
     return clean(value, where), reasons
 
 
-def dumps(value: Any) -> str:
-    """Indented strict JSON text with a final newline; non-finite floats become null (see strict)."""
-    clean, _ = strict(value)
+def dumps(value: Any, with_reasons: bool = False) -> str:
+    """Indented strict JSON text with a final newline; non-finite floats become null (see strict). with_reasons: an
+    object also records why under NULL_REASONS ({"tasks.age.drop": "not a number (NaN)"}), next to reasons it has."""
+    clean, found = strict(value)
+    if with_reasons and found and isinstance(clean, dict):
+        clean[NULL_REASONS] = {**(clean.get(NULL_REASONS) or {}), **found}
     return json.dumps(clean, indent=2, allow_nan=False) + "\n"
 
 

@@ -1,6 +1,5 @@
 """Run-directory layout and atomic writes: an interrupted stage never leaves a half file that looks done."""
 import fcntl
-import json
 import logging
 import os
 import platform
@@ -8,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import jsonio
 from .artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from .errors import EdgemtlError
 
@@ -64,7 +64,7 @@ class RunDir:
     @property
     def labels(self) -> Path:
         """Label vocabularies and regression statistics learnt on the training split."""
-        return self.preprocess / "labels.json"
+        return self.preprocess / LABELS_FILE
 
     def vocab(self, input_name: str) -> Path:
         """A text input's tokenizer vocabulary; a bundle carries it under the same file name."""
@@ -85,10 +85,10 @@ class RunDir:
         return self.model_dir(name) / "saved_model"
 
     def metrics_file(self, name: str) -> Path:
-        return self.model_dir(name) / "metrics.json"
+        return self.model_dir(name) / METRICS_FILE
 
     def history(self, name: str) -> Path:
-        return self.model_dir(name) / "history.jsonl"
+        return self.model_dir(name) / HISTORY_FILE
 
     def backup(self, name: str) -> Path:
         """Keras BackupAndRestore's folder: present while a training can be resumed."""
@@ -194,6 +194,8 @@ class RunDir:
         return self.recipe
 
 
+METRICS_FILE, HISTORY_FILE = "metrics.json", "history.jsonl"
+LABELS_FILE = "labels.json"
 REJECTED_DIR = "rejected"
 
 
@@ -226,13 +228,9 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    """Strict JSON (jsonio.dumps): numpy values become plain numbers, NaN/Infinity become null, so every file edgemtl
+    writes is valid JSON for other tools. Files whose values can be missing say why (jsonio.NULL_REASONS)."""
+    atomic_write_text(path, jsonio.dumps(data, with_reasons=True))
 
 
 def atomic_save(path, save_fn) -> None:

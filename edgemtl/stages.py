@@ -4,7 +4,8 @@ import sys
 import yaml
 
 from .errors import EdgemtlError
-from .names import SINGLE_TASK_PREFIX, TEACHER
+from .artifacts import single_task_name
+from .names import TEACHER
 from .recipe import Recipe, load_recipe, recipe_hash
 from .rundir import (RunDir, atomic_write_json, atomic_write_text, clear_run_dir, environment_info, is_edgemtl_run,
                      lock_run, mark_run)
@@ -79,7 +80,7 @@ def stage_single_task(recipe: Recipe, run: RunDir, data, resume=False, overwrite
     out = []
     for task in [t for t in recipe.tasks if not t.auxiliary]:
         print(f"single-task model: {task.name}", file=sys.stderr)
-        out.append(train_model(recipe, data, run, f"{SINGLE_TASK_PREFIX}{task.name}", tasks=[task], resume=resume,
+        out.append(train_model(recipe, data, run, single_task_name(task.name), tasks=[task], resume=resume,
                                overwrite=overwrite))
     return out
 

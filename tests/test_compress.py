@@ -148,15 +148,18 @@ def test_qat_model_converts_to_int8_tflite(compressed):
 
 
 def test_int8_conversions_are_shared_between_compress_and_export(compressed, av_data):
-    from edgemtl.export.run import Exporter
+    from edgemtl.artifacts import ArtifactId
+    from edgemtl.export.run import ModelExport
     from edgemtl.stages import open_run
 
     run, recipe = open_run(compressed)
-    exporter = Exporter(run, recipe, "student-qat", av_data, recipe.export.calibration_samples)
-    cached = exporter._cache_path("int8", ("audio_logmel",))
-    assert cached.exists()  # written by the PTQ-vs-QAT table of compress
-    assert exporter.convert("tflite", "int8", ("audio_logmel",)).read_bytes() == cached.read_bytes()
-    assert exporter._cache_path("int8io", ("audio_logmel",)) != cached
+    with ModelExport(run, recipe, av_data, "student-qat", recipe.export.calibration_samples) as session:
+        converter = session.converter
+        cached = converter.cache_path("int8", ("audio_logmel",))
+        assert cached.exists()  # written by the PTQ-vs-QAT table of compress
+        converted = converter.convert(ArtifactId("student-qat", "tflite", "int8"), ("audio_logmel",))
+        assert converted.read_bytes() == cached.read_bytes()
+        assert converter.cache_path("int8io", ("audio_logmel",)) != cached
 
 
 def _compress_error(run, sets, capsys) -> str:

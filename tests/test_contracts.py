@@ -1,7 +1,6 @@
 """The typed on-disk contracts: bundle manifest and parity report, artifact names, run-directory paths, metrics.json,
 the formats table. Fast: no TensorFlow, no training. The real manifests under tests/data/manifests were written by
 `edgemtl export` (tests/test_export.py's tiny runs) and copied verbatim."""
-import ast
 import copy
 import dataclasses
 import json
@@ -370,20 +369,13 @@ def test_history_drops_a_half_written_last_line(tmp_path):
 
 
 # --- the formats table ----------------------------------------------------------------------------------------
-def _exporter_keeps_float() -> set:
-    """export/run.py's KEEPS_FLOAT, read without importing it (it imports TensorFlow)."""
-    tree = ast.parse((REPO / "edgemtl" / "export" / "run.py").read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "KEEPS_FLOAT")
-    return ast.literal_eval(node.value)
-
-
 def test_formats_table_matches_the_names_and_the_exporter():
     assert tuple(FORMATS) == names.FORMATS
     for name, fmt in FORMATS.items():
         assert fmt.precisions == names.FORMAT_PRECISIONS[name] and fmt.name == name
         assert set(fmt.keeps_float) <= set(fmt.precisions) and set(fmt.in_child) <= set(fmt.precisions)
     keeps = {(f.converts_as, p) for f in FORMATS.values() for p in f.keeps_float}
-    assert keeps == _exporter_keeps_float()
+    assert keeps == {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8")}
     assert {(f.name, p) for f in FORMATS.values() for p in f.in_child} == \
         {(f, p) for f in ("tflite", "c") for p in names.INT8_PRECISIONS if p in names.FORMAT_PRECISIONS[f]}
     assert FORMATS["c"].converts_as == "tflite" and not FORMATS["c"].benched and FORMATS["c"].load_package()
@@ -424,6 +416,15 @@ bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "yaml", "tf_k
 print(",".join(bad))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", done.stdout
+
+
+def test_the_runtime_package_imports_neither_yaml_nor_the_recipe_nor_tensorflow():
+    """`import edgemtl.runtime` in a fresh interpreter, as a device with the light install does."""
+    code = ("import sys; import edgemtl.runtime; "
+            "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', "
+            "'yaml') or m.startswith('edgemtl.recipe'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "", done.stdout
 
 

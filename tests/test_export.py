@@ -8,7 +8,9 @@ import pytest
 
 from conftest import REPO
 from edgemtl.cli import main
+from edgemtl.artifacts import ArtifactId
 from edgemtl.errors import EdgemtlError
+from edgemtl.runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport
 from edgemtl.recipe.schema import TaskSpec
 from edgemtl.runtime.backends import open_runner
 
@@ -26,7 +28,7 @@ def test_every_format_and_precision_is_a_bundle(exported):
     assert sorted(p.name for p in exported.iterdir() if p.is_dir()) == sorted(BUNDLES)
     for name in BUNDLES:
         manifest = json.loads((exported / name / "manifest.json").read_text())
-        assert manifest["schema_version"] == 1 and manifest["precision"] == name.split("-")[-1]
+        assert manifest["schema_version"] == SCHEMA_VERSION and manifest["precision"] == ArtifactId.parse(name).precision
         assert (exported / name / manifest["file"]).stat().st_size > 1000
         assert [(i["name"], i["dtype"]) for i in manifest["inputs"]] == [("audio", "float32"), ("image", "uint8")]
         assert manifest["inputs"][0]["preprocess"] == {"sample_rate": 8000, "clip_samples": 8000}
@@ -135,22 +137,24 @@ def test_audio_front_end_survives_dynamic_range_quantization(tiny_run, av_data):
 
 
 def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
+    import dataclasses
+
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
-    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
-    real_gate = exporter.gate
+    with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
+        real_judge = session.judge
 
-    def strict_gate(path, precision):  # fails unless the audio front-end stayed in float
-        verdict = real_gate(path, precision)
-        kept = [k for k, p in exporter.cache.items() if p == path][0][2]
-        if "audio_logmel" not in kept:
-            verdict.update(deployable=False, reason="digit: forced failure")
-        return verdict
+        def strict_judge(path, precision):  # fails unless the audio front-end stayed in float
+            report = real_judge(path, precision)
+            kept = [k for k, p in session.converter.memo.items() if p == path][0][2]
+            if "audio_logmel" not in kept:
+                report = dataclasses.replace(report, deployable=False, reason="digit: forced failure")
+            return report
 
-    monkeypatch.setattr(exporter, "gate", strict_gate)
-    row = exporter.export_one("tflite", "int8")
+        monkeypatch.setattr(session, "judge", strict_judge)
+        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
     assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
     manifest = json.loads((tiny_run / "exports/teacher-tflite-int8/manifest.json").read_text())
     assert manifest["quantization"]["kept_in_float"] == ["audio_logmel"]
@@ -162,27 +166,55 @@ def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_da
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
-    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
-    exporter.worked["tflite"] = ("audio_logmel",)  # as if tflite-int8 had just needed it
-    row = exporter.export_one("tflite", "int8io")
+    with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
+        session.worked["tflite"] = ("audio_logmel",)  # as if tflite-int8 had just needed it
+        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
+        memo = list(session.converter.memo)
     assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
     assert row["fallback_tried"] == [["audio_logmel"]]
-    assert [k for k in exporter.cache if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
+    assert [k for k in memo if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
 
 
 def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
+    import dataclasses
+
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
-    exporter = export_run.Exporter(run, recipe, "teacher", av_data, 20)
-    real_gate = exporter.gate
-    monkeypatch.setattr(exporter, "gate", lambda path, precision: {
-        **real_gate(path, precision), "deployable": False, "reason": "digit: forced failure"})
-    row = exporter.export_one("tflite", "dynamic")
+    with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
+        real_judge = session.judge
+        monkeypatch.setattr(session, "judge", lambda path, precision: dataclasses.replace(
+            real_judge(path, precision), deployable=False, reason="digit: forced failure"))
+        row = session.export_artifact(ArtifactId("teacher", "tflite", "dynamic"))
+        converted = len(session.converter.memo)
     assert not row["deployable"] and row["fallback_tried"] == []
     assert row["reason"] == "digit: forced failure (TFLite dynamic cannot keep parts in float: no fallback to try)"
-    assert len(exporter.cache) == 1
+    assert converted == 1
+
+
+def test_fallback_search_tries_the_candidates_in_order_and_keeps_the_first_that_passes():
+    """The search alone, with a fake converter and judge: which parts were converted, in which order."""
+    from edgemtl.export.formats import FORMATS
+    from edgemtl.export.gate import search
+
+    converted = []
+
+    def convert(keep):
+        converted.append(keep)
+        if keep == ("image_",):
+            raise EdgemtlError("cannot keep image_ in float")
+        return keep
+
+    def judge(keep):
+        return ParityReport(deployable=keep == ("audio_", "image_"), reason=f"failed with {keep}", tasks={})
+
+    found = search(convert, judge, FORMATS["onnx"], "int8", [("audio_logmel",), ("image_",), ("audio_", "image_")])
+    assert converted == [(), ("audio_logmel",), ("image_",), ("audio_", "image_")]
+    assert found.keep == ("audio_", "image_") and found.report.deployable
+    assert found.report.fallback_tried == (("audio_logmel",), ("image_",), ("audio_", "image_"))
+    failed = search(convert, judge, FORMATS["tflite"], "fp32", [("audio_logmel",)])
+    assert not failed.report.deployable and failed.keep == () and failed.report.fallback_tried == ()
 
 
 def test_export_bad_inputs_are_one_line_each(tiny_run, tmp_path, capsys):
@@ -201,7 +233,7 @@ def test_export_bad_inputs_are_one_line_each(tiny_run, tmp_path, capsys):
 
 def test_calibration_split_too_small(av_data):
     from edgemtl.data.dataset import Split
-    from edgemtl.export.run import calibration_rows
+    from edgemtl.export.convert import calibration_rows
 
     tiny = Split({k: v[:5] for k, v in av_data["train"].x.items()}, {k: v[:5] for k, v in av_data["train"].y.items()},
                  av_data["train"].rows[:5])
@@ -215,7 +247,7 @@ def test_calibration_split_too_small(av_data):
 
 def test_a_layer_the_format_cannot_carry_is_named():
     from edgemtl.export import tflite
-    from edgemtl.export.run import conversion_error
+    from edgemtl.export.convert import conversion_error
     from edgemtl.tfk import keras, tf
 
     class Svd(keras.layers.Layer):
@@ -230,21 +262,22 @@ def test_a_layer_the_format_cannot_carry_is_named():
         "teacher: cannot convert to tflite: layer 'spectral_norm' uses op tf.Svd, which tflite builtin ops cannot carry")
 
 
-def test_interrupted_bundle_write_keeps_the_previous_bundle(tmp_path, monkeypatch):
+def test_interrupted_bundle_write_keeps_the_previous_bundle(exported, tmp_path, monkeypatch):
     from edgemtl.export import bundle
+    from edgemtl.rundir import RunDir
 
+    source = exported / "teacher-tflite-fp32"
+    manifest, parity = BundleManifest.read(source), ParityReport.read(source)
+    run = RunDir(tmp_path)
     folder = tmp_path / "exports" / "teacher-tflite-fp32"
-    bundle.write_bundle(folder, {"model.tflite": b"old"}, {"inputs": []}, {}, tmp_path)
-    real = json.dumps
+    bundle.write_bundle(folder, {"model.tflite": b"old"}, manifest, parity, run)
 
-    def crash(obj, **kw):
-        if "inputs" in obj:
-            raise KeyboardInterrupt  # interrupted half way through the folder
-        return real(obj, **kw)
+    def crash(self):
+        raise KeyboardInterrupt  # interrupted half way through the folder
 
-    monkeypatch.setattr(bundle.json, "dumps", crash)
+    monkeypatch.setattr(ParityReport, "to_json", crash)
     with pytest.raises(KeyboardInterrupt):
-        bundle.write_bundle(folder, {"model.tflite": b"new"}, {"inputs": []}, {}, tmp_path)
+        bundle.write_bundle(folder, {"model.tflite": b"new"}, manifest, parity, run)
     assert (folder / "model.tflite").read_bytes() == b"old"
     assert [p.name for p in folder.parent.iterdir()] == ["teacher-tflite-fp32"]
 

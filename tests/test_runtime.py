@@ -25,10 +25,9 @@ def _raw_test_inputs(run, data, manifest):
     rows = _manifest_rows(manifest)
     model = load(run / "exports" / "teacher-tflite-fp32")
     raw = {}
-    for entry in model.manifest["inputs"]:
-        values = [rows[r - 1][entry["column"]] for r in data["test"].rows]
-        raw[entry["name"]] = [str(manifest.parent / v) if entry["modality"] in ("image", "audio") else v
-                              for v in values]
+    for entry in model.manifest.inputs:
+        values = [rows[r - 1][entry.column] for r in data["test"].rows]
+        raw[entry.name] = [str(manifest.parent / v) if entry.modality in ("image", "audio") else v for v in values]
     return raw
 
 
@@ -215,6 +214,28 @@ def test_bad_bundles_are_one_clear_message(tiny_run, fashion_tiny_run, tmp_path)
     (swapped / "model.tflite").write_bytes(b"not a model")
     with pytest.raises(EdgemtlError, match="LiteRT cannot load this model"):
         load(swapped)
+
+
+def test_a_manifest_names_no_file_outside_its_bundle_and_no_fewer_labels_than_outputs(tiny_run, tmp_path):
+    source = tiny_run / "exports" / "teacher-tflite-fp32"
+    manifest = json.loads((source / "manifest.json").read_text())
+    escaped = tmp_path / "escaped"
+    shutil.copytree(source, escaped)
+    (escaped / "manifest.json").write_text(json.dumps({**manifest, "file": "../teacher-tflite-fp32/model.tflite"}))
+    with pytest.raises(EdgemtlError, match=r"manifest.json: file: .* leads out of the folder"):
+        load(escaped)
+    short = tmp_path / "short"
+    shutil.copytree(source, short)
+    digit = manifest["outputs"][0]
+    cut = {**manifest, "outputs": [{**digit, "labels": digit["labels"][:-1]}, *manifest["outputs"][1:]]}
+    (short / "manifest.json").write_text(json.dumps(cut))
+    with pytest.raises(EdgemtlError, match=f"the model outputs {len(digit['labels'])} values for task 'digit', "
+                                           f"the manifest has {len(digit['labels']) - 1} labels"):
+        load(short)
+    (short / "model.tflite").unlink()
+    (short / "model.tflite").mkdir()
+    with pytest.raises(EdgemtlError, match="'model.tflite' named by manifest.json .* is a folder, not a file"):
+        load(short)
 
 
 def test_watch_folder_example_answers_each_complete_sample(tiny_run, tmp_path):

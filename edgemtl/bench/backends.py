@@ -44,7 +44,7 @@ def _ort(target, threads, provider):
     from ..runtime.backends import OnnxRunner
 
     model = load(target, threads)
-    model.runner = OnnxRunner(Path(target) / model.manifest["file"], threads, [provider, "CPUExecutionProvider"])
+    model.runner = OnnxRunner(model.manifest.model_path, threads, [provider, "CPUExecutionProvider"])
     if model.runner.provider != provider:
         raise RuntimeError(f"onnxruntime fell back to {model.runner.provider}")
     return model.run, model
@@ -59,14 +59,14 @@ def ort_node_placement(target, provider: str, feeds: dict) -> dict:
 
     import onnxruntime as ort
 
-    from ..runtime.model import read_manifest
+    from ..runtime.manifest import BundleManifest
 
     with tempfile.TemporaryDirectory(prefix="edgemtl-ort-profile-") as tmp:
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.log_severity_level = 3
         options.profile_file_prefix = str(Path(tmp) / "trace")
-        session = ort.InferenceSession(str(Path(target) / read_manifest(Path(target))["file"]), options,
+        session = ort.InferenceSession(str(BundleManifest.read(target).model_path), options,
                                        providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
         session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())

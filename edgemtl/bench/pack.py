@@ -64,8 +64,8 @@ def check_pack_out(run: RunDir, recipe: dict, out: Path, overwrite: bool) -> Non
 def _pack_into(run: RunDir, recipe: dict, found: list, out: Path, final: Path) -> str:
     manifest, n_files = _pack_test_rows(recipe, out / "data")
     packed = RunDir(out / "run")
-    for folder in found:
-        shutil.copytree(folder, packed.root / "exports" / folder.name)
+    for aid in found:
+        shutil.copytree(run.bundle_dir(aid), packed.bundle_dir(aid))
     shutil.copytree(run.preprocess, packed.preprocess)
     # data.source resolved against the packed recipe.yaml's folder
     moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(Path("..") / "data" / manifest.name)))

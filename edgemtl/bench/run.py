@@ -11,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jsonio
+from ..artifacts import ArtifactId, keras_target_name, model_of_target
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
+from ..export.formats import FORMATS
 from ..metrics import score_all
 from ..progress import Progress
-from ..rundir import RunDir, atomic_write_json
+from ..rundir import RunDir, atomic_write_text
+from ..runtime.manifest import BundleManifest
 from ..names import GPU_BACKENDS
 from .backends import BACKENDS, ORT_GPU_PROVIDERS, unavailable
 from .machine import machine_info
@@ -23,25 +27,18 @@ from .machine import machine_info
 WARMUP = 20  # untimed calls before each measurement; also the fewest timed calls a time limit leaves
 
 
-def bundles(run: RunDir) -> list[Path]:
-    """Bundle folders of the run; C-array bundles are the int8 TFLite model again, so they are not benched twice."""
-    folder = run.root / "exports"
-    found = sorted(p for p in folder.glob("*/manifest.json")) if folder.exists() else []
-    found = [p for p in found if not p.parent.name.startswith(".")]  # .tmp-*: a write in progress, never a bundle
-    return [p.parent for p in found if json.loads(p.read_text())["format"] != "c"]
-
-
-def _bundle_kind(folder: Path) -> str:
-    return "tflite" if json.loads((folder / "manifest.json").read_text())["format"] == "tflite" else "onnx"
+def bundles(run: RunDir) -> list[ArtifactId]:
+    """The run's bundles to bench: a format whose model file is another's again (the C array) is not benched twice."""
+    return [a for a in run.bundles() if FORMATS[a.format].benched]
 
 
 def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, list]:
     """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
     Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
-    targets = [(b.name, str(b), _bundle_kind(b)) for b in bundles(run)]
+    targets = [(a.name, str(run.bundle_dir(a)), FORMATS[a.format].converts_as) for a in bundles(run)]
     if not targets:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
-    targets += [(f"{m}-keras", str(run.require_model(m)), "keras") for m in recipe.export.model
+    targets += [(keras_target_name(m), str(run.require_model(m)), "keras") for m in recipe.export.model
                 if run.model_file(m).exists()]
     jobs, skipped = [], []
     for backend in backends:
@@ -120,8 +117,7 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
             results["gpu_accuracy"][f"{name} {backend}"] = _or_error(
                 lambda: accuracy(recipe, data, target, kind, backend))
         results["sizes"][name] = _size(Path(target), kind)
-        results["model_of"][name] = name[:-len("-keras")] if kind == "keras" else \
-            json.loads((Path(target) / "manifest.json").read_text())["model"]
+        results["model_of"][name] = model_of_target(name)
         bar.update()
     results["flops"] = _flops(run, recipe, targets)
     for job in jobs:
@@ -129,7 +125,7 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
         bar.update()
     bar.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    atomic_write_json(run.root / "bench" / "results.json", results)
+    atomic_write_text(run.bench_results, jsonio.dumps(results, with_reasons=True))
     return results
 
 
@@ -143,8 +139,7 @@ def _or_error(measure) -> dict:
 def _size(target: Path, kind: str) -> int:
     if kind == "keras":
         return target.stat().st_size
-    manifest = json.loads((target / "manifest.json").read_text())
-    return (target / manifest["file"]).stat().st_size
+    return BundleManifest.read(target).model_path.stat().st_size
 
 
 def _flops(run: RunDir, recipe: Recipe, targets) -> dict:
@@ -157,7 +152,6 @@ def _flops(run: RunDir, recipe: Recipe, targets) -> dict:
         return {}
     out = {}
     for name, target, kind in targets:
-        model = name[:-len("-keras")] if kind == "keras" else None
-        if model:
-            out[model] = model_flops(exported_model(load_model(target), recipe))
+        if kind == "keras":
+            out[model_of_target(name)] = model_flops(exported_model(load_model(target), recipe))
     return out

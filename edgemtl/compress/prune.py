@@ -8,7 +8,7 @@ import numpy as np
 from ..recipe.schema import PruneSpec, Recipe
 from ..errors import EdgemtlError
 from ..models.heads import head_dense
-from ..recipe.spec import did_you_mean
+from ..errors import did_you_mean
 from ..tfk import keras
 
 L = keras.layers

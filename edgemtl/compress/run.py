@@ -1,6 +1,5 @@
 """`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
 the run directory — and a table that compares them with the teacher, per task."""
-import json
 import sys
 
 from ..recipe.schema import Recipe
@@ -9,6 +8,7 @@ from ..train.evaluate import evaluate_model
 from ..metrics import higher_is_better
 from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
+from ..model_metrics import read_history, read_metrics, update_metrics
 from ..models.files import write_qat_spec
 from ..rundir import QAT_WEIGHTS_FILE, RunDir, atomic_write_json, atomic_write_text
 from ..train.fit import train_model
@@ -122,16 +122,13 @@ class Compressor:
                            make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
 
     def _add_to_metrics(self, name: str, extra: dict):
-        path = self.run.model_dir(name) / "metrics.json"
-        atomic_write_json(path, {**json.loads(path.read_text()), **extra})
+        update_metrics(self.run, name, extra)
 
 
 def best_validation(run: RunDir, name: str, monitor: str) -> float:
     """The monitored validation value at a model's best epoch."""
-    from ..train.callbacks import BestModel
-
-    best = json.loads((run.model_dir(name) / "metrics.json").read_text())["best_epoch"]
-    return next(row[monitor] for row in BestModel.read_history(run.model_dir(name)) if row["epoch"] == best)
+    best = read_metrics(run, name, missing_ok=False)["best_epoch"]
+    return next(row[monitor] for row in read_history(run, name) if row["epoch"] == best)
 
 
 def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -> str:
@@ -159,6 +156,6 @@ def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -
     rows, text = compression_table(run, recipe, data, models, base if c.cfg.qat.enabled else None)
     rows["start"] = {"model": c.start, "why": why}
     text += f"\nPruning and quantization-aware training start from {c.start} ({why}).\n"
-    atomic_write_json(run.root / "compress.json", rows)
-    atomic_write_text(run.root / "compress.md", text)
+    atomic_write_json(run.compress_json, rows)
+    atomic_write_text(run.compress_md, text)
     return text

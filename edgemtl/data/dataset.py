@@ -1,5 +1,4 @@
 """From a recipe to decoded, split, label-encoded arrays; vocabularies learned on the training split only."""
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +8,9 @@ import numpy as np
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..preprocess import Tokenizer
-from ..recipe.spec import did_you_mean
+from ..errors import did_you_mean
+from .. import jsonio
+from ..rundir import LABELS_FILE, vocab_file_name
 from .features import decode_input
 from .labels import encode_labels, learn_label_spec
 from .manifest import Table, apply_filters, read_table, split_rows
@@ -106,9 +107,9 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
 
 def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     path = Path(preprocess_dir) if preprocess_dir else None
-    if path and (path / "labels.json").exists():
-        labels = json.loads((path / "labels.json").read_text())
-        tokenizers = {i.name: Tokenizer.load(path / f"vocab_{i.name}.txt", i.lowercase)
+    if path and (path / LABELS_FILE).exists():
+        labels = jsonio.read(path / LABELS_FILE, "label vocabulary")
+        tokenizers = {i.name: Tokenizer.load(path / vocab_file_name(i.name), i.lowercase)
                       for i in recipe.inputs if i.type == "text"}
         return labels, tokenizers
     labels = {t.name: learn_label_spec(t, train.columns[t.column]) for t in recipe.tasks}
@@ -119,8 +120,8 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
 
         path.mkdir(parents=True, exist_ok=True)
         for name, tok in tokenizers.items():
-            tok.save(path / f"vocab_{name}.txt")
-        atomic_write_json(path / "labels.json", labels)
+            tok.save(path / vocab_file_name(name))
+        atomic_write_json(path / LABELS_FILE, labels)
     return labels, tokenizers
 
 

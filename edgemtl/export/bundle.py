@@ -1,15 +1,13 @@
 """A bundle is a folder a device can use alone: the model file, manifest.json, the tokenizer vocabularies, parity.json."""
-import json
 import shutil
 from pathlib import Path
 
 from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from .. import __version__
+from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from ..data.features import clip_samples
-from ..rundir import atomic_save
-
-SCHEMA_VERSION = 1
-DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
+from ..rundir import RunDir, atomic_save
+from ..runtime.manifest import DECODE, SCHEMA_VERSION, BundleManifest, ParityReport, Quantization
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
@@ -38,22 +36,28 @@ def output_entry(task: TaskSpec, label_spec: dict) -> dict:
     return entry
 
 
-def write_bundle(folder: Path, files: dict, manifest: dict, parity: dict, preprocess_dir: Path) -> None:
-    """files: {name in bundle: bytes}. Written to a temporary folder, then renamed into place."""
+def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inputs: list[dict],
+                   outputs: list[dict], quantization: Quantization, report: ParityReport) -> BundleManifest:
+    """The bundle's manifest, read back through its own reader: a writer bug is caught here, not on a device."""
+    data = {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
+            "recipe_hash": run.recipe_hash(), "model": aid.model, "format": aid.format, "precision": aid.precision,
+            "file": file, "inputs": inputs, "outputs": outputs, "quantization": quantization.to_dict(),
+            "parity": {"deployable": report.deployable, "reason": report.reason}}
+    return BundleManifest.from_dict(data, file=f"{aid.name}/{MANIFEST_FILE}")
+
+
+def write_bundle(folder: Path, files: dict[str, bytes], manifest: BundleManifest, parity: ParityReport,
+                 run: RunDir) -> None:
+    """files: {name in bundle: bytes}; the vocabularies the manifest names come from RUN/preprocess/. Written to a
+    temporary folder, then renamed into place (an interrupted write keeps the previous bundle)."""
     def build(tmp: Path):
         tmp.mkdir(parents=True)
         for name, content in files.items():
             (tmp / name).write_bytes(content)
-        for entry in manifest["inputs"]:
-            vocab = entry.get("preprocess", {}).get("vocab")
-            if vocab:
-                shutil.copy(preprocess_dir / vocab, tmp / vocab)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        (tmp / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
+        for entry in manifest.inputs:
+            for name in entry.file_names():
+                shutil.copy(run.vocab(entry.name), tmp / name)
+        (tmp / MANIFEST_FILE).write_text(manifest.to_json())
+        (tmp / PARITY_FILE).write_text(parity.to_json())
 
     atomic_save(folder, build)
-
-
-def base_manifest(recipe: Recipe, digest: str, model_name: str, fmt: str, precision: str, file: str) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
-            "recipe_hash": digest, "model": model_name, "format": fmt, "precision": precision, "file": file}

@@ -13,15 +13,17 @@ def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     from ..models.build import load_model
     from ..recipe import load_recipe
+    from .converters import ConversionJob, tflite
     from .signature import exported_model
-    from .tflite import convert
 
     model = exported_model(load_model(job["model"]), load_recipe(job["recipe"]))
     with np.load(job["samples"]) as z:
         arrays = {k: z[k] for k in z.files}
     n = len(next(iter(arrays.values())))
     samples = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
-    content = convert(model, job["precision"], samples, job["keep_float"])
+    workdir = Path(job["out"]).parent
+    content = tflite(ConversionJob(model=model, precision=job["precision"], workdir=workdir, samples=tuple(samples),
+                                   keep_float=tuple(job["keep_float"])))
     Path(job["out"]).write_bytes(content)
 
 

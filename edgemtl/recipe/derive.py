@@ -5,7 +5,8 @@ import dataclasses
 
 from ..errors import EdgemtlError
 from .schema import ENCODERS, FusionSpec, Recipe, TrainingSpec, TrunkSpec
-from .spec import did_you_mean, to_plain, validate_spec, validate_variant
+from ..errors import did_you_mean
+from .spec import to_plain, validate_spec, validate_variant
 
 # A preset scales every width (filters, units, embedding sizes) of the teacher by one factor; parameters scale
 # roughly with its square. Widths stay multiples of 4 so that 2:4 structured pruning can apply.

@@ -10,10 +10,12 @@ import yaml
 
 from ..errors import EdgemtlError
 from ..metrics import CLASS_METRICS, REGRESSION_METRICS
-from ..names import SINGLE_TASK_PREFIX, STUDENTS, TEACHER
+from ..artifacts import single_task_name
+from ..names import STUDENTS, TEACHER
 from .derive import student_recipe
 from .schema import Recipe, TaskSpec
-from .spec import did_you_mean, join, validate_spec
+from ..errors import did_you_mean
+from .spec import join, validate_spec
 
 
 def load_recipe(path, overrides=(), data=None) -> Recipe:
@@ -166,7 +168,7 @@ def producible_models(recipe: Recipe) -> dict[str, str | None]:
              "student-pruned": None if cfg.prune.enabled else "compress.prune.enabled: true",
              "student-qat": None if cfg.qat.enabled else "compress.qat.enabled: true"}
     models = {TEACHER: None, **{s: needs.get(s) for s in STUDENTS}}
-    models.update({f"{SINGLE_TASK_PREFIX}{t.name}": None for t in recipe.tasks if not t.auxiliary})
+    models.update({single_task_name(t.name): None for t in recipe.tasks if not t.auxiliary})
     return models
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
-from .spec import REQUIRED, Spec, did_you_mean, key, spec, variant
+from ..errors import did_you_mean
+from .spec import REQUIRED, Spec, key, spec, variant
 
 
 def _positive(v):

@@ -7,13 +7,14 @@ The validator, the Markdown reference and the JSON Schema all walk these classes
 problem as 'path: message' instead of stopping at the first.
 """
 import dataclasses
-import difflib
 import functools
 import types
 import typing
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable
+
+from ..errors import did_you_mean
 
 REQUIRED = dataclasses.MISSING
 NoneType = type(None)
@@ -132,11 +133,6 @@ def _is_kind(value, kinds: tuple) -> bool:
     if float in kinds and isinstance(value, int):
         return True
     return isinstance(value, kinds)
-
-
-def did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def join(path: str, key) -> str:

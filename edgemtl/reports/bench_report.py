@@ -6,6 +6,8 @@ import html
 
 import numpy as np
 
+from ..artifacts import ArtifactId, keras_target_name
+from ..names import INT8_PRECISIONS, TEACHER
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from ..bench.backends import ORT_GPU_PROVIDERS
@@ -60,7 +62,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
     out = []
     names = _task_names(results)
     teacher_fp32 = _lookup(results, BASELINE)
-    keras = _lookup(results, "teacher-keras", "keras", 1)
+    keras = _lookup(results, keras_target_name(TEACHER), "keras", 1)
     if teacher_fp32 and keras:
         out.append(f"- **Runtime vs `keras.Model.predict`, one sample, 1 thread:** {keras['latency_ms']['p50']:.2f} ms "
                    f"vs {teacher_fp32['latency_ms']['p50']:.3f} ms for the same teacher as fp32 TFLite: "
@@ -73,7 +75,8 @@ def comparisons(results: dict, student: str | None) -> list[str]:
                    f"{results['sizes'][BASELINE] / results['sizes'][student]:.1f}x smaller, "
                    f"{teacher_fp32['latency_ms']['p50'] / student_row['latency_ms']['p50']:.1f}x faster at batch 1; "
                    f"accuracy change in points: {deltas}.")
-    singles = [a for a in results["sizes"] if a.startswith("single-") and a.endswith("-tflite-fp32")]
+    singles = [a for a in results["sizes"] if ArtifactId.is_artifact_name(a) and ArtifactId.parse(a).task is not None
+               and (ArtifactId.parse(a).format, ArtifactId.parse(a).precision) == ("tflite", "fp32")]
     if teacher_fp32 and singles:
         rows = [_lookup(results, a) for a in singles]
         if all(rows):
@@ -86,7 +89,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
                           f"{student_row['latency_ms']['p50']:.3f} ms)" if student_row else "") + ".")
             per_task = []
             for a in singles:
-                task = a[len("single-"):-len("-tflite-fp32")]
+                task = ArtifactId.parse(a).task
                 single, multi = results["accuracy"][a].get(task), results["accuracy"][BASELINE].get(task)
                 if single and multi:
                     per_task.append(f"{task} {_score(single):.4f} / {_score(multi):.4f}")
@@ -146,7 +149,9 @@ def _threads(row: dict) -> str:
 def _precision(artifact: str) -> str:
     """The GEMM precision an artifact computes in: int8 for full-integer and dynamic-range (int8 weights,
     activations quantized on the fly) files, float32 otherwise (fp16 files run as float32 on CPUs)."""
-    return "int8" if artifact.rsplit("-", 1)[-1] in ("int8", "int8io", "dynamic") else "fp32"
+    quantized = ArtifactId.is_artifact_name(artifact) and ArtifactId.parse(artifact).precision in (*INT8_PRECISIONS,
+                                                                                                   "dynamic")
+    return "int8" if quantized else "fp32"
 
 
 def _score(m) -> float:
@@ -206,7 +211,7 @@ def _limit(results) -> str:
 
 
 def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | None) -> str:
-    folder = run.root / "bench"
+    folder = run.bench_dir
     folder.mkdir(parents=True, exist_ok=True)
     skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
     text = "\n".join([
@@ -218,9 +223,9 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
         f"{BASELINE} (LiteRT, 1 thread).",
         "", table(results), "", *comparisons(results, student), "", *skipped, "",
         "![accuracy vs latency](pareto.png)", ""])
-    atomic_write_text(folder / "report.md", text)
-    has_png = pareto_png(results, folder / "pareto.png")
-    atomic_write_text(folder / "report.html", _html(recipe, text, folder / "pareto.png" if has_png else None))
+    atomic_write_text(run.bench_report, text)
+    has_png = pareto_png(results, run.pareto_png)
+    atomic_write_text(run.bench_html, _html(recipe, text, run.pareto_png if has_png else None))
     return text
 
 

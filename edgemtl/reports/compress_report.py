@@ -1,20 +1,17 @@
 """The compression table: teacher, student from scratch, distilled, pruned and QAT side by side, per task; and the
 int8 TFLite accuracy of quantization-aware training against post-training quantization of the same model."""
-import json
-import shutil
-
 import numpy as np
 
 from ..recipe.schema import Recipe, TaskSpec
-from ..export.signature import exported_model
-from ..export.tflite import convert
-from ..models.build import load_model
+from ..artifacts import ArtifactId
+from ..export.convert import convert_model
+from ..model_metrics import read_metrics
 from ..rundir import RunDir
 from ..compress.prune import gzip_size
 
 
 def _metrics(run: RunDir, name: str) -> dict:
-    return json.loads((run.model_dir(name) / "metrics.json").read_text())
+    return read_metrics(run, name, missing_ok=False)
 
 
 def _task_metric(task: TaskSpec) -> str:
@@ -27,7 +24,7 @@ def model_row(run: RunDir, recipe: Recipe, name: str, tasks: list) -> dict:
     row = {"model": name, "params": m["params"], "sparsity": m.get("sparsity", {}).get("overall"),
            "tasks": {t.name: test.get(t.name, {}).get(_task_metric(t)) for t in tasks}}
     if name != "student-qat":  # a QAT model's float graph carries fake-quant ops: its size is the int8 one
-        content = convert(exported_model(load_model(run.model_file(name)), recipe), "fp32")
+        content = convert_model(run, recipe, ArtifactId(name, "tflite", "fp32"))
         row.update(tflite_bytes=len(content), gzip_bytes=gzip_size(content))
     return row
 
@@ -37,20 +34,15 @@ def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
 
     Audio front-ends stay in float in both, as export's fallback keeps them (log-mel ranges do not fit int8).
     """
-    from ..export.run import Exporter
+    from ..export.run import trial
 
     keep = tuple(f"{i.name}_logmel" for i in recipe.inputs if i.type == "audio")
     out = []
     for name, method in ((base, "post-training int8"), ("student-qat", "quantization-aware int8")):
-        exporter = Exporter(run, recipe, name, data, recipe.export.calibration_samples)
-        try:
-            path = exporter.convert("tflite", "int8", keep)
-            verdict = exporter.gate(path, "int8")
-            size, packed = path.stat().st_size, gzip_size(path.read_bytes())
-        finally:
-            shutil.rmtree(exporter.tmp, ignore_errors=True)
+        tried = trial(run, recipe, data, ArtifactId(name, "tflite", "int8"), keep)
+        size, packed = len(tried.model_bytes), gzip_size(tried.model_bytes)
         out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size, "gzip_bytes": packed,
-                    "tasks": {n: r["artifact"] for n, r in verdict["tasks"].items()}})
+                    "tasks": {n: r.artifact for n, r in tried.report.tasks.items()}})
     return out
 
 

@@ -1,20 +1,19 @@
 """RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
-import json
-
+from ..artifacts import single_task_name
+from ..model_metrics import read_metrics
 from ..recipe.schema import Recipe
 from ..metrics import CLASS_METRICS, REGRESSION_METRICS
 from ..rundir import RunDir, atomic_write_text
 
 
 def _metrics(run: RunDir, name: str) -> dict:
-    path = run.model_dir(name) / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_metrics(run, name)
 
 
 def write_report(run: RunDir, recipe: Recipe) -> str:
     teacher = _metrics(run, "teacher")
     tasks = [t for t in recipe.tasks if not t.auxiliary]
-    singles = {t.name: _metrics(run, f"single-{t.name}") for t in tasks}
+    singles = {t.name: _metrics(run, single_task_name(t.name)) for t in tasks}
     has_single = any(singles.values())
     n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0].name, {}).get("n", "?")
     lines = [f"# {recipe.name}: results", "",
@@ -39,10 +38,10 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
         lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
-    compressed = run.root / "compress.md"
+    compressed = run.compress_md
     if compressed.exists():  # its own title dropped: it becomes a section of this report
         lines += ["", "## Compression", ""] + compressed.read_text().splitlines()[2:]
-    if (run.root / "bench" / "report.md").exists():
+    if run.bench_report.exists():
         lines += ["", "Latency, size and memory of every artifact: [bench/report.md](bench/report.md)."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)

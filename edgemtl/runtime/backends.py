@@ -73,6 +73,9 @@ class LiteRTRunner:
     def input_shapes(self) -> dict:
         return {n: list(d["shape"]) for n, d in self.inputs.items()}
 
+    def output_shapes(self) -> dict:
+        return {n: list(d["shape"]) for n, d in self.outputs.items()}
+
 
 def _load_gpu_libraries(ort):
     """CUDA and cuDNN from pip's nvidia-* packages, so that no LD_LIBRARY_PATH is needed."""
@@ -108,6 +111,9 @@ class OnnxRunner:
 
     def input_shapes(self) -> dict:
         return {n: [d if isinstance(d, int) else None for d in i.shape] for n, i in self._inputs.items()}
+
+    def output_shapes(self) -> dict:
+        return {o.name: [d if isinstance(d, int) else None for d in o.shape] for o in self.session.get_outputs()}
 
     @property
     def provider(self) -> str:
@@ -175,6 +181,9 @@ class OnnxCudaGraphRunner:
 
     def input_shapes(self) -> dict:
         return self._describe.input_shapes()
+
+    def output_shapes(self) -> dict:
+        return self._describe.output_shapes()
 
     @property
     def provider(self) -> str:

@@ -1,16 +1,13 @@
 """A loaded bundle: raw inputs in, per-task answers out. numpy, PIL, LiteRT and ONNX Runtime only."""
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgemtlError
-from ..recipe.spec import did_you_mean
+from ..errors import EdgemtlError, did_you_mean
 from .answers import answer
 from .backends import ModelLoadError, open_runner
 from .inputs import InputPreparer
-
-SCHEMA_VERSION = 1  # the newest bundle manifest this runtime reads
+from .manifest import BundleManifest
 
 
 def load(bundle, threads: int = 1, device: str = "cpu") -> "BundleModel":
@@ -18,38 +15,20 @@ def load(bundle, threads: int = 1, device: str = "cpu") -> "BundleModel":
     return BundleModel(bundle, threads, device)
 
 
-def read_manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
-    if not folder.exists():
-        raise EdgemtlError(f"{folder}: bundle folder not found")
-    if not path.exists():
-        raise EdgemtlError(f"{folder}: no manifest.json, so not an edgemtl bundle (make one with 'edgemtl export')")
-    try:
-        manifest = json.loads(path.read_text())
-        version = int(manifest["schema_version"])
-    except (ValueError, KeyError, TypeError):
-        raise EdgemtlError(f"{path}: not a readable bundle manifest") from None
-    if version > SCHEMA_VERSION:
-        raise EdgemtlError(f"{path}: bundle schema version {version} is newer than this runtime reads "
-                           f"({SCHEMA_VERSION}); upgrade edgemtl")
-    return manifest
-
-
 class BundleModel:
     def __init__(self, bundle, threads: int = 1, device: str = "cpu"):
-        folder = Path(bundle)
-        self.folder = folder.parent if folder.name == "manifest.json" else folder
-        self.manifest = read_manifest(self.folder)
-        model_file = self.folder / self.manifest["file"]
-        if not model_file.exists():
-            raise EdgemtlError(f"{self.folder}: model file '{self.manifest['file']}' named by manifest.json is missing")
+        # every file the manifest names resolves inside the bundle (checked when it is read)
+        self.manifest = BundleManifest.read(bundle)
+        self.folder: Path = self.manifest.bundle_dir
+        self.manifest.require_files()
         try:
-            self.runner = open_runner(model_file, threads, device)
+            self.runner = open_runner(self.manifest.model_path, threads, device)
         except ModelLoadError as e:
             raise EdgemtlError(str(e)) from None
-        self.inputs = {e["name"]: InputPreparer(e, self.folder) for e in self.manifest["inputs"]}
-        self.outputs = {e["task"]: e for e in self.manifest["outputs"]}
-        self._check_model_matches_manifest(model_file)
+        # the preparers and answers read the entries' on-disk form (the modality and task kinds own them)
+        self.inputs = {e.name: InputPreparer(e.to_dict(), self.folder) for e in self.manifest.inputs}
+        self.outputs = {e.task: e.to_dict() for e in self.manifest.outputs}
+        self._check_model_matches_manifest(self.manifest.model_path)
 
     def _check_model_matches_manifest(self, model_file: Path):
         have_in, have_out = self.runner.input_names(), self.runner.output_names()
@@ -59,12 +38,15 @@ class BundleModel:
         if set(have_out) != set(self.outputs):
             problems.append(f"outputs {sorted(have_out)} vs manifest {sorted(self.outputs)}")
         for name, shape in self.runner.input_shapes().items():
-            want = self.inputs.get(name)
-            if want is not None and tuple(shape[1:]) != want.shape:
-                problems.append(f"input '{name}' shape {list(shape[1:])} vs manifest {list(want.shape)}")
+            want = self.manifest.input(name).sample_shape if name in self.inputs else None
+            if want is not None and tuple(shape[1:]) != want:
+                problems.append(f"input '{name}' shape {list(shape[1:])} vs manifest {list(want)}")
         if problems:
             raise EdgemtlError(f"{model_file}: the model does not match its manifest.json ({'; '.join(problems)}); "
                                f"re-export the bundle")
+        self.manifest.check_output_widths({name: int(np.prod(shape[1:], dtype=np.int64))
+                                           for name, shape in self.runner.output_shapes().items()
+                                           if name in self.outputs and None not in shape[1:]})
 
     # --- inputs ----------------------------------------------------------------------------------------------
     def _check_names(self, given: dict):
@@ -106,5 +88,5 @@ class BundleModel:
 
     def __repr__(self):
         m = self.manifest
-        return (f"BundleModel({self.folder.name}: {m['format']} {m['precision']}, inputs {list(self.inputs)}, "
+        return (f"BundleModel({self.folder.name}: {m.format} {m.precision}, inputs {list(self.inputs)}, "
                 f"tasks {list(self.outputs)})")

@@ -59,8 +59,7 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
         raise EdgemtlError(f"{manifest}: manifest not found")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = {name: (e.get("column") or name) for name, e in
-               ((e["name"], e) for e in model.manifest["inputs"])}
+    columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
     missing = [c for c in columns.values() if rows and c not in rows[0]]
     if missing:
         raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")

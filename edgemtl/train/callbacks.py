@@ -7,7 +7,7 @@ import numpy as np
 
 from ..metrics import higher_is_better, score_all
 from ..models.files import save_model_file
-from ..rundir import atomic_save, atomic_write_text
+from ..rundir import HISTORY_FILE, MODEL_FILE, RunDir, atomic_save, atomic_write_text
 from ..tfk import keras
 
 
@@ -94,7 +94,7 @@ class BestModel(keras.callbacks.Callback):
     """
 
     def __init__(self, net, monitor, patience, model_dir, epochs, tasks, to_save=None, eligible=None,
-                 file_name="model.keras"):
+                 file_name=MODEL_FILE):
         super().__init__()
         self.net, self.monitor, self.patience, self.model_dir, self.epochs = net, monitor, patience, model_dir, epochs
         self.to_save = to_save or (lambda net: net)
@@ -102,7 +102,7 @@ class BestModel(keras.callbacks.Callback):
         self.file_name = file_name
         self.shown = [f"val_{t.name}_{t.metrics[0]}" for t in tasks]  # one metric per task in the log line
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
-        self.history_path = model_dir / "history.jsonl"
+        self.history_path = model_dir / HISTORY_FILE
         self.history = self.read_history(model_dir)
         self._rejudge()
 
@@ -119,8 +119,9 @@ class BestModel(keras.callbacks.Callback):
 
     @staticmethod
     def read_history(model_dir) -> list:
-        path = model_dir / "history.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        from ..model_metrics import read_history
+
+        return read_history(RunDir(model_dir.parent.parent), model_dir.name)
 
     def _judge(self, epoch, row: dict) -> bool:
         """Better monitor value wins; a tie (a saturated accuracy on a small val split) goes to the lower val_loss."""

@@ -1,11 +1,10 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
-import json
-
 from ..recipe.schema import Recipe
 from ..data.dataset import SPLITS
 from ..metrics import score_all
 from ..models.build import load_model
-from ..rundir import RunDir, atomic_write_json
+from ..model_metrics import update_metrics
+from ..rundir import RunDir
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
@@ -16,10 +15,7 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
         if len(data[split]):
             outputs = model.predict(data[split].x, batch_size=256, verbose=0)
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
-    path = run.model_dir(name) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics["splits"] = scores
-    atomic_write_json(path, metrics)
+    update_metrics(run, name, {"splits": scores})
     return scores
 
 

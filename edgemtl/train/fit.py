@@ -1,5 +1,4 @@
 """One training run of one model into RUN/models/NAME: model.keras (best), saved_model/, history, metrics.json."""
-import json
 import shutil
 import sys
 import time
@@ -9,7 +8,8 @@ from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..metrics import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
-from ..rundir import RunDir, atomic_save, atomic_write_json, remove_tree
+from ..model_metrics import read_history, read_metrics, update_metrics
+from ..rundir import MODEL_FILE, RunDir, atomic_save, remove_tree
 from ..tfk import keras
 from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
 from .trainer import MultitaskTrainer, make_optimizer, make_strategy
@@ -18,7 +18,7 @@ from .weighting import make_combination
 
 def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
                 overwrite: bool = False, make_net=None, make_trainer=None, callbacks=(), to_save=None,
-                eligible=None, file_name="model.keras") -> dict:
+                eligible=None, file_name=MODEL_FILE) -> dict:
     """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks.
 
     Compression reuses this loop: make_net / make_trainer replace the recipe's model and trainer (see _build),
@@ -28,11 +28,11 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
     tasks = tasks if tasks is not None else recipe.tasks
     model_dir = run.model_dir(name)
     _claim(model_dir, resume, overwrite)
-    if resume and (model_dir / "saved_model").exists() and not (model_dir / "backup").exists():
+    if resume and run.saved_model(name).exists() and not run.backup(name).exists():
         print(f"{model_dir}: already trained; nothing to resume", file=sys.stderr)
-        return _read_json(model_dir / "metrics.json")
-    if not (model_dir / "backup").exists():
-        (model_dir / "history.jsonl").unlink(missing_ok=True)  # no checkpoint to continue from: start clean
+        return read_metrics(run, name)
+    if not run.backup(name).exists():
+        run.history(name).unlink(missing_ok=True)  # no checkpoint to continue from: start clean
     training = recipe.training
     keras.utils.set_random_seed(recipe.seed)
     strategy = make_strategy(training.distribute)
@@ -47,8 +47,8 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
         *callbacks,
         BestModel(net, monitor, training.early_stopping.patience, model_dir, training.epochs, tasks,
                   to_save, eligible, file_name),
-        EpochSafeBackup(str(model_dir / "backup"), save_freq=training.checkpoint_every),
-        keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
+        EpochSafeBackup(str(run.backup(name)), save_freq=training.checkpoint_every),
+        keras.callbacks.TensorBoard(str(run.tensorboard(name)), write_graph=False),
     ]
     if resume and _fit_finished(callbacks, training.epochs, model_dir / file_name):
         print(f"{model_dir}: training had finished; completing its saved_model and metrics", file=sys.stderr)
@@ -67,7 +67,7 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
                            f"lower training.learning_rate or check the '{task}' labels")
     if not (model_dir / file_name).exists():
         raise EdgemtlError(f"training produced no usable model (monitor '{monitor}' was never finite)")
-    return _finish(model_dir / file_name, name, tasks, combination, elapsed, monitor, strategy, eligible)
+    return _finish(run, model_dir / file_name, name, tasks, combination, elapsed, monitor, strategy, eligible)
 
 
 def _build(recipe: Recipe, data, tasks: list, name: str, strategy, make_net=None, make_trainer=None):
@@ -90,13 +90,12 @@ def _build(recipe: Recipe, data, tasks: list, name: str, strategy, make_net=None
     return net, combination, trainer
 
 
-def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, eligible=None) -> dict:
-    model_dir = model_file.parent
+def _finish(run: RunDir, model_file, name, tasks, combination, elapsed, monitor, strategy, eligible=None) -> dict:
     best = load_model(model_file)
-    atomic_save(model_dir / "saved_model", lambda p: best.save(p, save_format="tf"))
-    history = BestModel.read_history(model_dir)
+    atomic_save(run.saved_model(name), lambda p: best.save(p, save_format="tf"))
+    history = read_history(run, name)
     candidates = [r for r in history if eligible is None or eligible(r)]
-    previous = _read_json(model_dir / "metrics.json")
+    previous = read_metrics(run, name)
     sign = 1 if higher_is_better(monitor) else -1
     best_row = max(candidates, key=lambda r: (sign * r.get(monitor, float("-inf")), -r.get("val_loss", 0.0)))
     summary = {
@@ -111,9 +110,9 @@ def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, el
         "distribute": {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync},
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
     }
-    atomic_write_json(model_dir / "metrics.json", {**previous, **summary})
-    if (model_dir / "backup").exists():
-        remove_tree(model_dir / "backup")  # finished: nothing left to resume (renamed first: never half there)
+    update_metrics(run, name, summary)
+    if run.backup(name).exists():
+        remove_tree(run.backup(name))  # finished: nothing left to resume (renamed first: never half there)
     return summary
 
 
@@ -145,7 +144,3 @@ def _monitor(monitor: str, tasks: list) -> str:
     if monitor in ("val_loss", "val_mean_score") or any(monitor.startswith(f"val_{n}_") for n in names):
         return monitor
     return "val_mean_score"
-
-
-def _read_json(path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}

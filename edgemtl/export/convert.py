@@ -1,0 +1,182 @@
+"""The converter: one model into any row of the formats table, memoised per (format converted as, precision, parts
+kept in float). Full-int8 TFLite conversions run in a child process (calibration can crash its process) and go
+through RUN/cache/, so compress's int8 comparison and the export of the same model convert once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..artifacts import ArtifactId
+from ..errors import EdgemtlError
+from ..recipe import recipe_hash
+from ..recipe.schema import Recipe
+from ..rundir import RunDir
+from .converters import ConversionJob
+from .formats import FORMATS
+
+MIN_CALIBRATION_ROWS = 10
+# how conversion errors name what failed (per format converted as, precision)
+_WHAT = {("onnx", "fp16"): "onnx fp16", ("onnx", "dynamic"): "onnx dynamic int8", ("onnx", "int8"): "onnx static int8"}
+
+
+def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
+    """n training rows covering every class of every task as far as the data allows, then random rows."""
+    if len(split) < MIN_CALIBRATION_ROWS:
+        raise EdgemtlError(f"calibration split too small: the training split has {len(split)} rows, "
+                           f"full-int8 calibration needs at least {MIN_CALIBRATION_ROWS}")
+    chosen = []
+    for t in tasks:
+        y = split.y[t.name]
+        if t.type in ("multiclass", "binary"):
+            chosen += [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
+        elif t.type == "multilabel":
+            chosen += [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
+    rng = np.random.default_rng(seed)
+    rest = [i for i in rng.permutation(len(split)) if i not in set(chosen)]
+    return np.array(list(dict.fromkeys(chosen + rest))[:max(n, MIN_CALIBRATION_ROWS)])
+
+
+def calibration_samples(split, tasks: list, n: int, seed: int) -> tuple[dict, ...]:
+    """The calibration rows as input dicts of one row each (what the converters take)."""
+    return tuple({k: v[i:i + 1] for k, v in split.x.items()} for i in calibration_rows(split, tasks, n, seed))
+
+
+def load_exported(run: RunDir, recipe: Recipe, model_name: str):
+    """The trained model with the serving signature every converter reads (export.signature.exported_model)."""
+    from ..models.build import load_model
+    from .signature import exported_model
+
+    return exported_model(load_model(run.require_model(model_name)), recipe)
+
+
+class Converter:
+    """One model's conversions. Use as a context manager: its scratch folder goes even on an exception or a kill of
+    the conversion child."""
+
+    def __init__(self, run: RunDir, recipe: Recipe, model_name: str, model=None, samples: tuple = (),
+                 metadata: dict | None = None):
+        self.run, self.recipe, self.model_name = run, recipe, model_name
+        self.model_path = run.require_model(model_name)
+        self.model = load_exported(run, recipe, model_name) if model is None else model
+        self.samples = tuple(samples)
+        self.metadata = {"edgemtl.recipe": recipe.name, "edgemtl.recipe_hash": run.recipe_hash(),
+                         **(metadata or {})}
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgemtl-export-"))
+        self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
+
+    def __enter__(self) -> Converter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def convert(self, aid: ArtifactId, keep_float: tuple[str, ...] = ()) -> Path:
+        """The model file of this artifact (the C format shares the int8 TFLite file it wraps)."""
+        fmt = FORMATS[aid.format]
+        key = (fmt.converts_as, aid.precision, tuple(keep_float))
+        if key in self.memo:
+            return self.memo[key]
+        out = self.workdir / "out" / f"{fmt.converts_as}-{aid.precision}-{len(self.memo)}{fmt.suffix}"
+        out.parent.mkdir(exist_ok=True)
+        if fmt.converts_in_child(aid.precision):
+            self._convert_in_child(aid.precision, tuple(keep_float), out)
+        else:
+            job = self._job(aid.precision, tuple(keep_float))
+            what = _WHAT.get((fmt.converts_as, aid.precision), aid.format)
+            out.write_bytes(self._guard(lambda: fmt.load_converter()(job), what))
+        self.memo[key] = out
+        return out
+
+    def _job(self, precision: str, keep_float: tuple) -> ConversionJob:
+        return ConversionJob(model=self.model, precision=precision, workdir=self.workdir, samples=self.samples,
+                             keep_float=keep_float, opset=self.recipe.export.opset, metadata=self.metadata)
+
+    def _guard(self, fn, what: str):
+        try:
+            return fn()
+        except EdgemtlError:
+            raise
+        except Exception as e:  # converters raise many exception types
+            raise EdgemtlError(conversion_error(e, what, self.model_name, self.model)) from None
+
+    def cache_path(self, precision: str, keep_float: tuple[str, ...]) -> Path:
+        """The same model, recipe, settings and calibration rows give the same file. The compress section is left
+        out of the key: it never changes a conversion, and `compress --set` rewrites it in RUN/recipe.yaml after
+        converting."""
+        converting = recipe_hash({k: v for k, v in self.recipe.to_dict().items() if k != "compress"})
+        key = [precision, list(keep_float), converting, __version__]
+        digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
+        for sample in self.samples:
+            for name in sorted(sample):
+                digest.update(sample[name].tobytes())
+        return self.run.cache_file(digest.hexdigest()[:24], FORMATS["tflite"].suffix)
+
+    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path) -> None:
+        if not self.samples:
+            raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
+        cached = self.cache_path(precision, keep_float)
+        if cached.exists():
+            shutil.copyfile(cached, out)
+            return
+        samples = self.workdir / "calibration.npz"
+        if not samples.exists():
+            np.savez(samples, **{k: np.concatenate([s[k] for s in self.samples]) for k in self.samples[0]})
+        job = self.workdir / f"job-{out.stem}.json"
+        job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
+                                   "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
+                                   "out": str(out)}))
+        done = subprocess.run([sys.executable, "-m", "edgemtl.export.worker", str(job)], capture_output=True,
+                              text=True)
+        if done.returncode != 0 or not out.exists():
+            how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else "failed"
+            last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
+            raise EdgemtlError(f"{self.model_name}: TFLite {precision} conversion {how}: {last[0][:400]}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(".part")  # a killed copy never looks like a cached file
+        shutil.copyfile(out, part)
+        part.replace(cached)
+
+
+def convert_model(run: RunDir, recipe: Recipe, aid: ArtifactId, keep_float: tuple[str, ...] = (),
+                  samples: tuple = ()) -> bytes:
+    """The model file of one artifact, no gate and no bundle (compress's size column: fp32 needs no samples)."""
+    with Converter(run, recipe, aid.model, samples=samples) as converter:
+        return converter.convert(aid, keep_float).read_bytes()
+
+
+def layer_of_op(model, op_type: str):
+    """The layer whose name scope holds the first op of this type in the serving graph (ops are named layer/op)."""
+    from .signature import serving_function
+
+    layers = {x.name for x in model.layers}
+    for op in serving_function(model).graph.get_operations():
+        if op.type == op_type:
+            return next((part for part in op.name.split("/") if part in layers), None)
+    return None
+
+
+def conversion_error(error: Exception, fmt: str, model_name: str, model) -> str:
+    """One line naming the format and, where the converter's message shows it, the layer and op it cannot carry."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    op = re.search(r"'tf\.(\w+)' op is neither", text)
+    if op:
+        layer = layer_of_op(model, op.group(1))
+        if layer:
+            return f"{model_name}: cannot convert to {fmt}: layer '{layer}' uses op tf.{op.group(1)}, which " \
+                   f"{fmt} builtin ops cannot carry"
+        return f"{model_name}: cannot convert to {fmt}: op tf.{op.group(1)} is not a {fmt} builtin op"
+    first = next((line for line in lines if "error" in line.lower()), lines[0])
+    return f"{model_name}: cannot convert to {fmt}: {first[:400]}"

@@ -1,0 +1,90 @@
+"""The parity gate around one model: the Keras reference outputs on the test split, the recipe's tolerances, the
+verdict on a converted file (export/parity.py scores it), and the float-fallback search for a reduced precision
+that fails it."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EdgemtlError
+from ..recipe.schema import Recipe, TaskSpec
+from ..runtime.manifest import ParityReport, TaskParity
+from . import parity
+from .formats import Format
+
+_TASK_FIELDS = [f.name for f in dataclasses.fields(TaskParity)]
+_SHORT = {"tflite": "TFLite", "onnx": "ONNX"}  # how a "no fallback" note names the format converted as
+
+
+@dataclass(frozen=True)
+class GateData:
+    """What every verdict on one model compares against."""
+    x: Mapping
+    y: Mapping
+    reference: Mapping  # the Keras model's outputs on x, by task
+    tasks: tuple[TaskSpec, ...]
+    labels: Mapping  # preprocess/labels.json entries, by task
+    tolerance: Mapping[str, float]  # allowed metric drop per task (reduced precisions)
+
+
+def gate_data(model, recipe: Recipe, data) -> GateData:
+    """Predict the test split once with the exported Keras model; tolerances from the recipe's export section."""
+    tasks = tuple(t for t in recipe.tasks if t.name in model.output_names)
+    test = data["test"]
+    cfg = recipe.export
+    return GateData(x=test.x, y=test.y, reference=model.predict(test.x, batch_size=256, verbose=0), tasks=tasks,
+                    labels=data.labels, tolerance={t.name: cfg.tolerance.get(t.name, cfg.default_tolerance)
+                                                   for t in tasks})
+
+
+def judge(path: Path, precision: str, gate: GateData) -> ParityReport:
+    """The verdict on one converted file."""
+    verdict = parity.check(path, precision, gate.x, gate.y, gate.reference, list(gate.tasks), gate.labels,
+                           dict(gate.tolerance))
+    tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
+    return ParityReport(deployable=bool(verdict["deployable"]), reason=verdict["reason"], tasks=tasks,
+                        rows=verdict.get("rows"))
+
+
+def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool) -> list[tuple[str, ...]]:
+    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders; none where the
+    format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
+    if not float_fallback or not fmt.can_keep_float(precision):
+        return []
+    front = [(f"{i.name}_logmel",) for i in inputs if i.type == "audio"]
+    return front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
+                                                        if len(inputs) > 1 else [])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    path: Path  # the converted file judged last (the one to bundle)
+    report: ParityReport  # with kept_in_float and fallback_tried set
+    keep: tuple[str, ...]  # the parts kept in float
+
+
+def search(convert: Callable[[tuple], Path], judge_file: Callable[[Path], ParityReport], fmt: Format,
+           precision: str, candidates: list[tuple[str, ...]], start: tuple[str, ...] = (),
+           float_fallback: bool = True) -> Verdict:
+    """Judge the conversion keeping `start` in float; if it fails at a reduced precision, try each candidate in turn
+    and keep the first that passes. A candidate the converter cannot keep in float is skipped."""
+    keep = tuple(start)
+    path = convert(keep)
+    report, tried = judge_file(path), [keep] if keep else []
+    if not report.deployable and precision != "fp32":
+        for keep_try in [c for c in candidates if c != keep]:
+            tried.append(keep_try)
+            try:
+                retry_path = convert(keep_try)
+            except EdgemtlError:  # this part cannot stay in float for this format: try the next one
+                continue
+            retry = judge_file(retry_path)
+            if retry.deployable:
+                path, report, keep = retry_path, retry, keep_try
+                break
+        if not candidates and float_fallback:
+            report = dataclasses.replace(report, reason=f"{report.reason} ({_SHORT.get(fmt.converts_as, fmt.name)} "
+                                                        f"{precision} cannot keep parts in float: no fallback to try)")
+    return Verdict(path, dataclasses.replace(report, kept_in_float=keep, fallback_tried=tuple(tried)), keep)
