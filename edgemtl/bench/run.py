@@ -13,7 +13,7 @@ import numpy as np
 
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
-from ..metrics import score_all
+from ..kinds import score_all
 from ..progress import Progress
 from ..rundir import RunDir, atomic_write_json
 from ..names import GPU_BACKENDS

@@ -47,6 +47,8 @@ class ModalityKind:
     default_encoder: str = ""  # the encoder type a recipe gets when it names none
     media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
     json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
+    has_stats: bool = False  # standardised in the graph with training-split statistics (stats(train_array))
+    has_vocabulary: bool = False  # a tokenizer is learned on the training split (fit_tokenizer / load_tokenizer)
 
     # -- TF-free half ---------------------------------------------------------------------------------------------
     def input_shape(self, spec) -> tuple:
@@ -434,6 +436,9 @@ class SigmoidTaskKind(ClassTaskKind):
 
 
 # --- means -----------------------------------------------------------------------------------------------------------
+MEAN_KEYS = ("mean_score", "mean_note")  # what score_all adds beside the tasks
+
+
 def finite(value) -> bool:
     return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(float(value))
 
@@ -443,11 +448,11 @@ def mean_score(per_task: Mapping[str, Any]) -> tuple[float | None, str]:
 
     A task without a finite "score" (no scorable row, not measured) is left out and named in the note; the value is
     None when no task is left. A raw number in place of a task's metrics is refused: a mean never mixes raw metrics
-    (an MAE beside accuracies) -- pass score() results. Keys that are not tasks ("mean_score") are ignored.
+    (an MAE beside accuracies) -- pass score() results. Keys that are not tasks (MEAN_KEYS) are ignored.
     """
     scores, left_out = [], []
     for task, metrics in per_task.items():
-        if task == "mean_score":
+        if task in MEAN_KEYS:
             continue
         if metrics is not None and not isinstance(metrics, Mapping):
             raise TypeError(f"mean_score: task '{task}' has {metrics!r}, not its metrics; a mean averages normalised "

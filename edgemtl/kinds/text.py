@@ -12,6 +12,7 @@ class TextKind(ModalityKind):
     name = "text"
     dtype = "int32"
     default_encoder = "conv1d"
+    has_vocabulary = True
 
     def input_shape(self, spec) -> tuple:
         return (spec.max_length,)

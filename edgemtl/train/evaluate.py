@@ -3,12 +3,14 @@ import json
 
 from ..recipe.schema import Recipe
 from ..data.dataset import SPLITS
-from ..metrics import score_all
+from ..kinds import score_all
 from ..models.build import load_model
 from ..rundir import RunDir, atomic_write_json
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
+    """{split: {task: raw metrics, "score" (normalised), "n"} | {"mean_score": mean of the normalised scores or None,
+    "mean_note"}}, also written to the model's metrics.json."""
     model = load_model(run.require_model(name))
     tasks = [t for t in recipe.tasks if t.name in model.output_names]
     scores = {}

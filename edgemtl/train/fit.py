@@ -7,7 +7,7 @@ import time
 from ..recipe.schema import Recipe
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
-from ..metrics import higher_is_better
+from ..kinds import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..rundir import RunDir, atomic_save, atomic_write_json
 from ..tfk import keras
