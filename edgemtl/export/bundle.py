@@ -3,39 +3,20 @@ import json
 import shutil
 from pathlib import Path
 
+from .. import __version__, kinds
 from ..recipe.schema import InputSpec, Recipe, TaskSpec
-from .. import __version__
-from ..data.features import clip_samples
 from ..rundir import atomic_save
 
 SCHEMA_VERSION = 1
-DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
-    entry = {"name": inp.name, "modality": inp.type, "dtype": spec.dtype.name,
-             "shape": [None, *spec.shape[1:]], "column": getattr(inp, "column", None)}
-    if inp.type == "image":
-        entry["preprocess"] = {"size": list(inp.size), "channels": inp.channels}
-    elif inp.type == "text":
-        entry["preprocess"] = {"vocab": f"vocab_{inp.name}.txt", "max_length": inp.max_length,
-                               "lowercase": inp.lowercase}
-    elif inp.type == "audio":
-        entry["preprocess"] = {"sample_rate": inp.sample_rate, "clip_samples": clip_samples(inp)}
-    elif inp.type == "numeric":
-        entry["preprocess"] = {"columns": list(inp.columns)}
-    else:
-        entry["preprocess"] = {"length": inp.length, "channels": inp.channels}
-    return entry
+    """The manifest entry of an input; spec: the exported signature's TensorSpec (dtype and shape as exported)."""
+    return kinds.modality(inp.type).manifest_entry(inp, spec.dtype.name, spec.shape[1:])
 
 
 def output_entry(task: TaskSpec, label_spec: dict) -> dict:
-    entry = {"task": task.name, "type": task.type, "decode": DECODE[task.type]}
-    if "classes" in label_spec:
-        entry["labels"] = label_spec["classes"]
-    if task.type in ("binary", "multilabel"):
-        entry["threshold"] = task.threshold
-    return entry
+    return kinds.task_kind(task.type).output_entry(task, label_spec)
 
 
 def write_bundle(folder: Path, files: dict, manifest: dict, parity: dict, preprocess_dir: Path) -> None:

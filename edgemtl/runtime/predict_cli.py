@@ -24,12 +24,7 @@ def parse_inputs(model, pairs: list) -> dict:
 
 def _value(model, name: str, text: str):
     prep = model.inputs.get(name)
-    if prep is not None and prep.kind in ("numeric", "sequence"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise EdgemtlError(f"input '{name}': give numbers as JSON, e.g. '[1.5, 2]'") from None
-    return text
+    return text if prep is None else prep.kind.cli_value(name, text)
 
 
 def format_answers(answers: dict, sep: str = "\n") -> str:
@@ -85,12 +80,7 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
 
 
 def _cell(model, name: str, value: str, base: Path, row: int):
-    kind = model.inputs[name].kind
-    if kind in ("image", "audio"):
-        return str(base / value)
-    if kind in ("numeric", "sequence"):
-        return _value(model, name, value)
-    return value
+    return model.inputs[name].kind.manifest_cell(name, value, base)
 
 
 def _cells(a: dict) -> list:
