@@ -4,8 +4,6 @@ float (fp32) artifacts: every output within 1e-4 of Keras (relative to the value
 reduced-precision artifacts: per task, the test metric may drop by at most the recipe's tolerance; top-1 agreement
 with Keras is reported. An artifact that its runtime refuses to load fails the gate.
 """
-import numpy as np
-
 from .. import kinds
 from ..runtime.backends import ModelLoadError, open_runner, run_batched
 
