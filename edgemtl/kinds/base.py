@@ -19,14 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from .. import preprocess
 from ..errors import EdgemtlError
 from ..progress import Progress
 
 log = logging.getLogger("edgemtl")
 
 MISSING = -1  # class index / multi-hot value of a missing label; regression uses NaN
-BadInput = preprocess.BadInput  # what decode and prepare raise for a raw value that cannot become model input
+class BadInput(ValueError):
+    """What decode and prepare raise for a raw value that cannot become model input; the message says why."""
+
+
+def describe(source) -> str:
+    return f"'{source}'" if isinstance(source, (str, Path)) else f"({type(source).__name__})"
+
+
+
 
 
 def is_missing(value) -> bool:
@@ -363,7 +370,9 @@ class ClassTaskKind(TaskKind):
         """(token ids of each distinct class-name word's forms, word indices of each class): the LabelNameMatch
         tables. A word's forms are itself and its plural or singular by a trailing s / es, where the vocabulary
         has them."""
-        names = [preprocess.split_words(c, tokenizer.lowercase) for c in class_names]
+        from .text import split_words
+
+        names = [split_words(c, tokenizer.lowercase) for c in class_names]
         words, forms = [], []
         for word in sorted({w for name in names for w in name}):
             ids = sorted({tokenizer.index[f] for f in _word_forms(word) if tokenizer.index.get(f, 0) > 1})  # no pad/unk
