@@ -26,7 +26,7 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
         diff = tk.float_diff(ref, got)
         row = {"max_abs_diff": float(diff.max()), "metric": tk.primary_metric, "keras": ref_m[tk.primary_metric],
                "artifact": got_m[tk.primary_metric], "drop": float(ref_m["score"] - got_m["score"]),
-               "keras_score": ref_m["score"], "score": got_m["score"], "agreement": tk.agreement(ref, got, t.threshold)}
+               "agreement": tk.agreement(ref, got, t.threshold)}
         if precision == "fp32":
             if row["max_abs_diff"] > FLOAT_ATOL:
                 problems.append(f"{name}: max difference {row['max_abs_diff']:.2e} > {FLOAT_ATOL:g}")
