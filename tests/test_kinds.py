@@ -249,7 +249,7 @@ def test_command_line_and_manifest_values_as_predict_reads_them(tmp_path):
     expected = {"image": str(tmp_path / "x.txt"), "audio": str(tmp_path / "x.txt"), "text": "x.txt",
                 "numeric": [1.5, 2], "sequence": [1.5, 2]}
     for name, kind in MODALITIES.items():
-        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=kind)})
+        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name, modality=kind)})
         text = "[1.5, 2]" if kind.json_value else "x.txt"
         assert predict_cli._value(model, "x", text) == (expected[name] if kind.json_value else text)
         assert predict_cli._cell(model, "x", text, tmp_path, 0) == expected[name]

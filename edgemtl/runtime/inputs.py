@@ -12,11 +12,12 @@ class InputPreparer:
 
     def __init__(self, entry: dict, bundle_dir: Path):
         self.entry, self.name = entry, entry["name"]
-        self.kind = kinds.modality(entry["modality"])
+        self.kind = entry["modality"]  # the modality's name (public: examples and callers branch on it)
+        self.modality = kinds.modality(self.kind)  # what that modality means: its ModalityKind
         self.pre = entry.get("preprocess", {})
         self.shape = tuple(entry["shape"][1:])
         self.dtype = np.dtype(entry["dtype"])
-        self.resources = self.kind.runtime_resources(entry, Path(bundle_dir))
+        self.resources = self.modality.runtime_resources(entry, Path(bundle_dir))
 
     def __call__(self, value, rate=None) -> np.ndarray:
-        return self.kind.prepare(self.entry, value, rate, **self.resources)
+        return self.modality.prepare(self.entry, value, rate, **self.resources)

@@ -24,7 +24,7 @@ def parse_inputs(model, pairs: list) -> dict:
 
 def _value(model, name: str, text: str):
     prep = model.inputs.get(name)
-    return text if prep is None else prep.kind.cli_value(name, text)
+    return text if prep is None else prep.modality.cli_value(name, text)
 
 
 def format_answers(answers: dict, sep: str = "\n") -> str:
@@ -80,7 +80,7 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
 
 
 def _cell(model, name: str, value: str, base: Path, row: int):
-    return model.inputs[name].kind.manifest_cell(name, value, base)
+    return model.inputs[name].modality.manifest_cell(name, value, base)
 
 
 def _cells(a: dict) -> list:
