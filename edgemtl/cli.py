@@ -2,7 +2,9 @@
 User errors print one line each, no traceback."""
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 
 from .errors import EdgemtlError
@@ -114,7 +116,7 @@ def cmd_train(args):
     from .stages import init_run, stage_single_task, stage_train
 
     recipe = _load(args)
-    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite)
+    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
     data = prepare(recipe, run.preprocess)
     summary = stage_train(recipe, run, data, args.resume)
     print(f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
@@ -174,7 +176,7 @@ def cmd_run(args):
     from .data.dataset import prepare
 
     recipe = _load(args)
-    run = stages.init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite)
+    run = stages.init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
     data = None
     for stage in recipe.stages:
         start = time.time()
@@ -247,12 +249,39 @@ def cmd_reference(args):
         print(reference_markdown())
 
 
+RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack")  # they read or write an existing RUN
+
+
+def _lock_run_of(args) -> None:
+    """Commands on a run hold its lock (train and run take it in init_run); a missing run is the command's error."""
+    from .rundir import RunDir, lock_run
+
+    if args.command in RUN_COMMANDS and RunDir(args.run).recipe.is_file():
+        lock_run(args.run)
+
+
+def _terminated(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so `finally` blocks remove temporary folders."""
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler where Python allows one (the main thread); returns the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
+    from .rundir import release_run_locks
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)  # predict takes one --<input> flag per model input
     if extra and args.command != "predict":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = _on_sigterm(_terminated)
     try:
+        _lock_run_of(args)
         if args.command == "predict":
             args.func(args, extra)
         else:
@@ -265,6 +294,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        release_run_locks()
+        _on_sigterm(previous)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Run-directory layout and atomic writes: an interrupted stage never leaves a half file that looks done."""
+import fcntl
 import json
 import logging
 import os
@@ -46,9 +47,14 @@ class RunDir:
         return self.root / "models" / name
 
     def model_file(self, name: str) -> Path:
-        """model.keras, or model.h5 for quantization-aware models (tfmot's wrappers do not round-trip .keras)."""
-        h5 = self.h5_file(name)
-        return h5 if h5.exists() else self.keras_file(name)
+        """model.keras, or model.qat-weights.h5 for quantization-aware models (weights only: tfmot's wrappers do not
+        round-trip .keras; the model is rebuilt from its base, see models.build.load_model). A legacy model.h5 is
+        returned only when nothing else is there, so that loading it is refused by name."""
+        folder = self.model_dir(name)
+        for file in (MODEL_FILE, QAT_WEIGHTS_FILE, LEGACY_H5_FILE):
+            if (folder / file).exists():
+                return folder / file
+        return folder / MODEL_FILE
 
     @property
     def report(self) -> Path:
@@ -70,10 +76,10 @@ class RunDir:
         return self.root / "models"
 
     def keras_file(self, name: str) -> Path:
-        return self.model_dir(name) / KERAS_FILE
+        return self.model_dir(name) / MODEL_FILE
 
-    def h5_file(self, name: str) -> Path:
-        return self.model_dir(name) / H5_FILE
+    def qat_weights_file(self, name: str) -> Path:
+        return self.model_dir(name) / QAT_WEIGHTS_FILE
 
     def saved_model(self, name: str) -> Path:
         return self.model_dir(name) / "saved_model"
@@ -166,11 +172,12 @@ class RunDir:
 
     def models(self) -> list[str]:
         base = self.models_dir
-        return sorted({p.parent.name for p in base.glob("*/model.*") if p.name in (KERAS_FILE, H5_FILE)
+        return sorted({p.parent.name for p in base.glob("*/model.*") if p.suffix in (".keras", ".h5")
                        and not p.parent.name.startswith(".")}) if base.exists() else []
 
     def require_model(self, name: str) -> Path:
         path = self.model_file(name)
+        refuse_legacy_h5(self.model_dir(name))
         if not path.exists():
             have = ", ".join(self.models()) or "none"
             raise EdgemtlError(f"{self.root}: no model '{name}' (models/{name}/{path.name} missing; have: {have})")
@@ -187,7 +194,6 @@ class RunDir:
         return self.recipe
 
 
-KERAS_FILE, H5_FILE = "model.keras", "model.h5"
 REJECTED_DIR = "rejected"
 
 
@@ -212,7 +218,8 @@ def _bundles_in(folder: Path) -> list[ArtifactId]:
 def atomic_write_text(path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -232,7 +239,8 @@ def atomic_save(path, save_fn) -> None:
     """Call save_fn(tmp_path) then move the result (file or directory) into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
+    remove_stale_temporaries(path.parent)
+    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     try:
@@ -241,8 +249,137 @@ def atomic_save(path, save_fn) -> None:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
     if path.is_dir():
-        shutil.rmtree(path)
+        remove_tree(path)
     os.replace(tmp, path)
+
+
+# --- safety: temporaries, run markers, locks, legacy model files -------------------------------------------------
+TMP_PREFIX = ".tmp-"  # .tmp-<pid>-<name>: what a write in progress (or killed) leaves; never an artifact
+RUN_MARKER = ".edgemtl-run"  # written into every run directory edgemtl creates: only such folders are ever deleted
+LOCK_FILE = ".lock"
+MODEL_FILE, QAT_WEIGHTS_FILE, LEGACY_H5_FILE = "model.keras", "model.qat-weights.h5", "model.h5"
+_held_locks: dict = {}  # resolved run root -> open lock file (flock is held while it stays open)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> None:
+    """Delete .tmp-<pid>-* entries of `folder` whose process is gone (a kill between writing and renaming)."""
+    for entry in Path(folder).glob(f"{TMP_PREFIX}*"):
+        pid = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() \
+                else entry.unlink(missing_ok=True)
+
+
+def remove_tree(path) -> None:
+    """Delete a folder so that a kill part-way never leaves it half there: rename it to a temporary name first."""
+    path = Path(path)
+    doomed = path.parent / f"{TMP_PREFIX}{os.getpid()}-deleted-{path.name}"
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def mark_run(root) -> None:
+    """RUN/.edgemtl-run: this folder was made by edgemtl (and may be replaced by --overwrite)."""
+    from . import __version__
+
+    marker = Path(root) / RUN_MARKER
+    if not marker.exists():
+        atomic_write_text(marker, f"edgemtl {__version__}\n")
+
+
+def is_edgemtl_run(root) -> bool:
+    """A run directory edgemtl made: its marker, or (runs made before the marker) a recipe.yaml with the hash line."""
+    root = Path(root)
+    if (root / RUN_MARKER).is_file():
+        return True
+    recipe = root / "recipe.yaml"
+    try:
+        with open(recipe, "rb") as f:
+            return f.read(15) == b"# recipe_hash: "
+    except OSError:
+        return False
+
+
+def check_replaceable_run(root, protected=()) -> None:
+    """Refuse (naming the folder) to delete anything but a run directory edgemtl made, or one holding a
+    protected path (the recipe file, its data source)."""
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        raise EdgemtlError(f"{root}: --overwrite replaces run directories only, and this is not a folder")
+    if not is_edgemtl_run(root):
+        raise EdgemtlError(f"{root}: not a run directory made by edgemtl (no {RUN_MARKER}); --overwrite never "
+                           f"deletes other folders: choose another --out")
+    resolved = root.resolve()
+    for path in protected:
+        if path and _inside(Path(path).resolve(), resolved):
+            raise EdgemtlError(f"{root}: holds {path}; --overwrite would delete it: choose another --out")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def clear_run_dir(root, protected=()) -> None:
+    """--overwrite: empty a run directory edgemtl made (keeping its lock file, which this process holds)."""
+    check_replaceable_run(root, protected)
+    lock_run(root)
+    for entry in Path(root).iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def lock_run(root) -> None:
+    """Hold an exclusive lock on RUN/.lock until release_run_locks() (or exit): two edgemtl processes writing one
+    run would race on the same files. Taken again by the same process, it is a no-op."""
+    root = Path(root)
+    key = str(root.resolve())
+    if key in _held_locks:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        f = open(root / LOCK_FILE, "a+")
+    except OSError:  # a read-only copy (e.g. a packed run on a device): nothing can be written there to race on
+        return
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise EdgemtlError(f"{root} is in use by another edgemtl process (pid {holder}); wait for it to finish")
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks[key] = f
+
+
+def release_run_locks() -> None:
+    for f in _held_locks.values():
+        f.close()
+    _held_locks.clear()
+
+
+def refuse_legacy_h5(model_dir) -> None:
+    """A full Keras model in the legacy .h5 format runs code on load (its Lambda layers' bytecode: tf_keras ignores
+    safe_mode there), so edgemtl never loads one; a planted model.h5 is named, not skipped silently."""
+    legacy = Path(model_dir) / LEGACY_H5_FILE
+    if legacy.exists():
+        raise EdgemtlError(f"{legacy}: edgemtl never loads legacy .h5 model files (they can run code on load); "
+                           f"models are {MODEL_FILE} (loaded in safe mode) or {QAT_WEIGHTS_FILE} (weights only): "
+                           f"remove it, or run compress again if an older edgemtl wrote it")
 
 
 def environment_info(seed: int) -> dict:

@@ -1,5 +1,4 @@
 """The stages of `edgemtl run` (and of the single commands): each reads and writes only the run directory."""
-import shutil
 import sys
 
 import yaml
@@ -7,12 +6,15 @@ import yaml
 from .errors import EdgemtlError
 from .names import SINGLE_TASK_PREFIX, TEACHER
 from .recipe import Recipe, load_recipe, recipe_hash
-from .rundir import RunDir, atomic_write_json, atomic_write_text, environment_info
+from .rundir import (RunDir, atomic_write_json, atomic_write_text, clear_run_dir, environment_info, is_edgemtl_run,
+                     lock_run, mark_run)
 
 
-def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False) -> RunDir:
-    """Create (or reopen) a run directory holding the resolved recipe and env.json."""
+def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False, recipe_file=None) -> RunDir:
+    """Create (or reopen) a run directory holding the resolved recipe and env.json. Only a folder edgemtl made is
+    reused or replaced (recipe_file and the data source are never inside what --overwrite deletes)."""
     run = RunDir(out)
+    check_out_dir(run)
     digest = recipe_hash(recipe)
     if run.recipe.exists() and not overwrite:
         old = run.recipe_hash()
@@ -23,11 +25,22 @@ def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False)
             raise EdgemtlError(f"{run.root}: cannot --resume, the recipe changed (hash {old}, now {digest}); "
                                f"use --overwrite to start again")
     elif overwrite and run.root.exists():
-        shutil.rmtree(run.root)
+        clear_run_dir(run.root, protected=(recipe_file, recipe.data.source))
     run.root.mkdir(parents=True, exist_ok=True)
+    lock_run(run.root)
+    mark_run(run.root)
     write_recipe(run, recipe)
     atomic_write_json(run.env, environment_info(recipe.seed))
     return run
+
+
+def check_out_dir(run: RunDir) -> None:
+    """--out must be a new or empty folder, or a run directory edgemtl made: never a project folder."""
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise EdgemtlError(f"{root}: --out must be a folder (this is a file)")
+    if root.is_dir() and any(root.iterdir()) and not is_edgemtl_run(root):
+        raise EdgemtlError(f"{root}: not empty and not a run directory made by edgemtl; choose another --out")
 
 
 def write_recipe(run: RunDir, recipe: Recipe):

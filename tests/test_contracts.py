@@ -288,7 +288,7 @@ def test_run_dir_names_every_path_inside_the_run(tmp_path):
                                                    "bench_dir", "bench_results", "bench_report", "bench_html",
                                                    "pareto_png")}
     paths.update({f"{m}(teacher)": getattr(run, m)("teacher") for m in (
-        "model_dir", "keras_file", "h5_file", "saved_model", "metrics_file", "history", "backup", "tensorboard",
+        "model_dir", "keras_file", "qat_weights_file", "saved_model", "metrics_file", "history", "backup", "tensorboard",
         "export_summary")})
     paths.update(vocab=run.vocab("title"), bundle=run.bundle_dir(aid), bundle_manifest=run.bundle_manifest(aid),
                  bundle_parity=run.bundle_parity(aid), rejected_dir=run.rejected_dir(aid),
@@ -318,11 +318,11 @@ def test_bundles_skips_temporary_rejected_and_stray_folders(tmp_path):
 
 def test_models_lists_model_folders_only(tmp_path):
     run = RunDir(tmp_path)
-    for name, file in (("teacher", "model.keras"), ("student-qat", "model.h5"), ("notes", "model.txt")):
+    for name, file in (("teacher", "model.keras"), ("student-qat", "model.qat-weights.h5"), ("notes", "model.txt")):
         run.model_dir(name).mkdir(parents=True)
         (run.model_dir(name) / file).write_text("x")
     assert run.models() == ["student-qat", "teacher"]
-    assert run.model_file("student-qat") == run.h5_file("student-qat")
+    assert run.model_file("student-qat") == run.qat_weights_file("student-qat")
     assert run.model_file("teacher") == run.keras_file("teacher")
 
 

@@ -4,8 +4,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import AV_RECIPE, DEMO, FASHION_RECIPE, SHARED, needs_shared
 
+from conftest import AV_RECIPE, DEMO, FASHION_RECIPE, SHARED, needs_shared
 from edgemtl.data.dataset import prepare
 from edgemtl.errors import EdgemtlError
 from edgemtl.kinds import MISSING

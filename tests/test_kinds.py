@@ -87,8 +87,7 @@ def test_importing_kinds_loads_no_tensorflow_yaml_or_recipe():
 
 
 def test_registry_covers_the_shared_names_and_the_schema_defaults():
-    from edgemtl.names import MODALITIES as MODALITY_NAMES
-    from edgemtl.names import TASK_TYPES
+    from edgemtl.names import MODALITIES as MODALITY_NAMES, TASK_TYPES
     from edgemtl.recipe.schema import INPUTS
 
     assert tuple(MODALITIES) == MODALITY_NAMES and tuple(TASKS) == TASK_TYPES
@@ -284,7 +283,8 @@ def test_labels_learn_and_encode():
         y = kind.encode_labels(info, values + extra, typed.separator)
         if typed.type == "regression":
             years = np.array([float(v) for v in present])
-            assert info == {"type": "regression", "mean": pytest.approx(years.mean()), "std": pytest.approx(years.std())}
+            assert info == {"type": "regression", "mean": pytest.approx(years.mean()),
+                            "std": pytest.approx(years.std())}
             assert y.dtype == np.float32 and np.isnan(y[-3:-1]).all() and y[-1] == np.float32(2020.5)
             assert np.array_equal(y[:len(values)], np.array([float(v) if str(v).strip() else np.nan for v in values],
                                                             np.float32), equal_nan=True)

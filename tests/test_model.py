@@ -3,8 +3,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import AV_RECIPE, DEMO, REPO, TINY_AV
 
+from conftest import AV_RECIPE, DEMO, REPO, TINY_AV
 from edgemtl.data.dataset import prepare
 from edgemtl.kinds import task_kind
 from edgemtl.kinds.audio import load_audio

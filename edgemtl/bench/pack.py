@@ -5,27 +5,63 @@ OUT/run   recipe.yaml (its data.source pointing at OUT/data), preprocess/, expor
 OUT/data  the manifest and the media files of its test rows, at the same paths relative to it (an .npz whole)
 """
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
-from ..recipe.schema import Recipe
-from .run import bundles
 from ..data.dataset import load_table
 from ..data.manifest import split_rows
 from ..errors import EdgemtlError
-from ..rundir import RunDir
+from ..recipe.schema import Recipe
+from ..rundir import TMP_PREFIX, RunDir, atomic_write_text, remove_stale_temporaries, remove_tree
 from ..stages import write_recipe
+from .run import bundles
 
 MEDIA = ("image", "audio", "sequence")  # inputs whose manifest column holds a file path
+PACK_MARKER = ".edgemtl-pack"  # in every OUT pack wrote: the only folders --overwrite replaces
 
 
 def pack_run(run: RunDir, recipe: Recipe, out: Path, overwrite: bool = False) -> str:
     found = bundles(run)
     if not found:
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to pack; run 'edgemtl export' first")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EdgemtlError(f"{out}: already exists and is not empty (use --overwrite)")
+    check_pack_out(run, recipe, out, overwrite)
+    final, out = out, out.parent / f"{TMP_PREFIX}{os.getpid()}-{out.name}"  # built aside, renamed when complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out.parent)
     shutil.rmtree(out, ignore_errors=True)
+    try:
+        summary = _pack_into(run, recipe, found, out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # the earlier pack, if any, is untouched
+        raise
+    if final.exists():
+        remove_tree(final)
+    os.replace(out, final)
+    return summary
+
+
+def check_pack_out(run: RunDir, recipe: dict, out: Path, overwrite: bool) -> None:
+    """OUT must not be, hold or lie inside the run or the data; an existing OUT is replaced only with --overwrite
+    and only when pack made it."""
+    target, root = out.resolve(), run.root.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise EdgemtlError(f"{out}: pack cannot write into the run it packs ({run.root}), nor into a folder that "
+                           f"holds it: choose an OUT outside it")
+    source = Path(recipe.data.source).resolve()
+    if target == source or target in source.parents:
+        raise EdgemtlError(f"{out}: holds the run's data ({source}): choose another OUT")
+    if out.exists() and not out.is_dir():
+        raise EdgemtlError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise EdgemtlError(f"{out}: already exists and is not empty (use --overwrite)")
+        if not (out / PACK_MARKER).is_file():
+            raise EdgemtlError(f"{out}: not a folder 'edgemtl pack' made (no {PACK_MARKER}); --overwrite never "
+                               f"deletes other folders: choose another OUT")
+
+
+def _pack_into(run: RunDir, recipe: dict, found: list, out: Path, final: Path) -> str:
     manifest, n_files = _pack_test_rows(recipe, out / "data")
     packed = RunDir(out / "run")
     for folder in found:
@@ -34,9 +70,12 @@ def pack_run(run: RunDir, recipe: Recipe, out: Path, overwrite: bool = False) ->
     # data.source resolved against the packed recipe.yaml's folder
     moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(Path("..") / "data" / manifest.name)))
     write_recipe(packed, moved)
+    from .. import __version__
+
+    atomic_write_text(out / PACK_MARKER, f"edgemtl {__version__}\n")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    return (f"packed {len(found)} bundles and the test split ({n_files} media files) into {out} ({size:.1f} MB); "
-            f"on the other machine: edgemtl bench {out / 'run'}")
+    return (f"packed {len(found)} bundles and the test split ({n_files} media files) into {final} ({size:.1f} MB); "
+            f"on the other machine: edgemtl bench {final / 'run'}")
 
 
 def _pack_test_rows(recipe: Recipe, to: Path):

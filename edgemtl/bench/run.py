@@ -27,6 +27,7 @@ def bundles(run: RunDir) -> list[Path]:
     """Bundle folders of the run; C-array bundles are the int8 TFLite model again, so they are not benched twice."""
     folder = run.root / "exports"
     found = sorted(p for p in folder.glob("*/manifest.json")) if folder.exists() else []
+    found = [p for p in found if not p.parent.name.startswith(".")]  # .tmp-*: a write in progress, never a bundle
     return [p.parent for p in found if json.loads(p.read_text())["format"] != "c"]
 
 

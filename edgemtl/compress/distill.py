@@ -9,8 +9,8 @@ teacher's answers away from the training points; each input mixes by its modalit
 from collections.abc import Mapping
 
 from .. import kinds
-from ..recipe.schema import DistillSpec
 from ..models.heads import head_dense
+from ..recipe.schema import DistillSpec
 from ..tfk import keras, tf
 from ..train.trainer import MultitaskTrainer
 

@@ -9,7 +9,8 @@ from ..train.evaluate import evaluate_model
 from ..kinds import higher_is_better
 from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
-from ..rundir import RunDir, atomic_write_json, atomic_write_text
+from ..models.files import write_qat_spec
+from ..rundir import QAT_WEIGHTS_FILE, RunDir, atomic_write_json, atomic_write_text
 from ..train.fit import train_model
 from . import prune
 from .distill import DistillTrainer
@@ -111,13 +112,15 @@ class Compressor:
 
         def make_net():
             try:
-                return quantize_for_training(load_model(self.run.model_file(base)), heads, pruned)
+                net = quantize_for_training(load_model(self.run.model_file(base)), heads, pruned)
             except (RuntimeError, ValueError) as e:  # tfmot names the layer it cannot quantize
                 raise EdgemtlError(f"compress.qat: {base} cannot be trained quantization-aware: "
                                    f"{str(e).splitlines()[0][:300]}") from None
+            write_qat_spec(self.run.model_dir("student-qat"), base, heads, pruned)  # how load_model rebuilds it
+            return net
 
         return self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat",
-                           make_net=make_net, make_trainer=self._fine_tuner(), file_name="model.h5")
+                           make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
 
     def _add_to_metrics(self, name: str, extra: dict):
         path = self.run.model_dir(name) / "metrics.json"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import kinds
-from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
+from ..recipe.schema import Recipe
 from ..recipe.spec import did_you_mean
 from .manifest import Table, apply_filters, read_table, split_rows
 

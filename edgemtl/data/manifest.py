@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..recipe.schema import SplitSpec
 from ..errors import EdgemtlError
 from ..kinds.base import is_missing
+from ..recipe.schema import SplitSpec
 
 
 @dataclass

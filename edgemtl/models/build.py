@@ -1,15 +1,14 @@
 """Recipe -> one functional tf_keras model with inputs named after features and outputs named after tasks."""
-import contextlib
-
 import numpy as np
 
 from .. import kinds
-from ..recipe.schema import Recipe, TaskSpec
 from ..errors import EdgemtlError
+from ..recipe.schema import Recipe, TaskSpec
 from ..tfk import keras
 from .encoders import EncoderContext
+from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
 from .fusion import fuse, trunk
-from .layers import CUSTOM_OBJECTS
+
 
 def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
     """Per-column mean and variance of the inputs whose modality standardises in the graph (training split)."""
@@ -67,14 +66,7 @@ def _load_encoder_weights(model, recipe: Recipe):
         spec, prefix = inp.encoder, f"{inp.name}_"
         layers = [layer for layer in model.layers if layer.name.startswith(prefix) and layer.weights]
         if spec.weights:
-            source = load_model(spec.weights)
-            by_name = {layer.name: layer for layer in source.layers}
-            copied = 0
-            for layer in layers:
-                src = by_name.get(layer.name)
-                if src is not None and [w.shape for w in src.weights] == [w.shape for w in layer.weights]:
-                    layer.set_weights(src.get_weights())
-                    copied += 1
+            copied = copy_layer_weights(layers, _source_layers(spec.weights, inp.name))
             if copied == 0:
                 raise EdgemtlError(f"inputs.{inp.name}.encoder.weights: '{spec.weights}' has no layer named "
                                    f"'{prefix}...' with matching shapes; use a model built with the same encoder")
@@ -84,21 +76,21 @@ def _load_encoder_weights(model, recipe: Recipe):
 
 
 def load_model(path):
+    """A model file of a run (models/files.py: never a file that can run code on load)."""
     try:
-        with _quantize_scope_if_needed(path):
-            return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+        return load_model_file(path)
     except (OSError, ValueError) as e:
         raise EdgemtlError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:200]})") from None
 
 
-def _quantize_scope_if_needed(path):
-    """Quantization-aware models (edgemtl compress, saved as .h5) hold tfmot wrappers, which load only inside
-    tfmot's scope."""
-    if not str(path).endswith(".h5"):
-        return contextlib.nullcontext()
-    import tensorflow_model_optimization as tfmot
-
-    return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
+def _source_layers(path, name: str) -> dict:
+    try:
+        return source_layers(path)
+    except EdgemtlError as e:
+        raise EdgemtlError(f"inputs.{name}.encoder.weights: {e.messages[0]}") from None
+    except (OSError, ValueError) as e:
+        raise EdgemtlError(f"inputs.{name}.encoder.weights: {path}: not loaded ({str(e).splitlines()[0][:200]}); "
+                           f"accepted: {ACCEPTED}") from None
 
 
 def count_params(model) -> int:

@@ -1,6 +1,7 @@
 """`edgemtl predict BUNDLE`: answers for one sample given on the command line, or for every row of a manifest."""
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,24 +60,54 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     if missing:
         raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")
     out_path = Path(out) if out else path.with_name(f"{path.stem}.predictions.csv")
+    check_out_path(path, out_path)
     tasks = list(model.outputs)
     bar = Progress(len(rows), "predict")
-    with open(out_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["row"] + [h for t in tasks for h in (f"{t}", f"{t}_score")])
-        for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
-            raw = {name: [_cell(model, name, r[col], path.parent, start + i) for i, r in enumerate(chunk)]
-                   for name, col in columns.items()}
-            try:
-                answers = model.predict_batch(**raw)
-            except EdgemtlError as e:
-                raise EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {e.messages[0]}") from None
-            for i, a in enumerate(answers):
-                writer.writerow([start + i + 1] + [v for t in tasks for v in _cells(a[t])])
-            bar.update(len(chunk))
+    # written beside --out and renamed when every row is done: a failing row never truncates an earlier file
+    tmp = out_path.parent / f".tmp-{os.getpid()}-{out_path.name}"
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row"] + [h for t in tasks for h in (f"{t}", f"{t}_score")])
+            for start in range(0, len(rows), batch):
+                chunk = rows[start:start + batch]
+                try:
+                    raw = {name: [_cell(model, name, r[col], path.parent, start + i) for i, r in enumerate(chunk)]
+                           for name, col in columns.items()}
+                    answers = model.predict_batch(**raw)
+                except EdgemtlError as e:
+                    raise failing_row(model, manifest, chunk, start, columns, path.parent, e) from None
+                for i, a in enumerate(answers):
+                    writer.writerow([start + i + 1] + [v for t in tasks for v in _cells(a[t])])
+                bar.update(len(chunk))
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     bar.close()
     return out_path
+
+
+def check_out_path(manifest: Path, out: Path) -> None:
+    """--out is a new or replaceable file beside an existing folder, never the manifest itself."""
+    if out.resolve() == manifest.resolve() or (out.exists() and os.path.samefile(out, manifest)):
+        raise EdgemtlError(f"--out {out}: is the manifest itself; writing predictions there would destroy it")
+    if out.is_dir():
+        raise EdgemtlError(f"--out {out}: is a folder; give a file name, e.g. {out / 'predictions.csv'}")
+    if not out.parent.is_dir():
+        raise EdgemtlError(f"--out {out}: folder '{out.parent}' not found")
+
+
+def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, base: Path,
+                error: EdgemtlError) -> EdgemtlError:
+    """Find the row and column of a batch that failed, by preparing its cells one at a time."""
+    for i, r in enumerate(chunk):
+        for name, col in columns.items():
+            try:
+                model.inputs[name](_cell(model, name, r[col], base, start + i), None)
+            except EdgemtlError as e:
+                return EdgemtlError(f"{manifest} row {start + i + 1}, column '{col}': {e.messages[0]}")
+    return EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {error.messages[0]}")
 
 
 def _cell(model, name: str, value: str, base: Path, row: int):

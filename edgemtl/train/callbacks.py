@@ -8,9 +8,9 @@ import numpy as np
 
 from .. import kinds
 from ..kinds import higher_is_better
+from ..models.files import save_model_file
 from ..rundir import atomic_save, atomic_write_text
 from ..tfk import keras
-
 
 log = logging.getLogger("edgemtl")
 
@@ -89,6 +89,12 @@ class EpochSafeBackup(keras.callbacks.BackupAndRestore):
     def _last_step(self):
         return (self.params.get("steps") or 0) - 1
 
+    def on_train_end(self, logs=None):
+        # Keep the checkpoint: training is done only once saved_model/ and metrics.json are written (fit._finish
+        # removes the backup last), so a kill in between resumes and finishes instead of starting at epoch 1.
+        self.delete_checkpoint = False
+        super().on_train_end(logs)
+
 
 class BestModel(keras.callbacks.Callback):
     """Saves the net whenever the monitor improves (atomically), stops early, and appends history.jsonl.
@@ -147,7 +153,7 @@ class BestModel(keras.callbacks.Callback):
             return
         improved = self._judge(epoch + 1, row)
         if improved:
-            atomic_save(self.model_dir / self.file_name, self.to_save(self.net).save)
+            atomic_save(self.model_dir / self.file_name, lambda p: save_model_file(self.to_save(self.net), p))
         self.history.append(row)
         with open(self.history_path, "a") as f:
             f.write(json.dumps(row) + "\n")

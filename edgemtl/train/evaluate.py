@@ -1,10 +1,10 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
 import json
 
-from ..recipe.schema import Recipe
 from ..data.dataset import SPLITS
 from ..kinds import score_all
 from ..models.build import load_model
+from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_json
 
 

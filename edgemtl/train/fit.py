@@ -9,7 +9,7 @@ from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..kinds import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
-from ..rundir import RunDir, atomic_save, atomic_write_json
+from ..rundir import RunDir, atomic_save, atomic_write_json, remove_tree
 from ..tfk import keras
 from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
 from .trainer import MultitaskTrainer, make_optimizer, make_strategy
@@ -50,6 +50,9 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
         EpochSafeBackup(str(model_dir / "backup"), save_freq=training.checkpoint_every),
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), write_graph=False),
     ]
+    if resume and _fit_finished(callbacks, training.epochs, model_dir / file_name):
+        print(f"{model_dir}: training had finished; completing its saved_model and metrics", file=sys.stderr)
+        return _finish(model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
     start = time.time()
     train_ds = make_dataset(data["train"], recipe, True, batch)
     val_ds = make_dataset(data["val"], recipe, False, batch)
@@ -109,8 +112,19 @@ def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, el
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
     }
     atomic_write_json(model_dir / "metrics.json", {**previous, **summary})
-    shutil.rmtree(model_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
+    if (model_dir / "backup").exists():
+        remove_tree(model_dir / "backup")  # finished: nothing left to resume (renamed first: never half there)
     return summary
+
+
+def _fit_finished(callbacks: list, epochs: int, model_file) -> bool:
+    """The history says training had ended (every epoch, or early stopping) and the best model is saved: a kill
+    came while it was being finished, so --resume finishes it rather than training on or starting again."""
+    best = next(c for c in callbacks if isinstance(c, BestModel))
+    rows = best.history
+    if not rows or not model_file.exists():
+        return False
+    return rows[-1]["epoch"] >= epochs or (best.patience is not None and best.wait > best.patience)
 
 
 def _claim(model_dir, resume: bool, overwrite: bool):
