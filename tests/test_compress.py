@@ -39,7 +39,8 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
     teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
     net = build_model(student, av_data.labels, av_data.tokenizers, {}, student.tasks, "student")
     trainer = DistillTrainer(net, student.tasks, av_data.labels, make_combination(
-        student.training.loss_combination, student.tasks), teacher, recipe.compress.distill)
+        student.training.loss_combination, student.tasks), teacher, recipe.compress.distill,
+        {i.name: i.type for i in student.inputs})
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     before_teacher, before_student = _weights(teacher), _weights(net)
     train = av_data["train"]
@@ -50,7 +51,7 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
 
 
 def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
-    from edgemtl.compress.distill import mix_inputs
+    from edgemtl.kinds import mix_batch
     from edgemtl.tfk import tf
 
     # rows of distinct recordings (each demo recording has two rows), so the audio names a row's partner
@@ -58,7 +59,8 @@ def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
     x = {"audio": av_data["train"].x["audio"][rows], "image": av_data["train"].x["image"][rows],
          "title": np.arange(64, dtype=np.int32).reshape(16, 4)}  # token ids that name their row
     tf.random.set_seed(0)
-    out = {k: v.numpy() for k, v in mix_inputs({k: tf.constant(v) for k, v in x.items()}).items()}
+    out = {k: v.numpy() for k, v in mix_batch({k: tf.constant(v) for k, v in x.items()},
+                                                     {"audio": "audio", "image": "image", "title": "text"}).items()}
     assert {k: (v.dtype, v.shape) for k, v in out.items()} == {k: (v.dtype, v.shape) for k, v in x.items()}
     blends = 0
     for i in range(16):
@@ -78,9 +80,8 @@ def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
 
 
 def test_rows_without_labels_still_learn_from_the_teacher():
-    from edgemtl.compress.distill import soft_loss
+    from edgemtl.kinds import task_kind
     from edgemtl.tfk import tf
-    from edgemtl.train.losses import task_loss
 
     from edgemtl.recipe.schema import TaskSpec
 
@@ -90,11 +91,11 @@ def test_rows_without_labels_still_learn_from_the_teacher():
     logits = tf.Variable(tf.zeros([2, 3]))
     with tf.GradientTape() as tape:
         student = tf.nn.softmax(logits)
-        hard = task_loss(task, spec)(tf.constant([-1, -1]), student)  # both labels missing
-        soft = soft_loss(task, spec, 4.0)(teacher, student)
+        hard = task_kind("multiclass").loss(task, spec)(tf.constant([-1, -1]), student)  # both labels missing
+        soft = task_kind("multiclass").soft_loss(task, spec, 4.0)(teacher, student)
     assert float(hard) == 0.0 and float(soft) > 0.0
     assert float(tf.reduce_sum(tf.abs(tape.gradient(soft, logits)))) > 0.0
-    assert float(soft_loss(task, spec, 4.0)(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert float(task_kind("multiclass").soft_loss(task, spec, 4.0)(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_compress_writes_every_model_and_the_table(compressed):

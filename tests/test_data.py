@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import AV_RECIPE, DEMO, FASHION_RECIPE, SHARED, needs_shared
-from edgemtl import preprocess
 from edgemtl.data.dataset import prepare
-from edgemtl.data.labels import MISSING
 from edgemtl.errors import EdgemtlError
+from edgemtl.kinds import MISSING
+from edgemtl.kinds.audio import load_audio, read_wav
+from edgemtl.kinds.base import BadInput
+from edgemtl.kinds.image import load_image
+from edgemtl.kinds.text import Tokenizer
 from edgemtl.recipe import load_recipe
 
 
@@ -48,16 +51,16 @@ def test_a_manifest_without_the_val_value_holds_out_val_fraction(tmp_path, capsy
 
 
 def test_training_decodes_with_the_runtime_preprocessing(av_data):
-    """One implementation: the arrays training sees equal what edgemtl.preprocess makes of the raw file."""
+    """One implementation: the arrays training sees equal what the modality kinds' decoders make of the raw file."""
     row = av_data["test"].rows[0]  # 1-based row in pairs.csv
     import csv
 
     record = list(csv.DictReader(open(DEMO / "pairs.csv")))[row - 1]
     i = 0
     np.testing.assert_array_equal(av_data["test"].x["image"][i],
-                                  preprocess.load_image(DEMO / record["image"], (28, 28), 1))
+                                  load_image(DEMO / record["image"], (28, 28), 1))
     np.testing.assert_array_equal(av_data["test"].x["audio"][i],
-                                  preprocess.load_audio(DEMO / record["audio"], 8000, 8000))
+                                  load_audio(DEMO / record["audio"], 8000, 8000))
 
 
 def test_bad_row_is_one_message_naming_manifest_row_and_file(tmp_path):
@@ -95,7 +98,7 @@ def test_missing_labels_are_masked_not_dropped(tmp_path):
 
 
 def test_tokenizer_learns_from_the_training_split_only():
-    tok = preprocess.Tokenizer.fit(["Nike Men Black Shoes", "nike women red shoes"], vocab_size=100)
+    tok = Tokenizer.fit(["Nike Men Black Shoes", "nike women red shoes"], vocab_size=100)
     assert tok.vocab[:3] == ["<pad>", "<unk>", "nike"]
     assert list(tok.encode("Nike Kids Shoes", 5)) == [2, 1, tok.index["shoes"], 0, 0]
 
@@ -127,14 +130,14 @@ def test_missing_image_modality_names_the_row(tmp_path):
 
 def test_audio_resampling_and_length():
     wav = sorted((DEMO / "recordings").glob("*.wav"))[0]
-    samples, rate = preprocess.read_wav(wav)
+    samples, rate = read_wav(wav)
     assert rate == 8000 and samples.dtype == np.float32 and np.abs(samples).max() <= 1.0
-    up = preprocess.load_audio(wav, 16000, 16000)
+    up = load_audio(wav, 16000, 16000)
     assert up.shape == (16000,)
     n = min(len(samples), 4000)
     np.testing.assert_allclose(up[:2 * n:2][:n - 1], samples[:n - 1], atol=1e-6)
-    with pytest.raises(preprocess.BadInput, match="needs its sample rate"):
-        preprocess.load_audio(samples, 8000, 8000)
+    with pytest.raises(BadInput, match="needs its sample rate"):
+        load_audio(samples, 8000, 8000)
 
 
 def test_jsonl_manifest_reads_like_csv(tmp_path, av_data):

@@ -1,22 +1,24 @@
-"""edgemtl.kinds: the move of every modality's and task type's logic into one class each preserves behaviour.
-
-Each kind is compared with the code it was moved from (data/features.py, data/labels.py, runtime/inputs.py,
-runtime/answers.py, metrics.py, export/bundle.py, export/parity.py, models/heads.py, train/losses.py,
-compress/distill.py) on the embedded real data: the av_digits demo (WAV + PNG) and tests/data/fashion_mini (JPEG +
-titles + years). Specs are stand-ins with the typed recipe's attributes; the old code gets the same values as dicts.
+"""edgemtl.kinds: every modality's and task type's logic, one class each, checked against values computed here by
+hand (PIL, wave, numpy) on the embedded real data: the av_digits demo (WAV + PNG) and tests/data/fashion_mini (JPEG +
+titles + years). Training's decode and the runtime's prepare are the same code and give the same arrays. Specs are
+stand-ins with the typed recipe's attributes.
 """
+import dataclasses
+import json
 import math
+import re
 import subprocess
 import sys
+import wave
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from edgemtl import kinds
-from edgemtl.data import features
-from edgemtl.data import labels as old_labels
 from edgemtl.data.manifest import read_table
 from edgemtl.errors import EdgemtlError
 from edgemtl.kinds import MODALITIES, TASKS, mean_score, modality, task_kind
@@ -27,11 +29,8 @@ FASHION = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
 
 
 def spec(**keys):
-    """A stand-in typed spec (attribute access, tuples) and the dict the old code reads (lists, as YAML gives them),
-    from the same keys."""
-    as_dict = {k: (vars(v) if isinstance(v, SimpleNamespace) else list(v) if isinstance(v, tuple) else v)
-               for k, v in keys.items()}
-    return SimpleNamespace(**keys), as_dict
+    """A stand-in typed spec: attribute access, tuples."""
+    return SimpleNamespace(**keys)
 
 
 def task_spec(name, type_, **keys):
@@ -62,12 +61,19 @@ TITLE = spec(name="title", type="text", column="title", vocab_size=200, max_leng
 YEAR_IN = spec(name="year_in", type="numeric", columns=("year",))
 
 
-def _old_entry(inp: dict, kind):
-    """export/bundle.input_entry with the exported signature's spec (dtype and shape as the model has them)."""
-    from edgemtl.export.bundle import input_entry
+def _pil(path, size, channels) -> np.ndarray:
+    """An image file as PIL reads it, at (height, width), without edgemtl."""
+    image = Image.open(path).convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
+    array = np.asarray(image, np.uint8)
+    return array[..., None] if channels == 1 else array
 
-    sig = SimpleNamespace(dtype=np.dtype(kind.dtype), shape=(None, *kind.input_shape(SimpleNamespace(**inp))))
-    return input_entry(inp, sig)
+
+def _wav(path, length) -> np.ndarray:
+    """A 16-bit mono 8 kHz WAV as float samples in [-1, 1], cut or padded to `length`, without edgemtl."""
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (8000, 2, 1)
+        samples = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+    return np.pad(samples, (0, max(0, length - len(samples))))[:length]
 
 
 # --- TF-free -------------------------------------------------------------------------------------------------------
@@ -81,13 +87,16 @@ def test_importing_kinds_loads_no_tensorflow_yaml_or_recipe():
 
 
 def test_registry_covers_the_shared_names_and_the_schema_defaults():
-    from edgemtl.names import MODALITIES as MODALITY_NAMES
-    from edgemtl.names import TASK_TYPES
-    from edgemtl.recipe.schema import DEFAULT_ENCODER
+    from edgemtl.names import MODALITIES as MODALITY_NAMES, TASK_TYPES
+    from edgemtl.recipe.schema import INPUTS
 
     assert tuple(MODALITIES) == MODALITY_NAMES and tuple(TASKS) == TASK_TYPES
     assert all(k.name == n for n, k in {**MODALITIES, **TASKS}.items())
-    assert {n: k.default_encoder for n, k in MODALITIES.items()} == DEFAULT_ENCODER
+    defaults = {}
+    for name, cls in INPUTS.items():  # the encoder a recipe's input gets when it names none
+        field = {f.name: f for f in dataclasses.fields(cls)}["encoder"]
+        defaults[name] = (field.default if field.default is not dataclasses.MISSING else field.default_factory()).type
+    assert {n: k.default_encoder for n, k in MODALITIES.items()} == defaults
     with pytest.raises(EdgemtlError, match="unknown modality 'sound'"):
         modality("sound")
     with pytest.raises(EdgemtlError, match="unknown task type 'boxes'"):
@@ -96,130 +105,123 @@ def test_registry_covers_the_shared_names_and_the_schema_defaults():
 
 # --- modalities: decode for training, manifest entry, runtime prepare ------------------------------------------------
 @pytest.mark.parametrize("which", ["audio", "image"])
-def test_demo_wav_and_png_decode_as_before_and_as_the_runtime_prepares_them(demo_table, which, tmp_path):
+def test_demo_wav_and_png_decode_for_training_as_the_runtime_prepares_them(demo_table, which, tmp_path):
     from edgemtl.runtime.inputs import InputPreparer
 
-    typed, inp = AUDIO if which == "audio" else IMAGE
+    typed = AUDIO if which == "audio" else IMAGE
     kind = modality(which)
-    new, new_bad = kind.decode(typed, demo_table)
-    old, old_bad = features.decode_input(inp, demo_table)
-    assert new.dtype == old.dtype and new.shape == old.shape == (demo_table.n_rows, *kind.input_shape(typed))
-    assert np.array_equal(new, old) and new_bad == old_bad == {}
-    assert new.std() > 0  # real content, not zeros
+    decoded, bad = kind.decode(typed, demo_table)
+    paths = [demo_table.base / p for p in demo_table.columns[typed.column]]
+    by_hand = np.stack([_wav(p, 8000) if which == "audio" else _pil(p, (28, 28), 1) for p in paths])
+    assert decoded.dtype == np.dtype(kind.dtype) and bad == {}
+    assert decoded.shape == (demo_table.n_rows, *kind.input_shape(typed))
+    if which == "audio":
+        np.testing.assert_allclose(decoded, by_hand, atol=1e-6)
+    else:
+        assert np.array_equal(decoded, by_hand)
+    assert decoded.std() > 0  # real content, not zeros
 
     entry = kind.manifest_entry(typed)
-    assert entry == _old_entry(inp, kind)
+    shape = [8000] if which == "audio" else [28, 28, 1]
+    pre = {"sample_rate": 8000, "clip_samples": 8000} if which == "audio" else {"size": [28, 28], "channels": 1}
+    assert entry == {"name": which, "modality": which, "dtype": kind.dtype, "shape": [None, *shape],
+                     "column": which, "preprocess": pre}
     preparer = InputPreparer(entry, tmp_path)
-    for i, relative in enumerate(demo_table.columns[typed.column]):
-        path = demo_table.base / relative
-        prepared = kind.prepare(entry, str(path))
-        assert np.array_equal(prepared, preparer(str(path))) and np.array_equal(prepared, new[i])
-        raw = path.read_bytes()
-        assert np.array_equal(kind.prepare(entry, raw), prepared)
+    for i, path in enumerate(paths):
+        prepared = preparer(str(path))
+        assert np.array_equal(prepared, decoded[i]) and np.array_equal(kind.prepare(entry, str(path)), prepared)
+        assert np.array_equal(kind.prepare(entry, path.read_bytes()), prepared)
 
 
 def test_demo_audio_given_as_samples_and_bad_audio(demo_table, tmp_path):
-    from edgemtl import preprocess
+    from edgemtl.kinds.audio import read_wav
     from edgemtl.runtime.inputs import InputPreparer
 
-    typed, _ = AUDIO
     kind = modality("audio")
-    entry = kind.manifest_entry(typed)
+    entry = kind.manifest_entry(AUDIO)
     preparer = InputPreparer(entry, tmp_path)
-    samples, rate = preprocess.read_wav(demo_table.base / demo_table.columns["audio"][0])
+    path = demo_table.base / demo_table.columns["audio"][0]
+    samples, rate = read_wav(path)
+    np.testing.assert_allclose(samples, _wav(path, len(samples)), atol=1e-7)
     twice = np.repeat(samples, 2)  # the same recording at twice the rate: resampled back
-    assert np.array_equal(kind.prepare(entry, twice, rate=2 * rate), preparer(twice, rate=2 * rate))
-    for bad, rate_, message in ((samples, None, "needs its sample rate"), (samples, 1000, "outside"),
-                                (np.zeros(11 * rate, np.float32), rate, "refused"),
+    back = preparer(twice, rate=2 * rate)
+    assert back.shape == (8000,) and np.abs(back - _wav(path, 8000)).max() < 0.05
+    assert np.array_equal(kind.prepare(entry, twice, rate=2 * rate), back)
+    for bad, rate_, message in ((samples, None, "needs its sample rate"), (samples, 1000, "outside 4000-192000 Hz"),
+                                (np.zeros(11 * rate, np.float32), rate, "11.0 s of audio.*refused"),
                                 ((samples * 1000).astype(np.int16), rate, "dtype int16")):
-        with pytest.raises(EdgemtlError, match=message) as new_error:
-            kind.prepare(entry, bad, rate=rate_)
-        with pytest.raises(EdgemtlError) as old_error:
+        with pytest.raises(EdgemtlError, match=f"^input 'audio': .*{message}"):
             preparer(bad, rate=rate_)
-        assert str(new_error.value) == str(old_error.value)
 
 
-def test_fashion_jpeg_and_titles_decode_as_before(fashion_table, tmp_path):
-    from edgemtl.preprocess import Tokenizer
+def test_fashion_jpeg_and_titles_decode_for_training_as_the_runtime_prepares_them(fashion_table, tmp_path):
     from edgemtl.runtime.inputs import InputPreparer
 
     image = modality("image")
-    typed, inp = PHOTO
-    new, _ = image.decode(typed, fashion_table)
-    old, _ = features.decode_input(inp, fashion_table)
-    assert new.shape == (40, 48, 40, 3) and np.array_equal(new, old)
-    entry = image.manifest_entry(typed)
-    assert entry == _old_entry(inp, image)
-    first = fashion_table.base / fashion_table.columns["image"][0]
-    assert np.array_equal(image.prepare(entry, str(first)), InputPreparer(entry, tmp_path)(str(first)))
-    from PIL import Image
-
-    as_floats = new[0].astype(np.float32) / 255.0  # float pixels in [0, 1], as the runtime accepts them
-    assert np.array_equal(image.prepare(entry, as_floats), InputPreparer(entry, tmp_path)(as_floats))
-    assert np.array_equal(image.prepare(entry, Image.open(first)), new[0])
+    decoded, _ = image.decode(PHOTO, fashion_table)
+    paths = [fashion_table.base / p for p in fashion_table.columns["image"]]
+    assert decoded.shape == (40, 48, 40, 3) and np.array_equal(decoded, np.stack([_pil(p, (48, 40), 3) for p in paths]))
+    entry = image.manifest_entry(PHOTO)
+    assert entry["preprocess"] == {"size": [48, 40], "channels": 3} and entry["shape"] == [None, 48, 40, 3]
+    preparer = InputPreparer(entry, tmp_path)
+    assert np.array_equal(preparer(str(paths[0])), decoded[0])
+    as_floats = decoded[0].astype(np.float32) / 255.0  # float pixels in [0, 1], as the runtime accepts them
+    assert np.array_equal(preparer(as_floats), decoded[0])
+    assert np.array_equal(preparer(Image.open(paths[0])), decoded[0])
+    with pytest.raises(EdgemtlError, match="^input 'photo': image array has dtype <U"):
+        preparer(np.array(["a"]))
 
     text = modality("text")
-    typed, inp = TITLE
     titles = fashion_table.columns["title"]
-    tokenizer = text.fit_tokenizer(typed, titles)
-    old_tok = Tokenizer.fit(titles, inp["vocab_size"], inp["lowercase"])
-    assert tokenizer.vocab == old_tok.vocab
-    new, _ = text.decode(typed, fashion_table, tokenizer)
-    old, _ = features.decode_input(inp, fashion_table, old_tok)
-    assert new.dtype == np.int32 and np.array_equal(new, old) and (new > 1).any()
-    entry = text.manifest_entry(typed)
-    assert entry == _old_entry(inp, text)
+    tokenizer = text.fit_tokenizer(TITLE, titles)
+    counts = Counter(w for t in titles for w in re.findall(r"\w+", t.lower()))
+    assert tokenizer.vocab == ["<pad>", "<unk>", *sorted(counts, key=lambda w: (-counts[w], w))[:200]]
+    decoded, _ = text.decode(TITLE, fashion_table, tokenizer)
+    for row, title in zip(decoded, titles):
+        ids = [tokenizer.vocab.index(w) for w in re.findall(r"\w+", title.lower())][:12]
+        assert list(row) == ids + [0] * (12 - len(ids))
+    entry = text.manifest_entry(TITLE)
+    assert entry["preprocess"] == {"vocab": "vocab_title.txt", "max_length": 12, "lowercase": True}
     tokenizer.save(tmp_path / entry["preprocess"]["vocab"])
     preparer = InputPreparer(entry, tmp_path)
-    resources = text.runtime_resources(entry, tmp_path)
     for i, title in enumerate(titles):
-        assert np.array_equal(text.prepare(entry, title, **resources), preparer(title))
-        assert np.array_equal(text.prepare(entry, title, **resources), new[i])
-    for bad in ("  ", 3):
-        with pytest.raises(EdgemtlError) as new_error:
-            text.prepare(entry, bad, **resources)
-        with pytest.raises(EdgemtlError) as old_error:
+        assert np.array_equal(preparer(title), decoded[i]) and preparer(title).dtype == np.int32
+    for bad, message in (("  ", "empty text"), (3, "expected a string, got int")):
+        with pytest.raises(EdgemtlError, match=f"^input 'title': {message}"):
             preparer(bad)
-        assert str(new_error.value) == str(old_error.value)
     with pytest.raises(EdgemtlError, match="vocabulary 'vocab_title.txt'"):
         text.runtime_resources(entry, tmp_path / "elsewhere")
 
 
-def test_fashion_numeric_column_decodes_as_before(fashion_table, tmp_path):
+def test_fashion_numeric_column_decodes_for_training_as_the_runtime_prepares_it(fashion_table, tmp_path):
     from edgemtl.runtime.inputs import InputPreparer
 
     kind = modality("numeric")
-    typed, inp = YEAR_IN
+    decoded, bad = kind.decode(YEAR_IN, fashion_table)
+    assert bad == {} and np.array_equal(decoded[:, 0], [float(y) for y in fashion_table.columns["year"]])
     broken = fashion_table.take(slice(0, 10))
     broken.columns["year"] = ["2011", "", "x", "nan"] + broken.columns["year"][4:]
-    for table in (fashion_table, broken):
-        new, new_bad = kind.decode(typed, table)
-        old, old_bad = features.decode_input(inp, table)
-        assert np.array_equal(new, old, equal_nan=True) and new_bad == old_bad
-    assert sorted(new_bad) == [1, 2, 3]
-    entry = kind.manifest_entry(typed)
-    assert entry == _old_entry(inp, kind)
+    assert sorted(kind.decode(YEAR_IN, broken)[1]) == [1, 2, 3]
+    entry = kind.manifest_entry(YEAR_IN)
+    assert entry["column"] is None and entry["preprocess"] == {"columns": ["year"]}
     preparer = InputPreparer(entry, tmp_path)
     for value in ([2012], {"year": 2012}, {"year": 2012, "other": 1}):
-        assert np.array_equal(kind.prepare(entry, value), preparer(value))
-    for value in ({"month": 1}, [1, 2], ["x"], [float("inf")]):
-        with pytest.raises(EdgemtlError) as new_error:
-            kind.prepare(entry, value)
-        with pytest.raises(EdgemtlError) as old_error:
+        assert np.array_equal(preparer(value), np.array([2012.0], np.float32))
+    for value, message in (({"month": 1}, "missing value"), ([1, 2], "shape"), (["x"], "not numbers"),
+                           ([float("inf")], "NaN or infinite")):
+        with pytest.raises(EdgemtlError, match=f"^input 'year_in': .*{message}"):
             preparer(value)
-        assert str(new_error.value) == str(old_error.value)
-    train = kind.decode(typed, fashion_table)[0]
-    mean, var = kind.stats(train)
-    assert np.allclose(mean, [np.mean([float(y) for y in fashion_table.columns["year"]])])
-    assert var[0] > 0
+    mean, var = kind.stats(decoded)
+    years = np.array([float(y) for y in fashion_table.columns["year"]])
+    assert np.allclose(mean, [years.mean()]) and np.allclose(var, [years.var()], rtol=1e-5)
 
 
-def test_sequences_from_npy_files_and_from_an_npz_decode_as_before(demo_table, tmp_path):
+def test_sequences_from_npy_files_and_from_an_npz(demo_table, tmp_path):
     """Real signals: the demo's digit images read as 28-step sequences of 28 channels (as tests/test_model does)."""
     from edgemtl.runtime.inputs import InputPreparer
 
-    images, _ = features.decode_input(IMAGE[1], demo_table)
-    windows = images[..., 0].astype(np.float32) / 255.0
+    windows = np.stack([_pil(demo_table.base / p, (28, 28), 1)[..., 0] for p in demo_table.columns["image"]])
+    windows = windows.astype(np.float32) / 255.0
     for i, w in enumerate(windows):
         np.save(tmp_path / f"w{i}.npy", w)
     np.save(tmp_path / "short.npy", windows[0][:20])
@@ -227,42 +229,34 @@ def test_sequences_from_npy_files_and_from_an_npz_decode_as_before(demo_table, t
                                        + "short.npy\nmissing.npy\n")
     np.savez(tmp_path / "rows.npz", window=windows)
     kind = modality("sequence")
-    typed, inp = spec(name="window", type="sequence", column="window", length=28, channels=28)
-    for source in ("rows.csv", "rows.npz"):
-        table = read_table(tmp_path / source)
-        new, new_bad = kind.decode(typed, table)
-        old, old_bad = features.decode_input(inp, table)
-        assert np.array_equal(new, old) and new_bad == old_bad
-        assert np.array_equal(new[:len(windows)], windows)
-    assert sorted(new_bad) == [] and sorted(kind.decode(typed, read_table(tmp_path / "rows.csv"))[1]) == [12, 13]
+    typed = spec(name="window", type="sequence", column="window", length=28, channels=28)
+    for source, bad_rows in (("rows.csv", [12, 13]), ("rows.npz", [])):
+        decoded, bad = kind.decode(typed, read_table(tmp_path / source))
+        assert np.array_equal(decoded[:len(windows)], windows) and sorted(bad) == bad_rows
     wrong = spec(name="window", type="sequence", column="window", length=28, channels=14)
-    table = read_table(tmp_path / "rows.npz")
-    assert kind.decode(wrong[0], table)[1] == features.decode_input(wrong[1], table)[1] != {}
+    assert len(kind.decode(wrong, read_table(tmp_path / "rows.npz"))[1]) == len(windows)
     entry = kind.manifest_entry(typed)
-    assert entry == _old_entry(inp, kind)
     preparer = InputPreparer(entry, tmp_path)
-    assert np.array_equal(kind.prepare(entry, windows[3].tolist()), preparer(windows[3].tolist()))
-    with pytest.raises(EdgemtlError) as new_error:
-        kind.prepare(entry, windows[3][:5])
-    with pytest.raises(EdgemtlError) as old_error:
+    assert np.array_equal(preparer(windows[3].tolist()), windows[3])
+    with pytest.raises(EdgemtlError, match=r"^input 'window': array has shape \[5, 28\]"):
         preparer(windows[3][:5])
-    assert str(new_error.value) == str(old_error.value)
 
 
 def test_command_line_and_manifest_values_as_predict_reads_them(tmp_path):
-    from edgemtl import predict
+    from edgemtl.runtime import predict_cli
 
-    for name in MODALITIES:
-        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name)})
-        kind = modality(name)
-        text = "[1.5, 2]" if kind.json_value else "images/a.png"
-        assert kind.cli_value("x", text) == predict._value(model, "x", text)
-        assert kind.manifest_cell("x", text, tmp_path) == predict._cell(model, "x", text, tmp_path, 0)
+    expected = {"image": str(tmp_path / "x.txt"), "audio": str(tmp_path / "x.txt"), "text": "x.txt",
+                "numeric": [1.5, 2], "sequence": [1.5, 2]}
+    for name, kind in MODALITIES.items():
+        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name, modality=kind)})
+        text = "[1.5, 2]" if kind.json_value else "x.txt"
+        assert predict_cli._value(model, "x", text) == (expected[name] if kind.json_value else text)
+        assert predict_cli._cell(model, "x", text, tmp_path, 0) == expected[name]
     with pytest.raises(EdgemtlError, match="input 'x': give numbers as JSON"):
         modality("numeric").cli_value("x", "twelve")
-    assert [n for n, k in MODALITIES.items() if k.media] == ["image", "audio", "sequence"]  # pack.MEDIA
-    assert modality("audio").float_parts(AUDIO[0]) == ("audio_logmel",)
-    assert modality("audio").problems(spec(name="a", frame_length=200)[0], "inputs[0]") == \
+    assert [n for n, k in MODALITIES.items() if k.media] == ["image", "audio", "sequence"]
+    assert modality("audio").float_parts(AUDIO) == ("audio_logmel",) and modality("image").float_parts(IMAGE) == ()
+    assert modality("audio").problems(spec(name="a", frame_length=200), "inputs[0]") == \
         ["inputs[0].frame_length: must be a power of two, got 200"]
 
 
@@ -276,26 +270,47 @@ def _fashion_tasks(table):
             task_spec("tags", "multilabel", threshold=0.3), task_spec("year", "regression")]
 
 
-def test_labels_learn_and_encode_as_before():
+def test_labels_learn_and_encode():
     from edgemtl.data.dataset import label_problems
 
     table = read_table(FASHION)
-    for typed, task in _fashion_tasks(table):
+    for typed in _fashion_tasks(table):
         kind = task_kind(typed.type)
         values = table.columns[typed.column]
         info = kind.learn_labels(typed, values)
-        assert info == old_labels.learn_label_spec(task, values)
+        present = [v for v in values if str(v).strip()]
         extra = ["", None, "2020.5"] if typed.type == "regression" else ["", None, "never-seen", "a|never-seen"]
-        new = kind.encode_labels(info, values + extra, typed.separator)
-        old = old_labels.encode_labels(info, values + extra, typed.separator)
-        assert new.dtype == old.dtype and np.array_equal(new, old, equal_nan=True)
-        assert kind.n_outputs(info) == old_labels.n_outputs(info)
+        y = kind.encode_labels(info, values + extra, typed.separator)
+        if typed.type == "regression":
+            years = np.array([float(v) for v in present])
+            assert info == {"type": "regression", "mean": pytest.approx(years.mean()),
+                            "std": pytest.approx(years.std())}
+            assert y.dtype == np.float32 and np.isnan(y[-3:-1]).all() and y[-1] == np.float32(2020.5)
+            assert np.array_equal(y[:len(values)], np.array([float(v) if str(v).strip() else np.nan for v in values],
+                                                            np.float32), equal_nan=True)
+            assert kind.n_outputs(info) == 1
+        elif typed.type == "multilabel":
+            classes = sorted({c.strip() for v in present for c in v.split("|") if c.strip()})  # "Red|" is Red
+            assert info == {"type": "multilabel", "classes": classes}
+            assert y.shape == (len(values) + 4, len(classes)) and y.dtype == np.float32
+            for row, v in zip(y, values):
+                parts = {c.strip() for c in v.split("|")}
+                assert list(row) == ([-1.0] * len(classes) if not v else [float(c in parts) for c in classes])
+            assert (y[-4:-2] == -1).all() and y[-1].sum() == 0 and kind.n_outputs(info) == len(classes)
+        else:
+            classes = sorted(set(present))
+            assert info == {"type": typed.type, "classes": classes}
+            assert list(y[:len(values)]) == [classes.index(v) if v.strip() else -1 for v in values]
+            assert (y[len(values):] == -1).all()
+            assert y.dtype == (np.float32 if typed.type == "binary" else np.int32)
+            assert kind.n_outputs(info) == (1 if typed.type == "binary" else len(classes))
         one_class = kind.learn_labels(typed, values[:1])
-        recipe = {"tasks": [task]}
-        assert kind.label_problems(typed, one_class, f"tasks[0] ({typed.name})") == label_problems(
-            recipe, {typed.name: one_class})
-        assert kind.label_problems(typed, info, "tasks[0]") == label_problems(recipe, {typed.name: info}) == []
-    assert task_kind("regression").learn_labels(task_spec("y", "regression")[0], ["3", "3"])["std"] == 1.0
+        recipe = SimpleNamespace(tasks=[typed])
+        problems = label_problems(recipe, {typed.name: one_class})
+        assert problems == kind.label_problems(typed, one_class, f"tasks[0] ({typed.name})")
+        assert (problems != []) == (typed.type != "regression")
+        assert label_problems(recipe, {typed.name: info}) == []
+    assert task_kind("regression").learn_labels(task_spec("y", "regression"), ["3", "3"])["std"] == 1.0
 
 
 def _outputs(kind_name, n_rows, n_classes, rng):
@@ -309,37 +324,71 @@ def _outputs(kind_name, n_rows, n_classes, rng):
     return rng.normal(2012, 3, size=(n_rows, 1))
 
 
-def test_decide_score_answer_entry_and_parity_rules_as_before():
-    from edgemtl import metrics
-    from edgemtl.export import parity
-    from edgemtl.export.bundle import output_entry
+def _by_hand(type_, y, out, threshold, std):
+    """(decisions, the raw primary metric, the normalised score) computed here."""
+    if type_ == "regression":
+        pred = out.reshape(-1)
+        valid = np.isfinite(y)
+        mae = float(np.mean(np.abs(pred[valid] - y[valid])))
+        return pred, mae, 1 - mae / std
+    if type_ == "multiclass":
+        pred = out.argmax(axis=1)
+    elif type_ == "binary":
+        pred = (out.reshape(-1) >= threshold).astype(int)
+    else:
+        pred = (out >= threshold).astype(int)
+    valid = (y if y.ndim == 1 else y[:, 0]) >= 0
+    acc = float(np.mean(pred[valid] == y[valid]))
+    return pred, acc, acc
+
+
+def test_decide_score_answer_entry_and_parity_rules():
     from edgemtl.runtime.answers import answer
 
     table = read_table(FASHION)
     rng = np.random.default_rng(0)
-    for typed, task in _fashion_tasks(table):
+    for typed in _fashion_tasks(table):
         kind = task_kind(typed.type)
         values = table.columns[typed.column]
         info = kind.learn_labels(typed, values)
         y = kind.encode_labels(info, values, typed.separator)
         out = _outputs(typed.type, len(values), kind.n_outputs(info), rng)
         std = info.get("std", 1.0)
-        assert np.array_equal(kind.decide(out, typed.threshold), metrics.decide(typed.type, out, typed.threshold))
-        new = kind.score(y, out, typed.threshold, std)
-        old = metrics.score_task(typed.type, y, out, typed.threshold, std)
-        assert new == old and set(new) == {*kind.metric_names, "score", "n"}
-        assert kind.primary_metric == parity._metric_name(task)
+        pred, primary, normalised = _by_hand(typed.type, y, out, typed.threshold, std)
+        assert np.array_equal(kind.decide(out, typed.threshold), pred)
+        m = kind.score(y, out, typed.threshold, std)
+        assert set(m) == {*kind.metric_names, "score", "n"}
+        assert m[kind.primary_metric] == pytest.approx(primary) and m["score"] == pytest.approx(normalised)
+        assert m["n"] == int(np.isfinite(y).sum() if typed.type == "regression" else (y.reshape(len(y), -1)[:, 0] >= 0)
+                             .sum())
         entry = kind.output_entry(typed, info)
-        assert entry == output_entry(task, info)
+        decode = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
+        assert entry["task"] == typed.name and entry["type"] == typed.type and entry["decode"] == decode[typed.type]
+        assert entry.get("labels") == info.get("classes") and entry.get("threshold") == (
+            typed.threshold if typed.type in ("binary", "multilabel") else None)
         for row in out[:20]:
-            assert kind.answer(entry, row) == answer(entry, row)
+            got = answer(entry, row)
+            assert got == kind.answer(entry, row)
+            if typed.type == "regression":
+                assert got == {"value": pytest.approx(row[0])}
+            elif typed.type == "multiclass":
+                assert got["label"] == info["classes"][row.argmax()] and got["score"] == pytest.approx(row.max())
+            elif typed.type == "binary":
+                assert got["label"] == info["classes"][int(row[0] >= 0.4)] and got["scores"][info["classes"][1]] == \
+                    pytest.approx(row[0])
+            else:
+                assert got["labels"] == [c for c, p in zip(info["classes"], row) if p >= 0.3]
         noisy = out + rng.normal(0, 0.05, size=out.shape) if typed.type != "regression" else \
             out + rng.normal(0, 30.0, size=out.shape)  # regression agrees within 1 % of ~2012
-        assert kind.agreement(out, noisy, typed.threshold) == parity._agreement(task, out, noisy)
-        assert 0 < kind.agreement(out, noisy, typed.threshold) < 1
-        old_diff = np.abs(noisy - out) / np.maximum(1.0, np.abs(out)) if typed.type == "regression" \
-            else np.abs(noisy - out)
-        assert np.array_equal(kind.float_diff(out, noisy), old_diff)
+        agree = kind.agreement(out, noisy, typed.threshold)
+        if typed.type == "regression":
+            assert agree == pytest.approx(np.mean(np.abs(noisy - out) <= 0.01 * np.abs(out)))
+            assert np.allclose(kind.float_diff(out, noisy), np.abs(noisy - out) / np.abs(out))
+        else:
+            decide = _by_hand(typed.type, y, noisy, typed.threshold, std)[0]
+            assert agree == pytest.approx(np.mean(pred == decide))
+            assert np.array_equal(kind.float_diff(out, noisy), np.abs(noisy - out))
+        assert 0 < agree < 1
         empty = kind.score(np.full_like(y, np.nan if typed.type == "regression" else -1), out, typed.threshold, std)
         assert empty["n"] == 0 and math.isnan(empty["score"])
 
@@ -354,19 +403,24 @@ class _Split:
         return len(next(iter(self.y.values())))
 
 
-def test_calibration_rows_cover_every_class_as_before():
+def test_calibration_rows_cover_every_class():
     from edgemtl.export.run import MIN_CALIBRATION_ROWS, calibration_rows
 
     table = read_table(FASHION)
-    for typed, task in _fashion_tasks(table):
+    for typed in _fashion_tasks(table):
         kind = task_kind(typed.type)
         values = table.columns[typed.column]
-        y = kind.encode_labels(kind.learn_labels(typed, values), values, typed.separator)
-        split = _Split({typed.name: y})
-        chosen = list(dict.fromkeys(kind.covering_rows(y)))  # one row can show several labels of a multilabel task
-        assert list(calibration_rows(split, [task], max(len(values), MIN_CALIBRATION_ROWS), 0)[:len(chosen)]) == chosen
-        if typed.type != "regression":  # every class of the column is in these rows
-            assert len(kind.covering_rows(y)) == len(kind.learn_labels(typed, values)["classes"])
+        info = kind.learn_labels(typed, values)
+        y = kind.encode_labels(info, values, typed.separator)
+        rows = calibration_rows(_Split({typed.name: y}), [typed], max(len(values), MIN_CALIBRATION_ROWS), 0)
+        first = rows[:len(set(kind.covering_rows(y)))]  # one row can show several labels of a multilabel task
+        if typed.type in ("multiclass", "binary"):
+            assert sorted(set(y[first])) == list(range(len(info["classes"])))
+        elif typed.type == "multilabel":
+            assert (y[first] == 1).any(axis=0).all()
+        else:
+            assert kind.covering_rows(y) == []
+        assert len(set(rows)) == len(rows) >= MIN_CALIBRATION_ROWS
 
 
 def test_regression_score_is_normalised_by_the_label_std():
@@ -403,103 +457,187 @@ def test_mean_score_averages_normalised_scores_only_and_says_what_it_left_out():
         mean_score({"year": year["mae"], "digit": digit})
 
 
-def test_score_tasks_agrees_with_metrics_score_all():
-    from edgemtl import metrics
-
+def _scored_fashion(seed):
     table = read_table(FASHION)
-    pairs = _fashion_tasks(table)
-    rng = np.random.default_rng(1)
+    tasks = _fashion_tasks(table)
+    rng = np.random.default_rng(seed)
     labels, y, outputs = {}, {}, {}
-    for typed, _ in pairs:
+    for typed in tasks:
         kind = task_kind(typed.type)
         values = table.columns[typed.column]
         labels[typed.name] = kind.learn_labels(typed, values)
         y[typed.name] = kind.encode_labels(labels[typed.name], values, typed.separator)
         outputs[typed.name] = _outputs(typed.type, len(values), kind.n_outputs(labels[typed.name]), rng)
-    new = kinds.score_tasks([t for t, _ in pairs], labels, y, outputs)
-    old = metrics.score_all([t for _, t in pairs], labels, y, outputs)
-    assert new == {k: v for k, v in old.items() if k != "mean_score"}
-    assert mean_score(new)[0] == pytest.approx(old["mean_score"])
+    return tasks, labels, y, outputs
+
+
+def test_score_all_means_the_normalised_scores_and_writes_none_when_no_task_scored():
+    tasks, labels, y, outputs = _scored_fashion(1)
+    result = kinds.score_all(tasks, labels, y, outputs)
+    hand = [_by_hand(t.type, y[t.name], outputs[t.name], t.threshold, labels[t.name].get("std", 1.0))[2]
+            for t in tasks]
+    assert result["mean_score"] == pytest.approx(np.mean(hand)) and "mean_note" not in result
+    assert result["year"]["score"] == pytest.approx(1 - result["year"]["mae"] / labels["year"]["std"])
+    no_rows = {n: np.full_like(v, np.nan if t.type == "regression" else -1) for t, (n, v) in zip(tasks, y.items())}
+    none = kinds.score_all(tasks, labels, no_rows, outputs)
+    assert none["mean_score"] is None and none["mean_note"] == "left out (no score): usage, is_men, tags, year"
+    assert mean_score(none) == (None, none["mean_note"])  # its own keys are not tasks
+
+
+class _Rows:
+    """The part of data.dataset.Split that evaluation and validation read."""
+
+    def __init__(self, x: dict, y: dict):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(next(iter(self.x.values())))
+
+
+def test_regression_enters_evaluate_and_val_mean_score_by_its_normalised_score_never_its_mae(tmp_path, monkeypatch):
+    """A far-off regression (MAE in years, dozens) beside a class task: every mean is of normalised scores."""
+    from edgemtl.train import evaluate
+    from edgemtl.train.callbacks import ValidationScores
+
+    tasks = [task_spec("digit", "multiclass"), task_spec("year", "regression")]
+    labels = {"digit": {"type": "multiclass", "classes": ["0", "1"]},
+              "year": {"type": "regression", "mean": 2012.0, "std": 4.0}}
+    y = {"digit": np.array([0, 1, 1, 0]), "year": np.array([2010.0, 2012.0, 2016.0, np.nan], np.float32)}
+    outputs = {"digit": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+               "year": np.array([[1990.0], [2040.0], [2000.0], [0.0]])}
+    accuracy, mae = 2 / 4, (20 + 28 + 16) / 3
+    normalised = (accuracy + (1 - mae / 4.0)) / 2
+    raw = (accuracy + mae) / 2
+
+    class Net:
+        output_names = ["digit", "year"]
+
+        def predict(self, x, batch_size=None, verbose=0):
+            return outputs
+
+    class Data:
+        labels = None
+
+        def __getitem__(self, name):  # only the test split has rows
+            return _Rows({"i": np.zeros((4 if name == "test" else 0, 1))}, y if name == "test" else {})
+
+    data = Data()
+    data.labels = labels
+    run = SimpleNamespace(require_model=lambda name: tmp_path / "model.keras", model_dir=lambda name: tmp_path)
+    monkeypatch.setattr(evaluate, "load_model", lambda path: Net())
+    scores = evaluate.evaluate_model(run, SimpleNamespace(tasks=tasks), data)
+    assert set(scores) == {"test"} and scores["test"]["year"]["mae"] == pytest.approx(mae)
+    assert scores["test"]["mean_score"] == pytest.approx(normalised) and abs(normalised - raw) > 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["splits"]["test"]["mean_score"] == \
+        pytest.approx(normalised)
+
+    logs = {}
+    callback = ValidationScores(Net(), _Rows({"i": np.zeros((4, 1))}, y), tasks, labels, 4)
+    callback.on_epoch_end(0, logs)
+    assert logs["val_mean_score"] == pytest.approx(normalised) and logs["val_year_mae"] == pytest.approx(mae)
+    assert logs["val_digit_accuracy"] == pytest.approx(accuracy)
+    unlabelled = {"digit": np.full(4, -1), "year": np.full(4, np.nan, np.float32)}
+    logs = {}
+    ValidationScores(Net(), _Rows({"i": np.zeros((4, 1))}, unlabelled), tasks, labels, 4).on_epoch_end(0, logs)
+    assert "val_mean_score" not in logs  # no scorable row: left out, never NaN
 
 
 # --- TF half ------------------------------------------------------------------------------------------------------
-def test_tf_half_builds_the_same_heads_losses_soft_losses_augmentation_and_mixing(monkeypatch):
-    from edgemtl.compress.distill import mix_inputs, soft_loss
-    from edgemtl.data import pipeline
-    from edgemtl.models import build, heads
-    from edgemtl.models.encoders import REGISTRY
-    from edgemtl.preprocess import Tokenizer
-    from edgemtl.tfk import keras, tf
-    from edgemtl.train.losses import task_loss
+def test_heads_and_encoders_from_the_kinds():
+    from edgemtl.kinds.text import Tokenizer
+    from edgemtl.models.encoders import audio, image, numeric, sequence, text
+    from edgemtl.tfk import keras
 
-    assert {n: k.dtype for n, k in MODALITIES.items()} == build.INPUT_DTYPES
-    for n, kind in MODALITIES.items():
-        assert kind.encoders() is REGISTRY[n]
-    for typed, inp in (AUDIO, IMAGE, PHOTO, TITLE, YEAR_IN):
-        assert modality(inp["type"]).input_shape(typed) == build.input_shape(inp)
-
+    for n, module in (("image", image), ("text", text), ("audio", audio), ("numeric", numeric),
+                      ("sequence", sequence)):
+        assert modality(n).encoders() is module.ENCODERS and modality(n).default_encoder in module.ENCODERS
     table = read_table(FASHION)
     rng = np.random.default_rng(2)
     titles = table.columns["title"]
     tokenizer = Tokenizer.fit(titles, 300)
-    for typed, task in _fashion_tasks(table):
+    feed = rng.normal(size=(16, 8)).astype(np.float32)
+    for typed in _fashion_tasks(table):
         kind = task_kind(typed.type)
-        values = table.columns[typed.column]
-        info = kind.learn_labels(typed, values)
-        y = kind.encode_labels(info, values, typed.separator)
+        info = kind.learn_labels(typed, table.columns[typed.column])
         x = keras.Input((8,))
-        matches = [False] + ([True] if kind.supports_label_match else [])
-        for with_match in matches:
+        out = keras.Model(x, kind.head(x, typed, info)).predict(feed, verbose=0)
+        assert out.shape == (16, kind.n_outputs(info))
+        if typed.type == "multiclass":
+            assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+        elif typed.type == "regression":
+            model = keras.Model(x, kind.head(x, typed, info))
+            model.set_weights([np.zeros_like(w) for w in model.get_weights()])  # standardised 0 -> the label mean
+            assert np.allclose(model.predict(feed, verbose=0), info["mean"])
+        else:
+            assert ((out > 0) & (out < 1)).all()
+        if kind.supports_label_match:
             tokens = keras.Input((12,), dtype="int32")
-            inputs = [x, tokens] if with_match else [x]
-            new_match = kind.label_match(tokens, typed, info, tokenizer, "t") if with_match else None
-            old_match = heads.label_match(tokens, task["name"], info, tokenizer, "t") if with_match else None
-            new_model = keras.Model(inputs, kind.head(x, typed, info, new_match))
-            old_model = keras.Model(inputs, heads.head(x, task, info, old_match))
-            assert [type(la).__name__ for la in new_model.layers] == [type(la).__name__ for la in old_model.layers]
-            assert [la.name for la in new_model.layers] == [la.name for la in old_model.layers]
-            new_model.set_weights(old_model.get_weights())
-            feed = [rng.normal(size=(16, 8)).astype(np.float32)]
-            if with_match:
-                feed.append(np.stack([tokenizer.encode(t, 12) for t in titles[:16]]))
-                assert kind.match_tables(info["classes"], tokenizer) == heads.match_tables(info["classes"], tokenizer)
-            assert np.allclose(new_model.predict(feed, verbose=0), old_model.predict(feed, verbose=0))
-        out = _outputs(typed.type, len(values), kind.n_outputs(info), rng).astype(np.float32)
-        for smoothing, loss in ((0.0, "auto"), (0.1, "huber"), (0.0, "mae")):
-            t2, d2 = task_spec(typed.name, typed.type, label_smoothing=smoothing, loss=loss, column=typed.column)
-            new_loss = float(kind.loss(t2, info)(tf.constant(y), tf.constant(out)))
-            assert new_loss == pytest.approx(float(task_loss(d2, info)(tf.constant(y), tf.constant(out))), rel=1e-6)
-        student = np.clip(out + rng.normal(0, 0.05, size=out.shape).astype(np.float32), 0.01, 0.99) \
-            if typed.type != "regression" else out + 1.0
-        for temperature in (1.0, 2.0):
-            new_soft = float(kind.soft_loss(typed, info, temperature)(tf.constant(out), tf.constant(student)))
-            old_soft = float(soft_loss(task, info, temperature)(tf.constant(out), tf.constant(student)))
-            assert new_soft == pytest.approx(old_soft, rel=1e-6) and new_soft > 0
+            match = kind.label_match(tokens, typed, info, tokenizer, "t")
+            model = keras.Model([x, tokens], kind.head(x, typed, info, match))
+            assert {f"{typed.name}_logits", f"{typed.name}_label_match", f"{typed.name}_logits_matched"} <= {
+                la.name for la in model.layers}
+            words, classes = kind.match_tables(info["classes"], tokenizer)
+            assert len(classes) == len(info["classes"]) and all(ids and min(ids) > 1 for ids in words)
 
-    images = features.decode_input(PHOTO[1], table.take(slice(0, 8)))[0]
-    built = []  # the random layers each augmenter builds (their draws differ run to run, their settings must not)
+
+def test_losses_and_soft_losses_by_hand():
+    from edgemtl.tfk import tf
+
+    y = np.array([0, 2, -1, 1])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3]], np.float32)
+    info = {"classes": ["a", "b", "c"]}
+    mc = task_kind("multiclass")
+    loss = float(mc.loss(task_spec("t", "multiclass"), info)(tf.constant(y), tf.constant(p)))
+    assert loss == pytest.approx(-np.mean(np.log([0.7, 0.6, 0.5])), rel=1e-5)  # the unlabelled row is masked
+    assert float(mc.soft_loss(task_spec("t", "multiclass"), info, 2.0)(tf.constant(p), tf.constant(p))) == \
+        pytest.approx(0.0, abs=1e-6)
+    assert float(mc.soft_loss(task_spec("t", "multiclass"), info, 2.0)(tf.constant(p), tf.constant(p[::-1]))) > 0
+
+    yb = np.array([1.0, 0.0, -1.0], np.float32)
+    pb = np.array([[0.8], [0.4], [0.9]], np.float32)
+    bce = float(task_kind("binary").loss(task_spec("t", "binary"), info)(tf.constant(yb), tf.constant(pb)))
+    assert bce == pytest.approx(-np.mean([np.log(0.8), np.log(0.6)]), rel=1e-5)
+
+    reg = task_kind("regression")
+    yr = np.array([10.0, 12.0, np.nan], np.float32)
+    pr = np.array([[11.0], [8.0], [0.0]], np.float32)
+    err = np.array([1.0, -4.0]) / 2.0  # on the standardised scale (std 2)
+    for name, by_hand in (("auto", np.mean(err ** 2)), ("mae", np.mean(np.abs(err))),
+                          ("huber", np.mean([0.5 * 0.5 ** 2, 2.0 - 0.5]))):
+        got = float(reg.loss(task_spec("t", "regression", loss=name), {"std": 2.0})(tf.constant(yr), tf.constant(pr)))
+        assert got == pytest.approx(by_hand, rel=1e-5)
+    soft = float(reg.soft_loss(task_spec("t", "regression"), {"std": 2.0}, 4.0)(tf.constant(pr), tf.constant(pr + 1)))
+    assert soft == pytest.approx(0.25, rel=1e-5)
+
+
+def test_augmentation_and_mixing_by_modality(fashion_table, monkeypatch):
+    from edgemtl.kinds.text import Tokenizer
+    from edgemtl.tfk import keras, tf
+
+    images = modality("image").decode(PHOTO, fashion_table.take(slice(0, 8)))[0]
+    built = []
     for layer in ("RandomFlip", "RandomRotation", "RandomZoom"):
         real = getattr(keras.layers, layer)
-        monkeypatch.setattr(keras.layers, layer, lambda *a, _real=real, **k: built.append((_real.__name__, a, k))
+        monkeypatch.setattr(keras.layers, layer, lambda *a, _real=real, **k: built.append((_real.__name__, a))
                             or _real(*a, **k))
-    for typed, inp in (PHOTO, IMAGE):
-        batch = tf.constant(images if typed is PHOTO[0] else images[..., :1])
+    for typed, expected in ((PHOTO, [("RandomFlip", ("horizontal",))]),
+                            (IMAGE, [("RandomRotation", (0.03,)), ("RandomZoom", ((-0.08, 0.0),))])):
+        batch = tf.constant(images if typed is PHOTO else images[..., :1])
         built.clear()
-        new = modality("image").augmenter(typed)(batch).numpy()
-        new_layers = list(built)
-        built.clear()
-        old = pipeline._image_augmenter(inp)(batch).numpy()
-        assert new_layers == built and len(built) == sum(bool(v) for v in inp["augment"].values())
-        assert new.dtype == old.dtype == np.uint8 and new.shape == old.shape == batch.shape
+        out = modality("image").augmenter(typed)(batch).numpy()
+        assert built == expected and out.dtype == np.uint8 and out.shape == batch.shape
     plain = SimpleNamespace(flip=False, rotation=0.0, crop=0.0)
-    assert modality("image").augmenter(SimpleNamespace(**{**vars(PHOTO[0]), "augment": plain})) is None
+    assert modality("image").augmenter(SimpleNamespace(**{**vars(PHOTO), "augment": plain})) is None
 
-    tokens = np.stack([tokenizer.encode(t, 12) for t in titles[:8]])
-    batch = {"photo": tf.constant(images), "title": tf.constant(tokens),
-             "year_in": tf.constant(rng.normal(size=(8, 1)).astype(np.float32))}
+    tokens = np.stack([Tokenizer.fit(fashion_table.columns["title"], 300).encode(t, 12)
+                       for t in fashion_table.columns["title"][:8]])
+    years = np.arange(8, dtype=np.float32).reshape(8, 1) * 10
+    batch = {"photo": tf.constant(images), "title": tf.constant(tokens), "year_in": tf.constant(years)}
     tf.random.set_seed(4)
-    new = kinds.mix_batch(batch, {"photo": "image", "title": "text", "year_in": "numeric"})
-    tf.random.set_seed(4)
-    old = mix_inputs(batch)
-    for name in batch:
-        assert new[name].dtype == batch[name].dtype and np.array_equal(new[name].numpy(), old[name].numpy())
+    mixed = {k: v.numpy() for k, v in kinds.mix_batch(batch, {"photo": "image", "title": "text",
+                                                             "year_in": "numeric"}).items()}
+    assert {k: (v.dtype, v.shape) for k, v in mixed.items()} == {k: (v.dtype.as_numpy_dtype, tuple(v.shape))
+                                                                 for k, v in batch.items()}
+    for i in range(8):
+        assert any(np.array_equal(mixed["title"][i], tokens[j]) for j in range(8))  # token ids never blend
+        assert 0 <= mixed["year_in"][i, 0] <= 70  # numbers blend between two rows

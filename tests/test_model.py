@@ -1,19 +1,26 @@
 """Models: every encoder and fusion builds and runs on real data, inputs/outputs are named, the graph is exportable."""
 import dataclasses
+
 import numpy as np
 import pytest
 
 from conftest import AV_RECIPE, DEMO, REPO, TINY_AV
-from edgemtl import preprocess
 from edgemtl.data.dataset import prepare
+from edgemtl.kinds import task_kind
+from edgemtl.kinds.audio import load_audio
+from edgemtl.kinds.image import load_image
 from edgemtl.models.build import build_model, load_model, numeric_stats
 from edgemtl.models.layers import LogMelSpectrogram, mel_matrix
 from edgemtl.recipe import load_recipe
 from edgemtl.recipe.schema import TaskSpec
 from edgemtl.tfk import keras, tf
-from edgemtl.train.losses import task_loss
 
 FASHION_MINI = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
+
+
+def task_loss(task, label_info):
+    """The task kind's training loss."""
+    return task_kind(task.type).loss(task, label_info)
 
 
 def fashion_recipe(tmp_path, text_encoder="conv1d", image_encoder="cnn", fusion="concat", extra_tasks=""):
@@ -169,13 +176,15 @@ def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
     assert sorted(model.output) == ["baseColour", "gender", "usage", "year"]
 
 
-def test_label_match_on_class_names_no_title_spells_warns_and_matches_nothing(tmp_path, capsys):
+def test_label_match_on_class_names_no_title_spells_warns_and_matches_nothing(tmp_path, caplog):
     recipe = fashion_recipe(tmp_path, extra_tasks="  - {name: release, type: multiclass, column: year, "
                                                   "match_labels: title}")
-    model, data = build_on(recipe)
-    warning = capsys.readouterr().err
-    assert warning.startswith("warning: tasks[3].match_labels: no word of the class names (e.g. '2008') is among the ")
-    assert warning.endswith(" words learned from the training rows; this head matches nothing\n")
+    with caplog.at_level("WARNING", logger="edgemtl"):
+        model, data = build_on(recipe)
+    warnings = [r.getMessage() for r in caplog.records if "match_labels" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("tasks[3].match_labels: no word of the class names (e.g. '2008') is among the ")
+    assert warnings[0].endswith(" words learned from the training rows; this head matches nothing")
     match = keras.Model(model.get_layer("title").input, model.get_layer("release_label_match").output)
     assert not np.any(match(data["train"].x["title"]).numpy())
 
@@ -183,7 +192,7 @@ def test_label_match_on_class_names_no_title_spells_warns_and_matches_nothing(tm
 @pytest.mark.parametrize("step", [128, 64, 100])  # framing by reshapes (step divides 256) or by a gather
 def test_log_mel_front_end_matches_numpy_reference(step):
     wav = DEMO / "recordings" / "3_theo_10.wav"
-    samples = preprocess.load_audio(wav, 8000, 8000)
+    samples = load_audio(wav, 8000, 8000)
     layer = LogMelSpectrogram(8000, 256, step, 40)
     got = layer(samples[None])[0, ..., 0].numpy()
     frames = np.stack([samples[i:i + 256] for i in range(0, 8000 - 256 + 1, step)])
@@ -227,7 +236,7 @@ def test_sequence_input_from_npz_of_real_signals(tmp_path, encoder):
     import csv
 
     rows = list(csv.DictReader(open(DEMO / "pairs.csv")))[::14][:120]  # spread over every digit
-    windows = np.stack([preprocess.load_image(DEMO / r["image"], (28, 28), 1)[..., 0] / 255.0 for r in rows])
+    windows = np.stack([load_image(DEMO / r["image"], (28, 28), 1)[..., 0] / 255.0 for r in rows])
     np.savez(tmp_path / "rows.npz", window=windows.astype(np.float32),
              digit=np.array([int(r["digit"]) for r in rows]))
     path = tmp_path / "seq.yaml"

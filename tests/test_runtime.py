@@ -118,7 +118,7 @@ def test_gpu_devices_fall_back_to_the_cpu_without_a_gpu(tiny_run, capsys):
 def test_inputs_as_arrays_and_bytes(tiny_run):
     from PIL import Image
 
-    from edgemtl.preprocess import read_wav
+    from edgemtl.kinds.audio import read_wav
 
     model = load(tiny_run / "exports" / "teacher-onnx-fp32")
     wav, image = DEMO / "recordings/3_jackson_0.wav", DEMO / "images/0000.png"

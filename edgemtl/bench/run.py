@@ -16,7 +16,7 @@ from ..artifacts import ArtifactId, keras_target_name, model_of_target
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..export.formats import FORMATS
-from ..metrics import score_all
+from ..kinds import score_all
 from ..progress import Progress
 from ..rundir import RunDir, atomic_write_text
 from ..runtime.manifest import BundleManifest

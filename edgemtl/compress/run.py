@@ -5,7 +5,7 @@ import sys
 from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..train.evaluate import evaluate_model
-from ..metrics import higher_is_better
+from ..kinds import higher_is_better
 from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..model_metrics import read_history, read_metrics, update_metrics
@@ -34,7 +34,8 @@ class Compressor:
 
     def _distiller(self, net, combination):
         teacher = load_model(self.teacher_path)
-        return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg.distill)
+        return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg.distill,
+                              {i.name: i.type for i in self.student.inputs})
 
     def _fine_tuner(self):
         """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""

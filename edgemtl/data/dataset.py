@@ -1,21 +1,20 @@
 """From a recipe to decoded, split, label-encoded arrays; vocabularies learned on the training split only."""
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..recipe.schema import Recipe
+from .. import kinds
 from ..errors import EdgemtlError
-from ..preprocess import Tokenizer
-from ..errors import did_you_mean
 from .. import jsonio
-from ..rundir import LABELS_FILE, vocab_file_name
-from .features import decode_input
-from .labels import encode_labels, learn_label_spec
+from ..errors import did_you_mean
+from ..recipe.schema import Recipe
+from ..rundir import LABELS_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger("edgemtl")
 
 
 @dataclass
@@ -57,8 +56,8 @@ def load_table(recipe: Recipe) -> Table:
 def missing_columns(recipe: Recipe, table: Table) -> list[str]:
     wanted = []
     for i, inp in enumerate(recipe.inputs):
-        cols = inp.columns if inp.type == "numeric" else [inp.column]
-        wanted += [(f"inputs[{i}].column{'s' if inp.type == 'numeric' else ''}", c) for c in cols]
+        mk = kinds.modality(inp.type)
+        wanted += [(f"inputs[{i}].{mk.column_key(inp)}", c) for c in mk.columns(inp)]
     wanted += [(f"tasks[{i}].column", t.column) for i, t in enumerate(recipe.tasks)]
     split = recipe.data.split
     if split.column:
@@ -69,17 +68,8 @@ def missing_columns(recipe: Recipe, table: Table) -> list[str]:
 
 
 def label_problems(recipe: Recipe, labels: dict) -> list[str]:
-    out = []
-    for i, t in enumerate(recipe.tasks):
-        spec = labels[t.name]
-        n = len(spec.get("classes", []))
-        if t.type in ("multiclass", "multilabel") and n < 2:
-            out.append(f"tasks[{i}] ({t.name}): column '{t.column}' has {n} class(es) in the training split; "
-                       f"a classification task needs at least 2")
-        if t.type == "binary" and n != 2:
-            out.append(f"tasks[{i}] ({t.name}): a binary task needs exactly 2 classes in the training split, "
-                       f"column '{t.column}' has {n}: {', '.join(spec['classes'][:5])}")
-    return out
+    return [p for i, t in enumerate(recipe.tasks)
+            for p in kinds.task_kind(t.type).label_problems(t, labels[t.name], f"tasks[{i}] ({t.name})")]
 
 
 def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = None, splits=SPLITS) -> Prepared:
@@ -107,20 +97,19 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
 
 def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     path = Path(preprocess_dir) if preprocess_dir else None
+    vocab_inputs = [i for i in recipe.inputs if kinds.modality(i.type).has_vocabulary]
     if path and (path / LABELS_FILE).exists():
         labels = jsonio.read(path / LABELS_FILE, "label vocabulary")
-        tokenizers = {i.name: Tokenizer.load(path / vocab_file_name(i.name), i.lowercase)
-                      for i in recipe.inputs if i.type == "text"}
+        tokenizers = {i.name: kinds.modality(i.type).load_tokenizer(i, path) for i in vocab_inputs}
         return labels, tokenizers
-    labels = {t.name: learn_label_spec(t, train.columns[t.column]) for t in recipe.tasks}
-    tokenizers = {i.name: Tokenizer.fit(train.columns[i.column], i.vocab_size, i.lowercase)
-                  for i in recipe.inputs if i.type == "text"}
+    labels = {t.name: kinds.task_kind(t.type).learn_labels(t, train.columns[t.column]) for t in recipe.tasks}
+    tokenizers = {i.name: kinds.modality(i.type).fit_tokenizer(i, train.columns[i.column]) for i in vocab_inputs}
     if path:
         from ..rundir import atomic_write_json
 
         path.mkdir(parents=True, exist_ok=True)
-        for name, tok in tokenizers.items():
-            tok.save(path / vocab_file_name(name))
+        for i in vocab_inputs:
+            tokenizers[i.name].save(path / kinds.modality(i.type).vocab_file(i))
         atomic_write_json(path / LABELS_FILE, labels)
     return labels, tokenizers
 
@@ -128,7 +117,7 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
 def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict):
     x, bad = {}, {}
     for inp in recipe.inputs:
-        x[inp.name], problems = decode_input(inp, table, tokenizers.get(inp.name))
+        x[inp.name], problems = kinds.modality(inp.type).decode(inp, table, tokenizers.get(inp.name))
         for i, p in problems.items():
             bad.setdefault(i, p)
     messages = [f"{table.where(i)}: {p}" for i, p in sorted(bad.items())]
@@ -137,7 +126,7 @@ def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict):
         raise EdgemtlError(*messages[:5], f"{len(messages)} bad row(s){more}; fix them or set data.on_bad_row: skip")
     keep = np.array([i not in bad for i in range(table.n_rows)], dtype=bool)
     if bad:
-        print(f"skipped {len(bad)} bad row(s) in {table.path.name} (data.on_bad_row: skip)", file=sys.stderr)
-    y = {t.name: encode_labels(labels[t.name], table.columns[t.column], t.separator)[keep]
+        log.warning(f"skipped {len(bad)} bad row(s) in {table.path.name} (data.on_bad_row: skip)")
+    y = {t.name: kinds.task_kind(t.type).encode_labels(labels[t.name], table.columns[t.column], t.separator)[keep]
          for t in recipe.tasks}
     return Split({k: v[keep] for k, v in x.items()}, y, table.row_ids[keep]), messages if bad else []

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..recipe.schema import SplitSpec
 from ..errors import EdgemtlError
+from ..kinds.base import is_missing
+from ..recipe.schema import SplitSpec
 
 
 @dataclass
@@ -79,14 +80,6 @@ def _read_npz(path: Path) -> Table:
         raise EdgemtlError(f"{path.name}: arrays have different numbers of rows {sorted(lengths)}")
     cols = {k: (list(v.astype(str)) if v.dtype.kind in "US" else v) for k, v in cols.items()}
     return Table(path, cols, np.arange(1, lengths.pop() + 1))
-
-
-def is_missing(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and np.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
 
 
 def apply_filters(table: Table, filters: list) -> Table:

@@ -2,38 +2,20 @@
 import shutil
 from pathlib import Path
 
+from .. import __version__, kinds
 from ..recipe.schema import InputSpec, Recipe, TaskSpec
-from .. import __version__
 from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
-from ..data.features import clip_samples
 from ..rundir import RunDir, atomic_save
-from ..runtime.manifest import DECODE, SCHEMA_VERSION, BundleManifest, ParityReport, Quantization
+from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport, Quantization
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
-    entry = {"name": inp.name, "modality": inp.type, "dtype": spec.dtype.name,
-             "shape": [None, *spec.shape[1:]], "column": getattr(inp, "column", None)}
-    if inp.type == "image":
-        entry["preprocess"] = {"size": list(inp.size), "channels": inp.channels}
-    elif inp.type == "text":
-        entry["preprocess"] = {"vocab": f"vocab_{inp.name}.txt", "max_length": inp.max_length,
-                               "lowercase": inp.lowercase}
-    elif inp.type == "audio":
-        entry["preprocess"] = {"sample_rate": inp.sample_rate, "clip_samples": clip_samples(inp)}
-    elif inp.type == "numeric":
-        entry["preprocess"] = {"columns": list(inp.columns)}
-    else:
-        entry["preprocess"] = {"length": inp.length, "channels": inp.channels}
-    return entry
+    """The manifest entry of an input; spec: the exported signature's TensorSpec (dtype and shape as exported)."""
+    return kinds.modality(inp.type).manifest_entry(inp, spec.dtype.name, spec.shape[1:])
 
 
 def output_entry(task: TaskSpec, label_spec: dict) -> dict:
-    entry = {"task": task.name, "type": task.type, "decode": DECODE[task.type]}
-    if "classes" in label_spec:
-        entry["labels"] = label_spec["classes"]
-    if task.type in ("binary", "multilabel"):
-        entry["threshold"] = task.threshold
-    return entry
+    return kinds.task_kind(task.type).output_entry(task, label_spec)
 
 
 def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inputs: list[dict],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, kinds
 from ..artifacts import ArtifactId
 from ..errors import EdgemtlError
 from ..recipe import recipe_hash
@@ -35,11 +35,7 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
                            f"full-int8 calibration needs at least {MIN_CALIBRATION_ROWS}")
     chosen = []
     for t in tasks:
-        y = split.y[t.name]
-        if t.type in ("multiclass", "binary"):
-            chosen += [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
-        elif t.type == "multilabel":
-            chosen += [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
+        chosen += kinds.task_kind(t.type).covering_rows(split.y[t.name])
     rng = np.random.default_rng(seed)
     rest = [i for i in rng.permutation(len(split)) if i not in set(chosen)]
     return np.array(list(dict.fromkeys(chosen + rest))[:max(n, MIN_CALIBRATION_ROWS)])

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import kinds
 from ..errors import EdgemtlError
 from ..recipe.schema import Recipe, TaskSpec
 from ..runtime.manifest import ParityReport, TaskParity
@@ -53,7 +54,7 @@ def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: boo
     format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
         return []
-    front = [(f"{i.name}_logmel",) for i in inputs if i.type == "audio"]
+    front = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
     return front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
                                                         if len(inputs) > 1 else [])
 

@@ -4,9 +4,7 @@ float (fp32) artifacts: every output within 1e-4 of Keras (relative to the value
 reduced-precision artifacts: per task, the test metric may drop by at most the recipe's tolerance; top-1 agreement
 with Keras is reported. An artifact that its runtime refuses to load fails the gate.
 """
-import numpy as np
-
-from ..metrics import decide, score_task
+from .. import kinds
 from ..runtime.backends import ModelLoadError, open_runner, run_batched
 
 FLOAT_ATOL = 1e-4
@@ -22,12 +20,13 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
         name = t.name
         ref, got = reference[name], outputs[name].reshape(reference[name].shape)
         std = labels[name].get("std", 1.0)
-        ref_m = score_task(t.type, y[name], ref, t.threshold, std)
-        got_m = score_task(t.type, y[name], got, t.threshold, std)
-        diff = np.abs(got - ref) / np.maximum(1.0, np.abs(ref)) if t.type == "regression" else np.abs(got - ref)
-        row = {"max_abs_diff": float(diff.max()), "metric": _metric_name(t), "keras": ref_m[_metric_name(t)],
-               "artifact": got_m[_metric_name(t)], "drop": float(ref_m["score"] - got_m["score"]),
-               "agreement": _agreement(t, ref, got)}
+        tk = kinds.task_kind(t.type)
+        ref_m = tk.score(y[name], ref, t.threshold, std)
+        got_m = tk.score(y[name], got, t.threshold, std)
+        diff = tk.float_diff(ref, got)
+        row = {"max_abs_diff": float(diff.max()), "metric": tk.primary_metric, "keras": ref_m[tk.primary_metric],
+               "artifact": got_m[tk.primary_metric], "drop": float(ref_m["score"] - got_m["score"]),
+               "agreement": tk.agreement(ref, got, t.threshold)}
         if precision == "fp32":
             if row["max_abs_diff"] > FLOAT_ATOL:
                 problems.append(f"{name}: max difference {row['max_abs_diff']:.2e} > {FLOAT_ATOL:g}")
@@ -36,13 +35,3 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
                             f"(drop {row['drop']:.4f} > tolerance {tolerance.get(name, 0.01):g})")
         result[name] = row
     return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0].name])}
-
-
-def _metric_name(task) -> str:
-    return "mae" if task.type == "regression" else "accuracy"
-
-
-def _agreement(task, ref, got) -> float:
-    if task.type == "regression":
-        return float(np.mean(np.abs(got - ref) <= 0.01 * np.maximum(1.0, np.abs(ref))))
-    return float(np.mean(decide(task.type, ref, task.threshold) == decide(task.type, got, task.threshold)))

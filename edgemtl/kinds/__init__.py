@@ -33,7 +33,7 @@ TASKS: dict[str, TaskKind] = {
 }
 
 __all__ = ["MISSING", "MODALITIES", "TASKS", "BadInput", "ModalityKind", "TaskKind", "higher_is_better", "macro_f1",
-           "mean_score", "mix_batch", "modality", "score_tasks", "task_kind"]
+           "mean_score", "mix_batch", "modality", "score_all", "score_tasks", "task_kind"]
 
 
 def modality(name: str) -> ModalityKind:
@@ -57,6 +57,14 @@ def score_tasks(tasks, labels: Mapping, y: Mapping, outputs: Mapping) -> dict:
     return {t.name: task_kind(t.type).score(y[t.name], outputs[t.name], t.threshold,
                                             labels[t.name].get("std", 1.0))
             for t in tasks if t.name in outputs}
+
+
+def score_all(tasks, labels: Mapping, y: Mapping, outputs: Mapping) -> dict:
+    """score_tasks plus "mean_score": the mean of the tasks' normalised scores (None when no task scored), and
+    "mean_note" naming the tasks left out of it, where any was (metrics.json, bench results)."""
+    per = score_tasks(tasks, labels, y, outputs)
+    value, note = mean_score(per)
+    return {**per, "mean_score": value, **({"mean_note": note} if note else {})}
 
 
 def higher_is_better(monitor: str) -> bool:

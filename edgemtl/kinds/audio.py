@@ -1,12 +1,63 @@
 """Audio input: float32 mono samples in [-1, 1], one clip at the recipe's sample rate (the log-mel front-end is in
 the graph)."""
+import io
+import wave
+
 import numpy as np
 
-from .. import preprocess
-from .base import BadInput, ModalityKind, decode_files
+from .base import BadInput, ModalityKind, decode_files, describe
 
 MIN_RATE, MAX_RATE = 4000, 192000  # sample rates the runtime accepts (then resampled to the model's)
 MAX_CLIP_FACTOR = 10  # audio longer than this many clips is refused at run time rather than silently cut
+
+
+def read_wav(source) -> tuple[np.ndarray, int]:
+    """Path or bytes -> (float32 mono samples in [-1, 1], sample rate)."""
+    try:
+        with wave.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as w:
+            rate, width, n_channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+            raw = w.readframes(w.getnframes())
+    except FileNotFoundError:
+        raise BadInput(f"audio file '{source}' not found") from None
+    except (wave.Error, EOFError, OSError) as e:
+        raise BadInput(f"audio {describe(source)} is not a readable PCM WAV ({e})") from None
+    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
+    if dtype is None:
+        raise BadInput(f"audio {describe(source)}: {8 * width}-bit samples are not supported (8, 16 or 32-bit PCM)")
+    samples = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    samples = (samples - 128.0) / 128.0 if dtype is np.uint8 else samples / float(np.iinfo(dtype).max + 1)
+    if n_channels > 1:
+        samples = samples.reshape(-1, n_channels).mean(axis=1)
+    return samples, rate
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Linear-interpolation resampling (enough for speech front-ends; the same at training and on device)."""
+    if rate == target_rate or len(samples) == 0:
+        return samples.astype(np.float32)
+    n_out = int(round(len(samples) * target_rate / rate))
+    positions = np.arange(n_out) * (rate / target_rate)
+    return np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """Cut to `length` samples, or pad with silence at the end."""
+    if len(samples) >= length:
+        return samples[:length].astype(np.float32)
+    return np.pad(samples, (0, length - len(samples))).astype(np.float32)
+
+
+def load_audio(source, sample_rate: int, clip_samples: int, rate: int | None = None) -> np.ndarray:
+    """WAV path/bytes, or a sample array with its `rate` -> float32 [clip_samples] at sample_rate."""
+    if isinstance(source, np.ndarray):
+        if rate is None:
+            raise BadInput("audio given as an array needs its sample rate")
+        samples = source.astype(np.float32)
+        if samples.ndim != 1:
+            raise BadInput(f"audio array has shape {source.shape}; expected one channel [samples]")
+    else:
+        samples, rate = read_wav(source)
+    return fit_length(resample(samples, rate, sample_rate), clip_samples)
 
 
 def clip_samples(spec) -> int:
@@ -29,7 +80,7 @@ class AudioKind(ModalityKind):
     def load(pre: dict, source, rate=None) -> np.ndarray:
         """The one audio decoder: a WAV path/bytes, or samples with their rate -> float32 [clip_samples] at the
         model's rate (training and runtime)."""
-        return preprocess.load_audio(source, pre["sample_rate"], pre["clip_samples"], rate)
+        return load_audio(source, pre["sample_rate"], pre["clip_samples"], rate)
 
     def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
         pre = self.preprocess_entry(spec)
@@ -44,7 +95,7 @@ class AudioKind(ModalityKind):
             if rate is None:
                 raise BadInput("audio given as an array needs its sample rate (pass rate=...)")
         else:
-            samples, rate = preprocess.read_wav(value)
+            samples, rate = read_wav(value)
         if not MIN_RATE <= rate <= MAX_RATE:
             raise BadInput(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; is this audio?")
         seconds, clip = len(samples) / rate, pre["clip_samples"] / pre["sample_rate"]

@@ -19,14 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from .. import preprocess
 from ..errors import EdgemtlError
 from ..progress import Progress
 
 log = logging.getLogger("edgemtl")
 
 MISSING = -1  # class index / multi-hot value of a missing label; regression uses NaN
-BadInput = preprocess.BadInput  # what decode and prepare raise for a raw value that cannot become model input
+class BadInput(ValueError):
+    """What decode and prepare raise for a raw value that cannot become model input; the message says why."""
+
+
+def describe(source) -> str:
+    return f"'{source}'" if isinstance(source, (str, Path)) else f"({type(source).__name__})"
+
+
+
 
 
 def is_missing(value) -> bool:
@@ -47,6 +54,8 @@ class ModalityKind:
     default_encoder: str = ""  # the encoder type a recipe gets when it names none
     media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
     json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
+    has_stats: bool = False  # standardised in the graph with training-split statistics (stats(train_array))
+    has_vocabulary: bool = False  # a tokenizer is learned on the training split (fit_tokenizer / load_tokenizer)
 
     # -- TF-free half ---------------------------------------------------------------------------------------------
     def input_shape(self, spec) -> tuple:
@@ -361,7 +370,9 @@ class ClassTaskKind(TaskKind):
         """(token ids of each distinct class-name word's forms, word indices of each class): the LabelNameMatch
         tables. A word's forms are itself and its plural or singular by a trailing s / es, where the vocabulary
         has them."""
-        names = [preprocess.split_words(c, tokenizer.lowercase) for c in class_names]
+        from .text import split_words
+
+        names = [split_words(c, tokenizer.lowercase) for c in class_names]
         words, forms = [], []
         for word in sorted({w for name in names for w in name}):
             ids = sorted({tokenizer.index[f] for f in _word_forms(word) if tokenizer.index.get(f, 0) > 1})  # no pad/unk
@@ -434,6 +445,9 @@ class SigmoidTaskKind(ClassTaskKind):
 
 
 # --- means -----------------------------------------------------------------------------------------------------------
+MEAN_KEYS = ("mean_score", "mean_note")  # what score_all adds beside the tasks
+
+
 def finite(value) -> bool:
     return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(float(value))
 
@@ -443,11 +457,11 @@ def mean_score(per_task: Mapping[str, Any]) -> tuple[float | None, str]:
 
     A task without a finite "score" (no scorable row, not measured) is left out and named in the note; the value is
     None when no task is left. A raw number in place of a task's metrics is refused: a mean never mixes raw metrics
-    (an MAE beside accuracies) -- pass score() results. Keys that are not tasks ("mean_score") are ignored.
+    (an MAE beside accuracies) -- pass score() results. Keys that are not tasks (MEAN_KEYS) are ignored.
     """
     scores, left_out = [], []
     for task, metrics in per_task.items():
-        if task == "mean_score":
+        if task in MEAN_KEYS:
             continue
         if metrics is not None and not isinstance(metrics, Mapping):
             raise TypeError(f"mean_score: task '{task}' has {metrics!r}, not its metrics; a mean averages normalised "

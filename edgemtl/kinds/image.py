@@ -1,8 +1,44 @@
 """Image input: uint8 pixels [height, width, channels] at the recipe's size (scaling to [0, 1] happens in the graph)."""
-import numpy as np
+import io
 
-from .. import preprocess
-from .base import BadInput, ModalityKind, decode_files
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .base import BadInput, ModalityKind, decode_files, describe
+
+
+def load_image(source, size, channels: int) -> np.ndarray:
+    """Path, bytes, PIL image or array -> uint8 array [height, width, channels]."""
+    height, width = size
+    if isinstance(source, np.ndarray):
+        image = _array_to_image(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        try:
+            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+            image.load()
+        except FileNotFoundError:
+            raise BadInput(f"image file '{source}' not found") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise BadInput(f"image {describe(source)} is not a readable image ({e.__class__.__name__})") from None
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise BadInput(f"image array has shape {array.shape}; expected [height, width] or [height, width, 1|3|4]")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
 
 
 class ImageKind(ModalityKind):
@@ -20,7 +56,7 @@ class ImageKind(ModalityKind):
     @staticmethod
     def load(pre: dict, source) -> np.ndarray:
         """The one image decoder: path, bytes, PIL image or array -> uint8 [h, w, c] (training and runtime)."""
-        return preprocess.load_image(source, pre["size"], pre["channels"])
+        return load_image(source, pre["size"], pre["channels"])
 
     def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
         pre = self.preprocess_entry(spec)

@@ -1,17 +1,55 @@
 """Text input: int32 token ids [max_length] from a word vocabulary learned on the training split."""
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgemtlError
-from ..preprocess import Tokenizer
 from .base import BadInput, ModalityKind, is_missing
+
+PAD, UNKNOWN = "<pad>", "<unk>"
+
+
+class Tokenizer:
+    """Word-level tokenizer: id 0 pads, id 1 is an unknown word, then words by training-split frequency."""
+
+    def __init__(self, vocab: list[str], lowercase: bool = True):
+        self.vocab = vocab
+        self.lowercase = lowercase
+        self.index = {w: i for i, w in enumerate(vocab)}
+
+    @classmethod
+    def fit(cls, texts, vocab_size: int, lowercase: bool = True) -> "Tokenizer":
+        counts = Counter(w for t in texts for w in split_words(t, lowercase))
+        words = sorted(counts, key=lambda w: (-counts[w], w))[:vocab_size]
+        return cls([PAD, UNKNOWN] + words, lowercase)
+
+    def encode(self, text: str, max_length: int) -> np.ndarray:
+        ids = [self.index.get(w, 1) for w in split_words(text, self.lowercase)][:max_length]
+        out = np.zeros(max_length, dtype=np.int32)
+        out[:len(ids)] = ids
+        return out
+
+    def save(self, path) -> None:
+        Path(path).write_text("\n".join(self.vocab) + "\n")
+
+    @classmethod
+    def load(cls, path, lowercase: bool = True) -> "Tokenizer":
+        return cls(Path(path).read_text().splitlines(), lowercase)
+
+
+def split_words(text, lowercase: bool) -> list[str]:
+    text = "" if text is None else str(text)
+    return re.findall(r"\w+", text.lower() if lowercase else text)
+
 
 
 class TextKind(ModalityKind):
     name = "text"
     dtype = "int32"
     default_encoder = "conv1d"
+    has_vocabulary = True
 
     def input_shape(self, spec) -> tuple:
         return (spec.max_length,)

@@ -1,34 +1,19 @@
 """Recipe -> one functional tf_keras model with inputs named after features and outputs named after tasks."""
 import numpy as np
 
-from ..recipe.schema import InputSpec, Recipe, TaskSpec
+from .. import kinds
 from ..errors import EdgemtlError
+from ..recipe.schema import Recipe, TaskSpec
 from ..tfk import keras
-from .encoders import REGISTRY, EncoderContext
+from .encoders import EncoderContext
 from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
 from .fusion import fuse, trunk
-from .heads import head, label_match
-
-INPUT_DTYPES = {"image": "uint8", "text": "int32", "audio": "float32", "numeric": "float32", "sequence": "float32"}
-
-
-def input_shape(inp: InputSpec) -> tuple:
-    kind = inp.type
-    if kind == "image":
-        return (*inp.size, inp.channels)
-    if kind == "text":
-        return (inp.max_length,)
-    if kind == "audio":
-        return (int(round(inp.sample_rate * inp.clip_seconds)),)
-    if kind == "numeric":
-        return (len(inp.columns),)
-    return (inp.length, inp.channels)
 
 
 def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
-    """Per-column mean and variance of numeric inputs on the training split (baked into the graph)."""
-    return {i.name: (train_x[i.name].mean(axis=0), train_x[i.name].var(axis=0) + 1e-8)
-            for i in recipe.inputs if i.type == "numeric"}
+    """Per-column mean and variance of the inputs whose modality standardises in the graph (training split)."""
+    return {i.name: kinds.modality(i.type).stats(train_x[i.name]) for i in recipe.inputs
+            if kinds.modality(i.type).has_stats}
 
 
 def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tasks=None, name="model"):
@@ -36,18 +21,20 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
     tasks = tasks if tasks is not None else recipe.tasks
     inputs, vectors = {}, []
     for inp in recipe.inputs:
-        x = keras.Input(shape=input_shape(inp), dtype=INPUT_DTYPES[inp.type], name=inp.name)
+        mk = kinds.modality(inp.type)
+        x = keras.Input(shape=mk.input_shape(inp), dtype=mk.dtype, name=inp.name)
         inputs[inp.name] = x
         spec = inp.encoder
         tok = tokenizers.get(inp.name)
         ctx = EncoderContext(inp, len(tok.vocab) if tok else 0, stats.get(inp.name))
-        v = REGISTRY[inp.type][spec.type](x, spec, inp.name, ctx)
+        v = mk.encoders()[spec.type](x, spec, inp.name, ctx)
         if spec.dropout:
             v = keras.layers.Dropout(spec.dropout, name=f"{inp.name}_dropout")(v)
         vectors.append(v)
     vectors = _modality_dropout(vectors, recipe)
     shared = trunk(fuse(vectors, recipe.fusion), recipe.trunk)
-    outputs = {t.name: head(shared, t, labels[t.name], _match(t, recipe, inputs, labels, tokenizers))
+    outputs = {t.name: kinds.task_kind(t.type).head(shared, t, labels[t.name],
+                                                     _match(t, recipe, inputs, labels, tokenizers))
                for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
@@ -60,7 +47,7 @@ def _match(task: TaskSpec, recipe: Recipe, inputs: dict, labels: dict, tokenizer
     if not source:
         return None
     where = f"tasks[{[t.name for t in recipe.tasks].index(task.name)}].match_labels"
-    return label_match(inputs[source], task.name, labels[task.name], tokenizers[source], where)
+    return kinds.task_kind(task.type).label_match(inputs[source], task, labels[task.name], tokenizers[source], where)
 
 
 def _modality_dropout(vectors: list, recipe: Recipe) -> list:

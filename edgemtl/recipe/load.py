@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import EdgemtlError
-from ..metrics import CLASS_METRICS, REGRESSION_METRICS
+from .. import kinds
 from ..artifacts import single_task_name
 from ..names import STUDENTS, TEACHER
 from .derive import student_recipe
@@ -142,22 +142,22 @@ def _cross_checks(recipe: Recipe) -> list[str]:
             if m not in allowed:
                 errors.append(f"tasks[{i}].metrics[{j}]: {m!r} is not a {t.type} metric (one of "
                               f"{', '.join(allowed)}){did_you_mean(m, allowed)}")
-    texts = [i.name for i in recipe.inputs if i.type == "text"]
+    texts = [i.name for i in recipe.inputs if kinds.modality(i.type).has_vocabulary]
     for i, t in enumerate(recipe.tasks):
         source = t.match_labels
         if source is not None and source not in texts:
             hint = did_you_mean(source, texts) or f" (text inputs: {', '.join(texts) or 'none'})"
             errors.append(f"tasks[{i}].match_labels: {source!r} is not a text input{hint}")
-        elif source is not None and t.type not in ("multiclass", "multilabel"):
+        elif source is not None and not kinds.task_kind(t.type).supports_label_match:
+            matching = " and ".join(n for n, k in kinds.TASKS.items() if k.supports_label_match)
             errors.append(f"tasks[{i}].match_labels: a {t.type} task has no class names to match "
-                          f"(multiclass and multilabel tasks do)")
+                          f"({matching} tasks do)")
         if t.unmatched_weight and source is None:
             errors.append(f"tasks[{i}].unmatched_weight: needs match_labels (it trains the head without the match)")
     if all(t.auxiliary for t in recipe.tasks):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe.inputs):
-        if inp.type == "audio" and inp.frame_length & (inp.frame_length - 1):
-            errors.append(f"inputs[{i}].frame_length: must be a power of two, got {inp.frame_length}")
+        errors += kinds.modality(inp.type).problems(inp, f"inputs[{i}]")
     return errors
 
 
@@ -206,7 +206,7 @@ def _compress_checks(recipe: Recipe) -> list[str]:
 
 
 def task_metric_names(task: TaskSpec) -> tuple:
-    return REGRESSION_METRICS if task.type == "regression" else CLASS_METRICS
+    return kinds.task_kind(task.type).metric_names
 
 
 def monitor_names(recipe: Recipe) -> list[str]:

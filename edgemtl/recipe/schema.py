@@ -321,8 +321,8 @@ class TrunkSpec(Spec):
 
 @spec
 class EarlyStoppingSpec(Spec):
-    monitor: str = key("val_mean_score", "val_mean_score (mean of per-task accuracy / -MAE), val_loss, or "
-                       "val_<task>_<metric>")
+    monitor: str = key("val_mean_score", "val_mean_score (mean over tasks of the normalised score: accuracy for "
+                       "class tasks, 1 - MAE/std for regression; higher is better), val_loss, or val_<task>_<metric>")
     patience: int | None = key(5, "epochs without improvement before stopping; null disables")
 
 

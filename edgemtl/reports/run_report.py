@@ -2,7 +2,7 @@
 from ..artifacts import single_task_name
 from ..model_metrics import read_metrics
 from ..recipe.schema import Recipe
-from ..metrics import CLASS_METRICS, REGRESSION_METRICS
+from .. import kinds
 from ..rundir import RunDir, atomic_write_text
 
 
@@ -25,8 +25,7 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in tasks:
         s = singles[t.name]
-        for i, metric in enumerate(t.metrics or (REGRESSION_METRICS if t.type == "regression"
-                                                    else CLASS_METRICS)):
+        for i, metric in enumerate(t.metrics or kinds.task_kind(t.type).metric_names):
             row = [t.name, metric, _get(teacher, t.name, metric)]
             if has_single:
                 first = i == 0 and s

@@ -25,12 +25,7 @@ def parse_inputs(model, pairs: list) -> dict:
 
 def _value(model, name: str, text: str):
     prep = model.inputs.get(name)
-    if prep is not None and prep.kind in ("numeric", "sequence"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise EdgemtlError(f"input '{name}': give numbers as JSON, e.g. '[1.5, 2]'") from None
-    return text
+    return text if prep is None else prep.modality.cli_value(name, text)
 
 
 def format_answers(answers: dict, sep: str = "\n") -> str:
@@ -115,12 +110,7 @@ def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, ba
 
 
 def _cell(model, name: str, value: str, base: Path, row: int):
-    kind = model.inputs[name].kind
-    if kind in ("image", "audio"):
-        return str(base / value)
-    if kind in ("numeric", "sequence"):
-        return _value(model, name, value)
-    return value
+    return model.inputs[name].modality.manifest_cell(name, value, base)
 
 
 def _cells(a: dict) -> list:

@@ -1,30 +1,41 @@
 """Callbacks of a training run: validation scores per task, loss-combination updates, NaN guard, best model."""
 import json
+import logging
 import math
 import sys
 
 import numpy as np
 
-from ..metrics import higher_is_better, score_all
+from .. import kinds
+from ..kinds import higher_is_better
 from ..models.files import save_model_file
 from ..rundir import HISTORY_FILE, MODEL_FILE, RunDir, atomic_save, atomic_write_text
 from ..tfk import keras
 
+log = logging.getLogger("edgemtl")
+
 
 class ValidationScores(keras.callbacks.Callback):
-    """Adds val_<task>_<metric> and val_mean_score to the epoch logs (runs first, so later callbacks see them)."""
+    """Adds val_<task>_<metric> (raw metrics) and val_mean_score to the epoch logs (runs first, so later callbacks
+    see them). val_mean_score is the mean over tasks of each task kind's NORMALISED score (accuracy for class tasks,
+    1 - MAE/std for regression), never a raw metric; when no task has a scorable validation row it is left out of
+    the logs (a note is logged once) rather than written as NaN."""
 
     def __init__(self, net, split, tasks, labels, batch_size):
         super().__init__()
         self.net, self.split, self.tasks, self.labels, self.batch_size = net, split, tasks, labels, batch_size
+        self.noted = set()
 
     def on_epoch_end(self, epoch, logs=None):
         outputs = self.net.predict(self.split.x, batch_size=max(self.batch_size, 256), verbose=0)
-        scores = score_all(self.tasks, self.labels, self.split.y, outputs)
+        scores = kinds.score_tasks(self.tasks, self.labels, self.split.y, outputs)
+        mean, note = kinds.mean_score(scores)
+        if mean is not None:
+            logs["val_mean_score"] = mean
+        if note and note not in self.noted:
+            self.noted.add(note)
+            log.warning(f"val_mean_score: {note}" if mean is not None else f"val_mean_score: none ({note})")
         for task, metrics in scores.items():
-            if task == "mean_score":
-                logs["val_mean_score"] = metrics
-                continue
             for name, value in metrics.items():
                 if name not in ("score", "n"):
                     logs[f"val_{task}_{name}"] = value

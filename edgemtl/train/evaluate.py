@@ -1,13 +1,15 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
-from ..recipe.schema import Recipe
 from ..data.dataset import SPLITS
-from ..metrics import score_all
+from ..kinds import score_all
 from ..models.build import load_model
 from ..model_metrics import update_metrics
+from ..recipe.schema import Recipe
 from ..rundir import RunDir
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
+    """{split: {task: raw metrics, "score" (normalised), "n"} | {"mean_score": mean of the normalised scores or None,
+    "mean_note"}}, also written to the model's metrics.json."""
     model = load_model(run.require_model(name))
     tasks = [t for t in recipe.tasks if t.name in model.output_names]
     scores = {}

@@ -6,7 +6,7 @@ import time
 from ..recipe.schema import Recipe
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
-from ..metrics import higher_is_better
+from ..kinds import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..model_metrics import read_history, read_metrics, update_metrics
 from ..rundir import MODEL_FILE, RunDir, atomic_save, remove_tree

@@ -6,7 +6,7 @@ losses and the loss combination so that `fit` gives progress, callbacks, distrib
 from ..recipe.schema import TrainingSpec
 from ..tfk import keras, tf
 from ..models.heads import unmatched_name, unmatched_view
-from .losses import task_loss
+from .. import kinds
 
 
 class MultitaskTrainer(keras.Model):
@@ -14,7 +14,7 @@ class MultitaskTrainer(keras.Model):
         super().__init__(name="trainer")
         self.net = net
         self.task_names = [t.name for t in tasks]
-        self.loss_fns = {t.name: task_loss(t, labels[t.name]) for t in tasks}
+        self.loss_fns = {t.name: kinds.task_kind(t.type).loss(t, labels[t.name]) for t in tasks}
         # tasks whose head's own logits are also trained without the label match (task.unmatched_weight)
         with_unmatched = [t for t in tasks if unmatched and t.unmatched_weight]
         self.unmatched = {t.name: t.unmatched_weight for t in with_unmatched}

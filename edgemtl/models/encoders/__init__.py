@@ -1,9 +1,6 @@
-"""Encoder registry: modality -> encoder type -> builder. Adding an encoder is a function plus one entry here."""
+"""Encoders, one module per modality, each with its ENCODERS dict (encoder type -> builder); a modality's kind
+(edgemtl.kinds) points at its module's dict. Adding an encoder is a function plus one entry in that dict."""
 from ...recipe.schema import InputSpec
-from . import audio, image, numeric, sequence, text
-
-REGISTRY = {"image": image.ENCODERS, "text": text.ENCODERS, "audio": audio.ENCODERS, "numeric": numeric.ENCODERS,
-            "sequence": sequence.ENCODERS}
 
 
 class EncoderContext:
