@@ -3,29 +3,26 @@ int8 TFLite accuracy of quantization-aware training against post-training quanti
 import json
 import shutil
 
-import numpy as np
-
-from ..recipe.schema import Recipe, TaskSpec
+from ..kinds import mean_score, task_kind
+from ..recipe.schema import Recipe
 from ..export.signature import exported_model
 from ..export.tflite import convert
 from ..models.build import load_model
 from ..rundir import RunDir
 from ..compress.prune import gzip_size
+from .markdown import table
+from .scores import mean_cell, raw_cell, score_name
 
 
 def _metrics(run: RunDir, name: str) -> dict:
     return json.loads((run.model_dir(name) / "metrics.json").read_text())
 
 
-def _task_metric(task: TaskSpec) -> str:
-    return task.metrics[0]
-
-
 def model_row(run: RunDir, recipe: Recipe, name: str, tasks: list) -> dict:
     m = _metrics(run, name)
     test = m.get("splits", {}).get("test", {})
     row = {"model": name, "params": m["params"], "sparsity": m.get("sparsity", {}).get("overall"),
-           "tasks": {t.name: test.get(t.name, {}).get(_task_metric(t)) for t in tasks}}
+           "tasks": {t.name: test.get(t.name) for t in tasks}}  # each task's metrics: raw values and "score"
     if name != "student-qat":  # a QAT model's float graph carries fake-quant ops: its size is the int8 one
         content = convert(exported_model(load_model(run.model_file(name)), recipe), "fp32")
         row.update(tflite_bytes=len(content), gzip_bytes=gzip_size(content))
@@ -50,48 +47,63 @@ def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
         finally:
             shutil.rmtree(exporter.tmp, ignore_errors=True)
         out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size, "gzip_bytes": packed,
-                    "tasks": {n: r["artifact"] for n, r in verdict["tasks"].items()}})
+                    "tasks": {n: _artifact_metrics(recipe.task(n), r, data.labels[n], verdict.get("rows"))
+                              for n, r in verdict["tasks"].items()}})
     return out
 
 
+def _artifact_metrics(task, row: dict, label_info: dict, rows: int | None) -> dict:
+    """A parity row as a task's metrics: its raw metric and the normalised score (the gate's own "score" where it
+    reports one, else from the raw metric by the task's kind)."""
+    kind = task_kind(task.type)
+    score = row.get("score")
+    if score is None:
+        score = kind.normalised({row["metric"]: row["artifact"]}, label_info.get("std", 1.0))
+    return {row["metric"]: row["artifact"], "score": score, "n": row.get("n", rows)}
+
+
 def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base) -> tuple[dict, str]:
+    """The comparison of the compressed models: each task shows its raw primary metric (MAE for regression); the
+    mean column, the QAT-vs-PTQ verdict and its delta use the normalised scores only."""
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     rows = [model_row(run, recipe, name, tasks) for name in models]
     int8 = int8_rows(run, recipe, data, qat_base) if qat_base else []
     names = [t.name for t in tasks]
     teacher = rows[0]
-    lines = [f"# {recipe.name}: compression", "",
-             "Test split; per task its first metric (" + ", ".join(f"{t.name}: {_task_metric(t)}" for t in tasks)
-             + "). Sizes are the fp32 TFLite file and its gzip.", "",
-             "| model | params | x smaller | sparsity | TFLite KB | gzip KB | " + " | ".join(names) + " | mean |",
-             "|" + "---|" * (7 + len(names))]
+    notes = []
+    body = []
     for r in rows:
         cells = [r["model"], f"{r['params']:,}", f"{teacher['params'] / r['params']:.1f}",
                  "" if r["sparsity"] is None else f"{r['sparsity']:.1%}",
                  _kb(r.get("tflite_bytes")), _kb(r.get("gzip_bytes"))]
-        lines.append("| " + " | ".join(cells + _scores(r, names)) + " |")
+        body.append(cells + _scores(r, tasks, notes))
+    lines = [f"# {recipe.name}: compression", "",
+             "Test split; per task its primary metric (" + ", ".join(
+                 f"{t.name}: {task_kind(t.type).primary_metric}" for t in tasks)
+             + f"); mean: the mean {score_name(tasks)}. Sizes are the fp32 TFLite file and its gzip.", "",
+             table(["model", "params", "x smaller", "sparsity", "TFLite KB", "gzip KB", *names, "mean"], body)]
     if int8:
+        body = [[r["model"], r["method"], _kb(r["tflite_bytes"]), _kb(r["gzip_bytes"])] + _scores(r, tasks, notes)
+                for r in int8]
         lines += ["", "Full-int8 TFLite of the same model, post-training quantized vs quantization-aware trained:", "",
-                  "| model | int8 method | TFLite KB | gzip KB | " + " | ".join(names) + " | mean |",
-                  "|" + "---|" * (5 + len(names))]
-        for r in int8:
-            lines.append("| " + " | ".join([r["model"], r["method"], _kb(r["tflite_bytes"]), _kb(r["gzip_bytes"])]
-                                           + _scores(r, names)) + " |")
-        ptq, qat = (_mean(r, names) for r in int8)
-        verdict = "beats" if qat > ptq else "does NOT beat"
-        lines += ["", f"Quantization-aware int8 {verdict} post-training int8 on the mean: {qat:.4f} vs {ptq:.4f} "
-                      f"({(qat - ptq) * 100:+.2f} points)."]
+                  table(["model", "int8 method", "TFLite KB", "gzip KB", *names, "mean"], body)]
+        (ptq, _), (qat, _) = (mean_score(r["tasks"]) for r in int8)
+        if ptq is None or qat is None:
+            lines += ["", "Quantization-aware vs post-training int8: no comparison, a side has no scored task."]
+        else:
+            verdict = "beats" if qat > ptq else "does NOT beat"
+            lines += ["", f"Quantization-aware int8 {verdict} post-training int8 on the mean normalised score: "
+                          f"{qat:.4f} vs {ptq:.4f} ({(qat - ptq) * 100:+.2f} points)."]
+    lines += [f"\nMean: {note}." for note in dict.fromkeys(notes)]
     return {"models": rows, "int8": int8}, "\n".join(lines) + "\n"
 
 
-def _mean(row: dict, names: list) -> float:
-    values = [row["tasks"][n] for n in names if row["tasks"].get(n) is not None]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _scores(row: dict, names: list) -> list:
-    return [("" if row["tasks"].get(n) is None else f"{row['tasks'][n]:.4f}") for n in names] + \
-        [f"{_mean(row, names):.4f}"]
+def _scores(row: dict, tasks: list, notes: list) -> list:
+    """The task cells (raw) and the mean cell (normalised); a note where a task was left out of the mean."""
+    mean, note = mean_cell(row["tasks"])
+    if note:
+        notes.append(note)
+    return [raw_cell(t, row["tasks"].get(t.name)) for t in tasks] + [mean]
 
 
 def _kb(n) -> str:
