@@ -295,12 +295,13 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
 
 def format_table(rows: list, tasks: list) -> str:
     names = [t.name for t in tasks if not t.auxiliary]
-    lines = ["| artifact | size KB | parity | kept in float | " + " | ".join(f"{n} Δ" for n in names) + " |",
-             "|" + "---|" * (4 + len(names))]
+    body = []
     for r in rows:
         deltas = [f"{0.0 - r['tasks'][n]['drop'] * 100 + 0.0:+.2f}" if n in r.get("tasks", {}) else ""
                   for n in names]
         verdict = "pass" if r["deployable"] else f"FAIL: {r['reason'][:80]}"
         keep = ", ".join(r.get("kept_in_float") or []) or "-"
-        lines.append(f"| {r['artifact']} | {r['size'] / 1024:.1f} | {verdict} | {keep} | " + " | ".join(deltas) + " |")
-    return "\n".join(lines)
+        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", verdict, keep, *deltas])
+    from ..reports.markdown import table
+
+    return table(["artifact", "size KB", "parity", "kept in float", *(f"{n} Δ" for n in names)], body)

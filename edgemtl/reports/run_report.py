@@ -1,9 +1,12 @@
-"""RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
+"""RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained, and the
+teacher's mean normalised score."""
 import json
 
+from ..kinds import task_kind
 from ..recipe.schema import Recipe
-from ..metrics import CLASS_METRICS, REGRESSION_METRICS
 from ..rundir import RunDir, atomic_write_text
+from .markdown import table
+from .scores import mean_cell, score_name
 
 
 def _metrics(run: RunDir, name: str) -> dict:
@@ -16,24 +19,27 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     singles = {t.name: _metrics(run, f"single-{t.name}") for t in tasks}
     has_single = any(singles.values())
-    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0].name, {}).get("n", "?")
+    test = teacher.get("splits", {}).get("test", {})
+    n_test = test.get(tasks[0].name, {}).get("n", "?")
     lines = [f"# {recipe.name}: results", "",
              f"Test split, {n_test} rows. Multitask model: {teacher.get('params', 0):,} parameters, "
              f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')} "
              f"of {teacher.get('epochs_run', '?')}.", ""]
     header = ["task", "metric", "multitask"] + (["single-task", "single-task params", "single-task train s"]
                                                  if has_single else [])
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for t in tasks:
         s = singles[t.name]
-        for i, metric in enumerate(t.metrics or (REGRESSION_METRICS if t.type == "regression"
-                                                    else CLASS_METRICS)):
+        for i, metric in enumerate(t.metrics or task_kind(t.type).metric_names):
             row = [t.name, metric, _get(teacher, t.name, metric)]
             if has_single:
                 first = i == 0 and s
                 row += [_get(s, t.name, metric), f"{s['params']:,}" if first else "",
                         f"{s['train_seconds']:.0f}" if first else ""]
-            lines.append("| " + " | ".join(row) + " |")
+            rows.append(row)
+    lines.append(table(header, rows))
+    mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
+    lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
