@@ -35,6 +35,7 @@ def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
+    log.propagate = False  # libraries (TensorFlow) configure the root logger: its handler would print each twice
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 

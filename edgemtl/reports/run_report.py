@@ -1,12 +1,13 @@
 """RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained, and the
 teacher's mean normalised score."""
 import json
+import math
 
 from ..kinds import task_kind
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from .markdown import table
-from .scores import mean_cell, score_name
+from .scores import NO_SCORE, mean_cell, score_name
 
 
 def _metrics(run: RunDir, name: str) -> dict:
@@ -57,4 +58,6 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
 
 def _get(metrics: dict, task: str, metric: str) -> str:
     value = metrics.get("splits", {}).get("test", {}).get(task, {}).get(metric)
-    return "" if value is None else f"{value:.4f}"
+    if value is None:
+        return ""
+    return f"{value:.4f}" if math.isfinite(value) else f"{NO_SCORE} (no labelled row)"
