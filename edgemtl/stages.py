@@ -82,10 +82,6 @@ class RunContext:
             self._data = prepare(self.recipe, self.run.preprocess, splits=self.splits)
         return self._data
 
-    def with_recipe(self, recipe: Recipe) -> "RunContext":
-        """The same context (data included) for a derived recipe (a single command's overrides)."""
-        return dataclasses.replace(self, recipe=recipe)
-
 
 @dataclass(frozen=True)
 class Stage:

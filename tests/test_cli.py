@@ -69,7 +69,7 @@ def test_the_registry_has_every_stage_in_order():
 
 def test_single_command_flags_are_recipe_overrides():
     from edgemtl.recipe import load_recipe
-    from edgemtl.stages import RunContext, STAGES, with_bench, with_export
+    from edgemtl.stages import STAGES, RunContext, with_bench, with_export
 
     recipe = load_recipe(AV_RECIPE, TINY_AV)
     exported = with_export(recipe, formats=["tflite"], precisions=None, calibration_samples=50)

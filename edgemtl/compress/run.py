@@ -3,13 +3,13 @@ the run directory — and a table that compares them with the teacher, per task.
 import json
 import logging
 
-from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
-from ..train.evaluate import evaluate_model
 from ..kinds import higher_is_better
-from ..recipe.derive import fine_tune_recipe
 from ..models.build import build_model, count_params, load_model, numeric_stats
+from ..recipe.derive import fine_tune_recipe
+from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_json, atomic_write_text
+from ..train.evaluate import evaluate_model
 from ..train.fit import TrainHooks, train_model
 from . import prune
 from .distill import DistillTrainer
@@ -41,9 +41,10 @@ class Compressor:
         """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""
         return self._distiller if self.start == "student" else None
 
-    def _train(self, recipe, name, hooks: TrainHooks = TrainHooks()) -> dict:
+    def _train(self, recipe, name, hooks: TrainHooks | None = None) -> dict:
         log.info("compress: %s", name)
-        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite, hooks)
+        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite,
+                           hooks or TrainHooks())
 
     def _build_student(self):
         return build_model(self.student, self.data.labels, self.data.tokenizers,

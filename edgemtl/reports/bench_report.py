@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..recipe.schema import Recipe
-from ..rundir import RunDir, atomic_write_text
 from ..bench.backends import ORT_GPU_PROVIDERS
 from ..kinds import mean_score
+from ..recipe.schema import Recipe
+from ..rundir import RunDir, atomic_write_text
 from .markdown import table as markdown_table
 from .scores import mean_cell, raw_cell, score_of
 
@@ -98,7 +98,8 @@ def comparisons(results: dict, student: str | None) -> list[str]:
             size = sum(results["sizes"][a] for a in singles)
             latency = sum(r["latency_ms"]["p50"] for r in rows)
             out.append(f"- **{len(singles)} single-task models vs one multitask model** (fp32 TFLite, 1 thread): "
-                       f"{size / 1024:.0f} KB and {latency:.2f} ms together vs {results['sizes'][BASELINE] / 1024:.0f} KB "
+                       f"{size / 1024:.0f} KB and {latency:.2f} ms together vs "
+                       f"{results['sizes'][BASELINE] / 1024:.0f} KB "
                        f"and {teacher_fp32['latency_ms']['p50']:.2f} ms"
                        + (f" (int8 student: {results['sizes'][student] / 1024:.0f} KB, "
                           f"{student_row['latency_ms']['p50']:.3f} ms)" if student_row else "") + ".")

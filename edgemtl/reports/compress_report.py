@@ -3,13 +3,13 @@ int8 TFLite accuracy of quantization-aware training against post-training quanti
 import json
 import shutil
 
-from ..kinds import mean_score, task_kind
-from ..recipe.schema import Recipe
+from ..compress.prune import gzip_size
 from ..export.signature import exported_model
 from ..export.tflite import convert
+from ..kinds import mean_score, task_kind
 from ..models.build import load_model
+from ..recipe.schema import Recipe
 from ..rundir import RunDir
-from ..compress.prune import gzip_size
 from .markdown import table
 from .scores import mean_cell, raw_cell, score_name
 
@@ -46,7 +46,8 @@ def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
             size, packed = path.stat().st_size, gzip_size(path.read_bytes())
         finally:
             shutil.rmtree(exporter.tmp, ignore_errors=True)
-        out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size, "gzip_bytes": packed,
+        out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size,
+                    "gzip_bytes": packed,
                     "tasks": {n: _artifact_metrics(recipe.task(n), r, data.labels[n], verdict.get("rows"))
                               for n, r in verdict["tasks"].items()}})
     return out

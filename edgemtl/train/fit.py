@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..recipe.schema import Recipe
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..kinds import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
+from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_save, atomic_write_json
 from ..tfk import keras
 from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
