@@ -1,13 +1,52 @@
-"""edgemtl command line: check | train | evaluate | compress | export | bench | pack | predict | run | reference.
-User errors print one line each, no traceback."""
+"""edgemtl command line: check | train | evaluate | compress | export | bench | report | pack | predict | run |
+reference. Results (tables) go to stdout, messages to stderr through the "edgemtl" logger (-q: warnings only, -v:
+debug too); user errors print one line each, no traceback."""
 import argparse
+import functools
 import json
+import logging
 import signal
 import sys
 import threading
 import time
 
 from .errors import EdgemtlError
+
+log = logging.getLogger("edgemtl")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a test's capture, a redirected stream)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The "edgemtl" logger for one command: INFO to stderr, WARNING under -q, DEBUG under -v; plain messages."""
+    for handler in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+        log.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.propagate = False  # libraries (TensorFlow) configure the root logger: its handler would print each twice
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+def _verbosity_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug messages on stderr too")
+    return parent
 
 
 def _recipe_args(p):
@@ -30,35 +69,36 @@ def _moved_data_arg(p):
 def build_parser():
     parser = argparse.ArgumentParser(prog="edgemtl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check", help="validate a recipe and its data, build the model, run one batch")
+    add = functools.partial(sub.add_parser, parents=[_verbosity_parent()])  # -q / -v on every command
+    p = add("check", help="validate a recipe and its data, build the model, run one batch")
     _recipe_args(p)
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("train", help="train the recipe's model into a run directory")
+    p = add("train", help="train the recipe's model into a run directory")
     _recipe_args(p)
     _run_args(p)
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.add_argument("--single-task", action="store_true", help="also train one model per task, same encoders")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("evaluate", help="score a trained model on every split")
+    p = add("evaluate", help="score a trained model on every split")
     p.add_argument("run", help="run directory")
     p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
     _moved_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("compress", help="distil a small student from the teacher, prune it, train it "
+    p = add("compress", help="distil a small student from the teacher, prune it, train it "
                        "quantization-aware; compare them all")
     p.add_argument("run", help="run directory with a trained teacher")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a compress key for this call, e.g. --set compress.prune.sparsity=0.7")
     _run_args(p)
     p.set_defaults(func=cmd_compress)
-    p = sub.add_parser("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
+    p = add("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
     p.add_argument("run", help="run directory")
     p.add_argument("--model", help="model(s) in RUN/models, comma-separated (default: the recipe's export.model)")
     p.add_argument("--format", help="comma-separated: tflite,onnx,c (default: the recipe's export.formats)")
     p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
     p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
+    p = add("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
     p.add_argument("run", help="run directory with exports")
     p.add_argument("--backend", help="comma-separated (default: bench.backends, else all; those absent here are "
                                      "skipped with the reason)")
@@ -69,14 +109,14 @@ def build_parser():
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
     _moved_data_arg(p)
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
+    p = add("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
                        "recipe and the test rows' files (then 'edgemtl bench OUT/run' there)")
     p.add_argument("run", help="run directory with exports")
     p.add_argument("out", help="folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _moved_data_arg(p)
     p.set_defaults(func=cmd_pack)
-    p = sub.add_parser("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
+    p = add("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
     p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
     p.add_argument("--manifest", help="CSV with the recipe's input columns: predict every row")
     p.add_argument("--out", help="predictions CSV for --manifest (default: <manifest>.predictions.csv)")
@@ -84,12 +124,15 @@ def build_parser():
     p.add_argument("--device", choices=("cpu", "cuda", "cuda-graph"), default="cpu",
                    help="where an ONNX bundle runs (GPU devices fall back to cpu without a GPU; TFLite: cpu)")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("run", help="run the recipe's stages in order (the main job)")
+    p = add("report", help="write RUN/report.md from the run's metrics, compress.md and bench report")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=cmd_report)
+    p = add("run", help="run the recipe's stages in order (the main job)")
     _recipe_args(p)
     _run_args(p)
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("reference", help="print the recipe reference (every key, default, meaning) as Markdown")
+    p = add("reference", help="print the recipe reference (every key, default, meaning) as Markdown")
     p.add_argument("--update", metavar="FILE", help="rewrite the reference block of FILE (docs/reference.md) instead")
     p.add_argument("--json-schema", nargs="?", const="-", metavar="FILE",
                    help="write a JSON Schema (draft 2020-12) of the recipe to FILE (default: print it), for editors")
@@ -103,120 +146,92 @@ def _load(args):
     return load_recipe(args.recipe, args.set, args.data)
 
 
-def cmd_check(args):
-    from .stages import stage_check
+def _print(summary) -> None:
+    if summary:
+        print(summary)
 
-    recipe = _load(args)
-    info = stage_check(recipe)
-    print(f"{args.recipe}: ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}")
+
+def cmd_check(args):
+    from .stages import RunContext, run_stage
+
+    print(f"{args.recipe}: {run_stage(RunContext(_load(args)), 'check')}")
 
 
 def cmd_train(args):
-    from .data.dataset import prepare
-    from .stages import init_run, stage_single_task, stage_train
+    from .stages import RunContext, init_run, run_stage
 
     recipe = _load(args)
     run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
-    data = prepare(recipe, run.preprocess)
-    summary = stage_train(recipe, run, data, args.resume)
-    print(f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
-          f"{summary['best_epoch']} -> {run.model_file('teacher')}")
+    ctx = RunContext(recipe, run, args.resume)
+    _print(run_stage(ctx, "train"))
     if args.single_task:
-        stage_single_task(recipe, run, data, args.resume)
+        _print(run_stage(ctx, "single_task"))
 
 
 def cmd_evaluate(args):
-    from .data.dataset import prepare
-    from .train.evaluate import evaluate_model, format_scores
-    from .stages import open_run
+    from .stages import RunContext, open_run, run_stage
 
     run, recipe = open_run(args.run, args.data)
-    run.require_model(args.model)
-    data = prepare(recipe, run.preprocess)
-    scores = evaluate_model(run, recipe, data, args.model)
-    print(format_scores(scores, recipe.tasks))
+    _print(run_stage(RunContext(recipe, run, models=(args.model,)), "evaluate"))
 
 
 def cmd_compress(args):
-    from .data.dataset import prepare
     from .recipe import load_recipe
-    from .stages import open_run, stage_compress, write_recipe
+    from .stages import RunContext, open_run, run_stage, write_recipe
 
     run, _ = open_run(args.run)
     bad = [item for item in args.set if not item.startswith("compress.")]
     if bad:
         raise EdgemtlError(f"--set {bad[0]}: compress only takes compress.* keys (the teacher is already trained)")
     recipe = load_recipe(run.recipe, args.set)
-    run.require_model(recipe.compress.teacher)  # before decoding any data
-    print(stage_compress(recipe, run, prepare(recipe, run.preprocess), args.resume, args.overwrite))
+    _print(run_stage(RunContext(recipe, run, args.resume, args.overwrite), "compress"))
     if args.set:  # the run's recipe now says what its compressed models were made with
         write_recipe(run, recipe)
-        print(f"{run.recipe}: compress settings updated ({', '.join(args.set)})", file=sys.stderr)
+        log.info("%s: compress settings updated (%s)", run.recipe, ", ".join(args.set))
+
+
+def _split(value: str | None) -> list | None:
+    return value.split(",") if value else None
 
 
 def cmd_export(args):
-    from .data.dataset import prepare
-    from .export.formats import plan
-    from .stages import open_run, stage_export
+    from .stages import RunContext, open_run, run_stage, with_export
 
     run, recipe = open_run(args.run)
-    cfg = recipe.export
-    models = args.model.split(",") if args.model else list(recipe.export.model)
-    for model in models:
-        run.require_model(model)
-    formats = args.format.split(",") if args.format else cfg.formats
-    precisions = args.precision.split(",") if args.precision else cfg.precisions
-    samples = args.calibration_samples or cfg.calibration_samples
-    plan(models[0], formats, precisions)  # unknown names fail before any data is decoded
-    print(stage_export(recipe, run, prepare(recipe, run.preprocess), models, formats, precisions, samples))
-
-
-def cmd_run(args):
-    from . import stages
-    from .data.dataset import prepare
-
-    recipe = _load(args)
-    run = stages.init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
-    data = None
-    for stage in recipe.stages:
-        start = time.time()
-        print(f"== {stage} ==", file=sys.stderr, flush=True)
-        if stage == "check":
-            info = stages.stage_check(recipe)
-            print(f"recipe ok — rows {info['rows']}, {info['params']:,} parameters", file=sys.stderr)
-            continue
-        if data is None and stage in ("train", "single_task", "evaluate", "compress", "export", "bench"):
-            data = prepare(recipe, run.preprocess)
-        if stage == "train":
-            stages.stage_train(recipe, run, data, args.resume)
-        elif stage == "single_task":
-            stages.stage_single_task(recipe, run, data, args.resume)
-        elif stage == "evaluate":
-            stages.stage_evaluate(recipe, run, data)
-        elif stage == "compress":
-            print(stages.stage_compress(recipe, run, data, args.resume))
-        elif stage == "export":
-            cfg = recipe.export
-            print(stages.stage_export(recipe, run, data, list(recipe.export.model), cfg.formats,
-                                      cfg.precisions, cfg.calibration_samples))
-        elif stage == "bench":
-            print(stages.stage_bench(recipe, run, data))
-        elif stage == "report":
-            print(stages.stage_report(recipe, run))
-        print(f"   {stage} done in {time.time() - start:.1f} s", file=sys.stderr)
-    print(f"run directory: {run.root}")
+    recipe = with_export(recipe, _split(args.model), _split(args.format), _split(args.precision),
+                         args.calibration_samples)
+    _print(run_stage(RunContext(recipe, run), "export"))
 
 
 def cmd_bench(args):
-    from .data.dataset import prepare
-    from .stages import open_run, stage_bench
+    from .stages import RunContext, open_run, run_stage, with_bench
 
     run, recipe = open_run(args.run, args.data)
     threads = [int(t) for t in args.threads.split(",")] if args.threads else None
-    backends = args.backend.split(",") if args.backend else None
-    test = prepare(recipe, run.preprocess, splits=("test",))
-    print(stage_bench(recipe, run, test, args.student, backends=backends,
-                      threads=threads, runs=args.runs, batch=args.batch, max_seconds=args.max_seconds))
+    recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
+                        max_seconds=args.max_seconds)
+    _print(run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench"))
+
+
+def cmd_report(args):
+    from .stages import RunContext, open_run, run_stage
+
+    run, recipe = open_run(args.run)
+    _print(run_stage(RunContext(recipe, run), "report"))
+
+
+def cmd_run(args):
+    from .stages import RunContext, init_run, run_stage
+
+    recipe = _load(args)
+    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
+    ctx = RunContext(recipe, run, args.resume, args.overwrite)
+    for stage in recipe.stages:
+        start = time.time()
+        log.info("== %s ==", stage)
+        _print(run_stage(ctx, stage))
+        log.info("   %s done in %.1f s", stage, time.time() - start)
+    print(f"run directory: {run.root}")
 
 
 def cmd_pack(args):
@@ -242,7 +257,7 @@ def cmd_reference(args):
         print(json.dumps(json_schema(), indent=2))
     elif args.json_schema:
         write_json_schema(args.json_schema)
-        print(f"wrote {args.json_schema}", file=sys.stderr)
+        log.info("wrote %s", args.json_schema)
     elif args.update:
         update_block(args.update)
     else:
@@ -279,6 +294,7 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)  # predict takes one --<input> flag per model input
     if extra and args.command != "predict":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.quiet, args.verbose)
     previous = _on_sigterm(_terminated)
     try:
         _lock_run_of(args)

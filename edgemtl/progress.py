@@ -1,14 +1,21 @@
-"""A dependency-free progress bar for long loops (decoding, exporting, benchmarking)."""
+"""A dependency-free progress bar for long loops (decoding, exporting, benchmarking); silent under -q."""
+import logging
 import sys
 import time
 
+log = logging.getLogger("edgemtl")
+
 
 class Progress:
+    """Redrawn in place on a terminal; elsewhere (logs) one INFO line at the end for work worth reporting. Nothing
+    at all when the "edgemtl" logger does not show INFO (`-q`)."""
+
     def __init__(self, total: int, desc: str, stream=None, min_interval: float = 0.2):
         self.total, self.desc, self.min_interval = max(total, 1), desc, min_interval
         self.stream = stream or sys.stderr
         self.done, self.start, self.last = 0, time.monotonic(), 0.0
-        self.live = self.stream.isatty()
+        self.shown = log.isEnabledFor(logging.INFO)
+        self.live = self.shown and self.stream.isatty()
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -28,6 +35,6 @@ class Progress:
         if self.live:
             self._draw(now)
             self.stream.write("\n")
-        elif now - self.start >= 1.0:  # logs (not a terminal): one line, and only for work worth reporting
-            self.stream.write(f"{self.desc}: {self.done}/{self.total} in {now - self.start:.1f}s\n")
-        self.stream.flush()
+            self.stream.flush()
+        elif self.shown and now - self.start >= 1.0:
+            log.info("%s: %d/%d in %.1fs", self.desc, self.done, self.total, now - self.start)

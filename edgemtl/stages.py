@@ -1,5 +1,14 @@
-"""The stages of `edgemtl run` (and of the single commands): each reads and writes only the run directory."""
-import sys
+"""The stages of `edgemtl run` and of the single commands, in one registry (STAGES) over one RunContext.
+
+`edgemtl run` runs recipe.stages through the registry; `edgemtl train/evaluate/compress/export/bench/report` run
+the same entries, their flags turned into recipe overrides first (e.g. `export --format tflite` is
+`dataclasses.replace(recipe.export, formats=("tflite",))`), so each stage has one code path. Each stage reads and
+writes only the run directory.
+"""
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -55,6 +64,63 @@ def open_run(path, data=None) -> tuple[RunDir, dict]:
     return run, load_recipe(run.require_recipe(), data=data)
 
 
+log = logging.getLogger("edgemtl")
+ALL_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RunContext:
+    """What every stage gets: the recipe, the run directory, the --resume / --overwrite flags and the prepared data,
+    decoded on first use (the check stage and the report need none; bench needs the test split only).
+
+    models: the models a stage acts on where the recipe does not say (evaluate: None = every model of the run).
+    student: the artifact bench compares with the teacher (None: the int8 TFLite bundle of the first non-teacher
+    model in export.model).
+    """
+
+    recipe: Recipe
+    run: RunDir | None = None
+    resume: bool = False
+    overwrite: bool = False
+    splits: tuple[str, ...] = ALL_SPLITS
+    models: tuple[str, ...] | None = None
+    student: str | None = None
+    _data: object = field(default=None, repr=False)
+
+    @property
+    def data(self):
+        """The recipe's data prepared into the run (labels, tokenizers, decoded splits), once."""
+        if self._data is None:
+            from .data.dataset import prepare
+
+            self._data = prepare(self.recipe, self.run.preprocess, splits=self.splits)
+        return self._data
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name (one of names.STAGES), what it needs before it starts, and what it does.
+
+    needs(ctx): the models of the run it needs (checked before any data is decoded: the data is prepared on the
+    stage's first use of ctx.data); run(ctx): does the work and returns what the command prints (None: nothing).
+    """
+
+    name: str
+    help: str
+    run: Callable[[RunContext], str | None]
+    needs: Callable[[RunContext], tuple[str, ...]] = lambda ctx: ()
+
+
+def run_stage(ctx: RunContext, name: str) -> str | None:
+    """Run one registry entry: check what it needs, then run it."""
+    stage = STAGES[name]
+    for model in stage.needs(ctx):
+        ctx.run.require_model(model)
+    return stage.run(ctx)
+
+
+# ---- the stages ---------------------------------------------------------------------------------------------------
+
 def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     """Data-level checks on top of the schema, then build the model and run one batch forward."""
     from .data.dataset import prepare
@@ -67,59 +133,109 @@ def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes}
 
 
-def stage_train(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> dict:
+def _check(ctx: RunContext) -> str:
+    info = stage_check(ctx.recipe)
+    return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+
+
+def _train(ctx: RunContext) -> str:
     from .train.fit import train_model
 
-    return train_model(recipe, data, run, TEACHER, resume=resume, overwrite=overwrite)
+    summary = train_model(ctx.recipe, ctx.data, ctx.run, TEACHER, resume=ctx.resume, overwrite=ctx.overwrite)
+    return (f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
+            f"{summary['best_epoch']} -> {ctx.run.model_file(TEACHER)}")
 
 
-def stage_single_task(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> list:
+def _single_task(ctx: RunContext) -> str:
     """One model per exported task, same encoders: measures what multitask learning buys."""
     from .train.fit import train_model
 
-    out = []
-    for task in [t for t in recipe.tasks if not t.auxiliary]:
-        print(f"single-task model: {task.name}", file=sys.stderr)
-        out.append(train_model(recipe, data, run, single_task_name(task.name), tasks=[task], resume=resume,
-                               overwrite=overwrite))
-    return out
+    lines = []
+    for task in [t for t in ctx.recipe.tasks if not t.auxiliary]:
+        name = single_task_name(task.name)
+        log.info("single-task model: %s", task.name)
+        summary = train_model(ctx.recipe, ctx.data, ctx.run, name, tasks=[task], resume=ctx.resume,
+                              overwrite=ctx.overwrite)
+        lines.append(f"{name}: {summary['params']:,} parameters, best epoch {summary['best_epoch']}")
+    return "\n".join(lines)
 
 
-def stage_evaluate(recipe: Recipe, run: RunDir, data) -> dict:
-    from .train.evaluate import evaluate_model
+def _evaluate(ctx: RunContext) -> str:
+    from .train.evaluate import evaluate_model, format_scores
 
-    return {name: evaluate_model(run, recipe, data, name) for name in run.models()}
+    models = ctx.models or tuple(ctx.run.models())
+    tables = []
+    for name in models:
+        scores = evaluate_model(ctx.run, ctx.recipe, ctx.data, name)
+        table = format_scores(scores, ctx.recipe.tasks)
+        tables.append(table if len(models) == 1 else f"{name}:\n{table}")
+    return "\n\n".join(tables)
 
 
-def stage_compress(recipe: Recipe, run: RunDir, data, resume=False, overwrite=False) -> str:
+def _compress(ctx: RunContext) -> str:
     from .compress.run import compress
 
-    return compress(run, recipe, data, resume, overwrite)
+    return compress(ctx.run, ctx.recipe, ctx.data, ctx.resume, ctx.overwrite)
 
 
-def stage_export(recipe: Recipe, run: RunDir, data, models: list, formats, precisions, calibration_samples) -> str:
-    from .export.run import export_model, format_table
+def _export(ctx: RunContext) -> str:
+    from .export.run import export_model, format_table, plan
 
+    cfg = ctx.recipe.export
+    for model in cfg.model:
+        plan(model, cfg.formats, cfg.precisions)  # unknown names fail before any data is decoded
     rows, worked = [], {}  # the parts an int8 model needed in float: the next model (same inputs) starts there
-    for model in models:
-        rows += export_model(run, recipe, data, model, formats, precisions, calibration_samples, worked)
-    return format_table(rows, recipe.tasks)
+    for model in cfg.model:
+        rows += export_model(ctx.run, ctx.recipe, ctx.data, model, cfg.formats, cfg.precisions,
+                             cfg.calibration_samples, worked)
+    return format_table(rows, ctx.recipe.tasks)
 
 
-def stage_bench(recipe: Recipe, run: RunDir, data, student=None, **options) -> str:
-    """Measure every bundle of the run; student: the artifact compared with the teacher (default: the int8 TFLite
-    bundle of the first non-teacher model in export.model)."""
-    from .reports.bench_report import write_reports
+def _bench(ctx: RunContext) -> str:
+    """Measure every bundle of the run (what and how: recipe.bench); ctx.student: the artifact compared with the
+    teacher."""
     from .bench.run import bench_run
+    from .reports.bench_report import write_reports
 
-    results = bench_run(run, recipe, data, **options)
+    results = bench_run(ctx.run, ctx.recipe, ctx.data)
+    student = ctx.student
     if student is None:
-        others = [m for m in recipe.export.model if m != TEACHER]
+        others = [m for m in ctx.recipe.export.model if m != TEACHER]
         student = f"{others[0]}-tflite-int8" if others else None
-    return write_reports(run, recipe, results, student if student in results["sizes"] else None)
+    return write_reports(ctx.run, ctx.recipe, results, student if student in results["sizes"] else None)
 
 
-def stage_report(recipe: Recipe, run: RunDir) -> str:
+def _report(ctx: RunContext) -> str:
     from .reports.run_report import write_report
 
-    return write_report(run, recipe)
+    return write_report(ctx.run, ctx.recipe)
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("check", "validate the recipe and its data, build the model, run one batch", _check),
+    Stage("train", "train the recipe's model", _train),
+    Stage("single_task", "one model per task, same encoders", _single_task),
+    Stage("evaluate", "score trained models on every split", _evaluate,
+          needs=lambda ctx: ctx.models or ()),
+    Stage("compress", "distil, prune and train quantization-aware students", _compress,
+          needs=lambda ctx: (ctx.recipe.compress.teacher,)),
+    Stage("export", "export bundles through the parity gate", _export,
+          needs=lambda ctx: tuple(ctx.recipe.export.model)),
+    Stage("bench", "measure every bundle", _bench),
+    Stage("report", "write RUN/report.md", _report),
+)}
+
+
+def with_export(recipe: Recipe, models=None, formats=None, precisions=None, calibration_samples=None) -> Recipe:
+    """The recipe with the export command's flags as its export section (None: the recipe's value)."""
+    given = {"model": models, "formats": formats, "precisions": precisions,
+             "calibration_samples": calibration_samples}
+    return dataclasses.replace(recipe, export=dataclasses.replace(
+        recipe.export, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}))
+
+
+def with_bench(recipe: Recipe, **flags) -> Recipe:
+    """The recipe with the bench command's flags (backends, threads, runs, batch, max_seconds; None: the recipe's)
+    as its bench section."""
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    return dataclasses.replace(recipe, bench=dataclasses.replace(recipe.bench, **given))

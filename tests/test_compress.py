@@ -166,7 +166,7 @@ def test_int8_conversions_are_shared_between_compress_and_export(compressed, av_
 def _compress_error(run, sets, capsys) -> str:
     from edgemtl.cli import main
 
-    assert main(["compress", str(run)] + set_args(sets)) == 2
+    assert main(["compress", str(run), "-q"] + set_args(sets)) == 2  # -q: no progress lines among the errors
     err = capsys.readouterr().err.strip().splitlines()
     assert err and all(line.startswith("error: ") for line in err)
     return "\n".join(err)

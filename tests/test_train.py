@@ -121,7 +121,7 @@ def test_kill_between_last_step_and_epoch_row_redoes_that_epoch_end(av_data, tmp
     from edgemtl.recipe import load_recipe
     from edgemtl.rundir import RunDir
     from edgemtl.tfk import keras
-    from edgemtl.train.fit import train_model
+    from edgemtl.train.fit import TrainHooks, train_model
 
     class KillAtEndOfEpoch2(keras.callbacks.Callback):  # runs before BestModel writes the row
         def on_epoch_end(self, epoch, logs=None):
@@ -132,7 +132,7 @@ def test_kill_between_last_step_and_epoch_row_redoes_that_epoch_end(av_data, tmp
     recipe = load_recipe(AV_RECIPE, TINY_AV + ["training.epochs=3", "training.checkpoint_every=1"])
     history = tmp_path / "models" / "teacher" / "history.jsonl"
     with pytest.raises(_KilledAtEpochEnd):
-        train_model(recipe, av_data, RunDir(tmp_path), callbacks=[KillAtEndOfEpoch2()])
+        train_model(recipe, av_data, RunDir(tmp_path), hooks=TrainHooks(callbacks=(KillAtEndOfEpoch2(),)))
     assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1]
     train_model(recipe, av_data, RunDir(tmp_path), resume=True)
     assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]

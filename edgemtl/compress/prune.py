@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 
-from ..recipe.schema import PruneSpec, Recipe
 from ..errors import EdgemtlError
 from ..models.heads import head_dense
 from ..errors import did_you_mean
+from ..recipe.schema import PruneSpec, Recipe
 from ..tfk import keras
 
 L = keras.layers
@@ -32,7 +32,8 @@ def first_convs(net, recipe: Recipe) -> set:
     """The first convolution of each encoder: it sees raw pixels / spectra and has few weights to spare."""
     out = set()
     for inp in recipe.inputs:
-        convs = [x.name for x in net.layers if x.name.startswith(f"{inp.name}_") and isinstance(x, (L.Conv1D, L.Conv2D))]
+        convs = [x.name for x in net.layers
+                 if x.name.startswith(f"{inp.name}_") and isinstance(x, (L.Conv1D, L.Conv2D))]
         out |= set(convs[:1])
     return out
 

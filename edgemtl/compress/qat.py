@@ -38,9 +38,11 @@ def _prune_preserve_scheme():
     quantized but that its underlying default registry then refuses; ask both registries."""
     import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-        prune_preserve_quantize_registry as prune_preserve)
+        prune_preserve_quantize_registry as prune_preserve,
+    )
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry as default_8bit)
+        default_8bit_quantize_registry as default_8bit,
+    )
 
     class Registry(prune_preserve.Default8bitPrunePreserveQuantizeRegistry):
         def supports(self, layer):

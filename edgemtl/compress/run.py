@@ -1,21 +1,23 @@
 """`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
 the run directory — and a table that compares them with the teacher, per task."""
-import sys
+import logging
 
-from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
-from ..train.evaluate import evaluate_model
 from ..kinds import higher_is_better
-from ..recipe.derive import fine_tune_recipe
-from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..model_metrics import read_history, read_metrics, update_metrics
+from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..models.files import write_qat_spec
+from ..recipe.derive import fine_tune_recipe
+from ..recipe.schema import Recipe
 from ..rundir import QAT_WEIGHTS_FILE, RunDir, atomic_write_json, atomic_write_text
-from ..train.fit import train_model
+from ..train.evaluate import evaluate_model
+from ..train.fit import TrainHooks, train_model
 from . import prune
 from .distill import DistillTrainer
 from .selection import select_from_teacher
 from .student import check_smaller, student_recipe
+
+log = logging.getLogger("edgemtl")
 
 
 class Compressor:
@@ -41,9 +43,10 @@ class Compressor:
         """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""
         return self._distiller if self.start == "student" else None
 
-    def _train(self, recipe, name, **kw) -> dict:
-        print(f"compress: {name}", file=sys.stderr, flush=True)
-        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite, **kw)
+    def _train(self, recipe, name, hooks: TrainHooks | None = None) -> dict:
+        log.info("compress: %s", name)
+        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite,
+                           hooks or TrainHooks())
 
     def _build_student(self):
         return build_model(self.student, self.data.labels, self.data.tokenizers,
@@ -61,15 +64,15 @@ class Compressor:
 
     def distilled(self):
         make_net = self._selected_student if self.cfg.student.init == "teacher" else None
-        return self._train(self.student, "student", make_net=make_net, make_trainer=self._distiller)
+        return self._train(self.student, "student", TrainHooks(make_net=make_net, make_trainer=self._distiller))
 
     def _selected_student(self):
         """The student with the teacher's weights cut to its widths (weight selection), random where they do not
         fit."""
         net = self._build_student()
         done, left = select_from_teacher(net, load_model(self.teacher_path))
-        print(f"compress: student starts from the teacher's weights in {len(done)} layers"
-              + (f"; random in {len(left)}: {', '.join(left)}" if left else ""), file=sys.stderr, flush=True)
+        log.info("compress: student starts from the teacher's weights in %d layers%s", len(done),
+                 f"; random in {len(left)}: {', '.join(left)}" if left else "")
         return net
 
     def choose_start(self) -> str:
@@ -85,7 +88,7 @@ class Compressor:
         scores = {name: best_validation(self.run, name, monitor) for name in ("student", "student-scratch")}
         best = max(scores, key=lambda n: scores[n] if higher_is_better(monitor) else -scores[n])
         why = f"{monitor}: student {scores['student']:.4f}, student-scratch {scores['student-scratch']:.4f}"
-        print(f"compress: {best} is pruned and trained quantization-aware ({why})", file=sys.stderr, flush=True)
+        log.info("compress: %s is pruned and trained quantization-aware (%s)", best, why)
         self.start = best
         return why
 
@@ -94,11 +97,11 @@ class Compressor:
         source = load_model(self.run.require_model(base))
         names = prune.select_layers(source, self.recipe, cfg)
         expected = prune.expected_sparsity(source, names, cfg)
-        summary = self._train(
-            self._recipe_for(cfg.epochs, cfg.learning_rate), "student-pruned",
+        hooks = TrainHooks(
             make_net=lambda: prune.wrap_for_pruning(load_model(self.run.model_file(base)), names, cfg, self.steps),
-            make_trainer=self._fine_tuner(), callbacks=[prune.update_step_callback(), prune.SparsityLog()],
+            make_trainer=self._fine_tuner(), callbacks=(prune.update_step_callback(), prune.SparsityLog()),
             to_save=prune.strip, eligible=prune.eligible_after(expected))
+        summary = self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-pruned", hooks)
         model = load_model(self.run.model_file("student-pruned"))
         sparsity = {"sparsity": prune.layer_sparsity(model, names), "sparsity_target": round(expected, 4)}
         self._add_to_metrics("student-pruned", sparsity)
@@ -119,8 +122,8 @@ class Compressor:
             write_qat_spec(self.run.model_dir("student-qat"), base, heads, pruned)  # how load_model rebuilds it
             return net
 
-        return self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat",
-                           make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
+        hooks = TrainHooks(make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
+        return self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat", hooks)
 
     def _add_to_metrics(self, name: str, extra: dict):
         update_metrics(self.run, name, extra)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..artifacts import ArtifactId
 from ..errors import EdgemtlError
 from ..names import INT8_PRECISIONS
+from ..reports.markdown import table
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_json
 from ..runtime.manifest import ParityReport, QuantParams, Quantization
@@ -147,14 +148,13 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
 
 def format_table(rows: list, tasks: list) -> str:
     names = [t.name for t in tasks if not t.auxiliary]
-    lines = ["| artifact | size KB | parity | kept in float | " + " | ".join(f"{n} Δ" for n in names) + " |",
-             "|" + "---|" * (4 + len(names))]
+    body = []
     for r in rows:
         deltas = [_delta(r["tasks"][n].get("drop")) if n in r.get("tasks", {}) else "" for n in names]
         verdict = "pass" if r["deployable"] else f"FAIL: {r['reason'][:80]}"
         keep = ", ".join(r.get("kept_in_float") or []) or "-"
-        lines.append(f"| {r['artifact']} | {r['size'] / 1024:.1f} | {verdict} | {keep} | " + " | ".join(deltas) + " |")
-    return "\n".join(lines)
+        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", verdict, keep, *deltas])
+    return table(["artifact", "size KB", "parity", "kept in float", *(f"{n} Δ" for n in names)], body)
 
 
 def _delta(drop) -> str:

@@ -3,14 +3,18 @@ the comparisons users ask for: runtime vs keras.predict, int8 student vs fp32 te
 single-task models, achieved speed vs this core's peak."""
 import base64
 import html
+from collections.abc import Mapping
 
 import numpy as np
 
 from ..artifacts import ArtifactId, keras_target_name
+from ..bench.backends import ORT_GPU_PROVIDERS
+from ..kinds import mean_score
 from ..names import INT8_PRECISIONS, TEACHER
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
-from ..bench.backends import ORT_GPU_PROVIDERS
+from .markdown import table as markdown_table
+from .scores import mean_cell, raw_cell, score_of
 
 BASELINE = "teacher-tflite-fp32"
 
@@ -29,18 +33,20 @@ def _lookup(results, artifact, backend="litert", threads=1):
     return next((r for r in results["rows"] if _row_key(r) == (artifact, backend, threads) and "error" not in r), None)
 
 
-def table(results: dict) -> str:
+def table(results: dict, tasks: Mapping | None = None) -> str:
+    """One row per artifact x backend x threads; task cells show the raw primary metric, "mean" the mean
+    normalised score. tasks: {name: TaskSpec} (the recipe's), to format each task by its kind."""
     names = _task_names(results)
     base = _lookup(results, BASELINE)
     base_size = results["sizes"].get(BASELINE)
     head = ["artifact", "backend", "threads", "size KB", "x smaller"] + names + \
-           ["mean", "p50 ms", "p90 ms", "p99 ms", f"batch {results['batch']} /s", "cold s", "peak MB", "x faster"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+           ["mean score", "p50 ms", "p90 ms", "p99 ms", f"batch {results['batch']} /s", "cold s", "peak MB", "x faster"]
+    body = []
     for r in results["rows"]:
         acc, size = results["accuracy"][r["artifact"]], results["sizes"][r["artifact"]]
         cells = [r["artifact"], r["backend"], str(r["threads"]), f"{size / 1024:.0f}",
                  f"{base_size / size:.1f}" if base_size else ""]
-        cells += [_metric(acc.get(n)) for n in names] + [f"{acc['mean_score']:.4f}"]
+        cells += [_metric(acc.get(n), (tasks or {}).get(n)) for n in names] + [mean_cell(_per_task(acc))[0]]
         if "error" in r:
             cells += [f"error: {r['error'][:60]}"] + [""] * 6
         else:
@@ -48,13 +54,24 @@ def table(results: dict) -> str:
             faster = f"{base['latency_ms']['p50'] / lat['p50']:.1f}" if base else ""  # no baseline row measured
             cells += [f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}", faster]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(head, body)
 
 
-def _metric(m) -> str:
+def _per_task(acc: Mapping) -> dict:
+    """An artifact's per-task metrics without its stored mean (means are recomputed from the normalised scores)."""
+    return {k: v for k, v in acc.items() if isinstance(v, Mapping)}
+
+
+def _mean(acc: Mapping) -> float | None:
+    return mean_score(_per_task(acc))[0]
+
+
+def _metric(m, task=None) -> str:
     if not m:
         return ""
+    if task is not None:
+        return raw_cell(task, m)
     return f"{m['accuracy']:.4f}" if "accuracy" in m else f"MAE {m['mae']:.3g}"
 
 
@@ -70,11 +87,12 @@ def comparisons(results: dict, student: str | None) -> list[str]:
     student_row = _lookup(results, student) if student else None
     if teacher_fp32 and student_row:
         t_acc, s_acc = results["accuracy"][BASELINE], results["accuracy"][student]
-        deltas = ", ".join(f"{n} {(_score(s_acc[n]) - _score(t_acc[n])) * 100:+.2f}" for n in names)
+        deltas = ", ".join(_delta(n, t_acc.get(n), s_acc.get(n)) for n in names)
         out.append(f"- **{student} vs {BASELINE}** (LiteRT, 1 thread): "
                    f"{results['sizes'][BASELINE] / results['sizes'][student]:.1f}x smaller, "
                    f"{teacher_fp32['latency_ms']['p50'] / student_row['latency_ms']['p50']:.1f}x faster at batch 1; "
-                   f"accuracy change in points: {deltas}.")
+                   f"change of each task's normalised score (accuracy for class tasks, 1 - MAE/std for regression), in "
+                   f"points: {deltas}.")
     singles = [a for a in results["sizes"] if ArtifactId.is_artifact_name(a) and ArtifactId.parse(a).task is not None
                and (ArtifactId.parse(a).format, ArtifactId.parse(a).precision) == ("tflite", "fp32")]
     if teacher_fp32 and singles:
@@ -83,7 +101,8 @@ def comparisons(results: dict, student: str | None) -> list[str]:
             size = sum(results["sizes"][a] for a in singles)
             latency = sum(r["latency_ms"]["p50"] for r in rows)
             out.append(f"- **{len(singles)} single-task models vs one multitask model** (fp32 TFLite, 1 thread): "
-                       f"{size / 1024:.0f} KB and {latency:.2f} ms together vs {results['sizes'][BASELINE] / 1024:.0f} KB "
+                       f"{size / 1024:.0f} KB and {latency:.2f} ms together vs "
+                       f"{results['sizes'][BASELINE] / 1024:.0f} KB "
                        f"and {teacher_fp32['latency_ms']['p50']:.2f} ms"
                        + (f" (int8 student: {results['sizes'][student] / 1024:.0f} KB, "
                           f"{student_row['latency_ms']['p50']:.3f} ms)" if student_row else "") + ".")
@@ -91,9 +110,12 @@ def comparisons(results: dict, student: str | None) -> list[str]:
             for a in singles:
                 task = ArtifactId.parse(a).task
                 single, multi = results["accuracy"][a].get(task), results["accuracy"][BASELINE].get(task)
-                if single and multi:
-                    per_task.append(f"{task} {_score(single):.4f} / {_score(multi):.4f}")
-            out.append("  Per task, single-task / multitask: " + ", ".join(per_task) + ".")
+                if score_of(single) is not None and score_of(multi) is not None:
+                    per_task.append(f"{task} {score_of(single):.4f} / {score_of(multi):.4f}")
+                else:
+                    per_task.append(f"{task} — (no score)")
+            out.append("  Per task, normalised score (accuracy, or 1 - MAE/std for regression), single-task / "
+                       "multitask: " + ", ".join(per_task) + ".")
     out += gpu_vs_cpu(results)
     peaks = {p: v for p, v in results.get("peak_1core", {}).items() if isinstance(v, dict)}
     parts = []
@@ -128,8 +150,9 @@ def gpu_vs_cpu(results: dict) -> list[str]:
             if nodes else ""
         memory = f", {g1['gpu_memory_mb']:.0f} MB of GPU memory" if g1.get("gpu_memory_mb") else ""
         on_gpu = results.get("gpu_accuracy", {}).get(f"{artifact} {g1['backend']}", {})
-        answers = (f"; mean accuracy {on_gpu['mean_score']:.4f} on the GPU, "
-                   f"{results['accuracy'][artifact]['mean_score']:.4f} on the CPU" if "mean_score" in on_gpu
+        gpu_mean, cpu_mean = _mean(on_gpu), _mean(results["accuracy"][artifact])
+        answers = (f"; mean score {gpu_mean:.4f} on the GPU, {cpu_mean:.4f} on the CPU"
+                   if gpu_mean is not None and cpu_mean is not None
                    else f"; accuracy on the GPU not measured ({on_gpu.get('error', 'no result')})")
         lines.append(f"  - {artifact} ({g1['backend']}): batch 1 {g1['latency_ms']['p50']:.3f} vs "
                      f"{c1['latency_ms']['p50']:.3f} ms ({_threads(c1)}), "
@@ -154,17 +177,24 @@ def _precision(artifact: str) -> str:
     return "int8" if quantized else "fp32"
 
 
-def _score(m) -> float:
-    return m["accuracy"] if "accuracy" in m else m["score"]
+def _delta(task: str, teacher, student) -> str:
+    """One task's change in normalised-score points, with the raw MAE beside it for a regression task."""
+    t, s = score_of(teacher), score_of(student)
+    if t is None or s is None:
+        return f"{task} — (no score)"
+    raw = f" (MAE {teacher['mae']:.3g} -> {student['mae']:.3g})" if "mae" in teacher and "mae" in student else ""
+    return f"{task} {(s - t) * 100:+.2f}{raw}"
 
 
 def pareto_points(results: dict) -> list:
-    """(artifact, backend, threads, p50 ms, mean score, size) for successful rows of artifacts that answer every
-    task (a single-task model's mean is one task's score: not comparable); and which are on the front."""
+    """(artifact, backend, threads, p50 ms, mean normalised score, size) for successful rows of artifacts that answer
+    every task (a single-task model's mean is one task's score: not comparable) and have a mean; and which are on
+    the front."""
     everything = set(_task_names(results))
     pts = [(r["artifact"], r["backend"], r["threads"], r["latency_ms"]["p50"],
-            results["accuracy"][r["artifact"]]["mean_score"], results["sizes"][r["artifact"]])
+            _mean(results["accuracy"][r["artifact"]]), results["sizes"][r["artifact"]])
            for r in results["rows"] if "error" not in r and everything <= set(results["accuracy"][r["artifact"]])]
+    pts = [p for p in pts if p[4] is not None]
     front = [p for p in pts if not any(q[3] <= p[3] and q[4] >= p[4] and (q[3] < p[3] or q[4] > p[4]) for q in pts)]
     return pts, front
 
@@ -178,6 +208,8 @@ def pareto_png(results: dict, path) -> bool:
     except ImportError:
         return False
     pts, front = pareto_points(results)
+    if not pts:  # no artifact with a mean score: nothing to plot
+        return False
     fig, ax = plt.subplots(figsize=(9, 5.5))
     sizes = np.array([p[5] for p in pts], dtype=float)
     ax.scatter([p[3] for p in pts], [p[4] for p in pts], s=20 + 400 * sizes / sizes.max(), alpha=0.45)
@@ -189,8 +221,8 @@ def pareto_png(results: dict, path) -> bool:
         ax.annotate(str(i), (p[3], p[4]), fontsize=7, xytext=(0, 5), textcoords="offset points", ha="center")
     ax.set_xscale("log")
     ax.set_xlabel("latency at batch 1, p50 (ms, log scale)")
-    ax.set_ylabel("mean task accuracy (test split)")
-    ax.set_title("accuracy vs latency; marker area = file size")
+    ax.set_ylabel("mean normalised task score (test split)")
+    ax.set_title("score vs latency; marker area = file size")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -217,12 +249,14 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
     text = "\n".join([
         f"# {recipe.name}: benchmark", "",
         f"Machine: {machine_line(results)}", "",
-        f"Accuracy: the whole test split, through the runtime's decoding. Latency: batch 1, {results['warmup']} "
+        f"Scores: the whole test split, through the runtime's decoding; each task shows its raw metric (accuracy, "
+        f"or MAE for regression), mean score = the mean normalised score (accuracy for class tasks, 1 - MAE/std "
+        f"for regression; higher is better). Latency: batch 1, {results['warmup']} "
         f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start "
         f"= process start to first answer; peak MB = the process's peak RSS). x smaller / x faster: against "
         f"{BASELINE} (LiteRT, 1 thread).",
-        "", table(results), "", *comparisons(results, student), "", *skipped, "",
-        "![accuracy vs latency](pareto.png)", ""])
+        "", table(results, {t.name: t for t in recipe.tasks}), "", *comparisons(results, student), "", *skipped, "",
+        "![score vs latency](pareto.png)", ""])
     atomic_write_text(run.bench_report, text)
     has_png = pareto_png(results, run.pareto_png)
     atomic_write_text(run.bench_html, _html(recipe, text, run.pareto_png if has_png else None))
@@ -242,7 +276,7 @@ def _html(recipe: Recipe, markdown: str, png) -> str:
         elif lines and lines[0].startswith("!["):
             if png:
                 data = base64.b64encode(png.read_bytes()).decode()
-                body.append(f'<img alt="accuracy vs latency" src="data:image/png;base64,{data}">')
+                body.append(f'<img alt="score vs latency" src="data:image/png;base64,{data}">')
         elif lines:
             body.append("<p>" + html.escape(" ".join(lines)).replace("**", "") + "</p>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"

@@ -1,28 +1,26 @@
 """The compression table: teacher, student from scratch, distilled, pruned and QAT side by side, per task; and the
 int8 TFLite accuracy of quantization-aware training against post-training quantization of the same model."""
-import numpy as np
-
-from ..recipe.schema import Recipe, TaskSpec
+from .. import kinds
 from ..artifacts import ArtifactId
-from ..export.convert import convert_model
-from ..model_metrics import read_metrics
-from ..rundir import RunDir
 from ..compress.prune import gzip_size
+from ..export.convert import convert_model
+from ..kinds import mean_score, task_kind
+from ..model_metrics import read_metrics
+from ..recipe.schema import Recipe
+from ..rundir import RunDir
+from .markdown import table
+from .scores import mean_cell, raw_cell, score_name
 
 
 def _metrics(run: RunDir, name: str) -> dict:
     return read_metrics(run, name, missing_ok=False)
 
 
-def _task_metric(task: TaskSpec) -> str:
-    return task.metrics[0]
-
-
 def model_row(run: RunDir, recipe: Recipe, name: str, tasks: list) -> dict:
     m = _metrics(run, name)
     test = m.get("splits", {}).get("test", {})
     row = {"model": name, "params": m["params"], "sparsity": m.get("sparsity", {}).get("overall"),
-           "tasks": {t.name: test.get(t.name, {}).get(_task_metric(t)) for t in tasks}}
+           "tasks": {t.name: test.get(t.name) for t in tasks}}  # each task's metrics: raw values and "score"
     if name != "student-qat":  # a QAT model's float graph carries fake-quant ops: its size is the int8 one
         content = convert_model(run, recipe, ArtifactId(name, "tflite", "fp32"))
         row.update(tflite_bytes=len(content), gzip_bytes=gzip_size(content))
@@ -36,54 +34,69 @@ def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
     """
     from ..export.run import trial
 
-    keep = tuple(f"{i.name}_logmel" for i in recipe.inputs if i.type == "audio")
+    keep = tuple(p for i in recipe.inputs for p in kinds.modality(i.type).float_parts(i))
     out = []
     for name, method in ((base, "post-training int8"), ("student-qat", "quantization-aware int8")):
         tried = trial(run, recipe, data, ArtifactId(name, "tflite", "int8"), keep)
         size, packed = len(tried.model_bytes), gzip_size(tried.model_bytes)
-        out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size, "gzip_bytes": packed,
-                    "tasks": {n: r.artifact for n, r in tried.report.tasks.items()}})
+        out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size,
+                    "gzip_bytes": packed,
+                    "tasks": {n: _artifact_metrics(recipe.task(n), r, data.labels[n], tried.report.rows)
+                              for n, r in tried.report.tasks.items()}})
     return out
 
 
+def _artifact_metrics(task, row, label_info: dict, rows: int | None) -> dict:
+    """A parity row (TaskParity) as a task's metrics: its raw metric and the normalised score by the task's kind
+    (None where the artifact's metric was not measurable)."""
+    if row.artifact is None:
+        return {row.metric: None, "score": None, "n": rows}
+    score = task_kind(task.type).normalised({row.metric: row.artifact}, label_info.get("std", 1.0))
+    return {row.metric: row.artifact, "score": score, "n": rows}
+
+
 def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base) -> tuple[dict, str]:
+    """The comparison of the compressed models: each task shows its raw primary metric (MAE for regression); the
+    mean column, the QAT-vs-PTQ verdict and its delta use the normalised scores only."""
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     rows = [model_row(run, recipe, name, tasks) for name in models]
     int8 = int8_rows(run, recipe, data, qat_base) if qat_base else []
     names = [t.name for t in tasks]
     teacher = rows[0]
-    lines = [f"# {recipe.name}: compression", "",
-             "Test split; per task its first metric (" + ", ".join(f"{t.name}: {_task_metric(t)}" for t in tasks)
-             + "). Sizes are the fp32 TFLite file and its gzip.", "",
-             "| model | params | x smaller | sparsity | TFLite KB | gzip KB | " + " | ".join(names) + " | mean |",
-             "|" + "---|" * (7 + len(names))]
+    notes = []
+    body = []
     for r in rows:
         cells = [r["model"], f"{r['params']:,}", f"{teacher['params'] / r['params']:.1f}",
                  "" if r["sparsity"] is None else f"{r['sparsity']:.1%}",
                  _kb(r.get("tflite_bytes")), _kb(r.get("gzip_bytes"))]
-        lines.append("| " + " | ".join(cells + _scores(r, names)) + " |")
+        body.append(cells + _scores(r, tasks, notes))
+    lines = [f"# {recipe.name}: compression", "",
+             "Test split; per task its primary metric (" + ", ".join(
+                 f"{t.name}: {task_kind(t.type).primary_metric}" for t in tasks)
+             + f"); mean: the mean {score_name(tasks)}. Sizes are the fp32 TFLite file and its gzip.", "",
+             table(["model", "params", "x smaller", "sparsity", "TFLite KB", "gzip KB", *names, "mean"], body)]
     if int8:
+        body = [[r["model"], r["method"], _kb(r["tflite_bytes"]), _kb(r["gzip_bytes"])] + _scores(r, tasks, notes)
+                for r in int8]
         lines += ["", "Full-int8 TFLite of the same model, post-training quantized vs quantization-aware trained:", "",
-                  "| model | int8 method | TFLite KB | gzip KB | " + " | ".join(names) + " | mean |",
-                  "|" + "---|" * (5 + len(names))]
-        for r in int8:
-            lines.append("| " + " | ".join([r["model"], r["method"], _kb(r["tflite_bytes"]), _kb(r["gzip_bytes"])]
-                                           + _scores(r, names)) + " |")
-        ptq, qat = (_mean(r, names) for r in int8)
-        verdict = "beats" if qat > ptq else "does NOT beat"
-        lines += ["", f"Quantization-aware int8 {verdict} post-training int8 on the mean: {qat:.4f} vs {ptq:.4f} "
-                      f"({(qat - ptq) * 100:+.2f} points)."]
+                  table(["model", "int8 method", "TFLite KB", "gzip KB", *names, "mean"], body)]
+        (ptq, _), (qat, _) = (mean_score(r["tasks"]) for r in int8)
+        if ptq is None or qat is None:
+            lines += ["", "Quantization-aware vs post-training int8: no comparison, a side has no scored task."]
+        else:
+            verdict = "beats" if qat > ptq else "does NOT beat"
+            lines += ["", f"Quantization-aware int8 {verdict} post-training int8 on the mean normalised score: "
+                          f"{qat:.4f} vs {ptq:.4f} ({(qat - ptq) * 100:+.2f} points)."]
+    lines += [f"\nMean: {note}." for note in dict.fromkeys(notes)]
     return {"models": rows, "int8": int8}, "\n".join(lines) + "\n"
 
 
-def _mean(row: dict, names: list) -> float:
-    values = [row["tasks"][n] for n in names if row["tasks"].get(n) is not None]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _scores(row: dict, names: list) -> list:
-    return [("" if row["tasks"].get(n) is None else f"{row['tasks'][n]:.4f}") for n in names] + \
-        [f"{_mean(row, names):.4f}"]
+def _scores(row: dict, tasks: list, notes: list) -> list:
+    """The task cells (raw) and the mean cell (normalised); a note where a task was left out of the mean."""
+    mean, note = mean_cell(row["tasks"])
+    if note:
+        notes.append(note)
+    return [raw_cell(t, row["tasks"].get(t.name)) for t in tasks] + [mean]
 
 
 def _kb(n) -> str:

@@ -1,9 +1,14 @@
-"""RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained."""
+"""RUN/report.md: per-task test metrics of the teacher, with single-task models side by side when trained, and the
+teacher's mean normalised score."""
+import math
+
 from ..artifacts import single_task_name
+from ..kinds import task_kind
 from ..model_metrics import read_metrics
 from ..recipe.schema import Recipe
-from .. import kinds
 from ..rundir import RunDir, atomic_write_text
+from .markdown import table
+from .scores import NO_SCORE, mean_cell, score_name
 
 
 def _metrics(run: RunDir, name: str) -> dict:
@@ -15,23 +20,27 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     singles = {t.name: _metrics(run, single_task_name(t.name)) for t in tasks}
     has_single = any(singles.values())
-    n_test = teacher.get("splits", {}).get("test", {}).get(tasks[0].name, {}).get("n", "?")
+    test = teacher.get("splits", {}).get("test", {})
+    n_test = test.get(tasks[0].name, {}).get("n", "?")
     lines = [f"# {recipe.name}: results", "",
              f"Test split, {n_test} rows. Multitask model: {teacher.get('params', 0):,} parameters, "
              f"{teacher.get('train_seconds', 0):.0f} s training, best epoch {teacher.get('best_epoch', '?')} "
              f"of {teacher.get('epochs_run', '?')}.", ""]
     header = ["task", "metric", "multitask"] + (["single-task", "single-task params", "single-task train s"]
                                                  if has_single else [])
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for t in tasks:
         s = singles[t.name]
-        for i, metric in enumerate(t.metrics or kinds.task_kind(t.type).metric_names):
+        for i, metric in enumerate(t.metrics or task_kind(t.type).metric_names):
             row = [t.name, metric, _get(teacher, t.name, metric)]
             if has_single:
                 first = i == 0 and s
                 row += [_get(s, t.name, metric), f"{s['params']:,}" if first else "",
                         f"{s['train_seconds']:.0f}" if first else ""]
-            lines.append("| " + " | ".join(row) + " |")
+            rows.append(row)
+    lines.append(table(header, rows))
+    mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
+    lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
@@ -49,4 +58,6 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
 
 def _get(metrics: dict, task: str, metric: str) -> str:
     value = metrics.get("splits", {}).get("test", {}).get(task, {}).get(metric)
-    return "" if value is None else f"{value:.4f}"
+    if value is None:
+        return ""
+    return f"{value:.4f}" if math.isfinite(value) else f"{NO_SCORE} (no labelled row)"

@@ -22,13 +22,11 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
-    lines = ["| task | accuracy | macro-F1 | MAE | RMSE | rows |", "|---|---|---|---|---|---|"]
-    for t in tasks:
-        m = scores[split].get(t.name)
-        if m:
-            lines.append(f"| {t.name} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | {_f(m.get('mae'))} | "
-                         f"{_f(m.get('rmse'))} | {m['n']} |")
-    return "\n".join(lines)
+    from ..reports.markdown import table
+
+    rows = [[t.name, _f(m.get("accuracy")), _f(m.get("macro_f1")), _f(m.get("mae")), _f(m.get("rmse")), m["n"]]
+            for t in tasks if (m := scores[split].get(t.name))]
+    return table(["task", "accuracy", "macro-F1", "MAE", "RMSE", "rows"], rows)
 
 
 def _f(value) -> str:

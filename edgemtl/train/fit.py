@@ -1,35 +1,56 @@
 """One training run of one model into RUN/models/NAME: model.keras (best), saved_model/, history, metrics.json."""
+import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..recipe.schema import Recipe
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..kinds import higher_is_better
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..model_metrics import read_history, read_metrics, update_metrics
+from ..recipe.schema import Recipe
 from ..rundir import MODEL_FILE, RunDir, atomic_save, remove_tree
 from ..tfk import keras
 from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
 from .trainer import MultitaskTrainer, make_optimizer, make_strategy
 from .weighting import make_combination
 
+log = logging.getLogger("edgemtl")
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """How compression changes the training loop (the default: the recipe's model, trained on its labels).
+
+    make_net(): the net to train instead of the recipe's (a student, a pruned or quantization-aware copy; it can
+    start from given weights); make_trainer(net, combination): the trainer instead of MultitaskTrainer (a
+    distillation trainer with its teacher and its own train step); callbacks: added to fit's; to_save(net): what
+    gets saved (e.g. pruning stripped); eligible(history_row): whether an epoch may be the best (e.g. at the target
+    sparsity); file_name: the best model's file in the model directory.
+    """
+
+    make_net: Callable | None = None
+    make_trainer: Callable | None = None
+    callbacks: tuple = ()
+    to_save: Callable | None = None
+    eligible: Callable | None = None
+    file_name: str = MODEL_FILE
+
 
 def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
-                overwrite: bool = False, make_net=None, make_trainer=None, callbacks=(), to_save=None,
-                eligible=None, file_name=MODEL_FILE) -> dict:
-    """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks.
-
-    Compression reuses this loop: make_net / make_trainer replace the recipe's model and trainer (see _build),
-    callbacks are added, to_save(net) is what gets saved (e.g. pruning stripped), and only epochs whose history
-    row is eligible (e.g. at the target sparsity) can be the best; file_name is the best model's file.
-    """
+                overwrite: bool = False, hooks: TrainHooks | None = None) -> dict:
+    """Train (or resume) one model on prepared data; return its summary. Tasks default to all recipe tasks;
+    hooks: what compression changes in the loop (TrainHooks)."""
+    hooks = hooks or TrainHooks()
     tasks = tasks if tasks is not None else recipe.tasks
+    file_name, eligible = hooks.file_name, hooks.eligible
     model_dir = run.model_dir(name)
     _claim(model_dir, resume, overwrite)
     if resume and run.saved_model(name).exists() and not run.backup(name).exists():
-        print(f"{model_dir}: already trained; nothing to resume", file=sys.stderr)
+        log.info("%s: already trained; nothing to resume", model_dir)
         return read_metrics(run, name)
     if not run.backup(name).exists():
         run.history(name).unlink(missing_ok=True)  # no checkpoint to continue from: start clean
@@ -37,27 +58,27 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
     keras.utils.set_random_seed(recipe.seed)
     strategy = make_strategy(training.distribute)
     batch = training.batch_size
-    net, combination, trainer = _build(recipe, data, tasks, name, strategy, make_net, make_trainer)
+    net, combination, trainer = _build(recipe, data, tasks, name, strategy, hooks)
     monitor = _monitor(training.early_stopping.monitor, tasks)
     nan_guard = NanGuard([t.name for t in tasks])
     callbacks = [
         ValidationScores(net, data["val"], tasks, data.labels, batch),
         CombinationUpdate(combination),
         nan_guard,
-        *callbacks,
+        *hooks.callbacks,
         BestModel(net, monitor, training.early_stopping.patience, model_dir, training.epochs, tasks,
-                  to_save, eligible, file_name),
+                  hooks.to_save, eligible, file_name),
         EpochSafeBackup(str(run.backup(name)), save_freq=training.checkpoint_every),
         keras.callbacks.TensorBoard(str(run.tensorboard(name)), write_graph=False),
     ]
     if resume and _fit_finished(callbacks, training.epochs, model_dir / file_name):
-        print(f"{model_dir}: training had finished; completing its saved_model and metrics", file=sys.stderr)
-        return _finish(model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
+        log.info("%s: training had finished; completing its saved_model and metrics", model_dir)
+        return _finish(run, model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
     start = time.time()
     train_ds = make_dataset(data["train"], recipe, True, batch)
     val_ds = make_dataset(data["val"], recipe, False, batch)
     trainer.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() else 0)
+                verbose=1 if sys.stdout.isatty() and log.isEnabledFor(logging.INFO) else 0)
     elapsed = time.time() - start
     if nan_guard.problem:
         task, batch_no, value = nan_guard.problem
@@ -70,14 +91,14 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
     return _finish(run, model_dir / file_name, name, tasks, combination, elapsed, monitor, strategy, eligible)
 
 
-def _build(recipe: Recipe, data, tasks: list, name: str, strategy, make_net=None, make_trainer=None):
+def _build(recipe: Recipe, data, tasks: list, name: str, strategy, hooks: TrainHooks):
     """The functional net, its loss combination and the trainer around them, built inside the strategy.
 
-    make_net() and make_trainer(net, combination) replace the recipe's model and the plain MultitaskTrainer
-    (compression: a student, a pruned or quantization-aware copy, a distillation trainer); the heads' own-logit
-    training (task unmatched_weight) is for a net built from the recipe only.
+    hooks.make_net() and hooks.make_trainer(net, combination) replace the recipe's model and the plain
+    MultitaskTrainer; the heads' own-logit training (task unmatched_weight) is for a net built from the recipe only.
     """
     training = recipe.training
+    make_net, make_trainer = hooks.make_net, hooks.make_trainer
     with strategy.scope():
         net = make_net() if make_net else build_model(recipe, data.labels, data.tokenizers,
                                                       numeric_stats(recipe, data["train"].x), tasks, name)
@@ -134,7 +155,7 @@ def _claim(model_dir, resume: bool, overwrite: bool):
             raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start "
                                f"again")
     elif resume:
-        print(f"nothing to resume in {model_dir}; starting", file=sys.stderr)
+        log.info("nothing to resume in %s; starting", model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
 
 

@@ -3,10 +3,10 @@
 The functional net stays a plain Keras model (what is saved and exported); the wrapper holds the masked per-task
 losses and the loss combination so that `fit` gives progress, callbacks, distribution and resumable checkpoints.
 """
+from .. import kinds
+from ..models.heads import unmatched_name, unmatched_view
 from ..recipe.schema import TrainingSpec
 from ..tfk import keras, tf
-from ..models.heads import unmatched_name, unmatched_view
-from .. import kinds
 
 
 class MultitaskTrainer(keras.Model):
