@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from ..metrics import higher_is_better, score_all
-from ..rundir import HISTORY_FILE, KERAS_FILE, RunDir, atomic_save, atomic_write_text
+from ..rundir import HISTORY_FILE, KERAS_FILE, atomic_save, atomic_write_text
 from ..tfk import keras
 
 
@@ -112,9 +112,9 @@ class BestModel(keras.callbacks.Callback):
 
     @staticmethod
     def read_history(model_dir) -> list:
-        from ..model_metrics import read_history
+        from ..model_metrics import read_history_file
 
-        return read_history(RunDir(model_dir.parent.parent), model_dir.name)
+        return read_history_file(model_dir / HISTORY_FILE)
 
     def _judge(self, epoch, row: dict) -> bool:
         """Better monitor value wins; a tie (a saturated accuracy on a small val split) goes to the lower val_loss."""
