@@ -6,6 +6,7 @@ A truncated or corrupt file is an EdgemtlError naming it, never a traceback. TF-
 """
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from . import jsonio
@@ -50,7 +51,12 @@ def update_metrics(run: RunDir, model: str, extra: Mapping[str, Any],
 def read_history(run: RunDir, model: str) -> list[dict[str, Any]]:
     """history.jsonl rows. A half-written last line (a kill during the append) is dropped; a bad line before it is
     an error naming the file and line."""
-    path = run.history(model)
+    return read_history_file(run.history(model))
+
+
+def read_history_file(path: Path) -> list[dict[str, Any]]:
+    """read_history of a history.jsonl path (a model folder outside a run, as training's callbacks see it)."""
+    path = Path(path)
     if not path.exists():
         return []
     lines = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import kinds
 from ..kinds import higher_is_better
 from ..models.files import save_model_file
-from ..rundir import HISTORY_FILE, MODEL_FILE, RunDir, atomic_save, atomic_write_text
+from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text
 from ..tfk import keras
 
 log = logging.getLogger("edgemtl")
@@ -130,9 +130,9 @@ class BestModel(keras.callbacks.Callback):
 
     @staticmethod
     def read_history(model_dir) -> list:
-        from ..model_metrics import read_history
+        from ..model_metrics import read_history_file
 
-        return read_history(RunDir(model_dir.parent.parent), model_dir.name)
+        return read_history_file(model_dir / HISTORY_FILE)
 
     def _judge(self, epoch, row: dict) -> bool:
         """Better monitor value wins; a tie (a saturated accuracy on a small val split) goes to the lower val_loss."""
