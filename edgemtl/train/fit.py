@@ -133,13 +133,17 @@ def _finish(model_file, name, tasks, combination, elapsed, monitor, strategy, el
     return summary
 
 
+def check_free(model_dir, resume: bool, overwrite: bool) -> None:
+    """Refuse a model directory that holds a model, unless resuming or overwriting: callable before decoding data."""
+    if model_dir.exists() and any(model_dir.iterdir()) and not (resume or overwrite):
+        raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start again")
+
+
 def _claim(model_dir, resume: bool, overwrite: bool):
+    check_free(model_dir, resume, overwrite)
     if model_dir.exists() and any(model_dir.iterdir()):
         if overwrite:
             shutil.rmtree(model_dir)
-        elif not resume:
-            raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start "
-                               f"again")
     elif resume:
         log.info("nothing to resume in %s; starting", model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
