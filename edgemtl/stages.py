@@ -139,8 +139,9 @@ def _check(ctx: RunContext) -> str:
 
 
 def _train(ctx: RunContext) -> str:
-    from .train.fit import train_model
+    from .train.fit import check_free, train_model
 
+    check_free(ctx.run.model_dir(TEACHER), ctx.resume, ctx.overwrite)  # before the data is decoded
     summary = train_model(ctx.recipe, ctx.data, ctx.run, TEACHER, resume=ctx.resume, overwrite=ctx.overwrite)
     return (f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
             f"{summary['best_epoch']} -> {ctx.run.model_file(TEACHER)}")

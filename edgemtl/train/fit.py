@@ -147,13 +147,17 @@ def _fit_finished(callbacks: list, epochs: int, model_file) -> bool:
     return rows[-1]["epoch"] >= epochs or (best.patience is not None and best.wait > best.patience)
 
 
+def check_free(model_dir, resume: bool, overwrite: bool) -> None:
+    """Refuse a model directory that holds a model, unless resuming or overwriting: callable before decoding data."""
+    if model_dir.exists() and any(model_dir.iterdir()) and not (resume or overwrite):
+        raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start again")
+
+
 def _claim(model_dir, resume: bool, overwrite: bool):
+    check_free(model_dir, resume, overwrite)
     if model_dir.exists() and any(model_dir.iterdir()):
         if overwrite:
             shutil.rmtree(model_dir)
-        elif not resume:
-            raise EdgemtlError(f"{model_dir} already exists: pass --resume to continue it or --overwrite to start "
-                               f"again")
     elif resume:
         log.info("nothing to resume in %s; starting", model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
