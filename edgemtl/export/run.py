@@ -122,7 +122,7 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
     from ..progress import Progress
 
     artifacts = plan(model_name, formats, precisions)
-    if run.model_file(model_name) == run.h5_file(model_name):  # quantization-aware: its target is int8
+    if run.model_file(model_name) == run.qat_weights_file(model_name):  # quantization-aware: its target is int8
         dropped = [a for a in artifacts if a.precision not in INT8_PRECISIONS or a.format == "onnx"]
         artifacts = [a for a in artifacts if a not in dropped]
         if dropped:
