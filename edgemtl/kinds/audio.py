@@ -8,6 +8,7 @@ import numpy as np
 from .base import BadInput, ModalityKind, decode_files, describe
 
 MIN_RATE, MAX_RATE = 4000, 192000  # sample rates the runtime accepts (then resampled to the model's)
+MAX_CLIP_SAMPLES = 2 ** 22  # about 87 s at 48 kHz: a recipe's clip, longer would exhaust memory per batch
 MAX_CLIP_FACTOR = 10  # audio longer than this many clips is refused at run time rather than silently cut
 
 
@@ -109,8 +110,23 @@ class AudioKind(ModalityKind):
         return (f"{spec.name}_logmel",)
 
     def problems(self, spec, where: str) -> list[str]:
+        samples = clip_samples(spec)
+        if not MIN_RATE <= spec.sample_rate <= MAX_RATE:
+            return [f"{where}.sample_rate: must be {MIN_RATE}-{MAX_RATE} Hz, got {spec.sample_rate}"]
+        if samples > MAX_CLIP_SAMPLES:
+            return [f"{where}.clip_seconds: {spec.clip_seconds:g} s at {spec.sample_rate} Hz is {samples} samples per "
+                    f"clip; at most {MAX_CLIP_SAMPLES} (cut longer recordings into clips)"]
         if spec.frame_length & (spec.frame_length - 1):
             return [f"{where}.frame_length: must be a power of two, got {spec.frame_length}"]
+        if spec.frame_length > samples:
+            return [f"{where}.frame_length: {spec.frame_length} samples is longer than the clip ({samples} samples "
+                    f"= clip_seconds x sample_rate)"]
+        if spec.frame_step > spec.frame_length:
+            return [f"{where}.frame_step: {spec.frame_step} is longer than frame_length {spec.frame_length} "
+                    f"(samples between frames would be skipped)"]
+        if spec.n_mels > spec.frame_length // 2 + 1:
+            return [f"{where}.n_mels: {spec.n_mels} bands need frame_length of at least {2 * (spec.n_mels - 1)} "
+                    f"(frame_length {spec.frame_length} has {spec.frame_length // 2 + 1} frequency bins)"]
         return []
 
     # -- TF half --------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .base import BadInput, ModalityKind, decode_files, describe
 
+MAX_SIDE = 4096  # a recipe's image size, per side
+
 
 def load_image(source, size, channels: int) -> np.ndarray:
     """Path, bytes, PIL image or array -> uint8 array [height, width, channels]."""
@@ -49,6 +51,12 @@ class ImageKind(ModalityKind):
 
     def input_shape(self, spec) -> tuple:
         return (*spec.size, spec.channels)
+
+    def problems(self, spec, where: str) -> list[str]:
+        if max(spec.size) > MAX_SIDE:
+            return [f"{where}.size: {list(spec.size)} is larger than {MAX_SIDE} pixels a side (every image of a batch "
+                    f"is held at this size)"]
+        return []
 
     def preprocess_entry(self, spec) -> dict:
         return {"size": list(spec.size), "channels": spec.channels}

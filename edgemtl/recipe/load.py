@@ -8,13 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import EdgemtlError
 from .. import kinds
 from ..artifacts import single_task_name
+from ..errors import EdgemtlError, did_you_mean
 from ..names import STUDENTS, TEACHER
 from .derive import student_recipe
 from .schema import Recipe, TaskSpec
-from ..errors import did_you_mean
 from .spec import join, validate_spec
 
 
@@ -28,16 +27,66 @@ def load_recipe(path, overrides=(), data=None) -> Recipe:
     label = path.name
     if not path.exists():
         raise EdgemtlError(f"{path}: recipe file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise EdgemtlError(f"{label}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    raw = read_yaml(path, label)
     if not isinstance(raw, dict):
         raise EdgemtlError(f"{label}: a recipe is a mapping of keys (name, data, inputs, tasks, ...)")
     recipe = validate_recipe(apply_overrides(raw, overrides, label), label)
     return _resolve(recipe, path.parent, label, data)
+
+
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few kB; anything this large is not one
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what a recipe never needs and an attacker uses: aliases (`*a`, which expand to an
+    exponential tree: the 'billion laughs' bomb) and a key given twice in one mapping (the second would win
+    silently)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(None, None, f"alias '*{event.anchor}': recipes do not use anchors or aliases "
+                                       "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.MarkedYAMLError(None, None, f"key '{str(key)[:60]}' appears twice in one mapping "
+                                           "(the second would silently replace the first)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, RecipeLoader.construct_mapping)
+
+
+def read_yaml(path: Path, label: str):
+    """The plain data of a recipe file; EdgemtlError naming the file (and line) for anything that is not a UTF-8
+    YAML document."""
+    if path.is_dir():
+        raise EdgemtlError(f"{label}: is a folder, not a recipe file")
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise EdgemtlError(f"{label}: {path.stat().st_size} bytes is too large for a recipe")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EdgemtlError(f"{label}: not a UTF-8 text file (byte {e.start} cannot be decoded)") from None
+    except OSError as e:
+        raise EdgemtlError(f"{label}: cannot be read ({e.strerror})") from None
+    return parse_yaml(text, label)
+
+
+def parse_yaml(text: str, label: str):
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = str(getattr(e, "problem", None) or e)[:200]
+        raise EdgemtlError(f"{label}{where}: not valid YAML ({problem})") from None
 
 
 def validate_recipe(raw: dict, label: str = "recipe") -> Recipe:
@@ -57,9 +106,11 @@ def validate_recipe(raw: dict, label: str = "recipe") -> Recipe:
 def _resolve(recipe: Recipe, base: Path, label: str, data) -> Recipe:
     """Paths made absolute (data.source, encoder weights), task columns and metrics defaulted."""
     source = Path(data) if data else base / recipe.data.source
+    where = "--data" if data else "data.source"
     if not source.exists():
-        where = "--data" if data else "data.source"
         raise EdgemtlError(f"{label}: {where}: file '{os.path.normpath(source)}' not found")
+    if not source.is_file():
+        raise EdgemtlError(f"{label}: {where}: '{os.path.normpath(source)}' is a folder, not a manifest file")
     inputs = []
     for inp in recipe.inputs:
         if inp.encoder.weights:
@@ -85,8 +136,10 @@ def apply_overrides(raw: dict, overrides, label: str) -> dict:
         if "=" not in item:
             raise EdgemtlError(f"--set {item}: expected key.path=value")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise EdgemtlError(f"--set {item[:80]}: expected key.path=value (the key is empty)")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = yaml.load(value, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError:
             parsed = value
         _set_path(raw, key.strip(), parsed, label)

@@ -28,12 +28,19 @@ def _unit_interval(v):
 
 
 def _name(v):
+    if len(v) > 64:
+        return f"a name of {len(v)} characters; at most 64 (it names files and folders)"
     return None if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) else \
         f"{v!r} is not a valid name (letters, digits and _; not starting with a digit)"
 
 
 def _positive_list(v):
     return None if v and all(isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}"
+
+
+def _scalars(v):
+    bad = [x for x in v if isinstance(x, (list, dict)) or (isinstance(x, float) and x != x)]
+    return None if not bad else f"values are compared as text: plain strings or numbers, got {str(bad[0])[:60]}"
 
 
 def _bench_backends(v):
@@ -250,7 +257,8 @@ class TaskSpec(Spec):
     metrics: tuple[str, ...] = key((), "metrics shown in report.md, the first also in each epoch's log line; default "
                                    "[accuracy, macro_f1] for classes, [mae, rmse] for regression (metrics.json "
                                    "always has all)")
-    separator: str = key("|", "multilabel: separator between labels in one cell")
+    separator: str = key("|", "multilabel: separator between labels in one cell",
+                         check=lambda v: None if v else "must not be empty")
     threshold: float = key(0.5, "binary/multilabel decision threshold", check=_fraction)
     auxiliary: bool = key(False, "trains but is not exported")
     match_labels: str | None = key(None, "a text input whose words may spell this task's class names (multiclass, "
@@ -272,7 +280,7 @@ class SplitSpec(Spec):
     ratios: tuple[float, ...] = key((0.8, 0.1, 0.1), "train/val/test fractions when there is no split column")
     val_fraction: float = key(0.1, "fraction of train held out for validation when there is no val value",
                               check=_fraction)
-    seed: int = key(0, "seed of the random split")
+    seed: int = key(0, "seed of the random split", check=_non_negative)
     train_on_val: bool = key(False, "also train on the validation rows, as a baseline fitted on train + val does; "
                              "the monitor then reads rows the model learns from, so it only picks the epoch")
 
@@ -280,8 +288,8 @@ class SplitSpec(Spec):
 @spec
 class FilterSpec(Spec):
     column: str = key(REQUIRED)
-    in_: tuple[Any, ...] | None = key(None, "keep rows whose value is in this list", yaml="in")
-    not_in: tuple[Any, ...] | None = key(None, "drop rows whose value is in this list")
+    in_: tuple[Any, ...] | None = key(None, "keep rows whose value is in this list", yaml="in", check=_scalars)
+    not_in: tuple[Any, ...] | None = key(None, "drop rows whose value is in this list", check=_scalars)
     not_empty: bool = key(False, "drop rows where this column is empty")
 
 
@@ -292,7 +300,7 @@ class DataSpec(Spec):
     format: str = key("auto", "auto picks by file extension", choices=("auto", "csv", "jsonl", "npz"))
     split: SplitSpec = key(SplitSpec, "how rows are split into train / val / test")
     filters: tuple[FilterSpec, ...] = key((), "row filters, applied before splitting")
-    limit: int | None = key(None, "use only the first N rows after filtering (quick runs)")
+    limit: int | None = key(None, "use only the first N rows after filtering (quick runs)", check=_positive)
     on_bad_row: str = key("error", "a row whose media file is missing or unreadable: stop with an error naming it, "
                           "or skip it and count it", choices=("error", "skip"))
 
@@ -323,7 +331,8 @@ class TrunkSpec(Spec):
 class EarlyStoppingSpec(Spec):
     monitor: str = key("val_mean_score", "val_mean_score (mean over tasks of the normalised score: accuracy for "
                        "class tasks, 1 - MAE/std for regression; higher is better), val_loss, or val_<task>_<metric>")
-    patience: int | None = key(5, "epochs without improvement before stopping; null disables")
+    patience: int | None = key(5, "epochs without improvement before stopping; null disables",
+                                check=_non_negative)
 
 
 @spec
@@ -339,7 +348,7 @@ class TrainingSpec(Spec):
     learning_rate: float = key(1e-3, check=_positive)
     schedule: str = key("constant", "learning-rate schedule over all steps",
                         choices=("constant", "cosine", "exponential"))
-    weight_decay: float = key(1e-4, "adamw only")
+    weight_decay: float = key(1e-4, "adamw only", check=_non_negative)
     epochs: int = key(20, check=_positive)
     batch_size: int = key(64, check=_positive)
     early_stopping: EarlyStoppingSpec = key(EarlyStoppingSpec)
@@ -432,9 +441,11 @@ class ExportSpec(Spec):
     model: tuple[str, ...] = key(("teacher",), "which model(s) of the run the export stage exports: teacher, "
                                  "student, student-scratch, student-pruned, student-qat, single-<task>; one name or a "
                                  "list, e.g. [teacher, student-qat]", coerce=_one_or_many)
-    formats: tuple[str, ...] = key(FORMATS, "tflite, onnx, c (the int8 TFLite model as a C array)", choices=FORMATS)
+    formats: tuple[str, ...] = key(FORMATS, "tflite, onnx, c (the int8 TFLite model as a C array)", choices=FORMATS,
+                                   min_items=1)
     precisions: tuple[str, ...] = key(PRECISIONS, "fp32, fp16, dynamic (int8 weights), int8 (full integer, float "
-                                      "I/O), int8io (TFLite, int8 I/O)", choices=PRECISIONS)
+                                      "I/O), int8io (TFLite, int8 I/O)", choices=PRECISIONS,
+                                      min_items=1)
     calibration_samples: int = key(200, "training rows for int8 calibration, covering every class first",
                                    check=_positive)
     tolerance: Mapping[str, float] = key({}, "per task: largest accepted drop of the test metric (accuracy, or 1 - "
@@ -463,7 +474,7 @@ class BenchSpec(Spec):
 @spec
 class Recipe(Spec):
     name: str = key(REQUIRED, "run name", check=_name, example="av_digits")
-    seed: int = key(0)
+    seed: int = key(0, check=_non_negative)
     stages: tuple[str, ...] = key(("check", "train", "evaluate", "export", "report"),
                                   "stages of 'edgemtl run', in order", choices=STAGES)
     data: DataSpec = key(REQUIRED)

@@ -8,11 +8,12 @@ problem as 'path: message' instead of stopping at the first.
 """
 import dataclasses
 import functools
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import did_you_mean
 
@@ -212,16 +213,41 @@ def _validate_scalar(kind, meta, value, path, errors, optional=False):
     kinds = (kind, NoneType) if optional else (kind,)
     value = _yaml_float(value, kinds)
     if not _is_kind(value, kinds):
-        errors.append(f"{path}: expected {_type_name(kinds)}, got {value!r}")
+        errors.append(f"{path}: expected {_type_name(kinds)}, got {short(value)}")
+        return None
+    problem = _number_problem(value)
+    if problem:
+        errors.append(f"{path}: {problem}")
         return None
     choices = meta.get("choices") or ()
     if choices and value not in choices:
-        errors.append(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{did_you_mean(value, choices)}")
+        errors.append(f"{path}: {short(value)} is not one of {', '.join(map(str, choices))}"
+                      f"{did_you_mean(value, choices)}")
     elif meta.get("check"):
         problem = meta["check"](value)
         if problem:
             errors.append(f"{path}: {problem}")
     return float(value) if kind is float and isinstance(value, int) else value
+
+
+def short(value, limit: int = 80) -> str:
+    """repr of a value for a message, cut to `limit` characters (a recipe value can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+MAX_NUMBER = 2 ** 31 - 1  # no recipe number means anything past this (epochs, sizes, seeds, rates): a typo
+
+
+def _number_problem(value) -> str | None:
+    """Every recipe number is finite and within MAX_NUMBER (a huge value would exhaust memory or overflow later)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if abs(value) > MAX_NUMBER:
+        return f"{value:.4g} is out of range (at most {MAX_NUMBER} in size)"
+    return None
 
 
 def _validate_list(item, meta, value, path, errors, optional):
