@@ -1,14 +1,14 @@
 """From a recipe to decoded, split, label-encoded arrays; vocabularies learned on the training split only."""
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import kinds
-from ..errors import EdgemtlError
-from .. import jsonio
-from ..errors import did_you_mean
+from .. import jsonio, kinds
+from ..errors import EdgemtlError, did_you_mean
+from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
 from ..rundir import LABELS_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
@@ -79,9 +79,13 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     splits: the splits to decode (bench needs only test, so only the test rows' media files must be present).
     """
     table = load_table(recipe)
+    problems = label_cell_problems(recipe, table)
+    if problems:
+        raise EdgemtlError(*problems)
     index = split_rows(table, recipe.data.split, recipe.seed)
-    if len(index["train"]) == 0:
-        raise EdgemtlError(f"{table.path.name}: the training split is empty (check data.split)")
+    for name, what in (("train", "training"), ("test", "test")):  # evaluate, export and bench read the test rows
+        if len(index[name]) == 0:
+            raise EdgemtlError(f"{table.path.name}: the {what} split is empty (check data.split)")
     train = table.take(index["train"])
     labels, tokenizers = _learn_or_load(recipe, train, preprocess_dir)
     problems = label_problems(recipe, labels)
@@ -92,7 +96,38 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
         part = table.take(index[name][:rows_per_split])
         decoded[name], bad = _decode_split(recipe, part, labels, tokenizers)
         skipped += [m for m in bad if m not in skipped]  # a val row is in train too under train_on_val
+    if "train" in decoded and len(decoded["train"]) == 0:
+        first = f" (first: {skipped[0]})" if skipped else ""
+        raise EdgemtlError(f"{table.path.name}: every training row was skipped as bad{first}")
     return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()})
+
+
+def label_cell_problems(recipe: Recipe, table: Table) -> list[str]:
+    """Label cells a task cannot read: lists or mappings (JSONL), and for tasks without classes (regression) anything
+    but a finite number. Missing cells are fine (masked); the first bad row of each task is named."""
+    problems = []
+    for i, t in enumerate(recipe.tasks):
+        numeric = not kinds.task_kind(t.type).has_classes
+        for row, value in enumerate(table.columns[t.column]):
+            problem = _label_cell_problem(value, numeric)
+            if problem:
+                problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' {problem}")
+                break
+    return problems
+
+
+def _label_cell_problem(value, numeric: bool) -> str | None:
+    if is_missing(value):
+        return None
+    if isinstance(value, (list, dict)):
+        return f"holds a {type(value).__name__}, not one label"
+    if not numeric:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"has {str(value)[:60]!r}, not a number"
+    return None if math.isfinite(number) else f"has {value!r}: a label must be a finite number"
 
 
 def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):

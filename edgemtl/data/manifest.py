@@ -49,25 +49,40 @@ def read_table(path, fmt: str = "auto") -> Table:
         raise EdgemtlError(f"{path.name}: not a readable {fmt} manifest ({e})") from None
 
 
+# utf-8-sig: a UTF-8 file with a byte-order mark (Excel writes one) reads as without it
+ENCODING = "utf-8-sig"
+
+
 def _read_csv(path: Path) -> Table:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        names = reader.fieldnames or []
+    with open(path, newline="", encoding=ENCODING) as f:
+        reader = csv.reader(f)
+        names = next(reader, [])
+        rows = [r for r in reader if r]
     if not names:
         raise EdgemtlError(f"{path.name}: the CSV has no header row")
-    cols = {n: [r.get(n) if r.get(n) is not None else "" for r in rows] for n in names}
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise EdgemtlError(f"{path.name}: header names column '{repeated[0]}' more than once")
+    for i, r in enumerate(rows, 1):
+        if len(r) != len(names):
+            raise EdgemtlError(f"{path.name} row {i}: {len(r)} fields, the header has {len(names)} (a missing or "
+                               f"unquoted comma?)")
+    cols = {n: [r[j] for r in rows] for j, n in enumerate(names)}
     return Table(path, cols, np.arange(1, len(rows) + 1))
 
 
 def _read_jsonl(path: Path) -> Table:
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(path.read_text(encoding=ENCODING).splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise EdgemtlError(f"{path.name} line {i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise EdgemtlError(f"{path.name} line {i}: expected a JSON object of column: value, got "
+                                   f"{type(row).__name__}")
+            rows.append(row)
     names = list(dict.fromkeys(k for r in rows for k in r))
     return Table(path, {n: [r.get(n) for r in rows] for n in names}, np.arange(1, len(rows) + 1))
 
@@ -75,6 +90,12 @@ def _read_jsonl(path: Path) -> Table:
 def _read_npz(path: Path) -> Table:
     with np.load(path, allow_pickle=False) as z:
         cols = {k: z[k] for k in z.files}
+    if not cols:
+        raise EdgemtlError(f"{path.name}: holds no arrays")
+    flat = [k for k, v in cols.items() if v.ndim == 0]
+    if flat:
+        raise EdgemtlError(f"{path.name}: array '{flat[0]}' is a single value (0-d); every array needs one entry "
+                           f"per row")
     lengths = {len(v) for v in cols.values()}
     if len(lengths) != 1:
         raise EdgemtlError(f"{path.name}: arrays have different numbers of rows {sorted(lengths)}")
@@ -103,6 +124,12 @@ def split_rows(table: Table, split: SplitSpec, seed: int) -> dict[str, np.ndarra
     rng = np.random.default_rng(split.seed if split.seed is not None else seed)
     if split.column:
         values = np.array([str(v) for v in table.columns[split.column]])
+        named = [v for v in (split.train, split.val, split.test) if v is not None]
+        stray = np.flatnonzero(~np.isin(values, named))
+        if len(stray):
+            raise EdgemtlError(f"{table.where(stray[0])}: {split.column} is '{values[stray[0]][:60]}', none of "
+                               f"{', '.join(named)} ({len(stray)} such row(s)); set data.split or drop them with "
+                               f"data.filters")
         train = np.flatnonzero(values == split.train)
         test = np.flatnonzero(values == split.test)
         val = np.flatnonzero(values == split.val) if split.val else []

@@ -17,14 +17,20 @@ def read_wav(source) -> tuple[np.ndarray, int]:
     try:
         with wave.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as w:
             rate, width, n_channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-            raw = w.readframes(w.getnframes())
+            n_frames = w.getnframes()
+            raw = w.readframes(n_frames)
     except FileNotFoundError:
         raise BadInput(f"audio file '{source}' not found") from None
-    except (wave.Error, EOFError, OSError) as e:
+    except (wave.Error, EOFError, OSError, ValueError) as e:
         raise BadInput(f"audio {describe(source)} is not a readable PCM WAV ({e})") from None
     dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
     if dtype is None:
         raise BadInput(f"audio {describe(source)}: {8 * width}-bit samples are not supported (8, 16 or 32-bit PCM)")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise BadInput(f"audio {describe(source)}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    if len(raw) != n_frames * width * n_channels:
+        raise BadInput(f"audio {describe(source)} is cut short: its header promises {n_frames} frames, the file "
+                       f"holds {len(raw) / (width * n_channels):g}")
     samples = np.frombuffer(raw, dtype=dtype).astype(np.float32)
     samples = (samples - 128.0) / 128.0 if dtype is np.uint8 else samples / float(np.iinfo(dtype).max + 1)
     if n_channels > 1:

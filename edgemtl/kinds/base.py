@@ -143,6 +143,9 @@ class ModalityKind:
         return tf.cast(w * tf.cast(v, tf.float32) + (1 - w) * tf.cast(other, tf.float32), v.dtype)
 
 
+MAX_PATH = 4096  # longer is no file path any system opens
+
+
 def decode_files(spec, table, shape: tuple, dtype, load) -> tuple[np.ndarray, dict]:
     """Decode a column of media file paths in threads: load(path) -> array, BadInput -> a problem for that row."""
     paths = table.columns[spec.column]
@@ -153,6 +156,9 @@ def decode_files(spec, table, shape: tuple, dtype, load) -> tuple[np.ndarray, di
         p = paths[i]
         if is_missing(p):
             bad[i] = f"column '{spec.column}' is empty (no {spec.type} file)"
+            return
+        if not isinstance(p, str) or "\x00" in p or len(p) > MAX_PATH:
+            bad[i] = f"column '{spec.column}' holds {describe(p)[:80]}, not a {spec.type} file path"
             return
         try:
             out[i] = load(table.base / p)

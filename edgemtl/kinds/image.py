@@ -22,7 +22,10 @@ def load_image(source, size, channels: int) -> np.ndarray:
             image.load()
         except FileNotFoundError:
             raise BadInput(f"image file '{source}' not found") from None
-        except (UnidentifiedImageError, OSError) as e:
+        except Image.DecompressionBombError:
+            raise BadInput(f"image {describe(source)} declares more than {Image.MAX_IMAGE_PIXELS} pixels (a "
+                           f"decompression bomb?)") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
             raise BadInput(f"image {describe(source)} is not a readable image ({e.__class__.__name__})") from None
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (width, height):
