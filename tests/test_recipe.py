@@ -134,9 +134,10 @@ def test_check_cli_reports_data_problems_without_traceback(tmp_path, capsys):
     # A task column with one class in the training split:
     fixed = write_recipe(tmp_path, text.replace("column: picture", "column: image"), "fashion.yaml")
     assert main(["check", str(fixed)]) == 2
-    assert capsys.readouterr().err == (
-        "error: tasks[2] (split_task): column 'split' has 1 class(es) in the training split; "
-        "a classification task needs at least 2\n")
+    err = capsys.readouterr().err  # after the warning that the 'val' rows are in no split (the recipe names no val)
+    assert "split is 'val', none of train, test: 120 such row(s) are left out of every split" in err
+    assert err.endswith("error: tasks[2] (split_task): column 'split' has 1 class(es) in the training split; "
+                        "a classification task needs at least 2\n")
 
 
 def test_check_cli_builds_and_runs_one_batch(capsys):

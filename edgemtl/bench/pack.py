@@ -90,10 +90,13 @@ def _pack_test_rows(recipe: Recipe, to: Path):
     copied = 0
     for row in split_rows(table, recipe.data.split, recipe.seed)["test"]:
         for column in columns:
-            relative = Path(table.columns[column][row])
+            relative = Path(str(table.columns[column][row]))
             if relative.is_absolute():
                 raise EdgemtlError(f"{table.where(row)}: {column} '{relative}' is an absolute path; pack needs media "
                                    f"paths relative to the manifest")
+            if not _inside(source.parent / relative, source.parent):  # `../` would copy, and write, outside
+                raise EdgemtlError(f"{table.where(row)}: {column} '{relative}' leads outside the manifest's folder "
+                                   f"{source.parent}; pack copies only files under it")
             if not (source.parent / relative).is_file():
                 if recipe.data.on_bad_row == "skip":  # bench skips that row too
                     continue
@@ -102,3 +105,8 @@ def _pack_test_rows(recipe: Recipe, to: Path):
             shutil.copy(source.parent / relative, to / relative)
             copied += 1
     return to / source.name, copied
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` resolves (links followed) inside `folder`."""
+    return path.resolve().is_relative_to(folder.resolve())

@@ -1,6 +1,7 @@
 """Read a manifest (CSV, JSONL or .npz) into columns, apply row filters, and split rows."""
 import csv
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 from ..errors import EdgemtlError
 from ..kinds.base import is_missing
 from ..recipe.schema import SplitSpec
+
+log = logging.getLogger("edgemtl")
 
 
 @dataclass
@@ -126,10 +129,9 @@ def split_rows(table: Table, split: SplitSpec, seed: int) -> dict[str, np.ndarra
         values = np.array([str(v) for v in table.columns[split.column]])
         named = [v for v in (split.train, split.val, split.test) if v is not None]
         stray = np.flatnonzero(~np.isin(values, named))
-        if len(stray):
-            raise EdgemtlError(f"{table.where(stray[0])}: {split.column} is '{values[stray[0]][:60]}', none of "
-                               f"{', '.join(named)} ({len(stray)} such row(s)); set data.split or drop them with "
-                               f"data.filters")
+        if len(stray):  # said, not silent: such rows are in no split
+            log.warning(f"{table.where(stray[0])}: {split.column} is '{values[stray[0]][:60]}', none of "
+                        f"{', '.join(named)}: {len(stray)} such row(s) are left out of every split")
         train = np.flatnonzero(values == split.train)
         test = np.flatnonzero(values == split.test)
         val = np.flatnonzero(values == split.val) if split.val else []
