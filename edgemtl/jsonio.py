@@ -44,6 +44,8 @@ def loads(text: str, where: str) -> Any:
     None, as the writer would have stored them."""
     try:
         return json.loads(text, parse_constant=lambda _: None)
+    except RecursionError:
+        raise EdgemtlError(f"{where}: not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as e:
         cut = " (the file ends early: truncated by an interrupted write?)" if e.pos >= len(text.rstrip()) else ""
         raise EdgemtlError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}{cut}") from None

@@ -38,6 +38,13 @@ def read_wav(source) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
+MAX_SAMPLE = 1.01  # float samples are in [-1, 1]; a little over is clipping, far over is another scale
+
+
+def _all_numbers(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """Linear-interpolation resampling (enough for speech front-ends; the same at training and on device)."""
     if rate == target_rate or len(samples) == 0:
@@ -95,14 +102,31 @@ class AudioKind(ModalityKind):
 
     def _prepare(self, entry: dict, value, rate, **resources) -> np.ndarray:
         pre = entry["preprocess"]
+        if isinstance(value, list):
+            value = np.asarray(value, dtype=np.float32) if _all_numbers(value) else value
         if isinstance(value, np.ndarray) and not np.issubdtype(value.dtype, np.floating):
             raise BadInput(f"audio array has dtype {value.dtype}; expected float samples in [-1, 1]")
         if isinstance(value, np.ndarray):
             samples = value
             if rate is None:
                 raise BadInput("audio given as an array needs its sample rate (pass rate=...)")
-        else:
+            if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+                raise BadInput(f"rate must be a number of Hz, got {type(rate).__name__} {str(rate)[:40]!r}")
+            if samples.ndim != 1 or samples.size == 0:
+                raise BadInput(f"audio array has shape {list(samples.shape)}; expected one channel [samples], at "
+                               f"least one sample")
+            if not np.isfinite(samples).all():
+                raise BadInput("audio samples contain NaN or infinite values")
+            if np.abs(samples).max() > MAX_SAMPLE:
+                raise BadInput(f"audio samples reach {np.abs(samples).max():.4g}; expected floats in [-1, 1] "
+                               f"(int16 PCM? divide by 32768)")
+        elif isinstance(value, (str, bytes, bytearray)) or hasattr(value, "__fspath__"):
             samples, rate = read_wav(value)
+            if len(samples) == 0:
+                raise BadInput(f"audio {describe(value)} holds no samples")
+        else:
+            raise BadInput(f"expected a WAV path or bytes, or a float sample array with its rate; got "
+                           f"{type(value).__name__}")
         if not MIN_RATE <= rate <= MAX_RATE:
             raise BadInput(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; is this audio?")
         seconds, clip = len(samples) / rate, pre["clip_samples"] / pre["sample_rate"]

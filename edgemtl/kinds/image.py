@@ -46,6 +46,19 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
+def _check_pixels(array: np.ndarray) -> None:
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
+        raise BadInput(f"image array has dtype {array.dtype}; expected numbers (uint8 0-255 or float 0-1)")
+    if array.size == 0:
+        raise BadInput(f"image array has shape {list(array.shape)}: no pixels")
+    if array.size > Image.MAX_IMAGE_PIXELS * 4:
+        raise BadInput(f"image array of {array.size} values is larger than any image this runtime decodes")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise BadInput("image array contains NaN or infinite values")
+    if array.min() < 0 or array.max() > 255:
+        raise BadInput(f"image values span {array.min():.4g} to {array.max():.4g}; expected 0-255 (or 0-1 floats)")
+
+
 class ImageKind(ModalityKind):
     name = "image"
     dtype = "uint8"
@@ -74,8 +87,15 @@ class ImageKind(ModalityKind):
         return decode_files(spec, table, self.input_shape(spec), np.uint8, lambda path: self.load(pre, path))
 
     def _prepare(self, entry: dict, value, rate, **resources) -> np.ndarray:
-        if isinstance(value, np.ndarray) and not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            raise BadInput(f"image array has dtype {value.dtype}; expected numbers (uint8 0-255 or float 0-1)")
+        if isinstance(value, list):
+            try:
+                value = np.asarray(value, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise BadInput("image given as a list must be numbers [height, width(, channels)]") from None
+        if isinstance(value, np.ndarray):
+            _check_pixels(value)
+        elif not (isinstance(value, (str, bytes, bytearray, Image.Image)) or hasattr(value, "__fspath__")):
+            raise BadInput(f"expected an image path, bytes, a PIL image or a pixel array; got {type(value).__name__}")
         return self.load(entry["preprocess"], value)
 
     # -- TF half --------------------------------------------------------------------------------------------------

@@ -65,7 +65,13 @@ class BundleModel:
 
     def prepare_batch(self, rate=None, **raw) -> dict:
         self._check_names(raw)
+        for n, v in raw.items():
+            if not isinstance(v, (list, tuple, np.ndarray)):
+                raise EdgemtlError(f"input '{n}': predict_batch takes a list of values, one per sample, got "
+                                   f"{type(v).__name__}")
         sizes = {n: len(v) for n, v in raw.items()}
+        if not any(sizes.values()):
+            raise EdgemtlError("predict_batch: the input lists are empty (no sample to predict)")
         if len(set(sizes.values())) > 1:
             raise EdgemtlError(f"batch inputs have different lengths: {sizes}")
         return {n: np.stack([self.inputs[n](x, rate) for x in v]) for n, v in raw.items()}

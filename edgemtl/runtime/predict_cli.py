@@ -18,7 +18,10 @@ def parse_inputs(model, pairs: list) -> dict:
         if not flag.startswith("--") or i + 1 >= len(pairs):
             raise EdgemtlError(f"predict: expected --<input> VALUE pairs (inputs: "
                                f"{', '.join('--' + n for n in model.inputs)}), got '{flag}'")
-        raw[flag[2:].replace("-", "_")] = _value(model, flag[2:], pairs[i + 1])
+        name = flag[2:].replace("-", "_")
+        if name in raw:
+            raise EdgemtlError(f"predict: {flag} is given twice")
+        raw[name] = _value(model, flag[2:], pairs[i + 1])
         i += 2
     return raw
 
@@ -50,10 +53,7 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     """Every row of a CSV manifest (columns as in the recipe, media paths relative to it) -> a predictions CSV."""
     model = load(bundle, device=device)
     path = Path(manifest)
-    if not path.exists():
-        raise EdgemtlError(f"{manifest}: manifest not found")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(path)
     columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
     missing = [c for c in columns.values() if rows and c not in rows[0]]
     if missing:
@@ -85,6 +85,24 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
         raise
     bar.close()
     return out_path
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV manifest; EdgemtlError naming the file (and row) when it cannot be read as one."""
+    if not path.is_file():
+        raise EdgemtlError(f"{path}: manifest {'is a folder' if path.is_dir() else 'not found'}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise EdgemtlError(f"{path}: not a readable UTF-8 CSV ({e.__class__.__name__})") from None
+    if not rows:
+        raise EdgemtlError(f"{path}: no rows to predict")
+    for i, r in enumerate(rows, 1):
+        if None in r or None in r.values():
+            raise EdgemtlError(f"{path} row {i}: {'more' if None in r else 'fewer'} fields than the header")
+    return rows
 
 
 def check_out_path(manifest: Path, out: Path) -> None:

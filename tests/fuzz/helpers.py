@@ -18,7 +18,9 @@ def expect_cli_error(argv: list, where: str, capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert code == 2, f"exit {code} for {argv}; stderr:\n{err[-2000:]}"
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    # ours start with "error:"; argparse's with "edgemtl <command>: error:"
+    lines = [line for line in err.splitlines() if line.startswith("error:") or line.startswith("edgemtl")
+             and ": error: " in line]
     assert lines, f"no error line in:\n{err}"
     assert where in lines[0], f"{where!r} not in the first error line {lines[0]!r}"
     assert len(lines[0]) < 2000, "the error line prints an unbounded value"
