@@ -207,7 +207,10 @@ def cmd_bench(args):
     from .stages import RunContext, open_run, run_stage, with_bench
 
     run, recipe = open_run(args.run, args.data)
-    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    try:
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    except ValueError:
+        raise EdgemtlError(f"--threads {args.threads}: expected comma-separated thread counts, e.g. 1,4") from None
     recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
                         max_seconds=args.max_seconds)
     _print(run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench"))

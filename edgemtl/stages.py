@@ -5,7 +5,6 @@ the same entries, their flags turned into recipe overrides first (e.g. `export -
 `dataclasses.replace(recipe.export, formats=("tflite",))`), so each stage has one code path. Each stage reads and
 writes only the run directory.
 """
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,12 +230,19 @@ def with_export(recipe: Recipe, models=None, formats=None, precisions=None, cali
     """The recipe with the export command's flags as its export section (None: the recipe's value)."""
     given = {"model": models, "formats": formats, "precisions": precisions,
              "calibration_samples": calibration_samples}
-    return dataclasses.replace(recipe, export=dataclasses.replace(
-        recipe.export, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}))
+    return _with_section(recipe, "export", given)
+
+
+def _with_section(recipe: Recipe, section: str, given: dict) -> Recipe:
+    """The recipe with command-line values in one section, validated as the recipe's own keys would be."""
+    from .recipe.load import validate_recipe
+
+    raw = recipe.to_dict()
+    raw[section].update({k: v for k, v in given.items() if v is not None})
+    return validate_recipe(raw, "command line")
 
 
 def with_bench(recipe: Recipe, **flags) -> Recipe:
     """The recipe with the bench command's flags (backends, threads, runs, batch, max_seconds; None: the recipe's)
     as its bench section."""
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
-    return dataclasses.replace(recipe, bench=dataclasses.replace(recipe.bench, **given))
+    return _with_section(recipe, "bench", flags)

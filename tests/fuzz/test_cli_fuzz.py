@@ -22,8 +22,6 @@ def _cases() -> list:
         Case("check.set-no-value", ["check", "RECIPE", "--set"], "--set"),
         Case("check.quiet-and-verbose", ["check", "RECIPE", "-q", "-v"], "-v"),
         Case("train.out-is-a-file", ["train", "RECIPE", "--out", "RECIPE"], "RECIPE"),
-        Case("train.resume-and-overwrite", ["train", "RECIPE", "--out", "RUNCOPY", "--resume", "--overwrite"],
-             "--resume"),
         Case("run.out-is-a-file", ["run", "RECIPE", "--out", "RECIPE"], "RECIPE"),
         Case("reference.update-missing-file", ["reference", "--update", "/nope/ref.md"], "/nope/ref.md"),
         Case("reference.update-no-block", ["reference", "--update", "RECIPE"], "RECIPE"),
