@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from edgemtl.errors import EdgemtlError
-from edgemtl.runtime.predict_cli import format_answers
 from edgemtl.runtime import load
+from edgemtl.runtime.predict_cli import format_answers
 
 
 def sample_files(folder: Path, inputs: dict) -> dict:
@@ -59,7 +59,8 @@ def main():
                 raw = {n: read_input(p, model.inputs[n].modality) for n, p in files.items()}
                 start = time.perf_counter()
                 answers = model.predict(**raw)
-                print(f"{stem}: {format_answers(answers, ', ')}  [{(time.perf_counter() - start) * 1000:.1f} ms]", flush=True)
+                ms = (time.perf_counter() - start) * 1000
+                print(f"{stem}: {format_answers(answers, ', ')}  [{ms:.1f} ms]", flush=True)
             except EdgemtlError as e:  # one bad sample is reported and skipped; the watcher keeps going
                 print(f"{stem}: error: {e}", flush=True)
         if args.once:
