@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgemtlError
 from .schema import Recipe
-from .spec import (REQUIRED, default_of, get_origin, is_spec, keys_of, optional_of, to_plain, variant_default_type)
+from .spec import REQUIRED, default_of, get_origin, is_spec, keys_of, optional_of, to_plain, variant_default_type
 
 START, END = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
 JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -21,7 +22,12 @@ def reference_markdown() -> str:
 
 def update_block(path) -> None:
     """Replace what stands between the START and END markers of a Markdown file with the current reference."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgemtlError(f"--update {path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if START not in text or END not in text:
+        raise EdgemtlError(f"--update {path}: has no {START} ... {END} block to replace")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     Path(path).write_text(f"{head}{START}\n{reference_markdown()}\n{END}{tail}")

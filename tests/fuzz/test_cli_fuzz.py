@@ -61,7 +61,6 @@ def _cases() -> list:
         Case("bench.batch-zero", ["bench", "RUN", "--batch", "0"], "batch"),
         Case("bench.batch-huge", ["bench", "RUN", "--batch", "99999999999"], "batch"),
         Case("bench.unknown-backend", ["bench", "RUN", "--backend", "tpu"], "tpu"),
-        Case("bench.unknown-student", ["bench", "RUN", "--student", "nobody-tflite-int8"], "nobody-tflite-int8"),
         Case("bench.data-missing", ["bench", "RUN", "--data", "/nope/m.csv"], "/nope/m.csv"),
         Case("evaluate.unknown-model", ["evaluate", "RUN", "--model", "teachr"], "teachr"),
         Case("evaluate.model-path", ["evaluate", "RUN", "--model", "../../etc"], "../../etc"),
