@@ -300,3 +300,24 @@ def test_a_csv_with_a_byte_order_mark_is_read(mini, tmp_path, capsys):
     table = read_table(path)
     assert list(table.columns)[0] == "audio"
     assert table.n_rows == len(rows)
+
+
+def test_pack_never_follows_media_paths_out_of_the_manifest_folder(mini, tmp_path):
+    """A test row's `../` path would be copied from outside the data and written outside OUT: refused, naming the
+    row, and nothing is written beside OUT."""
+    from edgemtl.bench.pack import _pack_test_rows
+    from edgemtl.errors import EdgemtlError
+    from edgemtl.recipe import load_recipe
+
+    root, rows = mini
+    folder = tmp_path / "data" / "d"
+    shutil.copytree(root, folder)
+    (tmp_path / "data" / "outside.wav").write_bytes(wav_bytes())
+    rows = [dict(r) for r in rows]
+    rows[-1]["audio"] = "../outside.wav"  # a test row
+    write_csv(folder / "pairs.csv", rows)
+    recipe = load_recipe(recipe_for(folder))
+    out = tmp_path / "out" / "data"
+    with pytest.raises(EdgemtlError, match=r"pairs.csv row 24: audio '../outside.wav' leads outside"):
+        _pack_test_rows(recipe, out)
+    assert not (tmp_path / "out" / "outside.wav").exists()
