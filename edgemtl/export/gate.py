@@ -49,14 +49,21 @@ def judge(path: Path, precision: str, gate: GateData) -> ParityReport:
                         rows=verdict.get("rows"))
 
 
-def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool) -> list[tuple[str, ...]]:
-    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders; none where the
-    format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
+def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,
+                        tasks=()) -> list[tuple[str, ...]]:
+    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders, then (with `tasks`)
+    the fusion, trunk and heads after the encoders (the small dense end of the model: cheap in float), and the
+    encoders' front-ends with it; none where the format cannot keep parts in float (TFLite fp16 and
+    dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
         return []
     front = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
-    return front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
-                                                        if len(inputs) > 1 else [])
+    out = front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
+                                                       if len(inputs) > 1 else [])
+    if tasks:
+        after = ("fusion_", "trunk_", *(t.name for t in tasks))
+        out += [after] + ([tuple(p for parts in front for p in parts) + after] if front else [])
+    return out
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ class ModelExport:
         fmt, cfg = FORMATS[aid.format], self.recipe.export
         # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
-        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback)
+        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
+                                              self.gate.tasks)
         found = gate.search(lambda keep: self.converter.convert(aid, keep),
                             lambda path: self.judge(path, aid.precision), fmt, aid.precision, candidates, start,
                             cfg.float_fallback)

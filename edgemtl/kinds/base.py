@@ -194,6 +194,7 @@ class TaskKind:
     primary_metric: str = ""  # the raw metric a table shows for the task (and the parity gate reports)
     lower_is_better_metrics: tuple = ()
     has_classes: bool = True  # labels are named classes (labels.json "classes", the manifest's "labels")
+    has_bounds: bool = False  # the task takes min/max (a clip of its value)
     supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
     activation: str | None = None  # the output layer's activation over the head's logits
 

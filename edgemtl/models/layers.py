@@ -77,17 +77,32 @@ class LogMelSpectrogram(keras.layers.Layer):
 
 @register
 class Denormalize(keras.layers.Layer):
-    """Regression head output in label units: x * std + mean (the head learns the standardised value)."""
+    """Regression head output in label units: x * std + mean (the head learns the standardised value), clipped to
+    [low, high] where given. Int8 exports keep this layer, and the head Dense the converter folds it into, in float
+    (float_outputs)."""
 
-    def __init__(self, mean, std, **kwargs):
+    def __init__(self, mean, std, low=None, high=None, **kwargs):
         super().__init__(**kwargs)
         self.mean, self.std = float(mean), float(std)
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
 
     def call(self, x):
-        return x * self.std + self.mean
+        y = x * self.std + self.mean
+        if self.low is not None:
+            y = tf.maximum(y, self.low)
+        if self.high is not None:
+            y = tf.minimum(y, self.high)
+        return y
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
+        return {**super().get_config(), "mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
+
+
+def float_outputs(model) -> list[str]:
+    """The outputs in label units (regression heads): reduced-precision exports keep them in float, since an int8
+    (or fp16) tensor of values like 2012 has steps of years."""
+    return [name for name in model.output_names if isinstance(model.get_layer(name), Denormalize)]
 
 
 @register

@@ -260,6 +260,10 @@ class TaskSpec(Spec):
                                   "out) with this weight on their loss, so the head still answers from the other "
                                   "inputs when the text names no class; the exported head is unchanged",
                                   check=_non_negative)
+    min: float | None = key(None, "regression: lowest value answered, in label units (the de-standardised output is "
+                            "clipped to it, in float, also in int8 artifacts)", example=0)
+    max: float | None = key(None, "regression: highest value answered, in label units (a clip like min)",
+                            example=120)
 
 
 @spec
