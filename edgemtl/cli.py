@@ -200,7 +200,8 @@ def cmd_export(args):
     run, recipe = open_run(args.run)
     recipe = with_export(recipe, _split(args.model), _split(args.format), _split(args.precision),
                          args.calibration_samples)
-    _print(run_stage(RunContext(recipe, run), "export"))
+    named = tuple(_split(args.model) or ()) or None  # an explicit --model: no hand-over (stages._export)
+    _print(run_stage(RunContext(recipe, run, models=named), "export"))
 
 
 def cmd_bench(args):

@@ -9,7 +9,9 @@ import pytest
 from conftest import set_args
 
 # A few epochs each: these tests check behaviour, the README's table measures accuracy.
-TINY_COMPRESS = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1"]
+# hint 1.0: hint distillation through pruning and QAT (it once failed there with "Graph disconnected")
+TINY_COMPRESS = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1",
+                 "compress.distill.hint=1.0"]
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +109,23 @@ def test_compress_writes_every_model_and_the_table(compressed):
     rows = json.loads((compressed / "compress.json").read_text())
     teacher, student = rows["models"][0], rows["models"][2]
     assert student["params"] < teacher["params"]
+
+
+def test_compress_hands_on_the_better_deployable_int8(compressed):
+    from edgemtl.compress.run import deployed_models
+    from edgemtl.reports.compress_report import int8_verdict
+    from edgemtl.rundir import RunDir
+
+    rows = json.loads((compressed / "compress.json").read_text())
+    handed, table = rows["deployed_int8"], (compressed / "compress.md").read_text()
+    assert handed["model"] == int8_verdict(rows["int8"])["model"]
+    ptq, qat = rows["int8"]
+    if handed["model"] == ptq["model"]:
+        assert handed["instead_of"] == "student-qat" and "**Hand-over:**" in table
+        assert deployed_models(RunDir(compressed), ["teacher", "student-qat"]) == ["teacher", ptq["model"]]
+    else:
+        assert qat["deployable"] and f"The deployed int8 student is {qat['model']}" in table
+    assert "sparsity" in table.split("Quantization-aware training")[-1]  # kept or lost, the table says which
 
 
 def test_pruning_starts_from_the_student_with_the_better_validation_score(compressed):

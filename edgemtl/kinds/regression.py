@@ -1,8 +1,8 @@
 """Regression task: one value in label units. The head learns the standardised value (training-split mean/std in
 labels.json) and de-standardises in the graph, clipped to the task's min/max where given. That last step is a
 label-unit value (years ~2012): int8 cannot hold it (a quantized range always spans 0, a step of ~8 years), so
-exports keep it in float (models.layers.float_outputs). Normalised score: 1 - MAE / std (1 is perfect, 0 is as far off as
-one standard deviation on average; it can go below 0), never the raw MAE."""
+exports keep it in float (models.layers.float_outputs). Normalised score: 1 - MAE / std (1 is perfect, 0 is as far
+off as one standard deviation on average; it can go below 0), never the raw MAE."""
 from collections.abc import Mapping
 
 import numpy as np
