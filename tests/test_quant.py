@@ -13,7 +13,7 @@ stages: [train, export]
 data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
 inputs:
   - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: cnn, filters: [8, 16]}}}}
-  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
+  - {{name: title, type: text, max_length: 12, encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
 trunk: {{units: [32]}}
 tasks:
   - {{name: masterCategory, type: multiclass}}
@@ -84,8 +84,8 @@ def test_bounds_are_checked(tmp_path, task, message):
 
 
 def test_batchnorm_folds_into_its_convolution_without_changing_the_outputs(year_run):
-    from edgemtl.compress.qat import fold_batchnorm, foldable_pairs, quantize_for_training
     from edgemtl.compress.prune import head_layers
+    from edgemtl.compress.qat import fold_batchnorm, foldable_pairs, quantize_for_training
     from edgemtl.models.build import load_model
     from edgemtl.tfk import keras
 

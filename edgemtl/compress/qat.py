@@ -22,8 +22,9 @@ QAT_PREFIX = "quant_"  # tfmot's wrapper name for a quantized layer
 
 
 def quantize_for_training(net, heads: set, pruned: bool):
-    """A QAT copy of `net` (a freshly loaded model), BatchNorms folded into their convolutions. Under pruning
-    preservation, a pruned layer the scheme cannot wrap (Conv1D) is frozen, so its zeros stay zeros."""
+    """A QAT copy of `net` (a freshly loaded model), BatchNorms folded into their convolutions. A pruned model's
+    zeros are kept by KeepZeros during training (tfmot's pruning-preserving scheme does not keep them in every
+    layer: not in Conv1D, which it cannot wrap, nor in the convolutions once their BatchNorm is folded)."""
     import tensorflow_model_optimization as tfmot
 
     from ..models.layers import CUSTOM_OBJECTS
@@ -36,10 +37,7 @@ def quantize_for_training(net, heads: set, pruned: bool):
     def annotate(layer):
         # Layers the scheme has no config for (Conv1D under pruning preservation) stay float here; int8 export
         # calibrates them like any post-training quantized layer.
-        supported = registry.supports(layer)
-        if pruned and not supported and _has_zeros(layer):
-            layer.trainable = False
-        wanted = isinstance(layer, QUANTIZED) and layer.name not in heads and supported
+        wanted = isinstance(layer, QUANTIZED) and layer.name not in heads and registry.supports(layer)
         return quant.quantize_annotate_layer(layer) if wanted else layer
 
     with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
@@ -48,10 +46,28 @@ def quantize_for_training(net, heads: set, pruned: bool):
         return quant.quantize_apply(annotated, scheme)
 
 
-def _has_zeros(layer) -> bool:
-    """A pruned kernel: at least a tenth of its weights exactly zero."""
-    kernels = [w.numpy() for w in layer.weights if len(w.shape) >= 2]
-    return bool(kernels) and sum(int((k == 0).sum()) for k in kernels) >= 0.1 * sum(k.size for k in kernels)
+class KeepZeros(keras.callbacks.Callback):
+    """Pruning-preserving QAT for every layer: the kernels that start with at least a tenth of their weights at
+    exactly zero (pruned) get those weights set back to zero after every training step."""
+
+    def on_train_begin(self, logs=None):
+        net = getattr(self.model, "net", self.model)  # the trainer holds the net it trains
+        self.masks = []
+        for w in net.weights:
+            if len(w.shape) < 2 or not w.trainable or not _is_kernel(w):
+                continue
+            keep = w.numpy() != 0
+            if keep.size and (~keep).sum() >= 0.1 * keep.size:
+                self.masks.append((w, keep.astype(w.dtype.as_numpy_dtype)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        for w, mask in self.masks:
+            w.assign(w * mask)
+
+
+def _is_kernel(weight) -> bool:
+    short = weight.name.split("/")[-1]
+    return any(k in short for k in ("kernel", "embeddings")) and not any(k in short for k in ("_min", "_max"))
 
 
 def foldable_pairs(net) -> dict[str, str]:

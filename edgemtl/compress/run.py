@@ -110,7 +110,7 @@ class Compressor:
         return {**summary, **sparsity}
 
     def quantization_aware(self, base: str, pruned: bool):
-        from .qat import quantize_for_training
+        from .qat import KeepZeros, quantize_for_training
 
         cfg = self.cfg.qat
         heads = prune.head_layers(load_model(self.run.require_model(base)))
@@ -124,7 +124,8 @@ class Compressor:
             write_qat_spec(self.run.model_dir("student-qat"), base, heads, pruned)  # how load_model rebuilds it
             return net
 
-        hooks = TrainHooks(make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
+        hooks = TrainHooks(make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE,
+                           callbacks=(KeepZeros(),) if pruned else ())
         summary = self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat", hooks)
         if pruned and self.pruned_names:  # what pruning-preserving QAT kept of the pruned zeros
             from .qat import qat_layer
