@@ -18,6 +18,7 @@ class RegressionKind(TaskKind):
     metric_names = ("mae", "rmse")
     primary_metric = "mae"
     lower_is_better_metrics = ("mae", "rmse")
+    score_meaning = "1 - MAE/std for regression"
     has_classes = False
     has_bounds = True
 
