@@ -138,3 +138,14 @@ def test_export_and_bench_take_the_handed_over_student(tmp_path):
         "model": "student-pruned", "instead_of": "student-qat", "why": "quantization-aware int8 loses"}}))
     assert deployed_models(run, ["teacher", "student-qat"]) == ["teacher", "student-pruned"]
     assert deployed_models(run, ["student-pruned", "student-qat"]) == ["student-pruned"]
+
+
+def test_fallback_can_keep_the_trunk_and_heads_in_float_after_the_encoders(av_recipe):
+    from edgemtl.export.formats import FORMATS
+    from edgemtl.export.gate import fallback_candidates
+
+    found = fallback_candidates(FORMATS["tflite"], "int8", av_recipe.inputs, True, av_recipe.tasks)
+    after = ("fusion_", "trunk_", "digit", "speaker")
+    assert found[:3] == [("audio_logmel",), ("audio_",), ("image_",)]
+    assert found[-2:] == [after, ("audio_logmel", *after)]
+    assert fallback_candidates(FORMATS["tflite"], "fp16", av_recipe.inputs, True, av_recipe.tasks) == []
