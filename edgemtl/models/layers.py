@@ -96,7 +96,8 @@ class Denormalize(keras.layers.Layer):
         return y
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
+        bounds = {k: v for k, v in (("low", self.low), ("high", self.high)) if v is not None}  # none: the old config
+        return {**super().get_config(), "mean": self.mean, "std": self.std, **bounds}
 
 
 def float_outputs(model) -> list[str]:
