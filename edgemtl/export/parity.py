@@ -33,6 +33,11 @@ def runtime_choice(path) -> dict:
     return {"graph_optimization": ORT_LEVEL, "provider": ORT_PROVIDER, "threads": GATE_THREADS}
 
 
+def worker_command(job: Path) -> list[str]:
+    """The child that opens and runs one candidate (a test swaps it for one that crashes)."""
+    return [sys.executable, "-m", "edgemtl.export.gate_worker", str(job)]
+
+
 def run_candidate(path, x: dict, timeout: float | None = None) -> tuple[dict | None, dict]:
     """(outputs or None, facts) of one file run in a child: facts carry the runtime config it ran on, and `error`
     when the runtime refused or crashed on the file."""
@@ -44,8 +49,8 @@ def run_candidate(path, x: dict, timeout: float | None = None) -> tuple[dict | N
                "result": str(tmp / "result.json"), "batch": GATE_BATCH, **choice}
         (tmp / "job.json").write_text(json.dumps(job))
         try:
-            done = subprocess.run([sys.executable, "-m", "edgemtl.export.gate_worker", str(tmp / "job.json")],
-                                  capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(worker_command(tmp / "job.json"), capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return None, {**choice, "error": f"{Path(path).name}: the runtime did not answer within {timeout:g} s"}
         result_file = tmp / "result.json"

@@ -40,18 +40,22 @@ class BundleModel:
             log.warning("%s: running a bundle that failed the parity gate (%s)", self.folder.name,
                         self.manifest.parity.reason)
         self.manifest.require_files()
-        self.settings = self._settings(threads, kernels, device)
+        self.settings = self._settings(threads, kernels)
         try:
             self.runner = open_runner(self.manifest.model_path, self.settings["threads"], device,
                                       self.settings["kernels"], self.settings["graph_optimization"])
         except ModelLoadError as e:
             raise EdgemtlError(str(e)) from None
+        provider, verified = getattr(self.runner, "provider", None), self.manifest.runtime.provider
+        if provider and verified and provider != verified:
+            log.warning("%s: running on %s, its parity gate verified %s: its answers are unverified",
+                        self.folder.name, provider, verified)
         # the preparers and answers read the entries' on-disk form (the modality and task kinds own them)
         self.inputs = {e.name: InputPreparer(e.to_dict(), self.folder) for e in self.manifest.inputs}
         self.outputs = {e.task: e.to_dict() for e in self.manifest.outputs}
         self._check_model_matches_manifest(self.manifest.model_path)
 
-    def _settings(self, threads, kernels, device: str) -> dict:
+    def _settings(self, threads, kernels) -> dict:
         """The bundle's verified runtime configuration with the caller's overrides; warns when they differ."""
         pinned = self.manifest.runtime
         settings = {"threads": pinned.threads if threads is None else int(threads),
@@ -61,8 +65,6 @@ class BundleModel:
             raise EdgemtlError(f"kernels: unknown LiteRT kernel set '{kernels}' (one of xnnpack, builtin, auto)")
         changed = [f"{k} {settings[k]} (verified: {v})" for k, v in
                    (("threads", pinned.threads), ("kernels", pinned.kernels)) if v is not None and settings[k] != v]
-        if device != "cpu" and self.manifest.format != "tflite":
-            changed.append(f"device {device} (verified: cpu)")
         if changed:
             log.warning("%s: runtime settings differ from those its parity gate verified: %s; its answers are "
                         "unverified", self.folder.name, ", ".join(changed))
