@@ -77,10 +77,12 @@ class ModelExport:
         passes the gate (firmware feeds it integers), else the int8 one; its manifest says which."""
         import dataclasses
 
-        found, wraps = self.verdict(aid), None
+        wraps = None
         if FORMATS[aid.format].wraps:
             integer_io = self.verdict(ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io"))
             found, wraps = (integer_io, "int8io") if integer_io.report.deployable else (self.verdict(aid), "int8")
+        else:
+            found = self.verdict(aid)
         report = dataclasses.replace(found.report, reason=found.report.reason.replace(str(found.path), aid.name))
         where = self._bundle(aid, found.path, report, wraps)
         return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where)}
