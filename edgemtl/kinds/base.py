@@ -54,6 +54,7 @@ class ModalityKind:
     default_encoder: str = ""  # the encoder type a recipe gets when it names none
     media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
     json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
+    file_suffixes: tuple = ()  # files that hold one value of this modality (a watched folder's samples)
     has_stats: bool = False  # standardised in the graph with training-split statistics (stats(train_array))
     has_vocabulary: bool = False  # a tokenizer is learned on the training split (fit_tokenizer / load_tokenizer)
 
@@ -196,6 +197,7 @@ class TaskKind:
     has_classes: bool = True  # labels are named classes (labels.json "classes", the manifest's "labels")
     supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
     activation: str | None = None  # the output layer's activation over the head's logits
+    score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
 
     # -- labels ---------------------------------------------------------------------------------------------------
     def learn_labels(self, spec, values: list) -> dict:
@@ -328,6 +330,7 @@ class ClassTaskKind(TaskKind):
 
     metric_names = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
+    score_meaning = "accuracy for class tasks"
     min_classes = 2
 
     def learn_labels(self, spec, values: list) -> dict:
