@@ -162,17 +162,24 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
 
 
 def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_data, monkeypatch):
+    from edgemtl.export import gate
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
-        session.worked["tflite"] = ("audio_logmel",)  # as if tflite-int8 had just needed it
-        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
+        session.worked["tflite"] = ("audio_logmel",)  # as if the first int8 artifact had just needed it
+        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
+        # int8io from there: a float front-end leaves the audio input float, so it is not integer I/O
+        monkeypatch.setattr(gate, "fallback_candidates", lambda *a: [])
+        io_row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
         memo = list(session.converter.memo)
     assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
     assert row["fallback_tried"] == [["audio_logmel"]]
+    assert [k for k in memo if k[1] == "int8"] == [("tflite", "int8", ("audio_logmel",))]
     assert [k for k in memo if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
+    assert not io_row["deployable"] and "int8io: input 'audio' is float32, not integer" in io_row["reason"], io_row
+    assert "rejected" in io_row["bundle"]
 
 
 def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
