@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from .errors import EdgemtlError
+from .errors import EdgemtlError, NotDeployableError
 
 log = logging.getLogger("edgemtl")
 
@@ -123,6 +123,8 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the full answers (all scores) as JSON")
     p.add_argument("--device", choices=("cpu", "cuda", "cuda-graph"), default="cpu",
                    help="where an ONNX bundle runs (GPU devices fall back to cpu without a GPU; TFLite: cpu)")
+    p.add_argument("--allow-undeployable", action="store_true",
+                   help="run a bundle that failed the parity gate (refused otherwise)")
     p.set_defaults(func=cmd_predict)
     p = add("report", help="write RUN/report.md from the run's metrics, compress.md and bench report")
     p.add_argument("run", help="run directory")
@@ -201,7 +203,13 @@ def cmd_export(args):
     recipe = with_export(recipe, _split(args.model), _split(args.format), _split(args.precision),
                          args.calibration_samples)
     named = tuple(_split(args.model) or ()) or None  # an explicit --model: no hand-over (stages._export)
-    _print(run_stage(RunContext(recipe, run, models=named), "export"))
+    table = run_stage(RunContext(recipe, run, models=named), "export")
+    from .compress.run import deployed_models
+    from .export.run import require_deployable
+
+    exported = recipe.export.model if named else deployed_models(run, recipe.export.model)
+    require_deployable(run, exported, table)  # exit 3 listing what failed the gate
+    _print(table)
 
 
 def cmd_bench(args):
@@ -230,9 +238,21 @@ def cmd_run(args):
     for stage in recipe.stages:
         start = time.time()
         log.info("== %s ==", stage)
+        if stage == "bench" and not run.bundles() and run.rejected_bundles():
+            log.warning("bench skipped: no deployable bundle (all failed the parity gate)")
+            continue
         _print(run_stage(ctx, stage))
         log.info("   %s done in %.1f s", stage, time.time() - start)
     print(f"run directory: {run.root}")
+    if "export" in recipe.stages:
+        from .compress.run import deployed_models
+        from .export.run import deployable_summary
+
+        line, missing = deployable_summary(run, deployed_models(run, recipe.export.model))
+        print(line)
+        if missing:
+            raise NotDeployableError(f"no deployable artifact of {', '.join(missing)}: see the export table above "
+                                     f"and RUN/exports/rejected/")
 
 
 def cmd_pack(args):
@@ -305,9 +325,11 @@ def main(argv=None) -> int:
             args.func(args)
         return 0
     except EdgemtlError as e:
+        if getattr(e, "output", None):  # what the command had to show before failing (export's table)
+            print(e.output)
         for message in e.messages:
             print(f"error: {message}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130
