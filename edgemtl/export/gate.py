@@ -46,7 +46,7 @@ def judge(path: Path, precision: str, gate: GateData) -> ParityReport:
                            dict(gate.tolerance))
     tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
     return ParityReport(deployable=bool(verdict["deployable"]), reason=verdict["reason"], tasks=tasks,
-                        rows=verdict.get("rows"))
+                        rows=verdict.get("rows"), null_reasons=verdict.get("null_reasons") or {})
 
 
 def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool) -> list[tuple[str, ...]]:
