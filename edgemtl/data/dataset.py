@@ -5,10 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import kinds
-from ..errors import EdgemtlError
-from .. import jsonio
-from ..errors import did_you_mean
+from .. import jsonio, kinds
+from ..errors import EdgemtlError, did_you_mean
 from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
 from ..rundir import LABELS_FILE
@@ -110,9 +108,10 @@ def unseen_label_warnings(recipe: Recipe, table: Table, index: dict, labels: dic
             count, examples = kind.unseen_labels(labels[t.name], rows, t.separator)
             if count:
                 shown = ", ".join(f"'{e}'" for e in examples)
-                every = " (every labelled row: this task has no score there)" if count == _labelled(rows) else ""
+                no_score = kind.unseen_rows_scored and count == _labelled(rows)
+                effect = f"the task has no {split} score" if no_score else kind.unseen_effect
                 messages.append(f"tasks[{i}] ({t.name}): {count} of {len(rows)} {split} rows carry labels absent "
-                                f"from the training split, e.g. {shown}{every}; {kind.unseen_effect}")
+                                f"from the training split, e.g. {shown}; {effect}")
     return messages
 
 

@@ -200,6 +200,7 @@ class TaskKind:
     supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
     activation: str | None = None  # the output layer's activation over the head's logits
     unseen_effect: str = "they are scored as errors"  # what becomes of rows whose label training never saw
+    unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
 
     # -- labels ---------------------------------------------------------------------------------------------------
     def learn_labels(self, spec, values: list) -> dict:

@@ -10,6 +10,7 @@ class MultilabelKind(SigmoidTaskKind):
     name = "multilabel"
     supports_label_match = True
     unseen_effect = "those classes are left out of the rows' targets"
+    unseen_rows_scored = False
 
     def learn_labels(self, spec, values: list) -> dict:
         present = [v for v in values if not is_missing(v)]

@@ -1,8 +1,8 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
 from ..data.dataset import SPLITS
 from ..kinds import score_all
-from ..models.build import load_model
 from ..model_metrics import update_metrics
+from ..models.build import load_model
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
 
