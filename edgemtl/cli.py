@@ -225,13 +225,15 @@ def _open_run(args, flag_sets: list | None = None):
     return run, load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
 
 
-def _listed(key: str, value: str | None) -> list[str]:
-    """A comma-separated flag as a recipe override (`export.formats=[tflite,onnx]`), checked by the recipe schema."""
-    return [f"{key}=[{value}]"] if value else []
+def _split(value: str | None) -> list | None:
+    return value.split(",") if value else None
 
 
-def _scalar(key: str, value) -> list[str]:
-    return [] if value is None else [f"{key}={value}"]
+def _numbers(flag: str, value: str | None) -> list[int] | None:
+    try:
+        return [int(t) for t in value.split(",")] if value else None
+    except ValueError:
+        raise EdgemtlError(f"{flag}: expected comma-separated whole numbers, got '{value}'") from None
 
 
 def _model_metrics(run, model: str) -> dict:
@@ -288,24 +290,25 @@ def cmd_compress(args) -> Result:
 
 
 def cmd_export(args) -> Result:
-    from .stages import RunContext, run_stage
+    from .export.formats import plan
+    from .stages import RunContext, run_stage, with_export
 
-    flags = (_listed("export.model", args.model) + _listed("export.formats", args.format)
-             + _listed("export.precisions", args.precision)
-             + _scalar("export.calibration_samples", args.calibration_samples))
-    run, recipe = _open_run(args, flags)
+    models, formats, precisions = _split(args.model), _split(args.format), _split(args.precision)
+    plan("teacher", formats or [], precisions or [])  # unknown flag values: one line each, before anything loads
+    run, recipe = _open_run(args)
+    recipe = with_export(recipe, models, formats, precisions, args.calibration_samples)
     text = run_stage(RunContext(recipe, run), "export")
     summaries = {m: _read_json(run.export_summary(m), "export summary") for m in recipe.export.model}
     return Result(text, {"run": str(run.root), "artifacts": summaries})
 
 
 def cmd_bench(args) -> Result:
-    from .stages import RunContext, run_stage
+    from .stages import RunContext, run_stage, with_bench
 
-    flags = (_listed("bench.backends", args.backend) + _listed("bench.threads", args.threads)
-             + _scalar("bench.runs", args.runs) + _scalar("bench.batch", args.batch)
-             + _scalar("bench.max_seconds", args.max_seconds))
-    run, recipe = _open_run(args, flags)
+    threads = _numbers("--threads", args.threads)
+    run, recipe = _open_run(args)
+    recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
+                        max_seconds=args.max_seconds)
     text = run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench")
     return Result(text, {"run": str(run.root), "results": _read_json(run.bench_results, "bench results")})
 
@@ -471,8 +474,8 @@ def main(argv=None) -> int:
         missing = _training_stack_missing(e)
         if missing is None:
             raise
-        return _print_errors([f"'edgemtl {args.command}' needs the training dependencies ({missing} cannot be "
-                              f"imported): {TRAIN_HINT}"], 2, as_json)
+        return _print_errors([f"'edgemtl {args.command}' needs the training dependencies: {TRAIN_HINT} "
+                              f"({missing} cannot be imported)"], 2, as_json)
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130

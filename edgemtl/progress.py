@@ -4,8 +4,6 @@ import logging
 import sys
 import time
 
-from tqdm import tqdm
-
 log = logging.getLogger("edgemtl")
 
 
@@ -19,6 +17,8 @@ class Progress:
         self.done, self.start = 0, time.monotonic()
         self.shown = log.isEnabledFor(logging.INFO)
         live = self.shown and self.stream.isatty()
+        if live:
+            from tqdm import tqdm  # here: 0.15 s of imports that a command failing on its arguments never pays
         self.bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=min_interval, leave=True,
                         dynamic_ncols=True, unit="it") if live else None
 

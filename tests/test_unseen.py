@@ -128,3 +128,11 @@ def test_unseen_test_labels_warn_score_as_no_score_and_leave_no_nan_in_the_run(t
     assert metrics["splits"]["val"]["speaker"]["score"] is not None  # val speakers were all seen
     report = (out / "report.md").read_text()
     assert "nan" not in report.lower()
+
+    assert main(["evaluate", str(out), "-q", "--json"]) == 0  # one JSON object on stdout, the same scores
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and result["splits"]["test"]["speaker"]["reason"] == test["speaker"]["reason"]
+    assert main(["evaluate", str(out), "-q"]) == 0
+    table = capsys.readouterr().out
+    assert f"speaker: — ({test['speaker']['reason']})" in table and "left out (no score): speaker" in table
+    assert "nan" not in table.lower()
