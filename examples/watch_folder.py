@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 
 from edgemtl.errors import EdgemtlError
-from edgemtl.runtime.predict_cli import format_answers
 from edgemtl.runtime import load
-
-EXTENSIONS = {"image": (".png", ".jpg", ".jpeg", ".bmp"), "audio": (".wav",), "text": (".txt",),
-              "numeric": (".json",), "sequence": (".json",)}
+from edgemtl.runtime.predict_cli import format_answers
 
 
 def sample_files(folder: Path, inputs: dict) -> dict:
@@ -26,17 +23,18 @@ def sample_files(folder: Path, inputs: dict) -> dict:
     found: dict = {}
     for path in folder.iterdir():
         for name, prep in inputs.items():
-            if path.suffix.lower() in EXTENSIONS[prep.kind]:
+            if path.suffix.lower() in prep.modality.file_suffixes:
                 found.setdefault(path.stem, {})[name] = path
     return {stem: files for stem, files in found.items() if len(files) == len(inputs)}
 
 
-def read_input(path: Path, kind: str):
-    if kind == "text":
-        return path.read_text().strip()
-    if kind in ("numeric", "sequence"):
+def read_input(path: Path, modality):
+    """JSON numbers are passed as their values, a media file as its path, text as the file's content."""
+    if modality.json_value:
         return json.loads(path.read_text())
-    return str(path)
+    if modality.media:
+        return str(path)
+    return path.read_text().strip()
 
 
 def main():
@@ -58,10 +56,11 @@ def main():
                 continue
             done.add(stem)
             try:
-                raw = {n: read_input(p, model.inputs[n].kind) for n, p in files.items()}
+                raw = {n: read_input(p, model.inputs[n].modality) for n, p in files.items()}
                 start = time.perf_counter()
                 answers = model.predict(**raw)
-                print(f"{stem}: {format_answers(answers, ', ')}  [{(time.perf_counter() - start) * 1000:.1f} ms]", flush=True)
+                ms = (time.perf_counter() - start) * 1000
+                print(f"{stem}: {format_answers(answers, ', ')}  [{ms:.1f} ms]", flush=True)
             except EdgemtlError as e:  # one bad sample is reported and skipped; the watcher keeps going
                 print(f"{stem}: error: {e}", flush=True)
         if args.once:

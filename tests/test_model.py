@@ -64,7 +64,7 @@ def test_text_encoders_on_real_titles(tmp_path, text_encoder):
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
     if text_encoder in ("lstm", "gru"):
         rnn = next(layer for layer in model.layers if isinstance(layer, keras.layers.RNN))
-        assert rnn.unroll  # fused TFLite RNNs break dynamic batch and int8 (STACK_NOTES)
+        assert rnn.unroll  # fused TFLite RNNs break dynamic batch and int8 (wrong LSTM answers, GRU crashes)
 
 
 @pytest.mark.parametrize("image_encoder", ["cnn", "mobilenet", "resnet"])

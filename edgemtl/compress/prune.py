@@ -14,7 +14,7 @@ from ..tfk import keras
 L = keras.layers
 PRUNABLE = (L.Conv1D, L.Conv2D, L.SeparableConv1D, L.SeparableConv2D, L.Dense, L.Embedding, L.LSTM, L.GRU,
             L.MultiHeadAttention)
-STRUCTURED = (L.Conv2D, L.Dense)  # 2:4 masks work on these when input channels divide by 4 (STACK_NOTES)
+STRUCTURED = (L.Conv2D, L.Dense)  # 2:4 masks work on these when input channels divide by 4
 
 
 def _tfmot():

@@ -1,7 +1,7 @@
 """Quantization-aware training: fake-quantize the layers int8 TFLite runs in integer (conv, dense, pooling), keep
 the sparsity of a pruned model (pruning-preserving QAT), fine-tune.
 
-A whole multimodal model cannot be annotated (int32 token ids hit FakeQuant; STACK_NOTES): only supported layer
+A whole multimodal model cannot be annotated (int32 token ids hit FakeQuant): only supported layer
 types are. Heads are left unwrapped so the outputs keep their task names; int8 conversion calibrates them.
 """
 from ..tfk import keras

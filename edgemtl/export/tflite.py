@@ -1,6 +1,7 @@
 """TFLite conversion: fp32, fp16, dynamic-range, full-int8 (float I/O) and int8 I/O, builtin ops only.
 
-Full-int8 calibration can crash the process (STACK_NOTES), so callers run it in a child process (worker.py).
+Full-int8 calibration can crash the process (e.g. a segfault calibrating a fused GRU), so callers run it in a child
+process (worker.py).
 """
 from ..tfk import tf
 from .signature import serving_function

@@ -69,6 +69,7 @@ class AudioKind(ModalityKind):
     dtype = "float32"
     default_encoder = "cnn"
     media = True
+    file_suffixes = (".wav",)
 
     def input_shape(self, spec) -> tuple:
         return (clip_samples(spec),)

@@ -57,6 +57,7 @@ class ModalityKind:
     default_encoder: str = ""  # the encoder type a recipe gets when it names none
     media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
     json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
+    file_suffixes: tuple = ()  # files that hold one value of this modality (a watched folder's samples)
     has_stats: bool = False  # standardised in the graph with training-split statistics (stats(train_array))
     has_vocabulary: bool = False  # a tokenizer is learned on the training split (fit_tokenizer / load_tokenizer)
 
@@ -201,6 +202,7 @@ class TaskKind:
     activation: str | None = None  # the output layer's activation over the head's logits
     unseen_effect: str = "they are scored as errors"  # what becomes of rows whose label training never saw
     unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
+    score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
 
     # -- labels ---------------------------------------------------------------------------------------------------
     def learn_labels(self, spec, values: list) -> dict:
@@ -347,6 +349,7 @@ class ClassTaskKind(TaskKind):
 
     metric_names = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
+    score_meaning = "accuracy for class tasks"
     min_classes = 2
 
     def learn_labels(self, spec, values: list) -> dict:

@@ -46,6 +46,7 @@ class ImageKind(ModalityKind):
     dtype = "uint8"
     default_encoder = "cnn"
     media = True
+    file_suffixes = (".png", ".jpg", ".jpeg", ".bmp")
 
     def input_shape(self, spec) -> tuple:
         return (*spec.size, spec.channels)

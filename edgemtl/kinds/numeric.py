@@ -10,6 +10,7 @@ class NumericKind(ModalityKind):
     dtype = "float32"
     default_encoder = "mlp"
     json_value = True
+    file_suffixes = (".json",)  # a JSON list of numbers
     has_stats = True
 
     def input_shape(self, spec) -> tuple:

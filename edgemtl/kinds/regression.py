@@ -16,6 +16,7 @@ class RegressionKind(TaskKind):
     metric_names = ("mae", "rmse")
     primary_metric = "mae"
     lower_is_better_metrics = ("mae", "rmse")
+    score_meaning = "1 - MAE/std for regression"
     has_classes = False
 
     def learn_labels(self, spec, values: list) -> dict:

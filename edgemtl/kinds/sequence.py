@@ -10,6 +10,7 @@ class SequenceKind(ModalityKind):
     default_encoder = "conv1d"
     media = True  # in a CSV/JSONL manifest the column holds .npy paths
     json_value = True
+    file_suffixes = (".json",)  # a JSON list of [length][channels] numbers
 
     def input_shape(self, spec) -> tuple:
         return (spec.length, spec.channels)

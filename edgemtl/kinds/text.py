@@ -50,6 +50,7 @@ class TextKind(ModalityKind):
     dtype = "int32"
     default_encoder = "conv1d"
     has_vocabulary = True
+    file_suffixes = (".txt",)  # the file's content is the text
 
     def input_shape(self, spec) -> tuple:
         return (spec.max_length,)

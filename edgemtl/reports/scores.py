@@ -38,10 +38,5 @@ def mean_cell(per_task: Mapping) -> tuple[str, str]:
 
 def score_name(tasks) -> str:
     """What "score" means for these tasks, for a report's legend."""
-    kinds = {task_kind(t.type).name for t in tasks}
-    parts = []
-    if kinds - {"regression"}:
-        parts.append("accuracy for class tasks")
-    if "regression" in kinds:
-        parts.append("1 - MAE/std for regression")
-    return "normalised score (" + ", ".join(parts) + "; higher is better)"
+    meanings = dict.fromkeys(task_kind(t.type).score_meaning for t in tasks)
+    return "normalised score (" + ", ".join(meanings) + "; higher is better)"

@@ -1,7 +1,7 @@
 """Model-file runners for the runtime, parity checks and benchmarks: LiteRT and ONNX Runtime, never TensorFlow.
 
 Inputs and outputs are always dicts keyed by feature and task names: positions of a converted model's tensors
-are not the Keras order (STACK_NOTES), so nothing here relies on them.
+are not the Keras order (a converted model may list text before image), so nothing here relies on them.
 """
 import time
 from pathlib import Path
