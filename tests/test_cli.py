@@ -199,3 +199,10 @@ def test_tensorflow_start_up_logs_are_silenced_unless_verbose(monkeypatch):
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     quiet_frameworks(verbose=True)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_tensorflow_loads_without_its_native_start_up_lines_under_the_cli_setting():
+    done = _python("from edgemtl.cli import quiet_frameworks; quiet_frameworks(False); import edgemtl.tfk",
+                   {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "absl::InitializeLog" not in done.stderr and "oneDNN" not in done.stderr, done.stderr

@@ -301,7 +301,7 @@ def test_labels_learn_and_encode():
             classes = sorted(set(present))
             assert info == {"type": typed.type, "classes": classes}
             assert list(y[:len(values)]) == [classes.index(v) if v.strip() else -1 for v in values]
-            assert (y[len(values):] == -1).all()
+            assert list(y[len(values):]) == [-1, -1, -2, -2]  # missing: masked; unseen: masked, scored as errors
             assert y.dtype == (np.float32 if typed.type == "binary" else np.int32)
             assert kind.n_outputs(info) == (1 if typed.type == "binary" else len(classes))
         one_class = kind.learn_labels(typed, values[:1])
@@ -357,7 +357,8 @@ def test_decide_score_answer_entry_and_parity_rules():
         pred, primary, normalised = _by_hand(typed.type, y, out, typed.threshold, std)
         assert np.array_equal(kind.decide(out, typed.threshold), pred)
         m = kind.score(y, out, typed.threshold, std)
-        assert set(m) == {*kind.metric_names, "score", "n"}
+        assert set(m) == {*kind.metric_names, "score", "n"} | ({"unseen"} if kind.unseen_rows_scored and
+                                                                  kind.has_classes else set())
         assert m[kind.primary_metric] == pytest.approx(primary) and m["score"] == pytest.approx(normalised)
         assert m["n"] == int(np.isfinite(y).sum() if typed.type == "regression" else (y.reshape(len(y), -1)[:, 0] >= 0)
                              .sum())
@@ -390,7 +391,7 @@ def test_decide_score_answer_entry_and_parity_rules():
             assert np.array_equal(kind.float_diff(out, noisy), np.abs(noisy - out))
         assert 0 < agree < 1
         empty = kind.score(np.full_like(y, np.nan if typed.type == "regression" else -1), out, typed.threshold, std)
-        assert empty["n"] == 0 and math.isnan(empty["score"])
+        assert empty["n"] == 0 and (empty["score"] is None or math.isnan(empty["score"]))  # None: with a reason
 
 
 class _Split:
@@ -523,7 +524,8 @@ def test_regression_enters_evaluate_and_val_mean_score_by_its_normalised_score_n
 
     data = Data()
     data.labels = labels
-    run = SimpleNamespace(require_model=lambda name: tmp_path / "model.keras", model_dir=lambda name: tmp_path)
+    run = SimpleNamespace(require_model=lambda name: tmp_path / "model.keras", model_dir=lambda name: tmp_path,
+                          metrics_file=lambda name: tmp_path / "metrics.json")
     monkeypatch.setattr(evaluate, "load_model", lambda path: Net())
     scores = evaluate.evaluate_model(run, SimpleNamespace(tasks=tasks), data)
     assert set(scores) == {"test"} and scores["test"]["year"]["mae"] == pytest.approx(mae)
