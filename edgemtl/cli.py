@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import EdgemtlError
+from .errors import EdgemtlError, NotDeployableError
 
 log = logging.getLogger("edgemtl")
 
@@ -168,6 +168,8 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the full answers (all scores) as JSON")
     p.add_argument("--device", choices=("cpu", "cuda", "cuda-graph"), default="cpu",
                    help="where an ONNX bundle runs (GPU devices fall back to cpu without a GPU; TFLite: cpu)")
+    p.add_argument("--allow-undeployable", action="store_true",
+                   help="run a bundle that failed the parity gate (refused otherwise)")
     p.set_defaults(func=cmd_predict)
     p = add("report", help="write RUN/report.md from the run's metrics, compress.md and bench report")
     p.add_argument("run", help="run directory")
@@ -298,6 +300,9 @@ def cmd_export(args) -> Result:
     run, recipe = _open_run(args)
     recipe = with_export(recipe, models, formats, precisions, args.calibration_samples)
     text = run_stage(RunContext(recipe, run), "export")
+    from .export.run import require_deployable
+
+    require_deployable(run, recipe.export.model, None if args.json else text)  # exit 3 listing what failed the gate
     summaries = {m: _read_json(run.export_summary(m), "export summary") for m in recipe.export.model}
     return Result(text, {"run": str(run.root), "artifacts": summaries})
 
@@ -331,12 +336,25 @@ def cmd_run(args) -> Result:
     for stage in recipe.stages:
         start = time.time()
         log.info("== %s ==", stage)
+        if stage == "bench" and not run.bundles() and run.rejected_bundles():
+            log.warning("bench skipped: no deployable bundle (all failed the parity gate)")
+            continue
         summary = run_stage(ctx, stage)
         if summary and not args.json:
             print(summary)
         done[stage] = {"summary": summary, "seconds": round(time.time() - start, 2)}
         log.info("   %s done in %.1f s", stage, time.time() - start)
-    return Result(f"run directory: {run.root}", {"run": str(run.root), "stages": done})
+    lines, data = [f"run directory: {run.root}"], {"run": str(run.root), "stages": done}
+    if "export" in recipe.stages:
+        from .export.run import deployable_summary
+
+        line, missing = deployable_summary(run, recipe.export.model)
+        lines.append(line)
+        data["deployable"] = line
+        if missing:
+            raise NotDeployableError(f"no deployable artifact of {', '.join(missing)}: see the export table above "
+                                     f"and RUN/exports/rejected/", output=None if args.json else "\n".join(lines))
+    return Result("\n".join(lines), data)
 
 
 def cmd_pack(args) -> Result:
@@ -469,7 +487,9 @@ def main(argv=None) -> int:
             _print_result(args.func(args), as_json)
         return 0
     except EdgemtlError as e:
-        return _print_errors(list(e.messages), 2, as_json)
+        if getattr(e, "output", None) and not as_json:  # what the command had to show before failing (export's table)
+            print(e.output)
+        return _print_errors(list(e.messages), getattr(e, "exit_code", 2), as_json)
     except ImportError as e:
         missing = _training_stack_missing(e)
         if missing is None:

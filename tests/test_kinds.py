@@ -22,6 +22,7 @@ from edgemtl import kinds
 from edgemtl.data.manifest import read_table
 from edgemtl.errors import EdgemtlError
 from edgemtl.kinds import MODALITIES, TASKS, mean_score, modality, task_kind
+from edgemtl.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo" / "av_digits" / "pairs.csv"
@@ -524,13 +525,13 @@ def test_regression_enters_evaluate_and_val_mean_score_by_its_normalised_score_n
 
     data = Data()
     data.labels = labels
-    run = SimpleNamespace(require_model=lambda name: tmp_path / "model.keras", model_dir=lambda name: tmp_path,
-                          metrics_file=lambda name: tmp_path / "metrics.json")
+    run = RunDir(tmp_path)
+    monkeypatch.setattr(run, "require_model", lambda name: tmp_path / "model.keras")
     monkeypatch.setattr(evaluate, "load_model", lambda path: Net())
     scores = evaluate.evaluate_model(run, SimpleNamespace(tasks=tasks), data)
     assert set(scores) == {"test"} and scores["test"]["year"]["mae"] == pytest.approx(mae)
     assert scores["test"]["mean_score"] == pytest.approx(normalised) and abs(normalised - raw) > 1
-    assert json.loads((tmp_path / "metrics.json").read_text())["splits"]["test"]["mean_score"] == \
+    assert json.loads(run.metrics_file("teacher").read_text())["splits"]["test"]["mean_score"] == \
         pytest.approx(normalised)
 
     logs = {}
