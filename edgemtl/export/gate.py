@@ -50,7 +50,7 @@ def judge(path: Path, precision: str, gate: GateData, io: dict | None = None) ->
         io.update(verdict["io"])
     return ParityReport(deployable=bool(verdict["deployable"]), reason=verdict["reason"], tasks=tasks,
                         rows=verdict.get("rows"), outputs_digest=verdict.get("outputs_digest"),
-                        runtime=runtime_config(verdict["runtime"]))
+                        runtime=runtime_config(verdict["runtime"]), null_reasons=verdict.get("null_reasons") or {})
 
 
 def runtime_config(measured: dict) -> RuntimeConfig:
