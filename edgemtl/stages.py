@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .errors import EdgemtlError
 from .artifacts import single_task_name
+from .errors import EdgemtlError
 from .names import TEACHER
 from .recipe import Recipe, load_recipe, recipe_hash
-from .rundir import (RunDir, atomic_write_json, atomic_write_text, clear_run_dir, environment_info, is_edgemtl_run,
-                     lock_run, mark_run)
+from .rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    clear_run_dir,
+    environment_info,
+    is_edgemtl_run,
+    lock_run,
+    mark_run,
+)
 
 
 def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False, recipe_file=None) -> RunDir:
@@ -55,7 +63,8 @@ def check_out_dir(run: RunDir) -> None:
 
 def write_recipe(run: RunDir, recipe: Recipe):
     """RUN/recipe.yaml: the resolved recipe and its hash (what `--resume` compares a recipe file with)."""
-    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + text)
 
 
 def open_run(path, data=None) -> tuple[RunDir, dict]:

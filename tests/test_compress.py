@@ -83,9 +83,8 @@ def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
 
 def test_rows_without_labels_still_learn_from_the_teacher():
     from edgemtl.kinds import task_kind
-    from edgemtl.tfk import tf
-
     from edgemtl.recipe.schema import TaskSpec
+    from edgemtl.tfk import tf
 
     task = TaskSpec(name="digit", type="multiclass", label_smoothing=0.0, loss="auto")
     spec = {"classes": ["0", "1", "2"]}
@@ -237,7 +236,6 @@ def test_missing_teacher(tiny_run, tmp_path, capsys):
 def test_student_recipe_scales_and_validates(av_recipe):
     from edgemtl.compress.student import student_recipe
     from edgemtl.errors import EdgemtlError
-
     from edgemtl.recipe.spec import freeze
 
     def with_student(**keys):
@@ -308,7 +306,8 @@ def test_weight_selection_keeps_each_modalitys_channels_across_the_concatenation
     audio, t_audio = net.get_layer("audio_gap").output_shape[-1], teacher.get_layer("audio_gap").output_shape[-1]
     image = net.get_layer("image_gap").output_shape[-1]
     rows = np.concatenate([np.arange(audio), t_audio + np.arange(image)])
-    kernel, t_kernel = net.get_layer("trunk_dense0").get_weights()[0], teacher.get_layer("trunk_dense0").get_weights()[0]
+    kernel = net.get_layer("trunk_dense0").get_weights()[0]
+    t_kernel = teacher.get_layer("trunk_dense0").get_weights()[0]
     assert np.array_equal(kernel, t_kernel[rows, :kernel.shape[1]])
     head, t_head = net.get_layer("digit").get_weights(), teacher.get_layer("digit").get_weights()
     assert np.array_equal(head[0], t_head[0][:kernel.shape[1]]) and np.array_equal(head[1], t_head[1])

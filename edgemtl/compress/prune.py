@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 
-from ..errors import EdgemtlError
+from ..errors import EdgemtlError, did_you_mean
 from ..models.heads import head_dense
-from ..errors import did_you_mean
 from ..recipe.schema import PruneSpec, Recipe
 from ..tfk import keras
 

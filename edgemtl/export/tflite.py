@@ -8,7 +8,6 @@ from ..tfk import tf
 from .signature import serving_function
 
 
-
 def _converter(model, precision: str, representative=None):
     conv = tf.lite.TFLiteConverter.from_concrete_functions([serving_function(model)], model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -30,8 +29,7 @@ def _converter(model, precision: str, representative=None):
 def convert(model, precision: str, samples=None, keep_float=()) -> bytes:
     """samples: list of input dicts for calibration. keep_float: layer-name prefixes left in float."""
     def representative():
-        for s in samples:
-            yield s
+        yield from samples
 
     conv = _converter(model, precision, representative)
     # label-unit outputs (regression) stay in float: the converter folds their de-standardisation into the head's

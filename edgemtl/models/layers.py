@@ -43,7 +43,8 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def __init__(self, sample_rate, frame_length, frame_step, n_mels, **kwargs):
         super().__init__(**kwargs)
-        self.sample_rate, self.frame_length, self.frame_step, self.n_mels = sample_rate, frame_length, frame_step, n_mels
+        self.sample_rate, self.frame_length = sample_rate, frame_length
+        self.frame_step, self.n_mels = frame_step, n_mels
         self._window = tf.constant(hann_window(frame_length))
         mel = mel_matrix(n_mels, frame_length, sample_rate)
         per_chunk = max(1, MAX_UNQUANTIZED_WEIGHTS // mel.shape[0])
@@ -63,7 +64,7 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def call(self, samples):
         frames = self._frames(tf.cast(samples, tf.float32) * GAIN) * self._window
-        n_frames, n_bins = frames.shape[1], self.frame_length // 2 + 1
+        n_frames = frames.shape[1]
         # 2-D into RFFT and ComplexAbs out of it: the one form tf2onnx converts
         spec = tf.signal.rfft(tf.reshape(frames, [-1, self.frame_length]))
         power = tf.square(tf.math.abs(spec))

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import EdgemtlError
 from .. import kinds
 from ..artifacts import single_task_name
+from ..errors import EdgemtlError, did_you_mean
 from ..names import STUDENTS, TEACHER
 from .derive import student_recipe
 from .schema import Recipe, TaskSpec
-from ..errors import did_you_mean
 from .spec import join, validate_spec
 
 

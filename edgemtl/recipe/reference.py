@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .schema import Recipe
-from .spec import (REQUIRED, default_of, get_origin, is_spec, keys_of, optional_of, to_plain, variant_default_type)
+from .spec import REQUIRED, default_of, get_origin, is_spec, keys_of, optional_of, to_plain, variant_default_type
 
 START, END = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
 JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"

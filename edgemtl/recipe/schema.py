@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
 from ..errors import did_you_mean
+from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
 from .spec import REQUIRED, Spec, key, spec, variant
 
 
@@ -33,7 +33,8 @@ def _name(v):
 
 
 def _positive_list(v):
-    return None if v and all(isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}"
+    ok = v and all(isinstance(x, int) and x > 0 for x in v)
+    return None if ok else f"must be a list of positive integers, got {v}"
 
 
 def _bench_backends(v):
