@@ -52,8 +52,8 @@ def main():
     words_tr = vec.fit_transform([titles[i] for i in train])
     words_te = vec.transform([titles[i] for i in test])
     pix_tr, pix_te = pixels16(table, train), pixels16(table, test)
-    features = {"title word counts": (words_tr, words_te), "16x16 pixels": (pix_tr, pix_te),
-                "both": (hstack([words_tr, csr_matrix(pix_tr)]).tocsr(), hstack([words_te, csr_matrix(pix_te)]).tocsr())}
+    both = (hstack([words_tr, csr_matrix(pix_tr)]).tocsr(), hstack([words_te, csr_matrix(pix_te)]).tocsr())
+    features = {"title word counts": (words_tr, words_te), "16x16 pixels": (pix_tr, pix_te), "both": both}
     tasks = [t.name for t in recipe.tasks if t.type == "multiclass" and not t.auxiliary]
     results = {}
     start = time.time()

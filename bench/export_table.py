@@ -24,7 +24,8 @@ def main():
                   for n in tasks]
         diff = max((v["max_abs_diff"] for v in t.values() if v["max_abs_diff"] is not None), default=float("nan"))
         verdict = "yes" if r["deployable"] else "**no**"
-        print(f"| {r['artifact']} | {r['size'] / 1024:.0f} | {verdict} | {', '.join(r.get('kept_in_float') or []) or '–'} "
+        kept = ", ".join(r.get("kept_in_float") or []) or "–"
+        print(f"| {r['artifact']} | {r['size'] / 1024:.0f} | {verdict} | {kept} "
               f"| " + " | ".join(deltas) + f" | {diff:.1e} |")
 
 

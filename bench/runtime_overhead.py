@@ -56,7 +56,7 @@ def main():
         quantized = getattr(model.runner, "_quantized_in", set())  # int8-I/O bundles: the bare path gets int8
         bare_feeds = {n: _quantize(v.astype(np.float32), model.runner.inputs[n]) if n in quantized else v
                       for n, v in feeds.items()}
-        bare, ours = bare_call(model, bare_feeds), (lambda: model.run(feeds))
+        bare, ours = bare_call(model, bare_feeds), (lambda model=model, feeds=feeds: model.run(feeds))
         for _ in range(50):
             bare(), ours()
         t_bare, t_ours = [], []

@@ -2,15 +2,16 @@
 reference. Results (tables) go to stdout, messages to stderr through the "edgemtl" logger (-q: warnings only, -v:
 debug too); user errors print one line each, no traceback."""
 import argparse
-import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
-from .errors import EdgemtlError
+from .errors import EdgemtlError, NotDeployableError
 
 log = logging.getLogger("edgemtl")
 
@@ -45,8 +46,38 @@ def _verbosity_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress")
-    group.add_argument("-v", "--verbose", action="store_true", help="debug messages on stderr too")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="debug messages on stderr too, and TensorFlow's own start-up logs")
     return parent
+
+
+def _json_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true",
+                        help="print the final result as one JSON object on stdout instead of the tables")
+    return parent
+
+
+# Recipe keys `--set` may override on a command that acts on an existing run (applied to RUN/recipe.yaml for that
+# call only; compress also records its compress.* keys in the run's recipe). Keys that shape the trained model
+# (inputs, fusion, trunk, tasks, training) are refused: the run's models were built from them.
+RUN_SET_KEYS = {"evaluate": ("data.",), "compress": ("compress.",), "export": ("export.", "data."),
+                "bench": ("bench.", "data."), "pack": ("bench.", "data.")}
+
+EXAMPLES = {
+    "check": "edgemtl check recipes/av_digits.yaml --set training.epochs=1",
+    "train": "edgemtl train recipes/av_digits.yaml --out runs/av --set training.epochs=5",
+    "evaluate": "edgemtl evaluate runs/av --model student --json",
+    "compress": "edgemtl compress runs/av --set compress.prune.sparsity=0.7",
+    "export": "edgemtl export runs/av --format tflite,onnx --precision fp32,int8",
+    "bench": "edgemtl bench runs/av --backend litert,ort-cpu --threads 1,4",
+    "pack": "edgemtl pack runs/av /tmp/av-bench   # then on the device: edgemtl bench /tmp/av-bench/run",
+    "predict": "edgemtl predict runs/av/exports/teacher-tflite-int8 --audio a.wav --image 7.png",
+    "report": "edgemtl report runs/av",
+    "run": "edgemtl run recipes/av_digits.yaml --set stages=[check,train,export]",
+    "reference": "edgemtl reference --update docs/reference.md",
+    "env": "edgemtl env --json",
+}
 
 
 def _recipe_args(p):
@@ -56,20 +87,31 @@ def _recipe_args(p):
                    help="override a recipe key, e.g. --set training.epochs=3 --set tasks.digit.weight=2")
 
 
+def _run_recipe_args(p, command: str):
+    """--data and --set of a command on an existing run: overrides of RUN/recipe.yaml for this call."""
+    keys = ", ".join(f"{k}*" for k in RUN_SET_KEYS[command])
+    p.add_argument("--data", help="the run's manifest at another path (the run was copied to another machine, "
+                                  "e.g. a device with the light install)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a key of RUN/recipe.yaml for this call (only {keys})")
+
+
 def _run_args(p):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
 
-def _moved_data_arg(p):
-    p.add_argument("--data", help="the run's manifest at another path (the run was copied to another machine, "
-                                  "e.g. a device with the light install)")
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(prog="edgemtl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edgemtl", description=__doc__,
+                                     epilog="conventions (exit codes, --json, -q/-v, --set): docs/cli.md")
+    parser.add_argument("--version", action="version", version=f"edgemtl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    add = functools.partial(sub.add_parser, parents=[_verbosity_parent()])  # -q / -v on every command
+
+    def add(name, help, json_flag=True):
+        parents = [_verbosity_parent()] + ([_json_parent()] if json_flag else [])  # -q / -v / --json everywhere
+        return sub.add_parser(name, help=help, description=help, parents=parents,
+                              epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p = add("check", help="validate a recipe and its data, build the model, run one batch")
     _recipe_args(p)
     p.set_defaults(func=cmd_check)
@@ -82,13 +124,14 @@ def build_parser():
     p = add("evaluate", help="score a trained model on every split")
     p.add_argument("run", help="run directory")
     p.add_argument("--model", default="teacher", help="model in RUN/models (default: teacher)")
-    _moved_data_arg(p)
+    _run_recipe_args(p, "evaluate")
     p.set_defaults(func=cmd_evaluate)
     p = add("compress", help="distil a small student from the teacher, prune it, train it "
-                       "quantization-aware; compare them all")
+                             "quantization-aware; compare them all")
     p.add_argument("run", help="run directory with a trained teacher")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a compress key for this call, e.g. --set compress.prune.sparsity=0.7")
+                   help="override a compress key, e.g. --set compress.prune.sparsity=0.7 (recorded in "
+                        "RUN/recipe.yaml)")
     _run_args(p)
     p.set_defaults(func=cmd_compress)
     p = add("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
@@ -97,6 +140,7 @@ def build_parser():
     p.add_argument("--format", help="comma-separated: tflite,onnx,c (default: the recipe's export.formats)")
     p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
     p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
+    _run_recipe_args(p, "export")
     p.set_defaults(func=cmd_export)
     p = add("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
     p.add_argument("run", help="run directory with exports")
@@ -107,22 +151,25 @@ def build_parser():
     p.add_argument("--max-seconds", type=float, help="time limit of one measurement (default: bench.max_seconds, 5)")
     p.add_argument("--batch", type=int, help="batch of the throughput measurement (default: bench.batch, 32)")
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
-    _moved_data_arg(p)
+    _run_recipe_args(p, "bench")
     p.set_defaults(func=cmd_bench)
     p = add("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
-                       "recipe and the test rows' files (then 'edgemtl bench OUT/run' there)")
+                         "recipe and the test rows' files (then 'edgemtl bench OUT/run' there)")
     p.add_argument("run", help="run directory with exports")
     p.add_argument("out", help="folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    _moved_data_arg(p)
+    _run_recipe_args(p, "pack")
     p.set_defaults(func=cmd_pack)
-    p = add("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV")
+    p = add("predict", help="answers of a bundle for raw inputs (--<input> VALUE ...) or a manifest CSV",
+            json_flag=False)
     p.add_argument("bundle", help="bundle folder (RUN/exports/<model>-<format>-<precision>)")
     p.add_argument("--manifest", help="CSV with the recipe's input columns: predict every row")
     p.add_argument("--out", help="predictions CSV for --manifest (default: <manifest>.predictions.csv)")
     p.add_argument("--json", action="store_true", help="print the full answers (all scores) as JSON")
     p.add_argument("--device", choices=("cpu", "cuda", "cuda-graph"), default="cpu",
                    help="where an ONNX bundle runs (GPU devices fall back to cpu without a GPU; TFLite: cpu)")
+    p.add_argument("--allow-undeployable", action="store_true",
+                   help="run a bundle that failed the parity gate (refused otherwise)")
     p.set_defaults(func=cmd_predict)
     p = add("report", help="write RUN/report.md from the run's metrics, compress.md and bench report")
     p.add_argument("run", help="run directory")
@@ -137,7 +184,24 @@ def build_parser():
     p.add_argument("--json-schema", nargs="?", const="-", metavar="FILE",
                    help="write a JSON Schema (draft 2020-12) of the recipe to FILE (default: print it), for editors")
     p.set_defaults(func=cmd_reference)
+    p = add("env", help="versions, CPU model and flags (AVX2, AVX-512, VNNI, AMX), GPUs and installed extras "
+                        "(-v: also the GPUs TensorFlow sees, which imports it)")
+    p.set_defaults(func=cmd_env)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class Result:
+    """What a command ends with: the text it prints (tables) and the same as one JSON object (--json)."""
+
+    text: str | None
+    data: dict
 
 
 def _load(args):
@@ -146,105 +210,165 @@ def _load(args):
     return load_recipe(args.recipe, args.set, args.data)
 
 
-def _print(summary) -> None:
-    if summary:
-        print(summary)
-
-
-def cmd_check(args):
-    from .stages import RunContext, run_stage
-
-    print(f"{args.recipe}: {run_stage(RunContext(_load(args)), 'check')}")
-
-
-def cmd_train(args):
-    from .stages import RunContext, init_run, run_stage
-
-    recipe = _load(args)
-    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
-    ctx = RunContext(recipe, run, args.resume)
-    _print(run_stage(ctx, "train"))
-    if args.single_task:
-        _print(run_stage(ctx, "single_task"))
-
-
-def cmd_evaluate(args):
-    from .stages import RunContext, open_run, run_stage
-
-    run, recipe = open_run(args.run, args.data)
-    _print(run_stage(RunContext(recipe, run, models=(args.model,)), "evaluate"))
-
-
-def cmd_compress(args):
+def _open_run(args, flag_sets: list | None = None):
+    """The run and its recipe with this call's --set / --data (and the command's flags as overrides), every
+    argument checked before any model, data or TensorFlow is loaded."""
     from .recipe import load_recipe
-    from .stages import RunContext, open_run, run_stage, write_recipe
+    from .rundir import RunDir
 
-    run, _ = open_run(args.run)
-    bad = [item for item in args.set if not item.startswith("compress.")]
-    if bad:
-        raise EdgemtlError(f"--set {bad[0]}: compress only takes compress.* keys (the teacher is already trained)")
-    recipe = load_recipe(run.recipe, args.set)
-    _print(run_stage(RunContext(recipe, run, args.resume, args.overwrite), "compress"))
-    if args.set:  # the run's recipe now says what its compressed models were made with
-        write_recipe(run, recipe)
-        log.info("%s: compress settings updated (%s)", run.recipe, ", ".join(args.set))
+    allowed = RUN_SET_KEYS[args.command]
+    sets = list(getattr(args, "set", None) or [])
+    for item in sets:
+        if not item.startswith(allowed):
+            keys = " or ".join(f"{k}*" for k in allowed)
+            raise EdgemtlError(f"--set {item}: {args.command} takes only {keys} keys (the run's models were built "
+                               f"from the rest of RUN/recipe.yaml)")
+    run = RunDir(args.run)
+    return run, load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
 
 
 def _split(value: str | None) -> list | None:
     return value.split(",") if value else None
 
 
-def cmd_export(args):
-    from .stages import RunContext, open_run, run_stage, with_export
-
-    run, recipe = open_run(args.run)
-    recipe = with_export(recipe, _split(args.model), _split(args.format), _split(args.precision),
-                         args.calibration_samples)
-    _print(run_stage(RunContext(recipe, run), "export"))
-
-
-def cmd_bench(args):
-    from .stages import RunContext, open_run, run_stage, with_bench
-
-    run, recipe = open_run(args.run, args.data)
+def _numbers(flag: str, value: str | None) -> list[int] | None:
     try:
-        threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+        return [int(t) for t in value.split(",")] if value else None
     except ValueError:
-        raise EdgemtlError(f"--threads {args.threads}: expected comma-separated thread counts, e.g. 1,4") from None
+        raise EdgemtlError(f"{flag}: expected comma-separated whole numbers, got '{value}'") from None
+
+
+def _model_metrics(run, model: str) -> dict:
+    from .model_metrics import read_metrics
+
+    return read_metrics(run, model)
+
+
+def _read_json(path, what: str):
+    from . import jsonio
+
+    return jsonio.read(path, what) if path.is_file() else None
+
+
+def cmd_check(args) -> Result:
+    from .stages import stage_check
+
+    info = stage_check(_load(args))
+    text = f"{args.recipe}: ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+    return Result(text, {"recipe": str(args.recipe), "ok": True, **info})
+
+
+def cmd_train(args) -> Result:
+    from .stages import RunContext, init_run, run_stage
+
+    recipe = _load(args)
+    run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
+    ctx = RunContext(recipe, run, args.resume)
+    lines = [run_stage(ctx, "train")]
+    if args.single_task:
+        lines.append(run_stage(ctx, "single_task"))
+    return Result("\n".join(x for x in lines if x),
+                  {"run": str(run.root), "models": {m: _model_metrics(run, m) for m in run.models()}})
+
+
+def cmd_evaluate(args) -> Result:
+    from .stages import RunContext, run_stage
+
+    run, recipe = _open_run(args)
+    text = run_stage(RunContext(recipe, run, models=(args.model,)), "evaluate")
+    return Result(text, {"run": str(run.root), "model": args.model,
+                         "splits": _model_metrics(run, args.model).get("splits", {})})
+
+
+def cmd_compress(args) -> Result:
+    from .stages import RunContext, run_stage, write_recipe
+
+    run, recipe = _open_run(args)
+    text = run_stage(RunContext(recipe, run, args.resume, args.overwrite), "compress")
+    if args.set:  # the run's recipe now says what its compressed models were made with
+        write_recipe(run, recipe)
+        log.info("%s: compress settings updated (%s)", run.recipe, ", ".join(args.set))
+    return Result(text, {"run": str(run.root), "compress": _read_json(run.compress_json, "compress results")})
+
+
+def cmd_export(args) -> Result:
+    from .export.formats import plan
+    from .stages import RunContext, run_stage, with_export
+
+    models, formats, precisions = _split(args.model), _split(args.format), _split(args.precision)
+    plan("teacher", formats or [], precisions or [])  # unknown flag values: one line each, before anything loads
+    run, recipe = _open_run(args)
+    recipe = with_export(recipe, models, formats, precisions, args.calibration_samples)
+    named = tuple(models or ()) or None  # an explicit --model: no hand-over (stages._export)
+    text = run_stage(RunContext(recipe, run, models=named), "export")
+    from .compress.run import deployed_models
+    from .export.run import require_deployable
+
+    exported = recipe.export.model if named else deployed_models(run, recipe.export.model)
+    require_deployable(run, exported, None if args.json else text)  # exit 3 listing what failed the gate
+    summaries = {m: _read_json(run.export_summary(m), "export summary") for m in exported}
+    return Result(text, {"run": str(run.root), "artifacts": summaries})
+
+
+def cmd_bench(args) -> Result:
+    from .stages import RunContext, run_stage, with_bench
+
+    threads = _numbers("--threads", args.threads)
+    run, recipe = _open_run(args)
     recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
                         max_seconds=args.max_seconds)
-    _print(run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench"))
+    text = run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench")
+    return Result(text, {"run": str(run.root), "results": _read_json(run.bench_results, "bench results")})
 
 
-def cmd_report(args):
+def cmd_report(args) -> Result:
     from .stages import RunContext, open_run, run_stage
 
     run, recipe = open_run(args.run)
-    _print(run_stage(RunContext(recipe, run), "report"))
+    text = run_stage(RunContext(recipe, run), "report")
+    return Result(text, {"run": str(run.root), "report": str(run.report)})
 
 
-def cmd_run(args):
+def cmd_run(args) -> Result:
     from .stages import RunContext, init_run, run_stage
 
     recipe = _load(args)
     run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
     ctx = RunContext(recipe, run, args.resume, args.overwrite)
+    done = {}
     for stage in recipe.stages:
         start = time.time()
         log.info("== %s ==", stage)
-        _print(run_stage(ctx, stage))
+        if stage == "bench" and not run.bundles() and run.rejected_bundles():
+            log.warning("bench skipped: no deployable bundle (all failed the parity gate)")
+            continue
+        summary = run_stage(ctx, stage)
+        if summary and not args.json:
+            print(summary)
+        done[stage] = {"summary": summary, "seconds": round(time.time() - start, 2)}
         log.info("   %s done in %.1f s", stage, time.time() - start)
-    print(f"run directory: {run.root}")
+    lines, data = [f"run directory: {run.root}"], {"run": str(run.root), "stages": done}
+    if "export" in recipe.stages:
+        from .compress.run import deployed_models
+        from .export.run import deployable_summary
+
+        line, missing = deployable_summary(run, deployed_models(run, recipe.export.model))
+        lines.append(line)
+        data["deployable"] = line
+        if missing:
+            raise NotDeployableError(f"no deployable artifact of {', '.join(missing)}: see the export table above "
+                                     f"and RUN/exports/rejected/", output=None if args.json else "\n".join(lines))
+    return Result("\n".join(lines), data)
 
 
-def cmd_pack(args):
+def cmd_pack(args) -> Result:
     from pathlib import Path
 
     from .bench.pack import pack_run
-    from .stages import open_run
 
-    run, recipe = open_run(args.run, args.data)
-    print(pack_run(run, recipe, Path(args.out), args.overwrite))
+    run, recipe = _open_run(args)
+    text = pack_run(run, recipe, Path(args.out), args.overwrite)
+    return Result(text, {"run": str(run.root), "out": str(args.out), "summary": text})
 
 
 def cmd_predict(args, extra):
@@ -253,18 +377,27 @@ def cmd_predict(args, extra):
     main_predict(args, extra)
 
 
-def cmd_reference(args):
+def cmd_reference(args) -> Result:
     from .recipe.reference import json_schema, reference_markdown, update_block, write_json_schema
 
     if args.json_schema == "-":
-        print(json.dumps(json_schema(), indent=2))
-    elif args.json_schema:
+        return Result(json.dumps(json_schema(), indent=2), json_schema())
+    if args.json_schema:
         write_json_schema(args.json_schema)
         log.info("wrote %s", args.json_schema)
-    elif args.update:
+        return Result(None, {"json_schema": args.json_schema})
+    if args.update:
         update_block(args.update)
-    else:
-        print(reference_markdown())
+        return Result(None, {"updated": args.update})
+    text = reference_markdown()
+    return Result(text, {"markdown": text})
+
+
+def cmd_env(args) -> Result:
+    from .env_info import environment, format_environment
+
+    info = environment(with_tensorflow=args.verbose)
+    return Result(format_environment(info), info)
 
 
 RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack")  # they read or write an existing RUN
@@ -290,6 +423,55 @@ def _on_sigterm(handler):
     return signal.signal(signal.SIGTERM, handler)
 
 
+TRAIN_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx", "tensorboard")
+TRAIN_HINT = "pip install 'edgemtl[train]'"
+
+
+def quiet_frameworks(verbose: bool) -> None:
+    """TensorFlow's C++ start-up lines (oneDNN notices, `failed call to cuInit`), absl and gRPC warnings: hidden
+    unless -v. Environment variables only, so this must run before TensorFlow is first imported."""
+    level = "0" if verbose else "3"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+    os.environ.setdefault("GRPC_VERBOSITY", "INFO" if verbose else "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", level if verbose else "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "0" if verbose else "3")
+
+
+def _training_stack_missing(error: ImportError) -> str | None:
+    """The module of the training dependencies that cannot be imported, where that caused `error`."""
+    import importlib
+
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if name in TRAIN_MODULES:
+        return name
+    for module in TRAIN_MODULES[:2]:  # a TensorFlow that is there but cannot load (a broken or foreign install)
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return module
+    return None
+
+
+def _print_result(result, as_json: bool) -> None:
+    from . import jsonio
+
+    if result is None:
+        return
+    if as_json:
+        clean, _ = jsonio.strict({"ok": True, **result.data})
+        print(json.dumps(clean, allow_nan=False))
+    elif result.text:
+        print(result.text)
+
+
+def _print_errors(messages: list[str], code: int, as_json: bool) -> int:
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "errors": list(messages), "exit_code": code}))
+    return code
+
+
 def main(argv=None) -> int:
     from .rundir import release_run_locks
 
@@ -298,18 +480,26 @@ def main(argv=None) -> int:
     if extra and args.command != "predict":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.quiet, args.verbose)
+    quiet_frameworks(args.verbose)
+    as_json = bool(getattr(args, "json", False)) and args.command != "predict"
     previous = _on_sigterm(_terminated)
     try:
         _lock_run_of(args)
         if args.command == "predict":
             args.func(args, extra)
         else:
-            args.func(args)
+            _print_result(args.func(args), as_json)
         return 0
     except EdgemtlError as e:
-        for message in e.messages:
-            print(f"error: {message}", file=sys.stderr)
-        return 2
+        if getattr(e, "output", None) and not as_json:  # what the command had to show before failing (export's table)
+            print(e.output)
+        return _print_errors(list(e.messages), getattr(e, "exit_code", 2), as_json)
+    except ImportError as e:
+        missing = _training_stack_missing(e)
+        if missing is None:
+            raise
+        return _print_errors([f"'edgemtl {args.command}' needs the training dependencies: {TRAIN_HINT} "
+                              f"({missing} cannot be imported)"], 2, as_json)
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130

@@ -6,9 +6,22 @@ import difflib
 class EdgemtlError(Exception):
     """A problem the user can fix (recipe, data, run directory, input). The message names the place."""
 
+    exit_code = 2  # what the CLI exits with
+
     def __init__(self, *messages: str):
         self.messages = [m for m in messages if m]
         super().__init__("\n".join(self.messages))
+
+
+class NotDeployableError(EdgemtlError):
+    """Requested artifacts failed the parity gate (exit code 3): `export` when any did, `run` when a requested model
+    has no deployable artifact. output: what the command prints before the error lines (the export table)."""
+
+    exit_code = 3
+
+    def __init__(self, *messages: str, output: str | None = None):
+        super().__init__(*messages)
+        self.output = output
 
 
 def did_you_mean(word: str, options) -> str:

@@ -1,4 +1,5 @@
-"""A dependency-free progress bar for long loops (decoding, exporting, benchmarking); silent under -q."""
+"""Progress of long loops (decoding, exporting, benchmarking): a tqdm bar with rate and ETA on a terminal; silent
+under -q. tqdm is a light-install dependency (ai-edge-litert pulls it in too)."""
 import logging
 import sys
 import time
@@ -7,34 +8,31 @@ log = logging.getLogger("edgemtl")
 
 
 class Progress:
-    """Redrawn in place on a terminal; elsewhere (logs) one INFO line at the end for work worth reporting. Nothing
-    at all when the "edgemtl" logger does not show INFO (`-q`)."""
+    """A tqdm bar (elapsed, rate, ETA) redrawn in place on a terminal; elsewhere (logs, CI) no bar, one INFO line at
+    the end for work that took a second or more. Nothing at all when the "edgemtl" logger does not show INFO (-q)."""
 
     def __init__(self, total: int, desc: str, stream=None, min_interval: float = 0.2):
-        self.total, self.desc, self.min_interval = max(total, 1), desc, min_interval
+        self.total, self.desc = max(total, 1), desc
         self.stream = stream or sys.stderr
-        self.done, self.start, self.last = 0, time.monotonic(), 0.0
+        self.done, self.start = 0, time.monotonic()
         self.shown = log.isEnabledFor(logging.INFO)
-        self.live = self.shown and self.stream.isatty()
+        live = self.shown and self.stream.isatty()
+        if live:
+            from tqdm import tqdm  # here: 0.15 s of imports that a command failing on its arguments never pays
+        self.bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=min_interval, leave=True,
+                        dynamic_ncols=True, unit="it") if live else None
+
+    @property
+    def live(self) -> bool:
+        return self.bar is not None
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        now = time.monotonic()
-        if self.live and (now - self.last >= self.min_interval or self.done >= self.total):
-            self.last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        frac = min(self.done / self.total, 1.0)
-        bar = "#" * int(frac * 30)
-        self.stream.write(f"\r{self.desc} [{bar:<30}] {self.done}/{self.total} {now - self.start:5.1f}s")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.update(n)
 
     def close(self) -> None:
-        now = time.monotonic()
-        if self.live:
-            self._draw(now)
-            self.stream.write("\n")
-            self.stream.flush()
-        elif self.shown and now - self.start >= 1.0:
-            log.info("%s: %d/%d in %.1fs", self.desc, self.done, self.total, now - self.start)
+        if self.bar is not None:
+            self.bar.close()
+        elif self.shown and time.monotonic() - self.start >= 1.0:
+            log.info("%s: %d/%d in %.1fs", self.desc, self.done, self.total, time.monotonic() - self.start)

@@ -356,7 +356,8 @@ def lock_run(root) -> None:
         f.seek(0)
         holder = f.read().strip() or "?"
         f.close()
-        raise EdgemtlError(f"{root} is in use by another edgemtl process (pid {holder}); wait for it to finish")
+        raise EdgemtlError(f"{root} is in use by another edgemtl process (pid {holder}); wait for it to finish") \
+            from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")

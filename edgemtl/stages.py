@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .errors import EdgemtlError
 from .artifacts import single_task_name
+from .errors import EdgemtlError
 from .names import TEACHER
 from .recipe import Recipe, load_recipe, recipe_hash
-from .rundir import (RunDir, atomic_write_json, atomic_write_text, clear_run_dir, environment_info, is_edgemtl_run,
-                     lock_run, mark_run)
+from .rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    clear_run_dir,
+    environment_info,
+    is_edgemtl_run,
+    lock_run,
+    mark_run,
+)
 
 
 def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False, recipe_file=None) -> RunDir:
@@ -54,7 +62,8 @@ def check_out_dir(run: RunDir) -> None:
 
 def write_recipe(run: RunDir, recipe: Recipe):
     """RUN/recipe.yaml: the resolved recipe and its hash (what `--resume` compares a recipe file with)."""
-    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    atomic_write_text(run.recipe, f"# recipe_hash: {recipe_hash(recipe)}\n" + text)
 
 
 def open_run(path, data=None) -> tuple[RunDir, dict]:
@@ -179,13 +188,15 @@ def _compress(ctx: RunContext) -> str:
 
 
 def _export(ctx: RunContext) -> str:
+    from .compress.run import deployed_models
     from .export.run import export_model, format_table, plan
 
     cfg = ctx.recipe.export
     for model in cfg.model:
         plan(model, cfg.formats, cfg.precisions)  # unknown names fail before any data is decoded
     rows, worked = [], {}  # the parts an int8 model needed in float: the next model (same inputs) starts there
-    for model in cfg.model:
+    # an explicit --model is exported as named; else student-qat gives way to the int8 student compress handed on
+    for model in (cfg.model if ctx.models else deployed_models(ctx.run, cfg.model)):
         rows += export_model(ctx.run, ctx.recipe, ctx.data, model, cfg.formats, cfg.precisions,
                              cfg.calibration_samples, worked)
     return format_table(rows, ctx.recipe.tasks)
@@ -200,7 +211,9 @@ def _bench(ctx: RunContext) -> str:
     results = bench_run(ctx.run, ctx.recipe, ctx.data)
     student = ctx.student
     if student is None:
-        others = [m for m in ctx.recipe.export.model if m != TEACHER]
+        from .compress.run import deployed_models
+
+        others = [m for m in deployed_models(ctx.run, ctx.recipe.export.model) if m != TEACHER]
         student = f"{others[0]}-tflite-int8" if others else None
     return write_reports(ctx.run, ctx.recipe, results, student if student in results["sizes"] else None)
 

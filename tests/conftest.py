@@ -73,7 +73,8 @@ stages: [train, export]
 data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
 inputs:
   - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: cnn, filters: [8, 16]}}}}
-  - {{name: title, type: text, column: title, max_length: 12, encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
+  - {{name: title, type: text, column: title, max_length: 12,
+     encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
 trunk: {{units: [32]}}
 tasks:
   - {{name: gender, type: multiclass, match_labels: title}}

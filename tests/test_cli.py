@@ -1,11 +1,17 @@
-"""The command line without training: -q / -v on every command, the stage registry, single-command flags as recipe
-overrides, the markdown table helper, quiet progress bars."""
+"""The command line without training: -q / -v / --json on every command, --version and env, errors before
+TensorFlow loads, the one-line hint for missing training dependencies, the stage registry, single-command flags as
+recipe overrides, the markdown table helper, quiet progress bars."""
 import io
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import AV_RECIPE, TINY_AV
+from conftest import AV_RECIPE, REPO, TINY_AV, set_args
 
 
 def _commands(parser) -> dict:
@@ -55,7 +61,7 @@ def test_progress_is_silent_when_quiet(capsys):
         for _ in range(3):
             bar.update()
         bar.close()
-        assert ("work [" in stream.getvalue()) == drawn
+        assert ("work:" in stream.getvalue() and "3/3" in stream.getvalue()) == drawn  # tqdm: count, rate, ETA
     configure_logging()
 
 
@@ -103,3 +109,100 @@ def test_score_cells_never_average_a_raw_mae():
     assert mean_cell(metrics) == ("0.6000", "")
     assert mean_cell({"year": None}) == ("—", "left out (no score): year")
     assert raw_cell(reg, None) == "— (not measured)"
+
+
+def test_every_command_prints_json_and_has_an_example_in_its_help():
+    from edgemtl.cli import EXAMPLES, build_parser
+
+    for name, sub in _commands(build_parser()).items():
+        flags = {o for a in sub._actions for o in a.option_strings}
+        assert "--json" in flags, name
+        assert f"example:\n  {EXAMPLES[name]}" in sub.format_help(), name
+        assert EXAMPLES[name].startswith(f"edgemtl {name}"), name
+
+
+def test_version(capsys):
+    from edgemtl import __version__
+    from edgemtl.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"edgemtl {__version__}\n"
+
+
+def test_env_reports_versions_cpu_flags_and_extras_without_tensorflow():
+    code = ("import sys, json; from edgemtl.cli import main; rc = main(['env', '--json']); "
+            "print(json.dumps({'rc': rc, 'tf': 'tensorflow' in sys.modules}))")
+    done = _python(code)
+    env, status = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert status == {"rc": 0, "tf": False}, done.stderr
+    assert env["ok"] is True and env["python"] == f"{sys.version_info.major}.{sys.version_info.minor}." + \
+        str(sys.version_info.micro)
+    assert set(env["extras"]) == {"train", "test", "bench"} and env["extras"]["test"] is True
+    assert isinstance(env["cpu"]["flags"], list) and env["cpu"]["cores"] >= 1
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    assert ("avx2" in env["cpu"]["flags"]) == ("avx2" in flags)
+    from edgemtl.env_info import format_environment
+
+    text = format_environment(env)
+    assert "cpu flags" in text and "extras" in text and "tensorflow" in text
+
+
+def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=120,
+                          cwd=REPO)
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["export"], ["bench"], ["compress"], ["pack", "OUT"]])
+def test_a_missing_run_fails_in_under_two_seconds_before_tensorflow_loads(command, tmp_path):
+    argv = [command[0], str(tmp_path / "nothere"), *[str(tmp_path / a) for a in command[1:]], "--json"]
+    code = ("import sys, time, json; t = time.monotonic(); from edgemtl.cli import main; "
+            f"rc = main({argv!r}); "
+            "print(json.dumps({'rc': rc, 's': time.monotonic() - t, 'tf': 'tensorflow' in sys.modules}))")
+    done = _python(code)
+    error, status = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert status["rc"] == 2 and not status["tf"], done.stderr
+    assert status["s"] < 2.0
+    assert error["ok"] is False and error["exit_code"] == 2 and "not a run directory" in error["errors"][0]
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_run_commands_refuse_set_keys_that_shape_the_trained_model(tmp_path, capsys):
+    from edgemtl.cli import main
+
+    assert main(["evaluate", str(tmp_path), "--set", "trunk.units=[8]"]) == 2
+    assert capsys.readouterr().err == ("error: --set trunk.units=[8]: evaluate takes only data.* keys (the run's "
+                                       "models were built from the rest of RUN/recipe.yaml)\n")
+    assert main(["bench", str(tmp_path), "--threads", "1,x"]) == 2
+    assert "--threads: expected comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_without_tensorflow_a_training_command_says_what_to_install_in_one_line(tmp_path):
+    fake = tmp_path / "site" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('this test hides TensorFlow')\n")
+    argv = ["check", str(AV_RECIPE), "-q", *set_args(TINY_AV)]
+    done = _python(f"import sys; from edgemtl.cli import main; sys.exit(main({argv!r}))",
+                   {"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: 'edgemtl check' needs the training dependencies: pip install 'edgemtl[train]' (tensorflow cannot be "
+        "imported)"]
+
+
+def test_tensorflow_start_up_logs_are_silenced_unless_verbose(monkeypatch):
+    from edgemtl.cli import quiet_frameworks
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_frameworks(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    quiet_frameworks(verbose=True)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_tensorflow_loads_without_its_native_start_up_lines_under_the_cli_setting():
+    done = _python("from edgemtl.cli import quiet_frameworks; quiet_frameworks(False); import edgemtl.tfk",
+                   {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "absl::InitializeLog" not in done.stderr and "oneDNN" not in done.stderr, done.stderr

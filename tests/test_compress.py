@@ -9,7 +9,9 @@ import pytest
 from conftest import set_args
 
 # A few epochs each: these tests check behaviour, the README's table measures accuracy.
-TINY_COMPRESS = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1"]
+# hint 1.0: hint distillation through pruning and QAT (it once failed there with "Graph disconnected")
+TINY_COMPRESS = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1",
+                 "compress.distill.hint=1.0"]
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +83,8 @@ def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
 
 def test_rows_without_labels_still_learn_from_the_teacher():
     from edgemtl.kinds import task_kind
-    from edgemtl.tfk import tf
-
     from edgemtl.recipe.schema import TaskSpec
+    from edgemtl.tfk import tf
 
     task = TaskSpec(name="digit", type="multiclass", label_smoothing=0.0, loss="auto")
     spec = {"classes": ["0", "1", "2"]}
@@ -107,6 +108,23 @@ def test_compress_writes_every_model_and_the_table(compressed):
     rows = json.loads((compressed / "compress.json").read_text())
     teacher, student = rows["models"][0], rows["models"][2]
     assert student["params"] < teacher["params"]
+
+
+def test_compress_hands_on_the_better_deployable_int8(compressed):
+    from edgemtl.compress.run import deployed_models
+    from edgemtl.reports.compress_report import int8_verdict
+    from edgemtl.rundir import RunDir
+
+    rows = json.loads((compressed / "compress.json").read_text())
+    handed, table = rows["deployed_int8"], (compressed / "compress.md").read_text()
+    assert handed["model"] == int8_verdict(rows["int8"])["model"]
+    ptq, qat = rows["int8"]
+    if handed["model"] == ptq["model"]:
+        assert handed["instead_of"] == "student-qat" and "**Hand-over:**" in table
+        assert deployed_models(RunDir(compressed), ["teacher", "student-qat"]) == ["teacher", ptq["model"]]
+    else:
+        assert qat["deployable"] and f"The deployed int8 student is {qat['model']}" in table
+    assert "sparsity" in table.split("Quantization-aware training")[-1]  # kept or lost, the table says which
 
 
 def test_pruning_starts_from_the_student_with_the_better_validation_score(compressed):
@@ -218,7 +236,6 @@ def test_missing_teacher(tiny_run, tmp_path, capsys):
 def test_student_recipe_scales_and_validates(av_recipe):
     from edgemtl.compress.student import student_recipe
     from edgemtl.errors import EdgemtlError
-
     from edgemtl.recipe.spec import freeze
 
     def with_student(**keys):
@@ -289,7 +306,8 @@ def test_weight_selection_keeps_each_modalitys_channels_across_the_concatenation
     audio, t_audio = net.get_layer("audio_gap").output_shape[-1], teacher.get_layer("audio_gap").output_shape[-1]
     image = net.get_layer("image_gap").output_shape[-1]
     rows = np.concatenate([np.arange(audio), t_audio + np.arange(image)])
-    kernel, t_kernel = net.get_layer("trunk_dense0").get_weights()[0], teacher.get_layer("trunk_dense0").get_weights()[0]
+    kernel = net.get_layer("trunk_dense0").get_weights()[0]
+    t_kernel = teacher.get_layer("trunk_dense0").get_weights()[0]
     assert np.array_equal(kernel, t_kernel[rows, :kernel.shape[1]])
     head, t_head = net.get_layer("digit").get_weights(), teacher.get_layer("digit").get_weights()
     assert np.array_equal(head[0], t_head[0][:kernel.shape[1]]) and np.array_equal(head[1], t_head[1])

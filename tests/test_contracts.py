@@ -287,8 +287,8 @@ def test_run_dir_names_every_path_inside_the_run(tmp_path):
                                                    "bench_dir", "bench_results", "bench_report", "bench_html",
                                                    "pareto_png")}
     paths.update({f"{m}(teacher)": getattr(run, m)("teacher") for m in (
-        "model_dir", "keras_file", "qat_weights_file", "saved_model", "metrics_file", "history", "backup", "tensorboard",
-        "export_summary")})
+        "model_dir", "keras_file", "qat_weights_file", "saved_model", "metrics_file", "history", "backup",
+        "tensorboard", "export_summary")})
     paths.update(vocab=run.vocab("title"), bundle=run.bundle_dir(aid), bundle_manifest=run.bundle_manifest(aid),
                  bundle_parity=run.bundle_parity(aid), rejected_dir=run.rejected_dir(aid),
                  cache_file=run.cache_file("ab12"))

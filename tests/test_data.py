@@ -121,7 +121,8 @@ def test_missing_image_modality_names_the_row(tmp_path):
     recipe = load_recipe(FASHION_RECIPE, ["data.limit=40"], data=SHARED / "fashion" / "products_all.csv")
     with pytest.raises(EdgemtlError) as e:
         prepare(recipe)
-    assert e.value.messages[0].startswith("products_all.csv row ") and "column 'image' is empty (no image file)" in e.value.messages[0]
+    message = e.value.messages[0]
+    assert message.startswith("products_all.csv row ") and "column 'image' is empty (no image file)" in message
     data = prepare(load_recipe(FASHION_RECIPE, ["data.limit=40", "data.on_bad_row=skip"],
                                data=SHARED / "fashion" / "products_all.csv"))
     kept = set().union(*(s.rows for s in data.splits.values()))  # the val rows also train (train_on_val)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from edgemtl.cli import main
 from edgemtl.artifacts import ArtifactId
+from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
-from edgemtl.runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport
 from edgemtl.recipe.schema import TaskSpec
 from edgemtl.runtime.backends import open_runner
+from edgemtl.runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport
 
 BUNDLES = ["teacher-tflite-fp32", "teacher-tflite-fp16", "teacher-tflite-dynamic", "teacher-tflite-int8",
            "teacher-tflite-int8io", "teacher-onnx-fp32", "teacher-onnx-fp16", "teacher-onnx-dynamic",
@@ -25,10 +25,11 @@ def exported(tiny_run):
 
 
 def test_every_format_and_precision_is_a_bundle(exported):
-    assert sorted(p.name for p in exported.iterdir() if p.is_dir()) == sorted(BUNDLES)
+    assert sorted(p.name for p in exported.iterdir() if p.is_dir() and p.name != "rejected") == sorted(BUNDLES)
     for name in BUNDLES:
         manifest = json.loads((exported / name / "manifest.json").read_text())
-        assert manifest["schema_version"] == SCHEMA_VERSION and manifest["precision"] == ArtifactId.parse(name).precision
+        assert manifest["schema_version"] == SCHEMA_VERSION
+        assert manifest["precision"] == ArtifactId.parse(name).precision
         assert (exported / name / manifest["file"]).stat().st_size > 1000
         assert [(i["name"], i["dtype"]) for i in manifest["inputs"]] == [("audio", "float32"), ("image", "uint8")]
         assert manifest["inputs"][0]["preprocess"] == {"sample_rate": 8000, "clip_samples": 8000}
@@ -63,7 +64,8 @@ def test_c_array_holds_the_int8_model(exported):
     source = (folder / "model_data.cc").read_text()
     values = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", source))
     assert values == model and f"model_data_len = {len(model)};" in source
-    assert "alignas(16)" in source and "extern const unsigned char model_data[];" in (folder / "model_data.h").read_text()
+    header = (folder / "model_data.h").read_text()
+    assert "alignas(16)" in source and "extern const unsigned char model_data[];" in header
 
 
 def test_half_precision_bundles_of_a_label_matching_model(fashion_tiny_run):
@@ -162,17 +164,23 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
 
 
 def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_data, monkeypatch):
-    from edgemtl.export import run as export_run
+    from edgemtl.export import gate, run as export_run
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
-        session.worked["tflite"] = ("audio_logmel",)  # as if tflite-int8 had just needed it
-        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
+        session.worked["tflite"] = ("audio_logmel",)  # as if the first int8 artifact had just needed it
+        row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
+        # int8io from there: a float front-end leaves the audio input float, so it is not integer I/O
+        monkeypatch.setattr(gate, "fallback_candidates", lambda *a: [])
+        io_row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
         memo = list(session.converter.memo)
     assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
     assert row["fallback_tried"] == [["audio_logmel"]]
+    assert [k for k in memo if k[1] == "int8"] == [("tflite", "int8", ("audio_logmel",))]
     assert [k for k in memo if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
+    assert not io_row["deployable"] and "int8io: input 'audio' is float32, not integer" in io_row["reason"], io_row
+    assert "rejected" in io_row["bundle"]
 
 
 def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
@@ -259,7 +267,8 @@ def test_a_layer_the_format_cannot_carry_is_named():
     with pytest.raises(Exception) as e:
         tflite.convert(model, "fp32")
     assert conversion_error(e.value, "tflite", "teacher", model) == (
-        "teacher: cannot convert to tflite: layer 'spectral_norm' uses op tf.Svd, which tflite builtin ops cannot carry")
+        "teacher: cannot convert to tflite: layer 'spectral_norm' uses op tf.Svd, which tflite builtin ops "
+        "cannot carry")
 
 
 def test_interrupted_bundle_write_keeps_the_previous_bundle(exported, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from conftest import DEMO, FASHION_MINI, REPO
 from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
 from edgemtl.runtime import load
+from edgemtl.runtime.manifest import SCHEMA_VERSION
 
 
 def _manifest_rows(path) -> list:
@@ -203,8 +204,8 @@ def test_bad_bundles_are_one_clear_message(tiny_run, fashion_tiny_run, tmp_path)
     newer = tmp_path / "newer"
     shutil.copytree(source, newer)
     manifest = json.loads((newer / "manifest.json").read_text())
-    (newer / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
-    with pytest.raises(EdgemtlError, match="schema version 2 is newer than this runtime reads"):
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(EdgemtlError, match=f"schema version {SCHEMA_VERSION + 1} is newer than this runtime reads"):
         load(newer)
     swapped = tmp_path / "swapped"
     shutil.copytree(source, swapped)

@@ -68,7 +68,8 @@ def _pack_into(run: RunDir, recipe: dict, found: list, out: Path, final: Path) -
         shutil.copytree(run.bundle_dir(aid), packed.bundle_dir(aid))
     shutil.copytree(run.preprocess, packed.preprocess)
     # data.source resolved against the packed recipe.yaml's folder
-    moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(Path("..") / "data" / manifest.name)))
+    source = str(Path("..") / "data" / manifest.name)
+    moved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=source))
     write_recipe(packed, moved)
     from .. import __version__
 

@@ -13,14 +13,14 @@ import numpy as np
 
 from .. import jsonio
 from ..artifacts import ArtifactId, keras_target_name, model_of_target
-from ..recipe.schema import Recipe
 from ..errors import EdgemtlError
 from ..export.formats import FORMATS
 from ..kinds import score_all
+from ..names import GPU_BACKENDS
 from ..progress import Progress
+from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from ..runtime.manifest import BundleManifest
-from ..names import GPU_BACKENDS
 from .backends import BACKENDS, ORT_GPU_PROVIDERS, unavailable
 from .machine import machine_info
 
@@ -28,8 +28,33 @@ WARMUP = 20  # untimed calls before each measurement; also the fewest timed call
 
 
 def bundles(run: RunDir) -> list[ArtifactId]:
-    """The run's bundles to bench: a format whose model file is another's again (the C array) is not benched twice."""
-    return [a for a in run.bundles() if FORMATS[a.format].benched]
+    """The run's deployable bundles to bench: a format whose model file is another's again (the C array) is not
+    benched twice; a bundle that failed the parity gate is left out (excluded_bundles)."""
+    return [a for a in run.bundles() if FORMATS[a.format].benched and _deployable(run, a) is None]
+
+
+def excluded_bundles(run: RunDir) -> list[dict]:
+    """Bundles bench leaves out because they failed the parity gate: {artifact, reason}, those in exports/ (from an
+    older export) and in exports/rejected/."""
+    found = [(a, _deployable(run, a)) for a in run.bundles() if FORMATS[a.format].benched]
+    out = [{"artifact": a.name, "reason": reason} for a, reason in found if reason is not None]
+    for a in run.rejected_bundles():
+        if FORMATS[a.format].benched and a.name not in {e["artifact"] for e in out} and a not in run.bundles():
+            out.append({"artifact": a.name, "reason": _reason(run.rejected_dir(a))})
+    return out
+
+
+def _deployable(run: RunDir, aid: ArtifactId) -> str | None:
+    """None when the bundle passed its gate, else the reason it did not."""
+    manifest = BundleManifest.read(run.bundle_dir(aid))
+    return None if manifest.deployable else (manifest.parity.reason or "failed the parity gate")
+
+
+def _reason(folder: Path) -> str:
+    try:
+        return BundleManifest.read(folder).parity.reason or "failed the parity gate"
+    except EdgemtlError as e:
+        return e.messages[0]
 
 
 def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, list]:
@@ -37,6 +62,10 @@ def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, lis
     Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
     targets = [(a.name, str(run.bundle_dir(a)), FORMATS[a.format].converts_as) for a in bundles(run)]
     if not targets:
+        excluded = excluded_bundles(run)
+        if excluded:
+            raise EdgemtlError(f"{run.root}: no deployable bundle to bench (failed the parity gate: "
+                               f"{', '.join(e['artifact'] for e in excluded)})")
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
     targets += [(keras_target_name(m), str(run.require_model(m)), "keras") for m in recipe.export.model
                 if run.model_file(m).exists()]
@@ -105,7 +134,7 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
-    results = {"machine": machine_info(), **timing, "skipped": skipped,
+    results = {"machine": machine_info(), **timing, "skipped": skipped, "excluded": excluded_bundles(run),
                "peak_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp),
                "rows": [], "accuracy": {}, "gpu_accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
     targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
@@ -115,7 +144,7 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
         gpu = {j["backend"] for j in jobs if j["target"] == target and j["backend"] in ORT_GPU_PROVIDERS}
         for backend in sorted(gpu):
             results["gpu_accuracy"][f"{name} {backend}"] = _or_error(
-                lambda: accuracy(recipe, data, target, kind, backend))
+                lambda target=target, kind=kind, backend=backend: accuracy(recipe, data, target, kind, backend))
         results["sizes"][name] = _size(Path(target), kind)
         results["model_of"][name] = model_of_target(name)
         bar.update()

@@ -9,7 +9,7 @@ teacher's answers away from the training points; each input mixes by its modalit
 from collections.abc import Mapping
 
 from .. import kinds
-from ..models.heads import head_dense
+from ..models.heads import head_input
 from ..recipe.schema import DistillSpec
 from ..tfk import keras, tf
 from ..train.trainer import MultitaskTrainer
@@ -25,7 +25,7 @@ def task_settings(distill: DistillSpec, task_name: str) -> tuple[float, float]:
 
 def shared_representation(net):
     """The tensor every head reads (the trunk's output): the input of the first task's head Dense layer."""
-    return head_dense(net, net.output_names[0]).input
+    return head_input(net, net.output_names[0])
 
 
 class DistillTrainer(MultitaskTrainer):

@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 
-from ..errors import EdgemtlError
+from ..errors import EdgemtlError, did_you_mean
 from ..models.heads import head_dense
-from ..errors import did_you_mean
 from ..recipe.schema import PruneSpec, Recipe
 from ..tfk import keras
 
@@ -114,16 +113,24 @@ def _kernels(layer) -> list:
     return [w for w in layer.trainable_weights if "bias" not in w.name and len(w.shape) >= 2]
 
 
-def layer_sparsity(net, names: list) -> dict:
-    """{layer: fraction of zero weights} of the pruned layers of a plain (stripped) model, plus 'overall'."""
+def layer_sparsity(net, names: list, find=None) -> dict:
+    """{layer: fraction of zero weights} of the pruned layers of a plain (stripped) model, plus 'overall'.
+    find(net, name): the layer of that name (default net.get_layer; a QAT net holds wrappers)."""
     out, total, zeros = {}, 0, 0
     for name in names:
-        values = [w.numpy() for w in _kernels(net.get_layer(name))]
+        layer = (find or type(net).get_layer)(net, name)
+        values = [w.numpy() for w in layer.weights if len(w.shape) >= 2 and not _bookkeeping(w)]
         n, z = sum(v.size for v in values), sum(int((v == 0).sum()) for v in values)
         out[name] = round(z / max(n, 1), 4)
         total, zeros = total + n, zeros + z
     out["overall"] = round(zeros / max(total, 1), 4)
     return out
+
+
+def _bookkeeping(weight) -> bool:
+    """tfmot's own variables beside a kernel (pruning masks, quantizer ranges)."""
+    short = weight.name.split("/")[-1]
+    return any(k in short for k in ("mask", "_min", "_max", "threshold"))
 
 
 class SparsityLog(keras.callbacks.Callback):

@@ -29,6 +29,7 @@ class Compressor:
         self.tasks = self.student.tasks
         self.steps = -(-len(data["train"]) // self.student.training.batch_size)
         self.start = "student"  # what pruning and QAT start from (choose_start)
+        self.pruned_names: list[str] = []  # the layers pruning chose (their sparsity is followed through QAT)
 
     def _recipe_for(self, epochs: int, learning_rate: float) -> Recipe:
         """The student's recipe for a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
@@ -103,12 +104,13 @@ class Compressor:
             to_save=prune.strip, eligible=prune.eligible_after(expected))
         summary = self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-pruned", hooks)
         model = load_model(self.run.model_file("student-pruned"))
+        self.pruned_names = names
         sparsity = {"sparsity": prune.layer_sparsity(model, names), "sparsity_target": round(expected, 4)}
         self._add_to_metrics("student-pruned", sparsity)
         return {**summary, **sparsity}
 
     def quantization_aware(self, base: str, pruned: bool):
-        from .qat import quantize_for_training
+        from .qat import KeepZeros, quantize_for_training
 
         cfg = self.cfg.qat
         heads = prune.head_layers(load_model(self.run.require_model(base)))
@@ -122,8 +124,17 @@ class Compressor:
             write_qat_spec(self.run.model_dir("student-qat"), base, heads, pruned)  # how load_model rebuilds it
             return net
 
-        hooks = TrainHooks(make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE)
-        return self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat", hooks)
+        hooks = TrainHooks(make_net=make_net, make_trainer=self._fine_tuner(), file_name=QAT_WEIGHTS_FILE,
+                           callbacks=(KeepZeros(),) if pruned else ())
+        summary = self._train(self._recipe_for(cfg.epochs, cfg.learning_rate), "student-qat", hooks)
+        if pruned and self.pruned_names:  # what pruning-preserving QAT kept of the pruned zeros
+            from .qat import qat_layer
+
+            model = load_model(self.run.model_file("student-qat"))
+            kept = prune.layer_sparsity(model, self.pruned_names, qat_layer)
+            self._add_to_metrics("student-qat", {"sparsity": kept})
+            summary = {**summary, "sparsity": kept}
+        return summary
 
     def _add_to_metrics(self, name: str, extra: dict):
         update_metrics(self.run, name, extra)
@@ -160,6 +171,30 @@ def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -
     rows, text = compression_table(run, recipe, data, models, base if c.cfg.qat.enabled else None)
     rows["start"] = {"model": c.start, "why": why}
     text += f"\nPruning and quantization-aware training start from {c.start} ({why}).\n"
+    handed = rows.get("deployed_int8")
+    if handed and handed.get("instead_of"):
+        log.warning("compress: %s is handed on instead of %s: %s", handed["model"], handed["instead_of"],
+                    handed["why"])
     atomic_write_json(run.compress_json, rows)
     atomic_write_text(run.compress_md, text)
     return text
+
+
+def deployed_models(run: RunDir, models) -> list[str]:
+    """export.model with student-qat replaced by the int8 student compress handed on instead (RUN/compress.json
+    "deployed_int8": post-training int8 of QAT's base where QAT int8 failed the gate or lost to it)."""
+    import json
+
+    try:
+        handed = json.loads(run.compress_json.read_text()).get("deployed_int8") or {}
+    except (OSError, ValueError):
+        return list(models)
+    instead = handed.get("instead_of")
+    out = []
+    for name in models:
+        chosen = handed["model"] if instead and name == instead else name
+        if chosen != name:
+            log.warning("export: %s instead of %s (compress hands it on: %s)", chosen, name, handed.get("why"))
+        if chosen not in out:
+            out.append(chosen)
+    return out

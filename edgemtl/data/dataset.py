@@ -91,6 +91,8 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     problems = label_problems(recipe, labels)
     if problems:
         raise EdgemtlError(*problems)
+    for message in unseen_label_warnings(recipe, table, index, labels):
+        log.warning(message)
     decoded, skipped = {}, []
     for name in splits:
         part = table.take(index[name][:rows_per_split])
@@ -128,6 +130,29 @@ def _label_cell_problem(value, numeric: bool) -> str | None:
     except (TypeError, ValueError):
         return f"has {str(value)[:60]!r}, not a number"
     return None if math.isfinite(number) else f"has {value!r}: a label must be a finite number"
+
+
+def unseen_label_warnings(recipe: Recipe, table: Table, index: dict, labels: dict) -> list[str]:
+    """One message per task and split whose validation/test rows carry labels absent from the training split: the
+    model cannot predict them (masked in training, scored as errors)."""
+    messages = []
+    for i, t in enumerate(recipe.tasks):
+        kind = kinds.task_kind(t.type)
+        for split in ("val", "test"):
+            column = table.columns[t.column]
+            rows = [column[j] for j in index[split]]
+            count, examples = kind.unseen_labels(labels[t.name], rows, t.separator)
+            if count:
+                shown = ", ".join(f"'{e}'" for e in examples)
+                no_score = kind.unseen_rows_scored and count == _labelled(rows)
+                effect = f"the task has no {split} score" if no_score else kind.unseen_effect
+                messages.append(f"tasks[{i}] ({t.name}): {count} of {len(rows)} {split} rows carry labels absent "
+                                f"from the training split, e.g. {shown}; {effect}")
+    return messages
+
+
+def _labelled(values) -> int:
+    return sum(not is_missing(v) for v in values)
 
 
 def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):

@@ -1,12 +1,13 @@
-"""A bundle is a folder a device can use alone: the model file, manifest.json, the tokenizer vocabularies, parity.json."""
+"""A bundle is a folder a device can use alone: the model file, manifest.json, the tokenizer vocabularies,
+parity.json. Only a bundle that passed the parity gate lands in RUN/exports/; a failed one goes to exports/rejected/."""
 import shutil
 from pathlib import Path
 
 from .. import __version__, kinds
-from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
+from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from ..rundir import RunDir, atomic_save
-from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport, Quantization
+from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport, Quantization, RuntimeConfig
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
@@ -24,7 +25,8 @@ def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inpu
     data = {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
             "recipe_hash": run.recipe_hash(), "model": aid.model, "format": aid.format, "precision": aid.precision,
             "file": file, "inputs": inputs, "outputs": outputs, "quantization": quantization.to_dict(),
-            "parity": {"deployable": report.deployable, "reason": report.reason}}
+            "parity": {"deployable": report.deployable, "reason": report.reason},
+            "runtime": (report.runtime or RuntimeConfig()).to_dict()}
     return BundleManifest.from_dict(data, file=f"{aid.name}/{MANIFEST_FILE}")
 
 
@@ -43,3 +45,28 @@ def write_bundle(folder: Path, files: dict[str, bytes], manifest: BundleManifest
         (tmp / PARITY_FILE).write_text(parity.to_json())
 
     atomic_save(folder, build)
+
+
+def place_bundle(run: RunDir, aid: ArtifactId, files: dict[str, bytes], manifest: BundleManifest,
+                 parity: ParityReport) -> Path:
+    """A deployable bundle goes to RUN/exports/<artifact>/ (its old rejected copy is removed); a failed one to
+    RUN/exports/rejected/<artifact>/ with its parity.json, and never replaces a deployable bundle already in place
+    (a failed bundle there from an older export is removed: exports/ holds what passed). Returns where it went."""
+    target, rejected = run.bundle_dir(aid), run.rejected_dir(aid)
+    if parity.deployable:
+        write_bundle(target, files, manifest, parity, run)
+        shutil.rmtree(rejected, ignore_errors=True)
+        return target
+    write_bundle(rejected, files, manifest, parity, run)
+    if target.exists() and not _is_deployable(target):
+        shutil.rmtree(target, ignore_errors=True)
+    return rejected
+
+
+def _is_deployable(folder: Path) -> bool:
+    from ..errors import EdgemtlError
+
+    try:
+        return BundleManifest.read(folder).deployable
+    except EdgemtlError:
+        return False

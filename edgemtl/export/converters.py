@@ -38,13 +38,17 @@ def onnx(job: ConversionJob) -> bytes:
         onnx_lib.save(onnx_export.to_onnx(job.model, job.opset, dict(job.metadata)), str(fp32))
     if job.precision == "fp32":
         return fp32.read_bytes()
+    from ..models.layers import float_outputs
+
+    # label-unit outputs (regression: x * std + mean, clipped) stay in float; fp16 or int8 steps are years there
+    keep = job.keep_float + tuple(f"/{name}/" for name in float_outputs(job.model))
     if job.precision == "fp16":
-        return onnx_export.to_fp16(onnx_lib.load(str(fp32)), job.keep_float).SerializeToString()
+        return onnx_export.to_fp16(onnx_lib.load(str(fp32)), keep).SerializeToString()
     out = job.workdir / f"{job.precision}-{len(list(job.workdir.glob('*.onnx')))}.onnx"
     if job.precision == "dynamic":
-        onnx_export.quantize_dynamic(fp32, out, job.keep_float)
+        onnx_export.quantize_dynamic(fp32, out, keep)
     else:
-        onnx_export.quantize_static(fp32, out, onnx_export.onnx_samples(list(job.samples)), job.keep_float)
+        onnx_export.quantize_static(fp32, out, onnx_export.onnx_samples(list(job.samples)), keep)
     return out.read_bytes()
 
 

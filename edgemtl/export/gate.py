@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import kinds
 from ..errors import EdgemtlError
 from ..recipe.schema import Recipe, TaskSpec
-from ..runtime.manifest import ParityReport, TaskParity
+from ..runtime.manifest import KERNELS, ParityReport, RuntimeConfig, TaskParity
 from . import parity
 from .formats import Format
 
@@ -40,23 +40,46 @@ def gate_data(model, recipe: Recipe, data) -> GateData:
                                                    for t in tasks})
 
 
-def judge(path: Path, precision: str, gate: GateData) -> ParityReport:
-    """The verdict on one converted file."""
+def judge(path: Path, precision: str, gate: GateData, io: dict | None = None) -> ParityReport:
+    """The verdict on one converted file, run in a child process on the runtime configuration it records (the
+    report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given."""
     verdict = parity.check(path, precision, gate.x, gate.y, gate.reference, list(gate.tasks), gate.labels,
                            dict(gate.tolerance))
     tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
+    if io is not None and verdict.get("io"):
+        io.update(verdict["io"])
     return ParityReport(deployable=bool(verdict["deployable"]), reason=verdict["reason"], tasks=tasks,
-                        rows=verdict.get("rows"))
+                        rows=verdict.get("rows"), outputs_digest=verdict.get("outputs_digest"),
+                        runtime=runtime_config(verdict["runtime"]), null_reasons=verdict.get("null_reasons") or {})
 
 
-def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool) -> list[tuple[str, ...]]:
-    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders; none where the
-    format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
+def runtime_config(measured: dict) -> RuntimeConfig:
+    """The configuration the gate ran on, as the manifest names it (with the CPU a kernel choice was timed on)."""
+    from ..bench.machine import cpu_info
+
+    timings = measured.get("timings_ms")
+    kernels = measured.get("kernels")
+    return RuntimeConfig(kernels=kernels if kernels in KERNELS else None, threads=measured.get("threads", 1),
+                         graph_optimization=measured.get("graph_optimization"), provider=measured.get("provider"),
+                         chosen_by="measured" if timings else "default",
+                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings)
+
+
+def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,
+                        tasks=()) -> list[tuple[str, ...]]:
+    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders, then (with `tasks`)
+    the fusion, trunk and heads after the encoders (the small dense end of the model: cheap in float), and the
+    encoders' front-ends with it; none where the format cannot keep parts in float (TFLite fp16 and
+    dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
         return []
     front = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
-    return front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
-                                                        if len(inputs) > 1 else [])
+    out = front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
+                                                       if len(inputs) > 1 else [])
+    if tasks:
+        after = ("fusion_", "trunk_", *(t.name for t in tasks))
+        out += [after] + ([tuple(p for parts in front for p in parts) + after] if front else [])
+    return out
 
 
 @dataclass(frozen=True)

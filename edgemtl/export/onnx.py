@@ -9,7 +9,6 @@ import numpy as np
 from .signature import input_specs
 
 
-
 def to_onnx(model, opset: int, metadata: dict):
     import onnx
     import tf2onnx
@@ -46,8 +45,13 @@ def quantize_dynamic(src: Path, dst: Path, keep_float=()):
 
 def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
     """QDQ, per-channel int8, after ORT's pre-processing (run in a temporary directory: it writes files there)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static as ort_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static as ort_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

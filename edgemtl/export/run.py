@@ -10,14 +10,21 @@ from dataclasses import dataclass
 from ..artifacts import ArtifactId
 from ..errors import EdgemtlError
 from ..names import INT8_PRECISIONS
-from ..reports.markdown import table
 from ..recipe.schema import Recipe
+from ..reports.markdown import table
 from ..rundir import RunDir, atomic_write_json
-from ..runtime.manifest import ParityReport, QuantParams, Quantization
+from ..runtime.manifest import ParityReport, Quantization, QuantParams
 from . import gate
-from .bundle import build_manifest, input_entry, output_entry, write_bundle
-from .convert import (MIN_CALIBRATION_ROWS, Converter, calibration_rows, calibration_samples,  # noqa: F401
-                      conversion_error, convert_model, load_exported)
+from .bundle import build_manifest, input_entry, output_entry, place_bundle
+from .convert import (  # noqa: F401
+    MIN_CALIBRATION_ROWS,
+    Converter,
+    calibration_rows,
+    calibration_samples,
+    conversion_error,
+    convert_model,
+    load_exported,
+)
 from .formats import FORMATS, plan  # noqa: F401  (plan: the CLI checks its flags with it)
 
 
@@ -38,6 +45,7 @@ class ModelExport:
         labels = json.dumps({t.name: data.labels[t.name].get("classes") for t in self.gate.tasks})
         self.converter = Converter(run, recipe, model_name, model, samples, {"edgemtl.labels": labels})
         self.reports: dict = {}  # converted file -> its ParityReport
+        self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
         self.worked = {} if worked is None else worked
 
     def __enter__(self) -> ModelExport:
@@ -48,7 +56,7 @@ class ModelExport:
 
     def judge(self, path, precision: str) -> ParityReport:
         if path not in self.reports:
-            self.reports[path] = gate.judge(path, precision, self.gate)
+            self.reports[path] = gate.judge(path, precision, self.gate, self.io.setdefault(path, {}))
         return self.reports[path]
 
     def verdict(self, aid: ArtifactId) -> gate.Verdict:
@@ -56,7 +64,8 @@ class ModelExport:
         fmt, cfg = FORMATS[aid.format], self.recipe.export
         # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
-        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback)
+        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
+                                              self.gate.tasks)
         found = gate.search(lambda keep: self.converter.convert(aid, keep),
                             lambda path: self.judge(path, aid.precision), fmt, aid.precision, candidates, start,
                             cfg.float_fallback)
@@ -65,15 +74,21 @@ class ModelExport:
         return found
 
     def export_artifact(self, aid: ArtifactId) -> dict:
-        """Convert, judge and bundle one artifact; its summary row."""
+        """Convert, judge and bundle one artifact; its summary row. A C array wraps the int8io model when that one
+        passes the gate (firmware feeds it integers), else the int8 one; its manifest says which."""
         import dataclasses
 
-        found = self.verdict(aid)
+        wraps = None
+        if FORMATS[aid.format].wraps:
+            integer_io = self.verdict(ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io"))
+            found, wraps = (integer_io, "int8io") if integer_io.report.deployable else (self.verdict(aid), "int8")
+        else:
+            found = self.verdict(aid)
         report = dataclasses.replace(found.report, reason=found.report.reason.replace(str(found.path), aid.name))
-        self._bundle(aid, found.path, report)
-        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict()}
+        where = self._bundle(aid, found.path, report, wraps)
+        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where)}
 
-    def _bundle(self, aid: ArtifactId, path, report: ParityReport) -> None:
+    def _bundle(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None = None):
         fmt = FORMATS[aid.format]
         model_bytes = path.read_bytes()
         files = {fmt.model_file: model_bytes}
@@ -85,19 +100,15 @@ class ModelExport:
             self.run, self.recipe, aid, fmt.model_file,
             [input_entry(inputs[name], spec) for name, spec in self.specs.items()],
             [output_entry(t, self.data.labels[t.name]) for t in self.gate.tasks],
-            self._quantization(aid, path, report), report)
-        write_bundle(self.run.bundle_dir(aid), files, manifest, report, self.run)
+            self._quantization(aid, path, report, wraps), report)
+        return place_bundle(self.run, aid, files, manifest, report)
 
-    def _quantization(self, aid: ArtifactId, path, report: ParityReport) -> Quantization:
+    def _quantization(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None) -> Quantization:
         io = None
-        if FORMATS[aid.format].converts_as == "tflite" and aid.precision == "int8io":
-            from ..runtime.backends import LiteRTRunner
-
-            runner = LiteRTRunner(path)
-            io = {n: QuantParams(d["dtype"].__name__, float(d["quantization"][0]), int(d["quantization"][1]))
-                  for n, d in {**runner.inputs, **runner.outputs}.items()}
+        if "int8io" in (aid.precision, wraps) and self.io.get(path):  # read by the gate's child, not loaded here
+            io = {n: QuantParams(d["dtype"], d["scale"], d["zero_point"]) for n, d in self.io[path].items()}
         return Quantization(aid.precision, tuple(report.kept_in_float),
-                            len(self.converter.samples) if aid.precision in INT8_PRECISIONS else None, io)
+                            len(self.converter.samples) if aid.precision in INT8_PRECISIONS else None, io, wraps)
 
 
 @dataclass(frozen=True)
@@ -160,3 +171,38 @@ def format_table(rows: list, tasks: list) -> str:
 def _delta(drop) -> str:
     """The change of a task's metric in points (a drop not measured, written as null, shows as n/a)."""
     return "n/a" if drop is None else f"{0.0 - drop * 100 + 0.0:+.2f}"
+
+
+def summary_rows(run: RunDir, models) -> dict[str, list]:
+    """The last export's rows of each model (RUN/exports/<model>-summary.json); a model never exported has none."""
+    from .. import jsonio
+
+    out = {}
+    for m in models:
+        path = run.export_summary(m)
+        out[m] = jsonio.read(path, "export summary") if path.exists() else []
+    return out
+
+
+def require_deployable(run: RunDir, models, table: str | None = None) -> None:
+    """`edgemtl export`'s verdict: NotDeployableError (exit 3) listing every requested artifact that failed."""
+    from ..errors import NotDeployableError
+
+    failed = [r for rows in summary_rows(run, models).values() for r in rows if not r["deployable"]]
+    if failed:
+        raise NotDeployableError(*[f"{r['artifact']}: not deployable: {r['reason']} (kept apart in "
+                                   f"{run.rejected.name}/)" if r.get("size") else
+                                   f"{r['artifact']}: not deployable: {r['reason']}" for r in failed],
+                                 output=table)
+
+
+def deployable_summary(run: RunDir, models) -> tuple[str, list[str]]:
+    """(one line naming what is deployable and what is not, the requested models without a deployable artifact)."""
+    rows = summary_rows(run, models)
+    good = [r["artifact"] for m in models for r in rows[m] if r["deployable"]]
+    bad = [r["artifact"] for m in models for r in rows[m] if not r["deployable"]]
+    missing = [m for m in models if not any(r["deployable"] for r in rows[m])]
+    line = f"deployable: {', '.join(good) or 'none'}"
+    if bad:
+        line += f"; not deployable: {', '.join(bad)}"
+    return line, missing

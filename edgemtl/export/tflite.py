@@ -3,9 +3,9 @@
 Full-int8 calibration can crash the process (e.g. a segfault calibrating a fused GRU), so callers run it in a child
 process (worker.py).
 """
+from ..models.layers import float_outputs
 from ..tfk import tf
 from .signature import serving_function
-
 
 
 def _converter(model, precision: str, representative=None):
@@ -29,11 +29,13 @@ def _converter(model, precision: str, representative=None):
 def convert(model, precision: str, samples=None, keep_float=()) -> bytes:
     """samples: list of input dicts for calibration. keep_float: layer-name prefixes left in float."""
     def representative():
-        for s in samples:
-            yield s
+        yield from samples
 
     conv = _converter(model, precision, representative)
-    if not keep_float:
+    # label-unit outputs (regression) stay in float: the converter folds their de-standardisation into the head's
+    # FULLY_CONNECTED, whose int8 output would span 0..2016 for years
+    label_units = float_outputs(model) if precision in ("int8", "int8io") else []
+    if not keep_float and not label_units:
         return conv.convert()
     # Selective quantization: the debugger takes the output tensor names of ops to keep in float, and its
     # dataset as lists in interpreter input order (not dicts).
@@ -41,8 +43,11 @@ def convert(model, precision: str, samples=None, keep_float=()) -> bytes:
     from ai_edge_litert.interpreter import Interpreter
 
     details = Interpreter(model_content=float_model)
+    outputs = details.get_signature_runner().get_output_details()
     names = [d["name"] for d in details.get_tensor_details() if any(f"/{p}" in d["name"] or d["name"].startswith(p)
-                                                                   for p in keep_float)]
+                                                                   for p in keep_float)
+             or any(f"/{n}/" in d["name"] for n in label_units)]
+    names += [outputs[n]["name"] for n in label_units]
     order = [d["name"].split("serving_default_")[-1].split(":")[0] for d in details.get_input_details()]
 
     def as_lists():

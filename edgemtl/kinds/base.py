@@ -25,6 +25,9 @@ from ..progress import Progress
 log = logging.getLogger("edgemtl")
 
 MISSING = -1  # class index / multi-hot value of a missing label; regression uses NaN
+UNSEEN = -2  # class index of a label absent from the training split: masked in training, an error when scored
+
+
 class BadInput(ValueError):
     """What decode and prepare raise for a raw value that cannot become model input; the message says why."""
 
@@ -201,8 +204,11 @@ class TaskKind:
     primary_metric: str = ""  # the raw metric a table shows for the task (and the parity gate reports)
     lower_is_better_metrics: tuple = ()
     has_classes: bool = True  # labels are named classes (labels.json "classes", the manifest's "labels")
+    has_bounds: bool = False  # the task takes min/max (a clip of its value)
     supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
     activation: str | None = None  # the output layer's activation over the head's logits
+    unseen_effect: str = "they are scored as errors"  # what becomes of rows whose label training never saw
+    unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
     score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
 
     # -- labels ---------------------------------------------------------------------------------------------------
@@ -216,6 +222,11 @@ class TaskKind:
 
     def n_outputs(self, label_info: Mapping) -> int:
         raise NotImplementedError
+
+    def unseen_labels(self, label_info: Mapping, values: list, separator: str = "|") -> tuple[int, list[str]]:
+        """(rows whose label is absent from the training split, a few such labels): what data preparation warns
+        about for validation and test rows. None for kinds without classes."""
+        return 0, []
 
     def label_problems(self, spec, label_info: Mapping, where: str) -> list[str]:
         """Problems of the learned labels that make the task untrainable (too few classes)."""
@@ -278,6 +289,15 @@ class TaskKind:
     def soft_loss(self, spec, label_info: Mapping, temperature: float):
         """Distillation: fn(teacher_output, student_output) -> scalar, over every row (labelled or not)."""
         raise NotImplementedError
+
+
+def no_score(metric_names, n: int, unseen: int = 0) -> dict:
+    """score() of a split without a scorable row: every metric None, and "reason" saying why."""
+    if unseen:
+        reason = f"all {unseen} labelled row(s) have classes absent from the training split"
+    else:
+        reason = "no labelled row"
+    return {**{m: None for m in metric_names}, "score": None, "n": n, "unseen": unseen, "reason": reason}
 
 
 def masked_mean(per_row, mask):
@@ -345,8 +365,13 @@ class ClassTaskKind(TaskKind):
 
     def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
         index = {c: i for i, c in enumerate(label_info["classes"])}
-        codes = np.array([index.get(as_label(v), MISSING) if not is_missing(v) else MISSING for v in values])
+        codes = np.array([index.get(as_label(v), UNSEEN) if not is_missing(v) else MISSING for v in values])
         return codes.astype(self.label_dtype)
+
+    def unseen_labels(self, label_info: Mapping, values: list, separator: str = "|") -> tuple[int, list[str]]:
+        known = set(label_info["classes"])
+        unseen = [as_label(v) for v in values if not is_missing(v) and as_label(v) not in known]
+        return len(unseen), sorted(set(unseen))[:3]
 
     label_dtype = np.int32
 
@@ -364,12 +389,17 @@ class ClassTaskKind(TaskKind):
         return [int(np.flatnonzero(y == c)[0]) for c in np.unique(y[y >= 0])]
 
     def score(self, y_true: np.ndarray, output: np.ndarray, threshold: float = 0.5, std: float = 1.0) -> dict:
+        """Rows whose class was absent from training (UNSEEN) count in n and are wrong (macro-F1 sees them as one
+        extra class); a split with no row of a known class has no score (None, with the reason)."""
+        y_true = np.asarray(y_true)
         pred = self.decide(output, threshold)
-        valid = y_true >= 0
-        t, p = y_true[valid].astype(np.int64), pred[valid]
-        acc = float(np.mean(t == p)) if valid.any() else float("nan")
-        metrics = {"accuracy": acc, "macro_f1": macro_f1(t, p) if valid.any() else float("nan")}
-        return {**metrics, "score": self.normalised(metrics), "n": int(valid.sum())}
+        labelled, known = y_true != MISSING, y_true >= 0
+        unseen = int((labelled & ~known).sum())
+        if not known.any():
+            return no_score(self.metric_names, int(labelled.sum()), unseen)
+        t, p = y_true[labelled].astype(np.int64), pred[labelled]
+        metrics = {"accuracy": float(np.mean(t == p)), "macro_f1": macro_f1(t, p)}
+        return {**metrics, "score": self.normalised(metrics), "n": int(labelled.sum()), "unseen": unseen}
 
     def normalised(self, metrics: Mapping, std: float = 1.0) -> float:
         return metrics["accuracy"]

@@ -3,12 +3,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1
+from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score
 
 
 class MultilabelKind(SigmoidTaskKind):
     name = "multilabel"
     supports_label_match = True
+    unseen_effect = "those classes are left out of the rows' targets"
+    unseen_rows_scored = False
 
     def learn_labels(self, spec, values: list) -> dict:
         present = [v for v in values if not is_missing(v)]
@@ -27,6 +29,15 @@ class MultilabelKind(SigmoidTaskKind):
                     out[r, index[c.strip()]] = 1.0
         return out
 
+    def unseen_labels(self, label_info: Mapping, values: list, separator: str = "|") -> tuple[int, list[str]]:
+        """Rows naming a class absent from the training split (that class is dropped from the row's targets)."""
+        known, rows, names = set(label_info["classes"]), 0, set()
+        for v in values:
+            extra = set() if is_missing(v) else {c.strip() for c in str(v).split(separator) if c.strip()} - known
+            rows += bool(extra)
+            names |= extra
+        return rows, sorted(names)[:3]
+
     def covering_rows(self, y: np.ndarray) -> list[int]:
         return [int(np.flatnonzero(y[:, j] == 1)[0]) for j in range(y.shape[1]) if (y[:, j] == 1).any()]
 
@@ -37,9 +48,11 @@ class MultilabelKind(SigmoidTaskKind):
         """accuracy: per label and row; macro_f1: the mean over labels of each label's macro-F1."""
         pred = self.decide(output, threshold)
         valid = y_true[:, 0] >= 0
+        if not valid.any():
+            return no_score(self.metric_names, 0)
         t, p = y_true[valid].astype(np.int64), pred[valid]
-        acc = float(np.mean(t == p)) if valid.any() else float("nan")
-        f1 = float(np.mean([macro_f1(t[:, j], p[:, j]) for j in range(t.shape[1])])) if valid.any() else float("nan")
+        acc = float(np.mean(t == p))
+        f1 = float(np.mean([macro_f1(t[:, j], p[:, j]) for j in range(t.shape[1])]))
         metrics = {"accuracy": acc, "macro_f1": f1}
         return {**metrics, "score": self.normalised(metrics), "n": int(valid.sum())}
 

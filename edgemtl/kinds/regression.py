@@ -1,6 +1,8 @@
 """Regression task: one value in label units. The head learns the standardised value (training-split mean/std in
-labels.json) and de-standardises in the graph. Normalised score: 1 - MAE / std (1 is perfect, 0 is as far off as
-one standard deviation on average; it can go below 0), never the raw MAE."""
+labels.json) and de-standardises in the graph, clipped to the task's min/max where given. That last step is a
+label-unit value (years ~2012): int8 cannot hold it (a quantized range always spans 0, a step of ~8 years), so
+exports keep it in float (models.layers.float_outputs). Normalised score: 1 - MAE / std (1 is perfect, 0 is as far
+off as one standard deviation on average; it can go below 0), never the raw MAE."""
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,6 +20,7 @@ class RegressionKind(TaskKind):
     lower_is_better_metrics = ("mae", "rmse")
     score_meaning = "1 - MAE/std for regression"
     has_classes = False
+    has_bounds = True
 
     def learn_labels(self, spec, values: list) -> dict:
         nums = np.array([float(v) for v in values if not is_missing(v)], dtype=np.float64)
@@ -65,7 +68,7 @@ class RegressionKind(TaskKind):
         from ..tfk import keras
 
         z = keras.layers.Dense(1, name=f"{spec.name}_standardised")(x)
-        return Denormalize(label_info["mean"], label_info["std"], name=spec.name)(z)
+        return Denormalize(label_info["mean"], label_info["std"], low=spec.min, high=spec.max, name=spec.name)(z)
 
     def loss(self, spec, label_info: Mapping):
         """mse (auto), mae or huber, on the standardised scale."""

@@ -20,9 +20,25 @@ def unmatched_view(net, tasks: list):
     return keras.Model(net.inputs, outputs, name=f"{net.name}_with_unmatched")
 
 
+# tfmot wraps a layer in a new one named after it: a pruned net holds prune_low_magnitude_<name>, a QAT net quant_<name>
+WRAPPER_PREFIXES = ("", "prune_low_magnitude_", "quant_")
+
+
 def head_dense(net, task_name: str):
-    """The Dense layer of a task's head: the output layer itself, or the one before the output's transform."""
+    """The Dense layer of a task's head: the output layer itself, or the one before the output's transform; in a
+    pruned or quantization-aware net, the tfmot wrapper around it."""
+    names = {x.name for x in net.layers}
     for name in (task_name, f"{task_name}_logits", f"{task_name}_standardised"):
-        if name in {x.name for x in net.layers} and isinstance(net.get_layer(name), L.Dense):
-            return net.get_layer(name)
+        for prefix in WRAPPER_PREFIXES:
+            layer = net.get_layer(prefix + name) if prefix + name in names else None
+            if layer is not None and isinstance(getattr(layer, "layer", layer), L.Dense):
+                return layer
     raise ValueError(f"no Dense head layer for task '{task_name}'")
+
+
+def head_input(net, task_name: str):
+    """The tensor a task's head reads, in `net`'s own graph. A layer that tfmot's cloning reused keeps its first
+    call's node (the source model's graph, "Graph disconnected" in a model over `net`): its newest node is the one
+    of the net built last from it."""
+    layer = head_dense(net, task_name)
+    return layer.get_input_at(len(layer._inbound_nodes) - 1)

@@ -43,7 +43,8 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def __init__(self, sample_rate, frame_length, frame_step, n_mels, **kwargs):
         super().__init__(**kwargs)
-        self.sample_rate, self.frame_length, self.frame_step, self.n_mels = sample_rate, frame_length, frame_step, n_mels
+        self.sample_rate, self.frame_length = sample_rate, frame_length
+        self.frame_step, self.n_mels = frame_step, n_mels
         self._window = tf.constant(hann_window(frame_length))
         mel = mel_matrix(n_mels, frame_length, sample_rate)
         per_chunk = max(1, MAX_UNQUANTIZED_WEIGHTS // mel.shape[0])
@@ -63,7 +64,7 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def call(self, samples):
         frames = self._frames(tf.cast(samples, tf.float32) * GAIN) * self._window
-        n_frames, n_bins = frames.shape[1], self.frame_length // 2 + 1
+        n_frames = frames.shape[1]
         # 2-D into RFFT and ComplexAbs out of it: the one form tf2onnx converts
         spec = tf.signal.rfft(tf.reshape(frames, [-1, self.frame_length]))
         power = tf.square(tf.math.abs(spec))
@@ -77,17 +78,33 @@ class LogMelSpectrogram(keras.layers.Layer):
 
 @register
 class Denormalize(keras.layers.Layer):
-    """Regression head output in label units: x * std + mean (the head learns the standardised value)."""
+    """Regression head output in label units: x * std + mean (the head learns the standardised value), clipped to
+    [low, high] where given. Int8 exports keep this layer, and the head Dense the converter folds it into, in float
+    (float_outputs)."""
 
-    def __init__(self, mean, std, **kwargs):
+    def __init__(self, mean, std, low=None, high=None, **kwargs):
         super().__init__(**kwargs)
         self.mean, self.std = float(mean), float(std)
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
 
     def call(self, x):
-        return x * self.std + self.mean
+        y = x * self.std + self.mean
+        if self.low is not None:
+            y = tf.maximum(y, self.low)
+        if self.high is not None:
+            y = tf.minimum(y, self.high)
+        return y
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
+        bounds = {k: v for k, v in (("low", self.low), ("high", self.high)) if v is not None}  # none: the old config
+        return {**super().get_config(), "mean": self.mean, "std": self.std, **bounds}
+
+
+def float_outputs(model) -> list[str]:
+    """The outputs in label units (regression heads): reduced-precision exports keep them in float, since an int8
+    (or fp16) tensor of values like 2012 has steps of years."""
+    return [name for name in model.output_names if isinstance(model.get_layer(name), Denormalize)]
 
 
 @register

@@ -3,9 +3,8 @@ then the compress.student / compress.training overrides, validated against the s
 recipe of a fine-tuning phase."""
 import dataclasses
 
-from ..errors import EdgemtlError
+from ..errors import EdgemtlError, did_you_mean
 from .schema import ENCODERS, FusionSpec, Recipe, TrainingSpec, TrunkSpec
-from ..errors import did_you_mean
 from .spec import to_plain, validate_spec, validate_variant
 
 # A preset scales every width (filters, units, embedding sizes) of the teacher by one factor; parameters scale

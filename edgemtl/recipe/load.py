@@ -207,11 +207,22 @@ def _cross_checks(recipe: Recipe) -> list[str]:
                           f"({matching} tasks do)")
         if t.unmatched_weight and source is None:
             errors.append(f"tasks[{i}].unmatched_weight: needs match_labels (it trains the head without the match)")
+        errors += _bound_problems(t, f"tasks[{i}]")
     if all(t.auxiliary for t in recipe.tasks):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe.inputs):
         errors += kinds.modality(inp.type).problems(inp, f"inputs[{i}]")
     return errors
+
+
+def _bound_problems(task, where: str) -> list[str]:
+    """min/max: regression only, and min below max."""
+    given = [k for k in ("min", "max") if getattr(task, k) is not None]
+    if given and not kinds.task_kind(task.type).has_bounds:
+        return [f"{where}.{given[0]}: bounds are for regression tasks, not {task.type}"]
+    if len(given) == 2 and not task.min < task.max:
+        return [f"{where}.min: {task.min} is not below max {task.max}"]
+    return []
 
 
 def producible_models(recipe: Recipe) -> dict[str, str | None]:

@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
 from ..errors import did_you_mean
+from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
 from .spec import REQUIRED, Spec, key, spec, variant
 
 
@@ -35,7 +35,8 @@ def _name(v):
 
 
 def _positive_list(v):
-    return None if v and all(isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}"
+    ok = v and all(isinstance(x, int) and x > 0 for x in v)
+    return None if ok else f"must be a list of positive integers, got {v}"
 
 
 def _scalars(v):
@@ -268,6 +269,10 @@ class TaskSpec(Spec):
                                   "out) with this weight on their loss, so the head still answers from the other "
                                   "inputs when the text names no class; the exported head is unchanged",
                                   check=_non_negative)
+    min: float | None = key(None, "regression: lowest value answered, in label units (the de-standardised output is "
+                            "clipped to it, in float, also in int8 artifacts)", example=0)
+    max: float | None = key(None, "regression: highest value answered, in label units (a clip like min)",
+                            example=120)
 
 
 @spec

@@ -248,7 +248,7 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
     skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
     text = "\n".join([
         f"# {recipe.name}: benchmark", "",
-        f"Machine: {machine_line(results)}", "",
+        f"Machine: {machine_line(results)}", "", *excluded_lines(results),
         f"Scores: the whole test split, through the runtime's decoding; each task shows its raw metric (accuracy, "
         f"or MAE for regression), mean score = the mean normalised score (accuracy for class tasks, 1 - MAE/std "
         f"for regression; higher is better). Latency: batch 1, {results['warmup']} "
@@ -261,6 +261,15 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
     has_png = pareto_png(results, run.pareto_png)
     atomic_write_text(run.bench_html, _html(recipe, text, run.pareto_png if has_png else None))
     return text
+
+
+def excluded_lines(results: dict) -> list[str]:
+    """The bundles left out of every row, headline and recommendation because they failed the parity gate."""
+    excluded = results.get("excluded") or []
+    if not excluded:
+        return []
+    return ["Excluded (failed the parity gate; not benched, not compared, not recommended):",
+            *[f"- `{e['artifact']}`: {e['reason']}" for e in excluded], ""]
 
 
 def _html(recipe: Recipe, markdown: str, png) -> str:

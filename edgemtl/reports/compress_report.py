@@ -40,7 +40,7 @@ def int8_rows(run: RunDir, recipe: Recipe, data, base: str) -> list:
         tried = trial(run, recipe, data, ArtifactId(name, "tflite", "int8"), keep)
         size, packed = len(tried.model_bytes), gzip_size(tried.model_bytes)
         out.append({"model": name, "method": method, "kept_in_float": list(keep), "tflite_bytes": size,
-                    "gzip_bytes": packed,
+                    "gzip_bytes": packed, "deployable": tried.report.deployable, "reason": tried.report.reason,
                     "tasks": {n: _artifact_metrics(recipe.task(n), r, data.labels[n], tried.report.rows)
                               for n, r in tried.report.tasks.items()}})
     return out
@@ -53,6 +53,29 @@ def _artifact_metrics(task, row, label_info: dict, rows: int | None) -> dict:
         return {row.metric: None, "score": None, "n": rows}
     score = task_kind(task.type).normalised({row.metric: row.artifact}, label_info.get("std", 1.0))
     return {row.metric: row.artifact, "score": score, "n": rows}
+
+
+def int8_verdict(int8: list) -> dict:
+    """Which int8 student is handed on: quantization-aware int8 when it passes the gate and scores at least as well
+    as post-training int8 of its base; else the base (post-training quantized), so the deployed student is never
+    worse than PTQ. {"model", "method", "why"}."""
+    (ptq, _), (qat, _) = (mean_score(r["tasks"]) for r in int8)
+    ptq_row, qat_row = int8
+    if not qat_row["deployable"]:
+        why = f"quantization-aware int8 fails the gate ({qat_row['reason']})"
+    elif qat is None or ptq is None:
+        why = None if ptq is None else "quantization-aware int8 has no scored task"
+    elif qat < ptq:
+        why = f"quantization-aware int8 loses to post-training int8 ({qat:.4f} vs {ptq:.4f})"
+    else:
+        why = None
+    if why is None:
+        return {"model": qat_row["model"], "method": qat_row["method"], "why": "it passes the gate and is not worse "
+                "than post-training int8" + (f" ({qat:.4f} vs {ptq:.4f})" if qat is not None and ptq is not None
+                                             else "")}
+    if not ptq_row["deployable"]:
+        why += f"; post-training int8 fails the gate too ({ptq_row['reason']})"
+    return {"model": ptq_row["model"], "method": ptq_row["method"], "why": why}
 
 
 def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base) -> tuple[dict, str]:
@@ -87,8 +110,36 @@ def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base)
             verdict = "beats" if qat > ptq else "does NOT beat"
             lines += ["", f"Quantization-aware int8 {verdict} post-training int8 on the mean normalised score: "
                           f"{qat:.4f} vs {ptq:.4f} ({(qat - ptq) * 100:+.2f} points)."]
+        for r in int8:
+            if not r["deployable"]:
+                lines += ["", f"{r['model']} {r['method']} is NOT deployable: {r['reason']}"]
+        handed = int8_verdict(int8)
+        handed["instead_of"] = None if handed["model"] == int8[1]["model"] else int8[1]["model"]
+        if handed["instead_of"]:
+            lines += ["", f"**Hand-over:** the deployed int8 student is {handed['model']} ({handed['method']}), not "
+                          f"{handed['instead_of']}: {handed['why']}. Export and bench use {handed['model']} where "
+                          f"export.model names {handed['instead_of']}."]
+        else:
+            lines += ["", f"The deployed int8 student is {handed['model']}: {handed['why']}."]
+        lost = _lost_sparsity(rows)
+        if lost:
+            lines += ["", lost]
+    else:
+        handed = None
     lines += [f"\nMean: {note}." for note in dict.fromkeys(notes)]
-    return {"models": rows, "int8": int8}, "\n".join(lines) + "\n"
+    return {"models": rows, "int8": int8, "deployed_int8": handed}, "\n".join(lines) + "\n"
+
+
+def _lost_sparsity(rows: list) -> str:
+    """A sentence where quantization-aware training lost sparsity its pruned base had (more than 1 point)."""
+    by_name = {r["model"]: r for r in rows}
+    pruned, qat = by_name.get("student-pruned"), by_name.get("student-qat")
+    if not pruned or not qat or pruned["sparsity"] is None:
+        return ""
+    kept = qat["sparsity"] or 0.0
+    if kept >= pruned["sparsity"] - 0.01:
+        return f"Quantization-aware training kept the pruned sparsity ({kept:.1%} of {pruned['sparsity']:.1%})."
+    return f"Quantization-aware training LOST sparsity: {kept:.1%} left of the pruned {pruned['sparsity']:.1%}."
 
 
 def _scores(row: dict, tasks: list, notes: list) -> list:

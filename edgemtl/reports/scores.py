@@ -18,6 +18,8 @@ def score_of(metrics: Mapping | None) -> float | None:
 def why_no_score(metrics: Mapping | None) -> str:
     if metrics is None:
         return "not measured"
+    if metrics.get("reason"):
+        return metrics["reason"]
     return "no labelled row" if not metrics.get("n") else "no finite score"
 
 

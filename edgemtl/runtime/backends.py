@@ -17,12 +17,12 @@ class LiteRTRunner:
     """The interpreter driven through tensor indices (set, invoke, get): the signature runner's per-call
     bookkeeping costs more than a small model's whole invoke.
 
-    kernels: xnnpack (LiteRT's default delegate), builtin (its own kernels), or auto: time both at batch 1 and keep
-    the faster. XNNPACK wins on float graphs; on an int8 graph whose ops it only partly takes (e.g. a quantized
-    log-mel front-end), hopping between it and the builtin kernels can make it several times slower.
+    kernels: xnnpack (LiteRT's default delegate) or builtin (its own kernels). On int8 graphs the two round
+    differently, so a bundle names the set its gate verified (manifest `runtime`) and the runtime opens exactly that.
+    auto (version-1 bundles only): time both at load and keep the faster, so answers depend on machine load.
     """
 
-    def __init__(self, path, threads: int = 1, kernels: str = "auto"):
+    def __init__(self, path, threads: int = 1, kernels: str = "xnnpack"):
         try:
             if kernels == "auto":
                 self.interpreter, self.kernels = _fastest_interpreter(path, threads)
@@ -83,12 +83,17 @@ def _load_gpu_libraries(ort):
         ort.preload_dlls()
 
 
+ORT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "all": "ORT_ENABLE_ALL"}
+
+
 class OnnxRunner:
-    def __init__(self, path, threads: int = 1, providers=None):
+    def __init__(self, path, threads: int = 1, providers=None, graph_optimization: str = "all"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[graph_optimization])
         options.log_severity_level = 3
         if providers and providers[0] != "CPUExecutionProvider":
             _load_gpu_libraries(ort)
@@ -216,6 +221,17 @@ def _fastest_interpreter(path, threads: int):
     return interpreter, kernels
 
 
+def measure_kernels(path, threads: int = 1, rounds: int = 7, calls: int = 5) -> dict[str, float]:
+    """Median ms per batch-1 call of each LiteRT kernel set, over interleaved rounds (a burst of load on the machine
+    hits both sets alike). Export calls this once per file and pins the faster set in the bundle."""
+    interpreters = {k: _interpreter(path, threads, k) for k in ("xnnpack", "builtin")}
+    times: dict[str, list] = {k: [] for k in interpreters}
+    for _ in range(rounds):
+        for kernels, interpreter in interpreters.items():
+            times[kernels].append(_invoke_seconds(interpreter, calls) / calls * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def _is_quantized(detail) -> bool:
     return detail["dtype"] in (np.int8, np.uint8) and bool(detail["quantization"][0])
 
@@ -242,15 +258,27 @@ def cuda_available() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
 
 
-def open_runner(path, threads: int = 1, device: str = "cpu"):
+def open_runner(path, threads: int = 1, device: str = "cpu", kernels: str = "xnnpack",
+                graph_optimization: str = "all"):
     """device: cpu, cuda, or cuda-graph (ONNX bundles; the graph captured per batch size and replayed, for files whose
-    every node runs on CUDA). Both GPU devices fall back to cpu when no GPU is really present."""
+    every node runs on CUDA). Both GPU devices fall back to cpu when no GPU is really present. kernels: the LiteRT
+    kernel set (TFLite files); graph_optimization: ONNX Runtime's level (ONNX files on the CPU provider)."""
     if Path(path).suffix == ".tflite":
-        return LiteRTRunner(path, threads)
+        return LiteRTRunner(path, threads, kernels)
     if device == "cuda-graph" and cuda_available():
         return OnnxCudaGraphRunner(path, threads)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" and cuda_available() else None
-    return OnnxRunner(path, threads, providers)
+    return OnnxRunner(path, threads, providers, graph_optimization)
+
+
+def outputs_digest(outputs: dict, order) -> str:
+    """sha256 of the outputs (tasks in `order`, float32, C order): equal digests are bit-identical answers."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in order:
+        digest.update(np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def run_batched(runner, x: dict, batch: int = 64) -> dict:

@@ -20,7 +20,9 @@ from ..errors import EdgemtlError
 from ..names import FORMAT_PRECISIONS, FORMATS, MODALITIES, PRECISIONS, TASK_TYPES
 from ..paths import check_relative, resolve_inside
 
-SCHEMA_VERSION = 1  # the one place: export writes it, the runtime reads up to it
+SCHEMA_VERSION = 2  # the one place: export writes it, the runtime reads up to it (2: the `runtime` section)
+KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
+GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
 MIN_LABELS = {"multiclass": 2, "binary": 2, "multilabel": 1}  # binary: exactly 2 (negative, positive)
@@ -302,6 +304,7 @@ class Quantization:
     kept_in_float: tuple[str, ...] = ()  # layer-name prefixes the float fallback left unquantized
     calibration_rows: int | None = None  # full-int8 precisions
     io: Mapping[str, QuantParams] | None = None  # TFLite int8io: each input's and output's integer parameters
+    wraps: str | None = None  # C arrays: the TFLite precision of the model held (int8io when deployable, else int8)
 
     @classmethod
     def read(cls, f: _Fields) -> Quantization:
@@ -311,7 +314,8 @@ class Quantization:
             return MappingProxyType({name: QuantParams.read(sub.sub(name, x)) for name, x in v.items()})
 
         q = cls(f.get("precision", _choice(PRECISIONS, "precision")), f.get("kept_in_float", _list_of(_name)),
-                f.get("calibration_rows", _positive, required=False), f.get("io", io, required=False))
+                f.get("calibration_rows", _positive, required=False), f.get("io", io, required=False),
+                f.get("wraps", _choice(("int8", "int8io"), "wrapped precision"), required=False))
         f.done()
         return q
 
@@ -321,6 +325,8 @@ class Quantization:
             out["calibration_rows"] = self.calibration_rows
         if self.io is not None:
             out["io"] = {name: _plain(q) for name, q in self.io.items()}
+        if self.wraps is not None:
+            out["wraps"] = self.wraps
         return out
 
 
@@ -335,6 +341,61 @@ class ParitySummary:
         p = cls(f.get("deployable", _boolean), f.get("reason", _string))
         f.done()
         return p
+
+
+# --- the runtime configuration the gate verified ----------------------------------------------------------------
+UNPINNED_NOTE = ("schema version 1 bundle: its kernels were not pinned at export (LiteRT picked the faster kernel "
+                 "set at every load), so its answers may differ from its parity.json; re-export to pin them")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the runtime opens the model file: exactly the configuration the parity gate measured. Another one gives
+    answers nobody verified (int8 kernels of XNNPACK and of LiteRT's builtin set round differently)."""
+    kernels: str | None = None  # TFLite: xnnpack | builtin ("auto" only for version-1 bundles: chosen per load)
+    threads: int = 1
+    graph_optimization: str | None = None  # ONNX: ONNX Runtime's graph optimisation level
+    provider: str | None = None  # ONNX: the execution provider
+    chosen_by: str = "default"  # measured (the faster kernel set at export) | default | unpinned (version 1)
+    measured_on: str | None = None  # the CPU the kernel sets were timed on
+    timings_ms: Mapping[str, float] | None = None  # median ms per call of each kernel set, when measured
+    note: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        return self.chosen_by != "unpinned"
+
+    @classmethod
+    def read(cls, f: _Fields) -> RuntimeConfig:
+        def timings(f, key, v):
+            sub = f.sub(key, v)
+            return MappingProxyType({k: sub.get(k, _number) for k in v})
+
+        r = cls(kernels=f.get("kernels", _choice(KERNELS, "kernel set"), required=False),
+                threads=f.get("threads", _positive),
+                graph_optimization=f.get("graph_optimization", _choice(GRAPH_OPTIMIZATIONS, "graph optimisation"),
+                                         required=False),
+                provider=f.get("provider", _name, required=False),
+                chosen_by=f.get("chosen_by", _choice(("measured", "default"), "choice")),
+                measured_on=f.get("measured_on", _string, required=False),
+                timings_ms=f.get("timings_ms", timings, required=False),
+                note=f.get("note", _string, required=False, default=""))
+        f.done()
+        return r
+
+    @classmethod
+    def unpinned(cls, fmt: str) -> RuntimeConfig:
+        """What a version-1 bundle gets: today's defaults (LiteRT: the kernel set timed at load)."""
+        if fmt == "onnx":
+            return cls(graph_optimization="all", provider="CPUExecutionProvider", chosen_by="unpinned",
+                       note=UNPINNED_NOTE)
+        return cls(kernels="auto", chosen_by="unpinned", note=UNPINNED_NOTE)
+
+    def to_dict(self) -> dict:
+        out = {"kernels": self.kernels, "threads": self.threads, "graph_optimization": self.graph_optimization,
+               "provider": self.provider, "chosen_by": self.chosen_by, "measured_on": self.measured_on,
+               "timings_ms": dict(self.timings_ms) if self.timings_ms is not None else None, "note": self.note}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 # --- the manifest ----------------------------------------------------------------------------------------------
@@ -352,6 +413,7 @@ class BundleManifest:
     outputs: tuple[OutputEntry, ...]
     quantization: Quantization
     parity: ParitySummary
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # what the gate verified (version 1: unpinned)
     bundle_dir: Path | None = field(default=None, compare=False)  # where it was read from; not written
 
     # --- reading ---
@@ -403,6 +465,8 @@ class BundleManifest:
             outputs=f.get("outputs", _entries(OutputEntry)),
             quantization=f.get("quantization", lambda f, k, v: Quantization.read(f.sub(k, v))),
             parity=f.get("parity", lambda f, k, v: ParitySummary.read(f.sub(k, v))),
+            runtime=(f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v))) if version >= 2
+                     else RuntimeConfig.unpinned(fmt)),
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         f.done()
         manifest._check(f)
@@ -484,6 +548,10 @@ class BundleManifest:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "bundle_dir"}
         out.update(inputs=[e.to_dict() for e in self.inputs], outputs=[e.to_dict() for e in self.outputs],
                    quantization=self.quantization.to_dict(), parity=_plain(self.parity))
+        if self.schema_version >= 2:
+            out["runtime"] = self.runtime.to_dict()
+        else:
+            out.pop("runtime")
         return out
 
     def to_json(self) -> str:
@@ -544,6 +612,10 @@ class ParityReport:
     kept_in_float: tuple[str, ...] = ()
     fallback_tried: tuple[tuple[str, ...], ...] = ()
     null_reasons: Mapping[str, str] = field(default_factory=dict)  # dotted key -> why its value is null
+    # sha256 of the outputs the gate measured (every task in manifest order, float32, test split in batches of
+    # export.parity.GATE_BATCH) on the bundle's runtime configuration: a load that answers alike reproduces it
+    outputs_digest: str | None = None
+    runtime: RuntimeConfig | None = None  # the configuration the gate ran the file on (the manifest's `runtime`)
 
     @classmethod
     def read(cls, bundle_dir: Path) -> ParityReport:
@@ -571,7 +643,9 @@ class ParityReport:
                      tasks=f.get("tasks", tasks), rows=f.get("rows", _integer, required=False),
                      kept_in_float=f.get("kept_in_float", _list_of(_name), required=False, default=()),
                      fallback_tried=f.get("fallback_tried", _list_of(_list_of(_name)), required=False, default=()),
-                     null_reasons=f.get(jsonio.NULL_REASONS, reasons, required=False, default=MappingProxyType({})))
+                     null_reasons=f.get(jsonio.NULL_REASONS, reasons, required=False, default=MappingProxyType({})),
+                     outputs_digest=f.get("outputs_digest", _string, required=False),
+                     runtime=f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v)), required=False))
         f.done()
         return report
 
@@ -579,6 +653,10 @@ class ParityReport:
         out = {"deployable": self.deployable, "reason": self.reason,
                "tasks": {name: t.to_dict() for name, t in self.tasks.items()}, "rows": self.rows,
                "kept_in_float": list(self.kept_in_float), "fallback_tried": [list(t) for t in self.fallback_tried]}
+        if self.outputs_digest is not None:
+            out["outputs_digest"] = self.outputs_digest
+        if self.runtime is not None:
+            out["runtime"] = self.runtime.to_dict()
         clean, found = jsonio.strict(out)
         reasons = {**found, **self.null_reasons}
         if reasons:

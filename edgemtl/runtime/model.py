@@ -1,4 +1,10 @@
-"""A loaded bundle: raw inputs in, per-task answers out. numpy, PIL, LiteRT and ONNX Runtime only."""
+"""A loaded bundle: raw inputs in, per-task answers out. numpy, PIL, LiteRT and ONNX Runtime only.
+
+The bundle names the runtime configuration its parity gate verified (manifest `runtime`: LiteRT kernel set and
+threads, ONNX Runtime graph optimisation); load() opens exactly that unless asked for another, which it says is
+unverified. A bundle that failed the gate is refused unless allow_undeployable=True.
+"""
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,26 +15,62 @@ from .backends import ModelLoadError, open_runner
 from .inputs import InputPreparer
 from .manifest import BundleManifest
 
+log = logging.getLogger("edgemtl")
 
-def load(bundle, threads: int = 1, device: str = "cpu") -> "BundleModel":
-    """Open a bundle folder written by `edgemtl export` (or its manifest.json)."""
-    return BundleModel(bundle, threads, device)
+
+def load(bundle, threads: int | None = None, device: str = "cpu", kernels: str | None = None,
+         allow_undeployable: bool = False) -> "BundleModel":
+    """Open a bundle folder written by `edgemtl export` (or its manifest.json). threads / kernels: None for what the
+    bundle's gate verified (manifest `runtime`); another value runs, with a warning that its answers are unverified.
+    allow_undeployable: open a bundle that failed the parity gate (for inspection; its answers failed the gate)."""
+    return BundleModel(bundle, threads, device, kernels, allow_undeployable)
 
 
 class BundleModel:
-    def __init__(self, bundle, threads: int = 1, device: str = "cpu"):
+    def __init__(self, bundle, threads: int | None = None, device: str = "cpu", kernels: str | None = None,
+                 allow_undeployable: bool = False):
         # every file the manifest names resolves inside the bundle (checked when it is read)
         self.manifest = BundleManifest.read(bundle)
         self.folder: Path = self.manifest.bundle_dir
+        if not self.manifest.deployable:
+            if not allow_undeployable:
+                raise EdgemtlError(f"{self.folder}: this bundle failed the parity gate and is not deployable "
+                                   f"({self.manifest.parity.reason}); pass allow_undeployable=True "
+                                   f"(predict --allow-undeployable) to run it anyway")
+            log.warning("%s: running a bundle that failed the parity gate (%s)", self.folder.name,
+                        self.manifest.parity.reason)
         self.manifest.require_files()
+        self.settings = self._settings(threads, kernels)
         try:
-            self.runner = open_runner(self.manifest.model_path, threads, device)
+            self.runner = open_runner(self.manifest.model_path, self.settings["threads"], device,
+                                      self.settings["kernels"], self.settings["graph_optimization"])
         except ModelLoadError as e:
             raise EdgemtlError(str(e)) from None
+        provider, verified = getattr(self.runner, "provider", None), self.manifest.runtime.provider
+        if provider and verified and provider != verified:
+            log.warning("%s: running on %s, its parity gate verified %s: its answers are unverified",
+                        self.folder.name, provider, verified)
         # the preparers and answers read the entries' on-disk form (the modality and task kinds own them)
         self.inputs = {e.name: InputPreparer(e.to_dict(), self.folder) for e in self.manifest.inputs}
         self.outputs = {e.task: e.to_dict() for e in self.manifest.outputs}
         self._check_model_matches_manifest(self.manifest.model_path)
+
+    def _settings(self, threads, kernels) -> dict:
+        """The bundle's verified runtime configuration with the caller's overrides; warns when they differ."""
+        pinned = self.manifest.runtime
+        settings = {"threads": pinned.threads if threads is None else int(threads),
+                    "kernels": (pinned.kernels or "xnnpack") if kernels is None else kernels,
+                    "graph_optimization": pinned.graph_optimization or "all"}
+        if kernels is not None and kernels not in ("xnnpack", "builtin", "auto"):
+            raise EdgemtlError(f"kernels: unknown LiteRT kernel set '{kernels}' (one of xnnpack, builtin, auto)")
+        changed = [f"{k} {settings[k]} (verified: {v})" for k, v in
+                   (("threads", pinned.threads), ("kernels", pinned.kernels)) if v is not None and settings[k] != v]
+        if changed:
+            log.warning("%s: runtime settings differ from those its parity gate verified: %s; its answers are "
+                        "unverified", self.folder.name, ", ".join(changed))
+        elif not pinned.pinned:
+            log.warning("%s: %s", self.folder.name, pinned.note)
+        return settings
 
     def _check_model_matches_manifest(self, model_file: Path):
         have_in, have_out = self.runner.input_names(), self.runner.output_names()

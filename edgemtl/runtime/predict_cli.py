@@ -43,15 +43,17 @@ def format_answers(answers: dict, sep: str = "\n") -> str:
     return sep.join(lines)
 
 
-def predict_one(bundle: str, pairs: list, as_json: bool, device: str = "cpu") -> str:
-    model = load(bundle, device=device)
+def predict_one(bundle: str, pairs: list, as_json: bool, device: str = "cpu",
+                allow_undeployable: bool = False) -> str:
+    model = load(bundle, device=device, allow_undeployable=allow_undeployable)
     answers = model.predict(**parse_inputs(model, pairs))
     return json.dumps(answers, indent=2) if as_json else format_answers(answers)
 
 
-def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32, device: str = "cpu") -> Path:
+def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32, device: str = "cpu",
+                     allow_undeployable: bool = False) -> Path:
     """Every row of a CSV manifest (columns as in the recipe, media paths relative to it) -> a predictions CSV."""
-    model = load(bundle, device=device)
+    model = load(bundle, device=device, allow_undeployable=allow_undeployable)
     path = Path(manifest)
     rows = read_rows(path)
     columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
@@ -140,10 +142,13 @@ def _cells(a: dict) -> list:
 
 
 def main_predict(args, extra: list) -> None:
+    allow = getattr(args, "allow_undeployable", False)
     if args.manifest:
         if extra:
             raise EdgemtlError("predict: give either --manifest or --<input> values, not both")
-        print(f"predictions: {predict_manifest(args.bundle, args.manifest, args.out, device=args.device)}")
+        written = predict_manifest(args.bundle, args.manifest, args.out, device=args.device,
+                                   allow_undeployable=allow)
+        print(f"predictions: {written}")
     else:
-        print(predict_one(args.bundle, extra, args.json, args.device))
+        print(predict_one(args.bundle, extra, args.json, args.device, allow))
     sys.stdout.flush()

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from .. import kinds
+from .. import jsonio, kinds
 from ..kinds import higher_is_better
 from ..models.files import save_model_file
 from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text
@@ -37,8 +37,15 @@ class ValidationScores(keras.callbacks.Callback):
             log.warning(f"val_mean_score: {note}" if mean is not None else f"val_mean_score: none ({note})")
         for task, metrics in scores.items():
             for name, value in metrics.items():
-                if name not in ("score", "n"):
-                    logs[f"val_{task}_{name}"] = value
+                if name in kinds.TASKS[_type(self.tasks, task)].metric_names and value is not None:
+                    logs[f"val_{task}_{name}"] = value  # a metric without a scorable row stays out: never NaN
+            if metrics.get("reason") and task not in self.noted:
+                self.noted.add(task)
+                log.warning(f"val_{task}: no score ({metrics['reason']})")
+
+
+def _type(tasks, name: str) -> str:
+    return next(t.type for t in tasks if t.name == name)
 
 
 class CombinationUpdate(keras.callbacks.Callback):
@@ -125,7 +132,7 @@ class BestModel(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if any(row["epoch"] > epoch for row in self.history):  # this epoch is being redone after a resume
             self.history = [row for row in self.history if row["epoch"] <= epoch]
-            atomic_write_text(self.history_path, "".join(json.dumps(row) + "\n" for row in self.history))
+            atomic_write_text(self.history_path, "".join(history_line(row) for row in self.history))
             self._rejudge()
 
     @staticmethod
@@ -149,7 +156,7 @@ class BestModel(keras.callbacks.Callback):
         return False
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if v is not None}}
         if not math.isfinite(row.get("loss", 0.0)):  # weights of a diverged epoch are never "best"
             return
         improved = self._judge(epoch + 1, row)
@@ -157,15 +164,27 @@ class BestModel(keras.callbacks.Callback):
             atomic_save(self.model_dir / self.file_name, lambda p: save_model_file(self.to_save(self.net), p))
         self.history.append(row)
         with open(self.history_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(history_line(row))
         print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
         if self.patience is not None and self.wait > self.patience and epoch + 1 < self.epochs:
             print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
             self.model.stop_training = True
 
 
+def history_line(row: dict) -> str:
+    """One history.jsonl line, strict JSON: a non-finite value (a diverged loss) is null, named in null_reasons."""
+    clean, reasons = jsonio.strict(row)
+    if reasons:
+        clean[jsonio.NULL_REASONS] = reasons
+    return json.dumps(clean, allow_nan=False) + "\n"
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
+
+
 def epoch_line(row: dict, shown: list, monitor: str, epochs: int, improved: bool) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row.get('loss', float('nan')):.4f}"]
-    parts += [f"{key[4:]} {row[key]:.4f}" for key in shown if key in row]
-    parts.append(f"{monitor} {row.get(monitor, float('nan')):.4f}{' *best' if improved else ''}")
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {_cell(row.get('loss'))}"]
+    parts += [f"{key[4:]} {_cell(row[key])}" for key in shown if key in row]
+    parts.append(f"{monitor} {_cell(row.get(monitor))}{' *best' if improved else ''}")
     return "  ".join(parts)

@@ -1,8 +1,8 @@
 """Score a trained model on every split, per task; results go into the model's metrics.json."""
 from ..data.dataset import SPLITS
 from ..kinds import score_all
-from ..models.build import load_model
 from ..model_metrics import update_metrics
+from ..models.build import load_model
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
 
@@ -22,12 +22,27 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
+    """The split's table: raw metrics per task ("—" and the reason where a task has no scorable row), the rows whose
+    label training never saw (scored as errors), and the mean normalised score with what it left out."""
     from ..reports.markdown import table
+    from ..reports.scores import NO_SCORE, mean_cell
 
-    rows = [[t.name, _f(m.get("accuracy")), _f(m.get("macro_f1")), _f(m.get("mae")), _f(m.get("rmse")), m["n"]]
-            for t in tasks if (m := scores[split].get(t.name))]
-    return table(["task", "accuracy", "macro-F1", "MAE", "RMSE", "rows"], rows)
+    per_split = scores.get(split) or {}
+    rows, reasons = [], []
+    for t in tasks:
+        if (m := per_split.get(t.name)) is None:
+            continue
+        if m.get("reason"):
+            reasons.append(f"{t.name}: {NO_SCORE} ({m['reason']})")
+        cells = [_f(m.get(k), m) for k in ("accuracy", "macro_f1", "mae", "rmse")]
+        rows.append([t.name, *cells, m["n"], m.get("unseen", "")])
+    text = table(["task", "accuracy", "macro-F1", "MAE", "RMSE", "rows", "unseen labels"], rows)
+    mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split})
+    lines = [text, *reasons, f"mean score ({split}): {mean}" + (f" — {note}" if note else "")]
+    return "\n".join(lines)
 
 
-def _f(value) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _f(value, metrics) -> str:
+    if value is None:
+        return "—" if metrics.get("reason") else ""
+    return f"{value:.4f}"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from ..data.pipeline import make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..kinds import higher_is_better
-from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..model_metrics import read_history, read_metrics, update_metrics
+from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..recipe.schema import Recipe
 from ..rundir import MODEL_FILE, RunDir, atomic_save, remove_tree
 from ..tfk import keras
