@@ -203,6 +203,7 @@ class TaskKind:
     metric_names: tuple = ()  # the raw metrics score() reports, in the order tables show them
     primary_metric: str = ""  # the raw metric a table shows for the task (and the parity gate reports)
     lower_is_better_metrics: tuple = ()
+    min_classes, max_classes = 0, None  # how many class names a task of this kind has
     has_classes: bool = True  # labels are named classes (labels.json "classes", the manifest's "labels")
     has_bounds: bool = False  # the task takes min/max (a clip of its value)
     supports_label_match: bool = False  # a head that can add LabelNameMatch logits (tasks.*.match_labels)
@@ -358,6 +359,7 @@ class ClassTaskKind(TaskKind):
     primary_metric = "accuracy"
     score_meaning = "accuracy for class tasks"
     min_classes = 2
+    max_classes: int | None = None  # binary: exactly 2 (negative, positive)
 
     def learn_labels(self, spec, values: list) -> dict:
         present = [v for v in values if not is_missing(v)]

@@ -8,6 +8,7 @@ from .base import SigmoidTaskKind
 
 class BinaryKind(SigmoidTaskKind):
     name = "binary"
+    max_classes = 2
     label_dtype = np.float32  # a sigmoid target
 
     def n_outputs(self, label_info: Mapping) -> int:

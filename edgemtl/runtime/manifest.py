@@ -24,8 +24,13 @@ SCHEMA_VERSION = 2  # the one place: export writes it, the runtime reads up to i
 KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
-DECODE = {"multiclass": "argmax", "binary": "threshold", "multilabel": "threshold", "regression": "value"}
-MIN_LABELS = {"multiclass": 2, "binary": 2, "multilabel": 1}  # binary: exactly 2 (negative, positive)
+
+
+def _task_kind(task_type: str):
+    """The task type's kind (edgemtl.kinds, imported on first use: reading this module's types needs no numpy)."""
+    from .. import kinds
+
+    return kinds.task_kind(task_type)
 
 
 # --- reading helpers -----------------------------------------------------------------------------------------
@@ -248,23 +253,25 @@ class InputEntry:
 class OutputEntry:
     task: str
     type: str  # task type (names.TASK_TYPES)
-    decode: str  # argmax | threshold | value (DECODE[type])
+    decode: str  # argmax | threshold | value (the task kind's decode_rule)
     labels: tuple[str, ...] | None = None  # class names in output order; None for regression
     threshold: float | None = None  # binary and multilabel
 
     @classmethod
     def read(cls, f: _Fields) -> OutputEntry:
         kind = f.get("type", _choice(TASK_TYPES, "task type"))
-        entry = cls(task=f.get("task", _name), type=kind, decode=f.get("decode", _choice(sorted(set(DECODE.values())),
-                                                                                         "decode")),
-                    labels=f.get("labels", _list_of(_string), required=kind in MIN_LABELS),
-                    threshold=f.get("threshold", _number, required=kind in ("binary", "multilabel")))
-        if entry.decode != DECODE[kind]:
-            f.fail(f"a {kind} task decodes by '{DECODE[kind]}', not '{entry.decode}'", "decode")
-        if kind in MIN_LABELS and len(entry.labels) < MIN_LABELS[kind]:
-            f.fail(f"a {kind} task needs at least {MIN_LABELS[kind]} labels, got {len(entry.labels)}", "labels")
-        if kind == "binary" and len(entry.labels) != 2:
-            f.fail(f"a binary task has exactly 2 labels (negative, positive), got {len(entry.labels)}", "labels")
+        task_kind = _task_kind(kind)
+        rules = sorted({_task_kind(t).decode_rule for t in TASK_TYPES})
+        entry = cls(task=f.get("task", _name), type=kind, decode=f.get("decode", _choice(rules, "decode")),
+                    labels=f.get("labels", _list_of(_string), required=task_kind.has_classes),
+                    threshold=f.get("threshold", _number, required=task_kind.decode_rule == "threshold"))
+        if entry.decode != task_kind.decode_rule:
+            f.fail(f"a {kind} task decodes by '{task_kind.decode_rule}', not '{entry.decode}'", "decode")
+        if task_kind.has_classes:
+            low, high = task_kind.min_classes, task_kind.max_classes
+            if len(entry.labels) < low or (high is not None and len(entry.labels) > high):
+                wanted = f"exactly {low}" if high == low else f"at least {low}"
+                f.fail(f"a {kind} task needs {wanted} labels, got {len(entry.labels)}", "labels")
         if entry.threshold is not None and not 0.0 <= entry.threshold <= 1.0:
             f.fail(f"must be between 0 and 1, got {entry.threshold}", "threshold")
         f.done()
@@ -272,7 +279,7 @@ class OutputEntry:
 
     def width(self) -> int:
         """How many numbers the model outputs per sample for this task."""
-        return 1 if self.type in ("regression", "binary") else len(self.labels)
+        return _task_kind(self.type).n_outputs({"classes": list(self.labels or ())})
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "type": self.type, "decode": self.decode}
@@ -539,7 +546,7 @@ class BundleManifest:
         for i, entry in enumerate(self.outputs):
             want = widths.get(entry.task)
             if want is not None and want != entry.width():
-                what = "labels" if entry.labels is not None and entry.type != "binary" else "values"
+                what = "labels" if entry.labels is not None and entry.width() == len(entry.labels) else "values"
                 raise EdgemtlError(f"{where}: outputs[{i}].labels: the model outputs {want} values for task "
                                    f"'{entry.task}', the manifest has {entry.width()} {what}")
 
