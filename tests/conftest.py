@@ -67,16 +67,18 @@ def write_recipe(tmp_path, text: str, name="recipe.yaml") -> Path:
 
 
 FASHION_MINI = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
-FASHION_TINY = f"""
-name: fashion_tiny
-stages: [train, export]
-data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
+# The data, inputs and trunk of the small fashion_mini recipes (image + title, tiny encoders).
+FASHION_MINI_MODEL = f"""data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
 inputs:
   - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: cnn, filters: [8, 16]}}}}
   - {{name: title, type: text, column: title, max_length: 12,
      encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
 trunk: {{units: [32]}}
-tasks:
+"""
+FASHION_TINY = f"""
+name: fashion_tiny
+stages: [train, export]
+{FASHION_MINI_MODEL}tasks:
   - {{name: gender, type: multiclass, match_labels: title}}
   - {{name: masterCategory, type: multiclass}}
 training: {{epochs: 3, batch_size: 16, learning_rate: 0.01}}

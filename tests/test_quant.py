@@ -4,19 +4,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FASHION_MINI, write_recipe
+from conftest import FASHION_MINI_MODEL, write_recipe
 
 # year in label units (~2011, std ~2): int8 used to hold it on a range from 0 (steps of ~8 years)
 FASHION_YEAR = f"""
 name: fashion_year
 stages: [train, export]
-data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
-inputs:
-  - {{name: image, type: image, column: image, size: [32, 32], encoder: {{type: cnn, filters: [8, 16]}}}}
-  - {{name: title, type: text, column: title, max_length: 12,
-     encoder: {{type: conv1d, embedding_dim: 16, filters: 16}}}}
-trunk: {{units: [32]}}
-tasks:
+{FASHION_MINI_MODEL}tasks:
   - {{name: masterCategory, type: multiclass}}
   - {{name: year, type: regression, min: 2000, max: 2030}}
 training: {{epochs: 4, batch_size: 16, learning_rate: 0.01}}
