@@ -37,7 +37,7 @@ def spec(**keys):
 def task_spec(name, type_, **keys):
     base = {"name": name, "type": type_, "column": keys.pop("column", name), "loss": "auto", "label_smoothing": 0.0,
             "threshold": 0.5, "separator": "|", "metrics": (), "auxiliary": False, "match_labels": None,
-            "unmatched_weight": 0.0}
+            "unmatched_weight": 0.0, "min": None, "max": None}
     return spec(**{**base, **keys})
 
 
@@ -257,7 +257,7 @@ def test_command_line_and_manifest_values_as_predict_reads_them(tmp_path):
         modality("numeric").cli_value("x", "twelve")
     assert [n for n, k in MODALITIES.items() if k.media] == ["image", "audio", "sequence"]
     assert modality("audio").float_parts(AUDIO) == ("audio_logmel",) and modality("image").float_parts(IMAGE) == ()
-    assert modality("audio").problems(spec(name="a", frame_length=200), "inputs[0]") == \
+    assert modality("audio").problems(spec(**{**vars(AUDIO), "frame_length": 200}), "inputs[0]") == \
         ["inputs[0].frame_length: must be a power of two, got 200"]
 
 

@@ -76,7 +76,7 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
 
 def test_nan_loss_stops_with_the_task_name(tmp_path, capsys):
     args = ["train", str(AV_RECIPE), "--out", str(tmp_path / "nan")] + \
-        set_args(TINY_AV + ["training.learning_rate=1e12", "training.optimizer=sgd"])
+        set_args(TINY_AV + ["training.learning_rate=1e9", "training.optimizer=sgd"])
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
