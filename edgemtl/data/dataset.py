@@ -12,6 +12,7 @@ from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
 from ..rundir import LABELS_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
+from .optional import decode_optional
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger("edgemtl")
@@ -96,7 +97,7 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     decoded, skipped = {}, []
     for name in splits:
         part = table.take(index[name][:rows_per_split])
-        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers)
+        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers, training=name == "train")
         skipped += [m for m in bad if m not in skipped]  # a val row is in train too under train_on_val
     if "train" in decoded and len(decoded["train"]) == 0:
         first = f" (first: {skipped[0]})" if skipped else ""
@@ -174,10 +175,14 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     return labels, tokenizers
 
 
-def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict):
+def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict, training: bool = False):
     x, bad = {}, {}
     for inp in recipe.inputs:
-        x[inp.name], problems = kinds.modality(inp.type).decode(inp, table, tokenizers.get(inp.name))
+        if inp.optional:  # an empty cell: the input is absent for that row (data/optional.py), not a bad row
+            arrays, problems = decode_optional(inp, table, tokenizers.get(inp.name), training, recipe.seed)
+            x.update(arrays)
+        else:
+            x[inp.name], problems = kinds.modality(inp.type).decode(inp, table, tokenizers.get(inp.name))
         for i, p in problems.items():
             bad.setdefault(i, p)
     messages = [f"{table.where(i)}: {p}" for i, p in sorted(bad.items())]

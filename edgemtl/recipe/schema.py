@@ -197,6 +197,9 @@ class AugmentSpec(Spec):
 class InputSpec(Spec):
     name: str = key(REQUIRED, "feature name: the model input's name", check=_name, example="image")
     type: str = key(REQUIRED, "modality; one of " + ", ".join(MODALITIES))
+    optional: bool = key(False, "a row (or a request) may lack this input (an empty cell): it trains and answers "
+                         "with the modality marked absent (a `<name>_present` model input, 0 or 1, and a learned "
+                         "absent vector in place of the encoder's); never the only input")
     # every modality declares its own `encoder` (an EncoderSpec of that modality's registry)
 
 
@@ -318,7 +321,8 @@ class FusionSpec(Spec):
                     choices=("concat", "average", "weighted", "gated", "attention"))
     units: int = key(128, "every encoder vector is projected to this size first (not for concat)", check=_positive)
     heads: int = key(2, "attention fusion heads", check=_positive)
-    modality_dropout: float = key(0.0, "chance that one modality's whole vector is zeroed for a training row, so "
+    modality_dropout: float = key(0.0, "chance that one modality is dropped for a training row: its vector is "
+                                  "replaced by the learned absent vector (the state of a missing optional input), so "
                                   "each modality also learns to answer alone (ModDrop); nothing changes at inference",
                                   check=_fraction)
 

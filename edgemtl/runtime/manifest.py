@@ -20,7 +20,9 @@ from ..errors import EdgemtlError
 from ..names import FORMAT_PRECISIONS, FORMATS, MODALITIES, PRECISIONS, TASK_TYPES
 from ..paths import check_relative, resolve_inside
 
-SCHEMA_VERSION = 2  # the one place: export writes it, the runtime reads up to it (2: the `runtime` section)
+# the one place: export writes it, the runtime reads up to it (2: the `runtime` section; 3: inputs[].optional and
+# inputs[].presence, the model input carrying an optional input's presence flag)
+SCHEMA_VERSION = 3
 KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
@@ -221,6 +223,8 @@ class InputEntry:
     shape: tuple  # (None, ...) : batch first
     column: str | None  # the manifest column it reads (None for numeric inputs, which read several)
     preprocess: Preprocess
+    optional: bool = False  # a request may leave it out (schema 3): the runtime feeds zeros and presence 0
+    presence: str | None = None  # the model input of its presence flag (float32 [batch, 1]), when optional
 
     @property
     def sample_shape(self) -> tuple:
@@ -236,7 +240,13 @@ class InputEntry:
         modality = f.get("modality", _choice(MODALITIES, "modality"))
         entry = cls(name=f.get("name", _name), modality=modality, dtype=f.get("dtype", _choice(DTYPES, "dtype")),
                     shape=f.get("shape", _shape), column=f.get("column", _string, required=False),
-                    preprocess=_read_preprocess(f, modality))
+                    preprocess=_read_preprocess(f, modality),
+                    optional=f.get("optional", _boolean, required=False, default=False),
+                    presence=f.get("presence", _name, required=False))
+        if entry.optional and not entry.presence:
+            f.fail("an optional input names its presence input ('presence')", "presence")
+        if entry.presence and not entry.optional:
+            f.fail("only an optional input has a presence input", "presence")
         if entry.sample_shape != entry.preprocess.sample_shape():
             f.fail(f"{list(entry.shape)} does not match its preprocess (one sample is "
                    f"{list(entry.preprocess.sample_shape())})", "shape")
@@ -244,8 +254,9 @@ class InputEntry:
         return entry
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
-                "column": self.column, "preprocess": _plain(self.preprocess)}
+        out = {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
+               "column": self.column, "preprocess": _plain(self.preprocess), "optional": self.optional}
+        return {**out, "presence": self.presence} if self.optional else out
 
 
 # --- outputs ---------------------------------------------------------------------------------------------------
@@ -485,6 +496,10 @@ class BundleManifest:
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 f.fail(f"{attr} '{repeated[0]}' appears more than once", key)
+        names = [e.name for e in self.inputs]
+        for i, e in enumerate(self.inputs):
+            if e.presence and e.presence in names:
+                f.fail(f"'{e.presence}' is also an input's name", f"inputs[{i}].presence")
         if self.quantization.precision != self.precision:
             f.fail(f"'{self.quantization.precision}' but the bundle's precision is '{self.precision}'",
                    "quantization.precision")
@@ -524,6 +539,11 @@ class BundleManifest:
 
     def input(self, name: str) -> InputEntry:
         return _one(self.inputs, "name", name, "input")
+
+    @property
+    def model_input_names(self) -> tuple[str, ...]:
+        """Every input of the model file: the inputs, then the presence inputs of the optional ones."""
+        return tuple(e.name for e in self.inputs) + tuple(e.presence for e in self.inputs if e.presence)
 
     def output(self, task: str) -> OutputEntry:
         return _one(self.outputs, "task", task, "output")

@@ -57,6 +57,8 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     path = Path(manifest)
     rows = read_rows(path)
     columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
+    # an optional input's column may be left out of the manifest: absent in every row
+    columns = {n: c for n, c in columns.items() if not (n in model.presence and rows and c not in rows[0])}
     missing = [c for c in columns.values() if rows and c not in rows[0]]
     if missing:
         raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")
@@ -123,13 +125,18 @@ def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, ba
     for i, r in enumerate(chunk):
         for name, col in columns.items():
             try:
-                model.inputs[name](_cell(model, name, r[col], base, start + i), None)
+                cell = _cell(model, name, r[col], base, start + i)
+                if cell is not None:
+                    model.inputs[name](cell, None)
             except EdgemtlError as e:
                 return EdgemtlError(f"{manifest} row {start + i + 1}, column '{col}': {e.messages[0]}")
     return EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {error.messages[0]}")
 
 
 def _cell(model, name: str, value: str, base: Path, row: int):
+    """An empty cell of an optional input is None (absent: the runtime feeds zeros and presence 0)."""
+    if name in model.presence and not str(value).strip():
+        return None
     return model.inputs[name].modality.manifest_cell(name, value, base)
 
 
