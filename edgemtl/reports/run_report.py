@@ -41,6 +41,7 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     lines.append(table(header, rows))
     mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
     lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
+    lines += pattern_section(teacher, tasks)
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
@@ -54,6 +55,31 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text
+
+
+def pattern_section(metrics: dict, tasks: list) -> list[str]:
+    """Optional inputs: the multitask model's test metrics per presence pattern beside all rows."""
+    by_pattern = (metrics.get("patterns") or {}).get("test")
+    if not by_pattern:
+        return []
+    test = metrics.get("splits", {}).get("test", {})
+    columns = {**{f"{p} ({s.get('rows', '?')} rows)": s for p, s in by_pattern.items()},
+               f"all ({test.get(tasks[0].name, {}).get('n', '?')} rows)": test}
+    rows = []
+    for t in tasks:
+        for metric in t.metrics or task_kind(t.type).metric_names:
+            rows.append([t.name, metric, *(_cell((s.get(t.name) or {}).get(metric)) for s in columns.values())])
+    means = [mean_cell({t.name: s.get(t.name) for t in tasks})[0] for s in columns.values()]
+    rows.append([f"mean {score_name(tasks)}", "", *means])
+    return ["", "## Per presence pattern (optional inputs)", "",
+            "Test rows grouped by which inputs they have (an optional input left empty is absent).", "",
+            table(["task", "metric", *columns], rows)]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if math.isfinite(value) else NO_SCORE
 
 
 def _get(metrics: dict, task: str, metric: str) -> str:

@@ -629,6 +629,31 @@ class TaskParity:
                 "artifact": self.artifact, "drop": self.drop, "agreement": self.agreement}
 
 
+def _patterns(f, key, v) -> Mapping:
+    """parity.json `patterns`: {pattern: {"rows": n, "tasks": {task: {metric, keras, artifact, drop}}}}."""
+    sub = f.sub(key, v)
+    sub.seen.update(v)
+    out = {}
+    for pattern, entry in v.items():
+        p = sub.sub(pattern, entry)
+        rows = p.get("rows", _integer)
+
+        def tasks(f, k, t):
+            ts = f.sub(k, t)
+            ts.seen.update(t)
+            return {name: _pattern_task(ts.sub(name, m)) for name, m in t.items()}
+
+        out[pattern] = MappingProxyType({"rows": rows, "tasks": MappingProxyType(p.get("tasks", tasks))})
+        p.done()
+    return MappingProxyType(out)
+
+
+def _pattern_task(f: _Fields) -> Mapping:
+    row = {"metric": f.get("metric", _string), **{k: f.get(k, _optional_number) for k in ("keras", "artifact", "drop")}}
+    f.done()
+    return MappingProxyType(row)
+
+
 @dataclass(frozen=True)
 class ParityReport:
     """parity.json: the gate's full verdict on one artifact."""
@@ -643,6 +668,9 @@ class ParityReport:
     # export.parity.GATE_BATCH) on the bundle's runtime configuration: a load that answers alike reproduces it
     outputs_digest: str | None = None
     runtime: RuntimeConfig | None = None  # the configuration the gate ran the file on (the manifest's `runtime`)
+    # optional inputs: per presence pattern of the test rows ('image+title', 'title'), its rows and per task the
+    # Keras and artifact metric and the drop: {pattern: {"rows": n, "tasks": {task: {...}}}}
+    patterns: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, bundle_dir: Path) -> ParityReport:
@@ -672,7 +700,8 @@ class ParityReport:
                      fallback_tried=f.get("fallback_tried", _list_of(_list_of(_name)), required=False, default=()),
                      null_reasons=f.get(jsonio.NULL_REASONS, reasons, required=False, default=MappingProxyType({})),
                      outputs_digest=f.get("outputs_digest", _string, required=False),
-                     runtime=f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v)), required=False))
+                     runtime=f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v)), required=False),
+                     patterns=f.get("patterns", _patterns, required=False, default=MappingProxyType({})))
         f.done()
         return report
 
@@ -684,6 +713,9 @@ class ParityReport:
             out["outputs_digest"] = self.outputs_digest
         if self.runtime is not None:
             out["runtime"] = self.runtime.to_dict()
+        if self.patterns:
+            out["patterns"] = {p: {"rows": v["rows"], "tasks": {t: dict(m) for t, m in v["tasks"].items()}}
+                               for p, v in self.patterns.items()}
         clean, found = jsonio.strict(out)
         reasons = {**found, **self.null_reasons}
         if reasons:
