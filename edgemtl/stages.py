@@ -170,13 +170,16 @@ def _single_task(ctx: RunContext) -> str:
 
 
 def _evaluate(ctx: RunContext) -> str:
-    from .train.evaluate import evaluate_model, format_scores
+    from .model_metrics import read_metrics
+    from .train.evaluate import evaluate_model, format_patterns, format_scores
 
     models = ctx.models or tuple(ctx.run.models())
     tables = []
     for name in models:
         scores = evaluate_model(ctx.run, ctx.recipe, ctx.data, name)
         table = format_scores(scores, ctx.recipe.tasks)
+        by_pattern = format_patterns(read_metrics(ctx.run, name).get("patterns"), ctx.recipe.tasks)
+        table = f"{table}\n\n{by_pattern}" if by_pattern else table
         tables.append(table if len(models) == 1 else f"{name}:\n{table}")
     return "\n\n".join(tables)
 

@@ -37,6 +37,23 @@ def pattern_scores(tasks, labels, x: dict, y: dict, outputs: dict, input_names: 
     return out
 
 
+def format_patterns(by_pattern: dict | None, tasks: list, split: str = "test") -> str:
+    """Optional inputs: each task's primary metric per presence pattern of the split's rows ('' without patterns)."""
+    from ..kinds import task_kind
+    from ..reports.markdown import table
+
+    groups = (by_pattern or {}).get(split)
+    if not groups:
+        return ""
+    rows = []
+    for t in tasks:
+        metric = task_kind(t.type).primary_metric
+        if all(t.name in g for g in groups.values()):
+            rows.append([t.name, metric, *(_f(g[t.name].get(metric), g[t.name]) for g in groups.values())])
+    header = ["task", "metric", *(f"{p} ({g['rows']} rows)" for p, g in groups.items())]
+    return f"per presence pattern ({split}):\n" + table(header, rows)
+
+
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
     """The split's table: raw metrics per task ("—" and the reason where a task has no scorable row), the rows whose
     label training never saw (scored as errors), and the mean normalised score with what it left out."""
