@@ -48,9 +48,10 @@ PATTERN_CALIBRATION_ROWS = 10  # rows of each presence pattern at least (optiona
 def _pattern_rows(split, seed: int) -> list[int]:
     """With optional inputs: a few rows of every presence pattern (e.g. with and without a photo), so int8 ranges
     are calibrated on both the encoder's vectors and the absent vector."""
-    if not has_patterns(split.x):
+    x = getattr(split, "x", None) or {}
+    if not has_patterns(x):
         return []
-    rows = patterns(split.x, [k for k in split.x if not k.endswith(PRESENT_SUFFIX)])
+    rows = patterns(x, [k for k in x if not k.endswith(PRESENT_SUFFIX)])
     rng = np.random.default_rng(seed)
     return [int(i) for p in sorted(set(rows))
             for i in rng.permutation(np.flatnonzero(rows == p))[:PATTERN_CALIBRATION_ROWS]]

@@ -223,7 +223,7 @@ class InputEntry:
     shape: tuple  # (None, ...) : batch first
     column: str | None  # the manifest column it reads (None for numeric inputs, which read several)
     preprocess: Preprocess
-    optional: bool = False  # a request may leave it out (schema 3): the runtime feeds zeros and presence 0
+    optional: bool = False  # a request may leave it out (schema 3; absent key: false): zeros and presence 0 fed
     presence: str | None = None  # the model input of its presence flag (float32 [batch, 1]), when optional
 
     @property
@@ -255,8 +255,9 @@ class InputEntry:
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
-               "column": self.column, "preprocess": _plain(self.preprocess), "optional": self.optional}
-        return {**out, "presence": self.presence} if self.optional else out
+               "column": self.column, "preprocess": _plain(self.preprocess)}
+        # written only for an optional input (a required one reads as it did in schema 2)
+        return {**out, "optional": True, "presence": self.presence} if self.optional else out
 
 
 # --- outputs ---------------------------------------------------------------------------------------------------

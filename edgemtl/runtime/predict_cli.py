@@ -135,7 +135,7 @@ def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, ba
 
 def _cell(model, name: str, value: str, base: Path, row: int):
     """An empty cell of an optional input is None (absent: the runtime feeds zeros and presence 0)."""
-    if name in model.presence and not str(value).strip():
+    if name in getattr(model, "presence", {}) and not str(value).strip():
         return None
     return model.inputs[name].modality.manifest_cell(name, value, base)
 
