@@ -128,8 +128,8 @@ class AudioKind(ModalityKind):
 
     @staticmethod
     def load(pre: dict, source, rate=None) -> np.ndarray:
-        """The one audio decoder: an audio file's path/bytes, or samples with their rate -> float32 [clip_samples] at the
-        model's rate (training and runtime)."""
+        """The one audio decoder: an audio file's path/bytes, or samples with their rate -> float32 [clip_samples] at
+        the model's rate (training and runtime)."""
         return load_audio(source, pre["sample_rate"], pre["clip_samples"], rate)
 
     def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
@@ -161,8 +161,8 @@ class AudioKind(ModalityKind):
             if len(samples) == 0:
                 raise BadInput(f"audio {describe(value)} holds no samples")
         else:
-            raise BadInput(f"expected an audio file path or bytes (WAV, FLAC, OGG), or a float sample array with its rate; got "
-                           f"{type(value).__name__}")
+            raise BadInput(f"expected an audio file path or bytes (WAV, FLAC, OGG), or a float sample array with its "
+                           f"rate; got {type(value).__name__}")
         if not MIN_RATE <= rate <= MAX_RATE:
             raise BadInput(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; is this audio?")
         seconds, clip = len(samples) / rate, pre["clip_samples"] / pre["sample_rate"]

@@ -273,11 +273,23 @@ class TaskSpec(Spec):
                             "clipped to it, in float, also in int8 artifacts)", example=0)
     max: float | None = key(None, "regression: highest value answered, in label units (a clip like min)",
                             example=120)
+    labels: tuple[str, ...] | None = key(None, "class tasks whose column holds integer codes: the name of each code "
+                                         "(code 0 is the first name); the classes keep this order",
+                                         example=["walking", "sitting"])
+    labels_array: str | None = key(None, "like labels, the names read from this metadata array of the .npz "
+                                   "(data.source)", example="class_names")
+    positive: str | None = key(None, "binary: the label of the positive class (the one the sigmoid output gives the "
+                               "probability of, compared with threshold); default: the second class in sorted order",
+                               example="fall", coerce=lambda v: str(int(v)) if isinstance(v, float) and v.is_integer()
+                               else (str(v) if isinstance(v, int) and not isinstance(v, bool) else v))
 
 
 @spec
 class SplitSpec(Spec):
     column: str | None = key(None, "column naming each row's split; if unset, ratios are used")
+    group: str | None = key(None, "with ratios: a column (subject, session, product) whose rows always share one "
+                            "split, so no group is both trained and tested on; groups are shuffled with seed and "
+                            "filled into train, val, test by the ratios of rows", example="subject")
     train: str = key("train", "value of the split column for training rows")
     val: str | None = key(None, "value for validation rows; if unset or no row has it, val_fraction of train is "
                           "held out")
