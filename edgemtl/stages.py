@@ -143,11 +143,15 @@ def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
             "metadata": describe_metadata(data.metadata)}
 
 
-def _check(ctx: RunContext) -> str:
-    info = stage_check(ctx.recipe)
-    listed = "".join(f"\n  {line}" for line in info["metadata"])  # npz arrays that are not rows, listed once
-    metadata = f"\nmetadata arrays (not one entry per row, not read as columns):{listed}" if listed else ""
+def check_text(info: dict) -> str:
+    """stage_check's result as the check command prints it; npz metadata arrays are listed once, at the end."""
+    listed = "".join(f"\n  {line}" for line in info["metadata"])
+    metadata = f"\nmetadata arrays (not one entry per row, so not columns):{listed}" if listed else ""
     return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}{metadata}"
+
+
+def _check(ctx: RunContext) -> str:
+    return check_text(stage_check(ctx.recipe))
 
 
 def _train(ctx: RunContext) -> str:

@@ -116,7 +116,8 @@ def name_label_codes(recipe: Recipe, table: Table) -> Table:
         for row, value in enumerate(table.columns[t.column]):
             code = None if is_missing(value) else _label_code(value)
             if not is_missing(value) and (code is None or code >= n):
-                problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' has {value!r}, not "
+                shown = value.item() if isinstance(value, np.generic) else value
+                problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' has {shown!r}, not "
                                 f"a code 0-{n - 1} of the task's {n} label names")
                 break
             out.append(None if code is None else named[code])

@@ -346,8 +346,13 @@ class TrunkSpec(Spec):
 
 @spec
 class EarlyStoppingSpec(Spec):
-    monitor: str = key("val_mean_score", "val_mean_score (mean over tasks of the normalised score: accuracy for "
-                       "class tasks, 1 - MAE/std for regression; higher is better), val_loss, or val_<task>_<metric>")
+    monitor: str = key("val_mean_score", "val_mean_score: after each epoch the model predicts the validation rows and "
+                       "each task is scored by its type: multiclass and binary accuracy over the labelled rows (binary "
+                       "at the task's threshold; a class training never saw counts as wrong), multilabel accuracy "
+                       "per row and label at the threshold, regression 1 - MAE/std (MAE in label units of the "
+                       "clipped output, std of the training labels); the plain mean over the tasks (auxiliary ones "
+                       "too, task weights not applied, a task without a scorable row left out); higher is better. "
+                       "Or val_loss, or val_<task>_<metric>")
     patience: int | None = key(5, "epochs without improvement before stopping; null disables",
                                 check=_non_negative)
 
