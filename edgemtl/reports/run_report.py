@@ -41,6 +41,7 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     lines.append(table(header, rows))
     mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
     lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
+    lines += _positive_classes(run, tasks)
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
@@ -54,6 +55,19 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text
+
+
+def _positive_classes(run: RunDir, tasks) -> list[str]:
+    """Which class each binary task's output is the probability of (tasks[].positive, else the second class)."""
+    binary = [t for t in tasks if t.type == "binary"]
+    if not binary or not run.labels.is_file():
+        return []
+    from .. import jsonio
+
+    labels = jsonio.read(run.labels, "label vocabulary")
+    said = [f"{t.name}: '{labels[t.name]['classes'][-1]}' (threshold {t.threshold:g})" for t in binary
+            if len(labels.get(t.name, {}).get("classes", [])) == 2]
+    return ["", "Positive class of the binary tasks: " + ", ".join(said) + "."] if said else []
 
 
 def _get(metrics: dict, task: str, metric: str) -> str:
