@@ -393,4 +393,4 @@ def test_binary_positive_class_orders_the_labels_and_is_checked():
                                            r"'speaker' in the training split \(classes: george, theo\)"):
         prepare(load_recipe(AV_RECIPE, TINY_AV + two + ["tasks[1].positive=lucas"]), rows_per_split=2)
     with pytest.raises(EdgemtlError, match=r"tasks\[0\]\.positive: is for binary tasks, not multiclass"):
-        load_recipe(AV_RECIPE, ["tasks[0].positive=3"])
+        load_recipe(AV_RECIPE, ["tasks[0].positive=seven"])

@@ -302,7 +302,8 @@ def test_labels_learn_and_encode():
             assert (y[-4:-2] == -1).all() and y[-1].sum() == 0 and kind.n_outputs(info) == len(classes)
         else:
             classes = sorted(set(present))
-            assert info == {"type": typed.type, "classes": classes}
+            positive = {"positive": classes[-1]} if typed.type == "binary" else {}  # the class its output is of
+            assert info == {"type": typed.type, "classes": classes, **positive}
             assert list(y[:len(values)]) == [classes.index(v) if v.strip() else -1 for v in values]
             assert list(y[len(values):]) == [-1, -1, -2, -2]  # missing: masked; unseen: masked, scored as errors
             assert y.dtype == (np.float32 if typed.type == "binary" else np.int32)

@@ -279,9 +279,8 @@ class TaskSpec(Spec):
     labels_array: str | None = key(None, "like labels, the names read from this metadata array of the .npz "
                                    "(data.source)", example="class_names")
     positive: str | None = key(None, "binary: the label of the positive class (the one the sigmoid output gives the "
-                               "probability of, compared with threshold); default: the second class in sorted order",
-                               example="fall", coerce=lambda v: str(int(v)) if isinstance(v, float) and v.is_integer()
-                               else (str(v) if isinstance(v, int) and not isinstance(v, bool) else v))
+                               "probability of, compared with threshold; quote a number: '1'); default: the second "
+                               "class in sorted order", example="fall")
 
 
 @spec
