@@ -41,12 +41,12 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     lines.append(table(header, rows))
     mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
     lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
-    lines += _positive_classes(run, tasks)
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
         lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
+    lines += _positive_classes(run, tasks)
     compressed = run.compress_md
     if compressed.exists():  # its own title dropped: it becomes a section of this report
         lines += ["", "## Compression", ""] + compressed.read_text().splitlines()[2:]
@@ -55,6 +55,13 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text
+
+
+def _get(metrics: dict, task: str, metric: str) -> str:
+    value = metrics.get("splits", {}).get("test", {}).get(task, {}).get(metric)
+    if value is None:
+        return ""
+    return f"{value:.4f}" if math.isfinite(value) else f"{NO_SCORE} (no labelled row)"
 
 
 def _positive_classes(run: RunDir, tasks) -> list[str]:
@@ -68,10 +75,3 @@ def _positive_classes(run: RunDir, tasks) -> list[str]:
     said = [f"{t.name}: '{labels[t.name]['classes'][-1]}' (threshold {t.threshold:g})" for t in binary
             if len(labels.get(t.name, {}).get("classes", [])) == 2]
     return ["", "Positive class of the binary tasks: " + ", ".join(said) + "."] if said else []
-
-
-def _get(metrics: dict, task: str, metric: str) -> str:
-    value = metrics.get("splits", {}).get("test", {}).get(task, {}).get(metric)
-    if value is None:
-        return ""
-    return f"{value:.4f}" if math.isfinite(value) else f"{NO_SCORE} (no labelled row)"
