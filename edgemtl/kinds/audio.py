@@ -51,6 +51,8 @@ def _read_bytes(source) -> bytes:
         raise BadInput(f"audio file '{source}' not found") from None
     except OSError as e:
         raise BadInput(f"audio {describe(source)} cannot be read ({e.strerror or e.__class__.__name__})") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise BadInput(f"audio {describe(source)[:80]} is not a file path ({e})") from None
 
 
 def _wav_cut_short(raw: bytes) -> str | None:
