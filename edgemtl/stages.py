@@ -219,9 +219,14 @@ def _bench(ctx: RunContext) -> str:
 
 
 def _report(ctx: RunContext) -> str:
+    """RUN/report.md, then RUN/report.html (which reads what report.md's stage stored, Δm included)."""
+    from .reports.html_report import write_html_report
     from .reports.run_report import write_report
 
-    return write_report(ctx.run, ctx.recipe)
+    text = write_report(ctx.run, ctx.recipe)
+    page = write_html_report(ctx.run, ctx.recipe)
+    log.info("report.html: %.0f KB in %.2f s", page["bytes"] / 1024, page["seconds"])
+    return text
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -235,7 +240,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("export", "export bundles through the parity gate", _export,
           needs=lambda ctx: tuple(ctx.recipe.export.model)),
     Stage("bench", "measure every bundle", _bench),
-    Stage("report", "write RUN/report.md", _report),
+    Stage("report", "write RUN/report.md and RUN/report.html", _report),
 )}
 
 
