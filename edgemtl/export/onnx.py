@@ -45,22 +45,23 @@ class _BelowError(logging.Filter):
 def _root_notices_hidden():
     """onnxruntime.quantization writes its notices ("Please consider to run pre-processing before quantization", ...)
     through the root logger, as `WARNING:root:` lines: hidden during the call unless -v (edgemtl's logger at DEBUG).
-    Scoped: a filter on the root logger's own records, and a NullHandler while root has none (so logging.warning's
-    implicit basicConfig installs no handler for good); both removed afterwards."""
+    Scoped: a filter on the root logger's own records, and while root has no handler a stderr one for its errors (so
+    logging.warning's implicit basicConfig installs no handler for good); both removed afterwards."""
     if logging.getLogger("edgemtl").isEnabledFor(logging.DEBUG):
         yield
         return
-    root, hide, null = logging.getLogger(), _BelowError(), logging.NullHandler()
+    root, hide, errors = logging.getLogger(), _BelowError(), logging.StreamHandler()
     bare = not root.handlers
+    errors.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     root.addFilter(hide)
     if bare:
-        root.addHandler(null)
+        root.addHandler(errors)
     try:
         yield
     finally:
         root.removeFilter(hide)
         if bare:
-            root.removeHandler(null)
+            root.removeHandler(errors)
 
 
 def quantize_dynamic(src: Path, dst: Path, keep_float=()):

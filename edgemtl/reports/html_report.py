@@ -73,7 +73,7 @@ def results_section(run: RunDir, tasks: list) -> Section | None:
          f"{teacher.get('epochs_run', '?')}.")
     head = ["task", "type", "metric", "multitask"]
     if has_single:
-        head += ["single-task", "relative change (Δ)", "verdict"]
+        head += ["single-task"] + (["relative change (Δ)", "verdict"] if per_task else [])
     rows = []
     for t in tasks:
         kind = task_kind(t.type)
@@ -82,8 +82,10 @@ def results_section(run: RunDir, tasks: list) -> Section | None:
             if has_single:
                 single = singles[t.name].get("splits", {}).get("test", {}).get(t.name)
                 verdict = per_task.get(t.name) if metric == kind.primary_metric else None
-                row += [_value(single, metric), _pct(verdict.get("relative_change")) if verdict else "",
-                        (verdict.get("verdict") or NO_SCORE) if verdict else ""]
+                row.append(_value(single, metric))
+                if per_task:
+                    row += [_pct(verdict.get("relative_change")) if verdict else "",
+                            (verdict.get("verdict") or NO_SCORE) if verdict else ""]
             rows.append(row)
     s.md(table(head, rows))
     mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
