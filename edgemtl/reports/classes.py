@@ -101,7 +101,8 @@ def confusion_table(res: ClassResults) -> str:
             v = int(res.matrix[i, j])
             share = v / total if total else 0.0
             rgb = (11, 92, 173) if i == j else (204, 51, 51)
-            style = f' style="background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{0.08 + 0.75 * share:.2f})"' if v else ""
+            ink = ";color:#fff" if share > 0.55 else ""  # dark cells: white figures
+            style = f' style="background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{0.08 + 0.75 * share:.2f}){ink}"' if v else ""
             cells.append(f'<td class="num"{style}>{v if v else ""}</td>')
         body.append(f'<tr><th class="true">{escape(str(name))}</th>{"".join(cells)}<td class="num">{total}</td></tr>')
     return (f'<div class="table"><table class="confusion" data-task="{escape(res.task)}">{head}{"".join(body)}'

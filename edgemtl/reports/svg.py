@@ -87,11 +87,11 @@ class _Frame:
                f'text-anchor="middle">{escape(y_label)}</text>']
         for t in x_ticks:
             x = self.px(t)
-            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.h - self.bottom}" stroke="#eee"/>')
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.h - self.bottom}" stroke="#ddd"/>')
             out.append(f'<text x="{x:.1f}" y="{self.h - self.bottom + 16}" text-anchor="middle">{_fmt(t)}</text>')
         for t in y_ticks:
             y = self.py(t)
-            out.append(f'<line x1="{self.left}" x2="{self.w - self.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+            out.append(f'<line x1="{self.left}" x2="{self.w - self.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
             out.append(f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
         return out
 
