@@ -5,6 +5,7 @@ the same entries, their flags turned into recipe overrides first (e.g. `export -
 `dataclasses.replace(recipe.export, formats=("tflite",))`), so each stage has one code path. Each stage reads and
 writes only the run directory.
 """
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,6 +225,10 @@ def _report(ctx: RunContext) -> str:
     from .reports.run_report import write_report
 
     text = write_report(ctx.run, ctx.recipe)
+    missing = [m for m in ("jinja2", "markdown") if importlib.util.find_spec(m) is None]
+    if missing:  # a light install: report.md only
+        log.warning("report.html not written: it needs %s (pip install 'edgemtl[train]')", " and ".join(missing))
+        return text
     page = write_html_report(ctx.run, ctx.recipe)
     log.info("report.html: %.0f KB in %.2f s", page["bytes"] / 1024, page["seconds"])
     return text
