@@ -335,3 +335,57 @@ def test_onnx_quantizer_notices_are_hidden_unless_verbose(capfd):
     finally:
         ours.setLevel(level)
         root.handlers[:] = handlers
+
+
+def test_report_html_shows_the_delta_m_verdict_stored_with_the_teacher(tiny_run, tmp_path):
+    """Δm is read from the teacher's metrics.json ("transfer", written by the negative-transfer report), never
+    computed by the page."""
+    from edgemtl.model_metrics import update_metrics
+    from edgemtl.reports.html_report import write_html_report
+    from edgemtl.stages import open_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("cache", "exports", "saved_model", "*.keras"))
+    run, recipe = open_run(run_dir)
+    transfer = {"delta_m": -0.0123, "delta_m_tasks": 2, "rule": "a stated rule", "hurt": ["speaker"],
+                "tasks": {"digit": {"relative_change": 0.0456, "verdict": "neutral"},
+                          "speaker": {"relative_change": -0.0702, "verdict": "hurt"}}}
+    update_metrics(run, "teacher", {"transfer": transfer})
+    write_html_report(run, recipe)
+    page = _page(run_dir)
+    rows = {r[0]: r for r in page.table_after("task") if r[0]}
+    assert rows["digit"][5:] == ["+4.56 %", "neutral"] and rows["speaker"][5:] == ["-7.02 %", "hurt"]
+    text = (run_dir / "report.html").read_text()
+    assert "-1.23 %</strong> over 2 task(s)" in text and "Hurt by multitask training: speaker" in text
+
+
+def test_confusion_counts_unseen_classes_apart_and_leaves_out_missing_labels():
+    from edgemtl.kinds.base import MISSING, UNSEEN
+    from edgemtl.reports.classes import UNSEEN_LABEL, class_results
+
+    true = np.array([0, 0, 1, 2, UNSEEN, MISSING, 1])
+    pred = np.array([0, 1, 1, 2, 2, 0, 0])
+    res = class_results("t", ["a", "b", "c"], true, pred)
+    assert res.classes[-1] == UNSEEN_LABEL and res.n == 6 and res.matrix.sum() == 6
+    assert res.matrix.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 1]]
+    per = {r["class"]: r for r in res.per_class()}
+    assert per["a"]["precision"] == pytest.approx(1 / 2) and per["a"]["recall"] == pytest.approx(1 / 2)
+    assert per["c"]["precision"] == pytest.approx(1 / 2) and per["c"]["recall"] == 1.0  # the unseen row counts
+    assert per[UNSEEN_LABEL]["recall"] == 0.0
+    assert res.top_confusions()[0][2] == 1
+
+
+def test_bench_report_without_matplotlib_links_no_image(regression_run, tmp_path, monkeypatch):
+    from edgemtl.reports import bench_report
+    from edgemtl.stages import open_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(regression_run, run_dir, ignore=shutil.ignore_patterns("cache", "exports", "models"))
+    run, recipe = open_run(run_dir)
+    monkeypatch.setattr(bench_report, "pareto_png", lambda results, path: False)  # as without matplotlib
+    results = json.loads(run.bench_results.read_text())
+    text = bench_report.write_reports(run, recipe, results, None)
+    assert "](pareto.png)" not in text and "needs matplotlib" in text
+    assert not run.pareto_png.exists()
+    page = run.bench_html.read_text()
+    assert "<img" not in page and "<table>" in page and "| artifact |" not in page  # rendered, not raw Markdown

@@ -82,8 +82,10 @@ NUMBER_CELL = re.compile(r"<td>([+-]?[0-9][0-9,.]*(e[+-]?[0-9]+)?( ?(%|pt|x|x fa
 
 def md(text: str):
     """Markdown (GitHub-style tables) -> HTML, each table wrapped so a wide one scrolls instead of overflowing, and
-    number cells right-aligned."""
+    number cells right-aligned. HTML inside the text is shown as text."""
     _, markdown = _libraries()
+    # names from the data (tasks, classes, reasons) are text, never markup: Markdown would pass HTML through
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     body = markdown.markdown(text, extensions=["tables"], output_format="html")
     body = NUMBER_CELL.sub(lambda m: f'<td class="num">{m.group(1)}</td>', body)
     return _markup()(body.replace("<table>", '<div class="table"><table>').replace("</table>", "</table></div>"))
