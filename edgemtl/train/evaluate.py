@@ -1,11 +1,14 @@
-"""Score a trained model on every split, per task; results go into the model's metrics.json."""
+"""Score a trained model on every split, per task; results go into the model's metrics.json (and the test split's
+decisions into test_predictions.npz, for the report's confusion matrices)."""
+import numpy as np
+
 from ..data.dataset import SPLITS
 from ..kinds import score_all
 from ..model_metrics import update_metrics
 from ..models.build import load_model
 from ..presence import has_patterns, patterns
 from ..recipe.schema import Recipe
-from ..rundir import RunDir
+from ..rundir import RunDir, atomic_save
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
@@ -18,6 +21,8 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
         if len(data[split]):
             outputs = model.predict(data[split].x, batch_size=256, verbose=0)
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
+            if split == "test":
+                save_test_predictions(run, name, tasks, data[split].y, outputs)
             if has_patterns(data[split].x):
                 by_pattern[split] = pattern_scores(tasks, data.labels, data[split].x, data[split].y, outputs,
                                                    [i.name for i in recipe.inputs])
@@ -52,6 +57,17 @@ def format_patterns(by_pattern: dict | None, tasks: list, split: str = "test") -
             rows.append([t.name, metric, *(_f(g[t.name].get(metric), g[t.name]) for g in groups.values())])
     header = ["task", "metric", *(f"{p} ({g['rows']} rows)" for p, g in groups.items())]
     return f"per presence pattern ({split}):\n" + table(header, rows)
+
+
+def save_test_predictions(run: RunDir, name: str, tasks: list, y: dict, outputs: dict) -> None:
+    """Each task's encoded labels and its kind's decision (class index, label matrix or value) on the test rows."""
+    from ..kinds import task_kind
+
+    arrays = {}
+    for t in tasks:
+        arrays[f"{t.name}.true"] = np.asarray(y[t.name])
+        arrays[f"{t.name}.pred"] = np.asarray(task_kind(t.type).decide(np.asarray(outputs[t.name]), t.threshold))
+    atomic_save(run.test_predictions(name), lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
