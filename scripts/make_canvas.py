@@ -14,9 +14,10 @@ naming one digit on the canvas:
 
 Test canvases use only the av_digits test rows (their images come from the other half of MNIST, their recordings
 are FSDD takes 0-4); validation canvases use a held-out tenth of the training images (by MNIST index) and recordings
-(take 5), so no image or recording is shared between splits. A canvas holds each digit class at most once (the spoken
-digit names one box) and digits do not overlap (boxes kept 1 pixel apart), so every box is fully visible and the mask is exact. The output is CC BY-SA 4.0 like its sources
-(README.md written beside it says so).
+(take 5), so no image or recording is shared between splits. A canvas holds each digit class at most once (the
+spoken digit names one box) and digits do not overlap (boxes kept 1 pixel apart), so every box is fully visible and
+the mask is exact. Rows of the splits are interleaved (data.limit keeps every split). The output is CC BY-SA 4.0
+like its sources (README.md written beside it says so).
 """
 import argparse
 import csv
@@ -109,6 +110,7 @@ def build(source: Path, out: Path, n_rows: int, seed: int) -> list:
         (out / sub).mkdir(parents=True)
     splits = [s for s, f in FRACTIONS.items() for _ in range(round(f * n_rows))][:n_rows]
     splits += ["train"] * (n_rows - len(splits))
+    rng.shuffle(splits)  # interleaved, so the first rows (data.limit) hold every split
     rows = []
     for i, split in enumerate(splits):
         images, recordings = by_split[split]

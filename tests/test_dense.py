@@ -6,12 +6,17 @@ import json
 import numpy as np
 import pytest
 
-from edgemtl import kinds
-from edgemtl.kinds.boxes import (decode, encode_targets, iou_matrix, mean_average_precision, parse_boxes,
-                                 average_precision)
-from edgemtl.kinds.mask import class_iou, confusion
-
 from conftest import REPO, set_args
+from edgemtl import kinds
+from edgemtl.kinds.boxes import (
+    average_precision,
+    decode,
+    encode_targets,
+    iou_matrix,
+    mean_average_precision,
+    parse_boxes,
+)
+from edgemtl.kinds.mask import class_iou, confusion
 
 CANVAS_RECIPE = REPO / "recipes" / "canvas.yaml"
 CANVAS = REPO / "demo" / "canvas" / "canvas.csv"

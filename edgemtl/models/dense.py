@@ -12,17 +12,19 @@ from ..tfk import keras
 from .encoders.blocks import conv_bn_relu
 
 L = keras.layers
-WIDTH = 32  # decoder channels
+MAX_WIDTH = 64
 
 
-def dense_head(features: dict, shared, stride: int, channels: int, name: str, bias: float = 0.0, width: int = WIDTH):
-    """Logits [B, H / stride, W / stride, channels]. features: {stride: feature map} of one image encoder."""
+def dense_head(features: dict, shared, stride: int, channels: int, name: str, bias: float = 0.0):
+    """Logits [B, H / stride, W / stride, channels]. features: {stride: feature map} of one image encoder. The
+    decoder is as wide as the encoder's map at the head's stride (at most MAX_WIDTH): light where the encoder is."""
     if not features:
         raise EdgemtlError(f"tasks.{name}: a dense head needs an image encoder's feature maps (an image input)")
     deepest = max(features)
     if stride not in features and stride > deepest:
         raise EdgemtlError(f"tasks.{name}: stride {stride} is coarser than the image encoder's deepest feature map "
                            f"(stride {deepest})")
+    width = min(MAX_WIDTH, int(features[min(features, key=lambda k: abs(k - stride))].shape[-1]))
     x = conv_bn_relu(features[deepest], width, f"{name}_top", kernel=1)
     s = deepest
     while s > stride:
