@@ -123,7 +123,7 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
     test = metrics["splits"]["test"]
     for task, metric in (("boxes", "map50"), ("spoken_box", "map"), ("mask", "miou"), ("spoken", "accuracy")):
         assert 0.0 <= test[task][metric] <= 1.0
-    bundle = next((canvas_run / "bundles").glob("*int8*"))
+    bundle = next((canvas_run / "exports").glob("teacher-tflite-int8"))
     model = load(bundle, allow_undeployable=True)
     with open(CANVAS, newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["split"] == "test")
@@ -131,6 +131,13 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
     for b in answer["boxes"]["boxes"]:
         assert set(b) == {"label", "score", "box"} and b["label"] in [str(d) for d in range(10)]
         assert 0.3 <= b["score"] <= 1.0 and len(b["box"]) == 4
+    # at threshold 0 the answer lists top_k boxes, inside the image and best first
+    raw = model.run(model.prepare(image=str(CANVAS.parent / row["image"]), audio=str(CANVAS.parent / row["audio"])))
+    entry = {**model.outputs["boxes"], "threshold": 0.0}
+    boxes = kinds.task_kind("boxes").answer(entry, raw["boxes"][0])["boxes"]
+    assert len(boxes) == entry["params"]["top_k"]
+    assert [b["score"] for b in boxes] == sorted((b["score"] for b in boxes), reverse=True)
+    assert all(-48 <= v <= 144 for b in boxes for v in b["box"])
     mask = np.asarray(answer["mask"]["mask"])
     assert mask.shape == (96, 96) and mask.min() >= 0 and mask.max() < len(answer["mask"]["labels"])
     assert sum(answer["mask"]["areas"].values()) == 96 * 96
