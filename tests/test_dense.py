@@ -99,10 +99,12 @@ def test_canvas_data_is_exact_by_construction():
         assert json.loads(r["spoken_box"])[0] in boxes and r["audio"].split("/")[1][0] == r["spoken"]
 
 
-TINY_CANVAS = ["training.epochs=2", "inputs.image.encoder.filters=[8,16,16,16]", "inputs.audio.encoder.filters=[8,16]",
-               "trunk.units=[32]", "stages=[train,evaluate,export]", "export.formats=[tflite]",
-               "export.precisions=[int8]", "export.default_tolerance=1.0", "export.tolerance={}",
-               "export.calibration_samples=32"]
+# one epoch on the first 64 rows (every split: the rows interleave), tiny encoders, int8 TFLite only; its gate
+# accepts any drop (the gate has its own tests)
+TINY_CANVAS = ["training.epochs=1", "data.limit=64", "inputs.image.encoder.filters=[8,16,16,16]",
+               "inputs.audio.encoder.filters=[8,16]", "trunk.units=[32]", "stages=[train,export]",
+               "export.formats=[tflite]", "export.precisions=[int8]", "export.default_tolerance=1.0",
+               "export.tolerance={}", "export.calibration_samples=16", "export.float_fallback=false"]
 
 
 @pytest.fixture(scope="session")
@@ -119,10 +121,9 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
 
     from edgemtl.runtime import load
 
-    metrics = json.loads((canvas_run / "models" / "teacher" / "metrics.json").read_text())
-    test = metrics["splits"]["test"]
+    val = json.loads((canvas_run / "models" / "teacher" / "metrics.json").read_text())["val"]
     for task, metric in (("boxes", "map50"), ("spoken_box", "map"), ("mask", "miou"), ("spoken", "accuracy")):
-        assert 0.0 <= test[task][metric] <= 1.0
+        assert 0.0 <= val[f"{task}_{metric}"] <= 1.0
     bundle = next((canvas_run / "exports").glob("teacher-tflite-int8"))
     model = load(bundle, allow_undeployable=True)
     with open(CANVAS, newline="") as f:
