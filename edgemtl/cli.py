@@ -251,10 +251,10 @@ def _read_json(path, what: str):
 
 
 def cmd_check(args) -> Result:
-    from .stages import stage_check
+    from .stages import check_text, stage_check
 
     info = stage_check(_load(args))
-    text = f"{args.recipe}: ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+    text = f"{args.recipe}: {check_text(info)}"
     return Result(text, {"recipe": str(args.recipe), "ok": True, **info})
 
 

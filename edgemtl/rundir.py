@@ -19,7 +19,7 @@ class RunDir:
     no other module spells a path literal.
 
     RUN/recipe.yaml, env.json, report.md, compress.md, compress.json
-    RUN/preprocess/      labels.json, vocab_<input>.txt
+    RUN/preprocess/      labels.json, vocab_<input>.txt, split.csv (each manifest row's split: row, split[, group])
     RUN/models/<model>/  model.keras (model.h5: quantization-aware), saved_model/, metrics.json, history.jsonl,
                          backup/ (while training), tensorboard/
     RUN/exports/<model>-<format>-<precision>/   bundles (manifest.json, parity.json, model file, vocabularies)
@@ -65,6 +65,11 @@ class RunDir:
     def labels(self) -> Path:
         """Label vocabularies and regression statistics learnt on the training split."""
         return self.preprocess / LABELS_FILE
+
+    @property
+    def split(self) -> Path:
+        """Each manifest row's split (row, split[, group]): written by the first stage that splits, then reused."""
+        return self.preprocess / SPLIT_FILE
 
     def vocab(self, input_name: str) -> Path:
         """A text input's tokenizer vocabulary; a bundle carries it under the same file name."""
@@ -196,6 +201,7 @@ class RunDir:
 
 METRICS_FILE, HISTORY_FILE = "metrics.json", "history.jsonl"
 LABELS_FILE = "labels.json"
+SPLIT_FILE = "split.csv"
 REJECTED_DIR = "rejected"
 
 

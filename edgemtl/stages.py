@@ -132,18 +132,26 @@ def run_stage(ctx: RunContext, name: str) -> str | None:
 def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     """Data-level checks on top of the schema, then build the model and run one batch forward."""
     from .data.dataset import prepare
+    from .data.manifest import describe_metadata
     from .models.build import build_model, count_params, numeric_stats
 
     data = prepare(recipe, rows_per_split=8)
     model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     outputs = model({k: v[:4] for k, v in data["train"].x.items()}, training=False)
     shapes = {k: list(v.shape) for k, v in outputs.items()}
-    return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes}
+    return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes,
+            "metadata": describe_metadata(data.metadata)}
+
+
+def check_text(info: dict) -> str:
+    """stage_check's result as the check command prints it; npz metadata arrays are listed once, at the end."""
+    listed = "".join(f"\n  {line}" for line in info["metadata"])
+    metadata = f"\nmetadata arrays (not one entry per row, so not columns):{listed}" if listed else ""
+    return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}{metadata}"
 
 
 def _check(ctx: RunContext) -> str:
-    info = stage_check(ctx.recipe)
-    return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+    return check_text(stage_check(ctx.recipe))
 
 
 def _train(ctx: RunContext) -> str:
