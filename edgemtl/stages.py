@@ -5,6 +5,7 @@ the same entries, their flags turned into recipe overrides first (e.g. `export -
 `dataclasses.replace(recipe.export, formats=("tflite",))`), so each stage has one code path. Each stage reads and
 writes only the run directory.
 """
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,9 +228,18 @@ def _bench(ctx: RunContext) -> str:
 
 
 def _report(ctx: RunContext) -> str:
+    """RUN/report.md, then RUN/report.html (which reads what report.md's stage stored, Δm included)."""
+    from .reports.html_report import write_html_report
     from .reports.run_report import write_report
 
-    return write_report(ctx.run, ctx.recipe)
+    text = write_report(ctx.run, ctx.recipe)
+    missing = [m for m in ("jinja2", "markdown") if importlib.util.find_spec(m) is None]
+    if missing:  # a light install: report.md only
+        log.warning("report.html not written: it needs %s (pip install 'edgemtl[train]')", " and ".join(missing))
+        return text
+    page = write_html_report(ctx.run, ctx.recipe)
+    log.info("report.html: %.0f KB in %.2f s", page["bytes"] / 1024, page["seconds"])
+    return text
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -243,7 +253,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("export", "export bundles through the parity gate", _export,
           needs=lambda ctx: tuple(ctx.recipe.export.model)),
     Stage("bench", "measure every bundle", _bench),
-    Stage("report", "write RUN/report.md", _report),
+    Stage("report", "write RUN/report.md and RUN/report.html", _report),
 )}
 
 

@@ -243,8 +243,14 @@ class BoxesKind(TaskKind):
         n = output.shape[-1] - 4
         return [decode(o, n, top_k, min_score) for o in output]
 
-    def decide(self, output: np.ndarray, threshold: float = 0.5) -> list:
-        return self.detections(output, threshold)
+    def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """The boxes scoring at least threshold: [rows, most boxes in a row, 6] (x0, y0, x1, y1 in cells, class,
+        score), rows with fewer padded with NaN."""
+        found = self.detections(output, threshold)
+        out = np.full((len(found), max([1, *map(len, found)]), 6), np.nan)
+        for i, d in enumerate(found):
+            out[i, :len(d)] = d
+        return out
 
     def score(self, y_true: np.ndarray, output: np.ndarray, threshold: float = 0.5, std: float = 1.0) -> dict:
         """mAP@0.5 and mAP@[.5:.95] over the labelled rows, every top-k peak above MAP_MIN_SCORE scored (the
