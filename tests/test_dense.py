@@ -99,10 +99,10 @@ def test_canvas_data_is_exact_by_construction():
         assert json.loads(r["spoken_box"])[0] in boxes and r["audio"].split("/")[1][0] == r["spoken"]
 
 
-# one epoch on the first 64 rows (every split: the rows interleave), tiny encoders, int8 TFLite only; its gate
-# accepts any drop (the gate has its own tests)
+# one epoch on the first 64 rows (every split: the rows interleave), tiny encoders, evaluate, int8 TFLite only (its
+# gate accepts any drop: the gate has its own tests), the report
 TINY_CANVAS = ["training.epochs=1", "data.limit=64", "inputs.image.encoder.filters=[8,16,16,16]",
-               "inputs.audio.encoder.filters=[8,16]", "trunk.units=[32]", "stages=[train,export]",
+               "inputs.audio.encoder.filters=[8,16]", "trunk.units=[32]", "stages=[train,evaluate,export,report]",
                "export.formats=[tflite]", "export.precisions=[int8]", "export.default_tolerance=1.0",
                "export.tolerance={}", "export.calibration_samples=16", "export.float_fallback=false"]
 
@@ -121,9 +121,11 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
 
     from edgemtl.runtime import load
 
-    val = json.loads((canvas_run / "models" / "teacher" / "metrics.json").read_text())["val"]
+    metrics = json.loads((canvas_run / "models" / "teacher" / "metrics.json").read_text())
     for task, metric in (("boxes", "map50"), ("spoken_box", "map"), ("mask", "miou"), ("spoken", "accuracy")):
-        assert 0.0 <= val[f"{task}_{metric}"] <= 1.0
+        assert 0.0 <= metrics["val"][f"{task}_{metric}"] <= 1.0
+        assert 0.0 <= metrics["splits"]["test"][task][metric] <= 1.0
+    assert "boxes" in (canvas_run / "report.md").read_text()
     bundle = next((canvas_run / "exports").glob("teacher-tflite-int8"))
     model = load(bundle, allow_undeployable=True)
     with open(CANVAS, newline="") as f:
