@@ -7,7 +7,8 @@ from ..recipe.schema import Recipe, TaskSpec
 from ..tfk import keras
 from .encoders import EncoderContext
 from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
-from .fusion import fuse, trunk
+from .fusion import fuse
+from .towers import trunk
 
 
 def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
@@ -32,8 +33,8 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
             v = keras.layers.Dropout(spec.dropout, name=f"{inp.name}_dropout")(v)
         vectors.append(v)
     vectors = _modality_dropout(vectors, recipe)
-    shared = trunk(fuse(vectors, recipe.fusion), recipe.trunk)
-    outputs = {t.name: kinds.task_kind(t.type).head(shared, t, labels[t.name],
+    towers = trunk(fuse(vectors, recipe.fusion), recipe.trunk, [t.name for t in tasks])
+    outputs = {t.name: kinds.task_kind(t.type).head(towers[t.name], t, labels[t.name],
                                                      _match(t, recipe, inputs, labels, tokenizers))
                for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
