@@ -178,6 +178,9 @@ def _evaluate(ctx: RunContext) -> str:
         scores = evaluate_model(ctx.run, ctx.recipe, ctx.data, name)
         table = format_scores(scores, ctx.recipe.tasks)
         tables.append(table if len(models) == 1 else f"{name}:\n{table}")
+    from .reports.transfer import update_transfer
+
+    update_transfer(ctx.run, ctx.recipe)  # teacher metrics.json "transfer": Δm and per-task verdicts
     return "\n\n".join(tables)
 
 
