@@ -167,15 +167,15 @@ def test_gradient_methods_change_the_shared_update_only(av_data, av_recipe):
     keras.utils.set_random_seed(0)
     net = build_model(recipe, av_data.labels, av_data.tokenizers, numeric_stats(recipe, av_data["train"].x))
     start = [w.numpy() for w in net.weights]
-    batch = ({k: v[:32] for k, v in av_data["train"].x.items()}, {k: v[:32] for k, v in av_data["train"].y.items()})
+    batch = ({k: v[:8] for k, v in av_data["train"].x.items()}, {k: v[:8] for k, v in av_data["train"].y.items()})
     steps, weights = {}, {}
     for kind in ("sum", "pcgrad", "gradnorm", "cagrad"):
         net.set_weights(start)
         combination = make_combination(LossCombinationSpec(type=kind), recipe.tasks)
         trainer = MultitaskTrainer(net, recipe.tasks, av_data.labels, combination)
-        trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)  # two steps: tracing would dominate
         steps[kind] = []
-        for _ in range(2):
+        for _ in range(2 if kind in ("sum", "gradnorm") else 1):
             before = [w.numpy() for w in net.weights]
             keras.utils.set_random_seed(0)  # the same dropout masks
             logs = trainer.train_on_batch(*batch, return_dict=True)

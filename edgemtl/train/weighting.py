@@ -225,6 +225,7 @@ def cagrad_coefficients(gram, c: float, iterations: int = 200, eps: float = 1e-1
     return (mean + root_phi / gw_norm * w) * t / (1.0 + c * c)
 
 
+@tf.function  # a graph also when called eagerly (200 eager loop steps take seconds); one trace per T
 def cagrad_dual(gram, c: float, iterations: int = 200, eps: float = 1e-12):
     """argmin over the simplex of F(w) = w . (gram b) + c |g0| sqrt(w' gram w), b = 1/T (convex): exponentiated
     gradient with steps 1/sqrt(k+1) on the gradient scaled to max 1, keeping the best iterate."""
