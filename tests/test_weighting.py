@@ -112,7 +112,7 @@ def test_pcgrad_order_is_random_per_step_and_the_same_for_one_step():
     g = rng.normal(size=(4, 30)).astype(np.float32)
     g[1], g[3] = -g[0] + 0.3 * g[1], -g[2] + 0.3 * g[3]
     coefficients = tf.function(pcgrad_coefficients)  # one trace, the step a tensor
-    runs = [coefficients(_gram(g), tf.constant(s)).numpy() for s in range(12)]
+    runs = [coefficients(_gram(g), tf.constant(s)).numpy() for s in range(6)]
     assert any(not np.allclose(r, runs[0], atol=1e-4) for r in runs)  # the order changed the projections
     np.testing.assert_array_equal(coefficients(_gram(g), tf.constant(3)).numpy(), runs[3])
 
