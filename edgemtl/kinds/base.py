@@ -211,8 +211,13 @@ class TaskKind:
     unseen_effect: str = "they are scored as errors"  # what becomes of rows whose label training never saw
     unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
     score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
+    dense: bool = False  # the head reads an image encoder's feature maps (boxes, masks): head(..., features=...)
 
     # -- labels ---------------------------------------------------------------------------------------------------
+    def label_column(self, table, column: str) -> list:
+        """The label cells learn_labels and encode_labels read (kinds whose labels are files resolve their paths)."""
+        return table.columns[column]
+
     def learn_labels(self, spec, values: list) -> dict:
         """What a task's labels are (labels.json entry), learned from training values only."""
         raise NotImplementedError
@@ -362,8 +367,12 @@ class ClassTaskKind(TaskKind):
     max_classes: int | None = None  # binary: exactly 2 (negative, positive)
 
     def learn_labels(self, spec, values: list) -> dict:
-        present = [v for v in values if not is_missing(v)]
-        return {"type": self.name, "classes": sorted_classes({as_label(v) for v in present})}
+        """The classes of the training values: in the order of the task's label names where it has them
+        (tasks[].labels), else sorted."""
+        present = {as_label(v) for v in values if not is_missing(v)}
+        named = getattr(spec, "labels", None)
+        classes = [n for n in named if n in present] if named else sorted_classes(present)
+        return {"type": self.name, "classes": classes}
 
     def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
         index = {c: i for i, c in enumerate(label_info["classes"])}

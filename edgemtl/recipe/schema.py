@@ -260,7 +260,8 @@ class TaskSpec(Spec):
                                    "always has all)")
     separator: str = key("|", "multilabel: separator between labels in one cell",
                          check=lambda v: None if v else "must not be empty")
-    threshold: float = key(0.5, "binary/multilabel decision threshold", check=_fraction)
+    threshold: float = key(0.5, "binary/multilabel decision threshold; boxes: the lowest score of an answered box",
+                           check=_fraction)
     auxiliary: bool = key(False, "trains but is not exported")
     match_labels: str | None = key(None, "a text input whose words may spell this task's class names (multiclass, "
                                    "multilabel): adds two learned logit weights shared by all classes, for the "
@@ -273,11 +274,28 @@ class TaskSpec(Spec):
                             "clipped to it, in float, also in int8 artifacts)", example=0)
     max: float | None = key(None, "regression: highest value answered, in label units (a clip like min)",
                             example=120)
+    labels: tuple[str, ...] | None = key(None, "class tasks whose column holds integer codes: the name of each code "
+                                         "(code 0 is the first name); the classes keep this order",
+                                         example=["walking", "sitting"])
+    labels_array: str | None = key(None, "like labels, the names read from this metadata array of the .npz "
+                                   "(data.source)", example="class_names")
+    positive: str | None = key(None, "binary: the label of the positive class (the one the sigmoid output gives the "
+                               "probability of, compared with threshold; quote a number: '1'); default: the second "
+                               "class in sorted order", example="fall")
+    input: str | None = key(None, "boxes/mask: the image input whose encoder's feature maps the head reads (default: "
+                            "the recipe's only image input)", example="image")
+    stride: int = key(4, "boxes: input pixels per cell of the detection maps (the encoder's feature map it starts "
+                      "from)", choices=(4, 8))
+    top_k: int = key(20, "boxes: the most boxes decoded per image (the highest heatmap peaks; the answer keeps those "
+                     "scoring at least threshold)", check=_positive)
 
 
 @spec
 class SplitSpec(Spec):
     column: str | None = key(None, "column naming each row's split; if unset, ratios are used")
+    group: str | None = key(None, "with ratios: a column (subject, session, product) whose rows always share one "
+                            "split, so no group is both trained and tested on; groups are shuffled with seed and "
+                            "filled into train, val, test by the ratios of rows", example="subject")
     train: str = key("train", "value of the split column for training rows")
     val: str | None = key(None, "value for validation rows; if unset or no row has it, val_fraction of train is "
                           "held out")
@@ -342,8 +360,13 @@ class TrunkSpec(Spec):
 
 @spec
 class EarlyStoppingSpec(Spec):
-    monitor: str = key("val_mean_score", "val_mean_score (mean over tasks of the normalised score: accuracy for "
-                       "class tasks, 1 - MAE/std for regression; higher is better), val_loss, or val_<task>_<metric>")
+    monitor: str = key("val_mean_score", "val_mean_score: after each epoch the model predicts the validation rows and "
+                       "each task is scored by its type: multiclass and binary accuracy over the labelled rows (binary "
+                       "at the task's threshold; a class training never saw counts as wrong), multilabel accuracy "
+                       "per row and label at the threshold, regression 1 - MAE/std (MAE in label units of the "
+                       "clipped output, std of the training labels); the plain mean over the tasks (auxiliary ones "
+                       "too, task weights not applied, a task without a scorable row left out); higher is better. "
+                       "Or val_loss, or val_<task>_<metric>")
     patience: int | None = key(5, "epochs without improvement before stopping; null disables",
                                 check=_non_negative)
 

@@ -1,10 +1,13 @@
-"""Score a trained model on every split, per task; results go into the model's metrics.json."""
+"""Score a trained model on every split, per task; results go into the model's metrics.json (and the test split's
+decisions into test_predictions.npz, for the report's confusion matrices)."""
+import numpy as np
+
 from ..data.dataset import SPLITS
 from ..kinds import score_all
 from ..model_metrics import update_metrics
 from ..models.build import load_model
 from ..recipe.schema import Recipe
-from ..rundir import RunDir
+from ..rundir import RunDir, atomic_save
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
@@ -17,8 +20,25 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
         if len(data[split]):
             outputs = model.predict(data[split].x, batch_size=256, verbose=0)
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
+            if split == "test":
+                save_test_predictions(run, name, tasks, data[split].y, outputs)
     update_metrics(run, name, {"splits": scores})
     return scores
+
+
+def save_test_predictions(run: RunDir, name: str, tasks: list, y: dict, outputs: dict) -> None:
+    """Each task's encoded labels and its kind's decision (class index, label matrix or value) on the test rows."""
+    from ..kinds import task_kind
+
+    arrays = {}
+    for t in tasks:
+        arrays[f"{t.name}.true"] = np.asarray(y[t.name])
+        arrays[f"{t.name}.pred"] = np.asarray(task_kind(t.type).decide(np.asarray(outputs[t.name]), t.threshold))
+    atomic_save(run.test_predictions(name), lambda tmp: np.savez_compressed(tmp, **arrays))
+
+
+# the dense kinds' metrics (boxes, mask): columns shown only where a task has them
+DENSE_COLUMNS = {"map50": "mAP@.5", "map": "mAP@[.5:.95]", "miou": "mIoU", "pixel_accuracy": "pixel accuracy"}
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
@@ -29,14 +49,17 @@ def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
 
     per_split = scores.get(split) or {}
     rows, reasons = [], []
+    keys = ["accuracy", "macro_f1", "mae", "rmse"]
+    keys += [k for k in DENSE_COLUMNS if any(k in (per_split.get(t.name) or {}) for t in tasks)]
     for t in tasks:
         if (m := per_split.get(t.name)) is None:
             continue
         if m.get("reason"):
             reasons.append(f"{t.name}: {NO_SCORE} ({m['reason']})")
-        cells = [_f(m.get(k), m) for k in ("accuracy", "macro_f1", "mae", "rmse")]
+        cells = [_f(m.get(k), m) for k in keys]
         rows.append([t.name, *cells, m["n"], m.get("unseen", "")])
-    text = table(["task", "accuracy", "macro-F1", "MAE", "RMSE", "rows", "unseen labels"], rows)
+    headers = ["accuracy", "macro-F1", "MAE", "RMSE", *(DENSE_COLUMNS[k] for k in keys[4:])]
+    text = table(["task", *headers, "rows", "unseen labels"], rows)
     mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split})
     lines = [text, *reasons, f"mean score ({split}): {mean}" + (f" — {note}" if note else "")]
     return "\n".join(lines)
