@@ -190,6 +190,9 @@ def _evaluate(ctx: RunContext) -> str:
         by_pattern = format_patterns(read_metrics(ctx.run, name).get("patterns"), ctx.recipe.tasks)
         table = f"{table}\n\n{by_pattern}" if by_pattern else table
         tables.append(table if len(models) == 1 else f"{name}:\n{table}")
+    from .reports.transfer import update_transfer
+
+    update_transfer(ctx.run, ctx.recipe)  # teacher metrics.json "transfer": Δm and per-task verdicts
     return "\n\n".join(tables)
 
 

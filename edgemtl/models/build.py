@@ -8,7 +8,8 @@ from ..recipe.schema import Recipe, TaskSpec
 from ..tfk import keras
 from .encoders import EncoderContext
 from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
-from .fusion import fuse, present_vectors, trunk
+from .fusion import fuse, present_vectors
+from .towers import trunk
 
 
 def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
@@ -35,8 +36,8 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
             v = keras.layers.Dropout(spec.dropout, name=f"{inp.name}_dropout")(v)
         vectors.append(v)
     vectors = present_vectors(vectors, presences, [i.name for i in recipe.inputs], recipe.fusion.modality_dropout)
-    shared = trunk(fuse(vectors, recipe.fusion), recipe.trunk)
-    outputs = {t.name: _head(t, shared, recipe, inputs, labels, tokenizers, maps) for t in tasks}
+    towers = trunk(fuse(vectors, recipe.fusion), recipe.trunk, [t.name for t in tasks])
+    outputs = {t.name: _head(t, towers[t.name], recipe, inputs, labels, tokenizers, maps) for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model

@@ -1,5 +1,5 @@
-"""Fusion of per-modality vectors into one, then the shared trunk."""
-from ..recipe.schema import FusionSpec, TrunkSpec
+"""Fusion of per-modality vectors into one (the trunk after it: towers.py)."""
+from ..recipe.schema import FusionSpec
 from ..tfk import keras
 from .layers import AbsentVector, GatedFusion, WeightedFusion
 
@@ -49,12 +49,3 @@ def _attention(vectors, spec):
     att = L.MultiHeadAttention(spec.heads, max(1, spec.units // spec.heads), name="fusion_attention")(x, x)
     x = L.LayerNormalization(name="fusion_ln")(L.Add(name="fusion_residual")([x, att]))
     return L.GlobalAveragePooling1D(name="fusion_pool")(x)
-
-
-def trunk(x, spec: TrunkSpec):
-    reg = keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2) if spec.l1 or spec.l2 else None
-    for i, units in enumerate(spec.units):
-        x = L.Dense(units, activation="relu", kernel_regularizer=reg, name=f"trunk_dense{i}")(x)
-        if spec.dropout:
-            x = L.Dropout(spec.dropout, name=f"trunk_dropout{i}")(x)
-    return x

@@ -223,5 +223,7 @@ def _padded(rows: list, pad: int) -> np.ndarray:
     return np.array([r + [pad] * (width - len(r)) for r in rows], np.int32)
 
 
+from .towers import ExpertMixture  # noqa: E402  (the trunk's mixing layer lives with the trunk)
+
 CUSTOM_OBJECTS = {c.__name__: c for c in (AbsentVector, LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
-                                          PositionEmbedding, LabelNameMatch)}
+                                          PositionEmbedding, LabelNameMatch, ExpertMixture)}
