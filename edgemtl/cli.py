@@ -214,6 +214,7 @@ def _open_run(args, flag_sets: list | None = None):
     """The run and its recipe with this call's --set / --data (and the command's flags as overrides), every
     argument checked before any model, data or TensorFlow is loaded."""
     from .recipe import load_recipe
+    from .runcheck import check_run
     from .rundir import RunDir
 
     allowed = RUN_SET_KEYS[args.command]
@@ -224,7 +225,9 @@ def _open_run(args, flag_sets: list | None = None):
             raise EdgemtlError(f"--set {item}: {args.command} takes only {keys} keys (the run's models were built "
                                f"from the rest of RUN/recipe.yaml)")
     run = RunDir(args.run)
-    return run, load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
+    recipe = load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
+    check_run(run, recipe)
+    return run, recipe
 
 
 def _split(value: str | None) -> list | None:
