@@ -318,6 +318,11 @@ def cmd_bench(args) -> Result:
 
     threads = _numbers("--threads", args.threads)
     run, recipe = _open_run(args)
+    if args.student is not None:
+        have = [b.name for b in run.bundles()]
+        if args.student not in have:
+            raise EdgemtlError(f"--student {args.student}: no such bundle in {run.exports} (have: "
+                               f"{', '.join(have) or 'none'})")
     recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
                         max_seconds=args.max_seconds)
     text = run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench")
@@ -414,6 +419,29 @@ def _lock_run_of(args) -> None:
         lock_run(args.run)
 
 
+def refuse_repeated_flags(parser, command: str, argv: list) -> None:
+    """A single-valued flag given twice is an error, not last-wins (argparse would keep the last silently);
+    flags that collect values (--set) may repeat."""
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices[command]._actions
+    single = {s: a for a in actions if type(a) is argparse._StoreAction for s in a.option_strings}
+    every = [s for a in actions for s in a.option_strings if s.startswith("--")]
+    seen: dict = {}
+    tokens = argv[:argv.index("--")] if "--" in argv else argv
+    for i, token in enumerate(tokens):
+        flag, _, inline = token.partition("=")
+        if flag.startswith("--") and flag not in every:  # argparse takes unique prefixes: --mod for --model
+            longer = [s for s in every if s.startswith(flag)]
+            flag = longer[0] if len(longer) == 1 else flag
+        action = single.get(flag)
+        if action is None:
+            continue
+        value = inline if inline else (tokens[i + 1] if i + 1 < len(tokens) else "")
+        if action.dest in seen:
+            raise EdgemtlError(f"{flag} is given twice ({seen[action.dest]!r}, then {value!r}): give it once")
+        seen[action.dest] = value
+
+
 def _terminated(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so `finally` blocks remove temporary folders."""
     raise KeyboardInterrupt
@@ -487,6 +515,7 @@ def main(argv=None) -> int:
     as_json = bool(getattr(args, "json", False)) and args.command != "predict"
     previous = _on_sigterm(_terminated)
     try:
+        refuse_repeated_flags(parser, args.command, list(argv if argv is not None else sys.argv[1:]))
         _lock_run_of(args)
         if args.command == "predict":
             args.func(args, extra)

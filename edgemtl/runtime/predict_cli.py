@@ -56,10 +56,11 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     model = load(bundle, device=device, allow_undeployable=allow_undeployable)
     path = Path(manifest)
     rows = read_rows(path)
-    columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
-    missing = [c for c in columns.values() if rows and c not in rows[0]]
+    columns = manifest_columns(model)
+    wanted = [c for cols in columns.values() for c in cols]
+    missing = [c for c in wanted if rows and c not in rows[0]]
     if missing:
-        raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")
+        raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(wanted)})")
     out_path = Path(out) if out else path.with_name(f"{path.stem}.predictions.csv")
     check_out_path(path, out_path)
     tasks = list(model.outputs)
@@ -73,8 +74,8 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
             for start in range(0, len(rows), batch):
                 chunk = rows[start:start + batch]
                 try:
-                    raw = {name: [_cell(model, name, r[col], path.parent, start + i) for i, r in enumerate(chunk)]
-                           for name, col in columns.items()}
+                    raw = {name: [_cell(model, name, r, cols, path.parent) for r in chunk]
+                           for name, cols in columns.items()}
                     answers = model.predict_batch(**raw)
                 except EdgemtlError as e:
                     raise failing_row(model, manifest, chunk, start, columns, path.parent, e) from None
@@ -121,16 +122,33 @@ def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, ba
                 error: EdgemtlError) -> EdgemtlError:
     """Find the row and column of a batch that failed, by preparing its cells one at a time."""
     for i, r in enumerate(chunk):
-        for name, col in columns.items():
+        for name, cols in columns.items():
             try:
-                model.inputs[name](_cell(model, name, r[col], base, start + i), None)
+                model.inputs[name](_cell(model, name, r, cols, base), None)
             except EdgemtlError as e:
-                return EdgemtlError(f"{manifest} row {start + i + 1}, column '{col}': {e.messages[0]}")
+                where = f"column '{cols[0]}'" if len(cols) == 1 else f"columns {', '.join(cols)}"
+                return EdgemtlError(f"{manifest} row {start + i + 1}, {where}: {e.messages[0]}")
     return EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {error.messages[0]}")
 
 
-def _cell(model, name: str, value: str, base: Path, row: int):
-    return model.inputs[name].modality.manifest_cell(name, value, base)
+def manifest_columns(model) -> dict[str, tuple[str, ...]]:
+    """{input: the manifest columns it reads}: its `column`, or a numeric input's `columns` (one number each)."""
+    out = {}
+    for entry in model.manifest.inputs:
+        if entry.column:
+            out[entry.name] = (entry.column,)
+        else:
+            out[entry.name] = tuple(getattr(entry.preprocess, "columns", None) or (entry.name,))
+    return out
+
+
+def _cell(model, name: str, row: dict, cols: tuple, base: Path):
+    """One input's value from a manifest row: a numeric input gets {column: cell} (the runtime reads one number per
+    column), the others their column's cell (media paths resolved against the manifest's folder)."""
+    entry = model.manifest.input(name)
+    if entry.column is None and hasattr(entry.preprocess, "columns"):
+        return {c: row[c] for c in cols}
+    return model.inputs[name].modality.manifest_cell(name, row[cols[0]], base)
 
 
 def _cells(a: dict) -> list:
