@@ -3,6 +3,7 @@ are in runsafety.py, re-exported here for the modules that import them from rund
 import logging
 import os
 import platform
+import tempfile
 from pathlib import Path
 
 from .artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
@@ -206,6 +207,15 @@ class RunDir:
         """The hash written on the first line of recipe.yaml when the run was made."""
         first = self.recipe.read_text().splitlines()[0] if self.recipe.exists() else ""
         return first.split(":", 1)[1].strip() if first.startswith("# recipe_hash:") else "?"
+
+    def scratch(self, what: str) -> Path:
+        """A new scratch folder RUN/.tmp-<pid>-<what>-*: inside the run (not the system temp folder), so what a kill
+        leaves is removed when the next writing command takes the run lock. A read-only run: the system temp."""
+        prefix = f"{TMP_PREFIX}{os.getpid()}-{what}-"
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+        except OSError:
+            return Path(tempfile.mkdtemp(prefix=f"edgemtl-{what}-"))
 
     def require_recipe(self) -> Path:
         if not self.recipe.exists():

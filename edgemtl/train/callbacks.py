@@ -9,7 +9,7 @@ import numpy as np
 from .. import jsonio, kinds
 from ..kinds import higher_is_better
 from ..models.files import save_model_file
-from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text
+from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text, kill_point
 from ..tfk import keras
 
 log = logging.getLogger("edgemtl")
@@ -165,6 +165,7 @@ class BestModel(keras.callbacks.Callback):
         self.history.append(row)
         with open(self.history_path, "a") as f:
             f.write(history_line(row))
+        kill_point(f"epoch-end:{self.model_dir.name}")
         print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
         if self.patience is not None and self.wait > self.patience and epoch + 1 < self.epochs:
             print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
