@@ -1,5 +1,6 @@
 """Run-directory layout (RunDir: every path of a run). The writes themselves, temporaries, markers and the run lock
 are in runsafety.py, re-exported here for the modules that import them from rundir."""
+import errno
 import logging
 import os
 import platform
@@ -29,6 +30,7 @@ from .runsafety import (  # noqa: F401 - re-exported
     release_run_locks,
     remove_stale_temporaries,
     remove_tree,
+    write_error,
 )
 
 log = logging.getLogger("edgemtl")
@@ -214,7 +216,9 @@ class RunDir:
         prefix = f"{TMP_PREFIX}{os.getpid()}-{what}-"
         try:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise write_error(self.root / prefix, e) or e from None
             return Path(tempfile.mkdtemp(prefix=f"edgemtl-{what}-"))
 
     def require_recipe(self) -> Path:
