@@ -252,17 +252,21 @@ def lock_run(root) -> None:
         f.close()
         raise EdgemtlError(f"{root} is in use by another edgemtl process (pid {holder}); wait for it to finish") \
             from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
+    try:  # unbuffered: nothing is left to flush (and fail) when the file is closed
+        os.ftruncate(f.fileno(), 0)
+        os.pwrite(f.fileno(), f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # a full disk: the lock is held all the same, only its holder's pid is not shown to others
+        pass
     _held_locks[key] = f
     clean_run_temporaries(root)
 
 
 def release_run_locks() -> None:
     for f in _held_locks.values():
-        f.close()
+        try:
+            f.close()
+        except OSError:
+            pass
     _held_locks.clear()
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fuzz.test_runtime_fuzz import session_run  # noqa: F401 - fixture (EDGEMTL_FUZZ_RUN)
 
 from conftest import AV_RECIPE, DEMO, REPO, TINY_AV, set_args
 from edgemtl.cli import main
@@ -350,3 +351,115 @@ def test_kill_while_the_finished_model_is_saved_then_resume_finishes_it(av_recip
     assert (teacher / "model.keras").read_bytes() == best
     assert (teacher / "saved_model" / "saved_model.pb").exists() and not (teacher / "backup").exists()
     assert summary["epochs_run"] == av_recipe.training.epochs
+
+
+# --- file modes, full disks -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(umask, mode, session_run, tmp_path, capsys):  # noqa: F811
+    from edgemtl.rundir import atomic_save, atomic_write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("exports", "models", "cache", ".lock"))
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "x.json", {})
+        atomic_save(tmp_path / "folder", lambda p: (p.mkdir(), (p / "f.txt").write_text("x")))
+        assert main(["report", str(run)]) == 0
+        manifest = _manifest(tmp_path / "rows.csv", _demo_rows(2))
+        assert main(["predict", str(session_run / "exports" / BUNDLE), "--manifest", str(manifest),
+                     "--out", str(tmp_path / "answers.csv")]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "x.json", tmp_path / "folder" / "f.txt", run / "report.md", tmp_path / "answers.csv"):
+        assert path.stat().st_mode & 0o777 == mode, f"{path}: {oct(path.stat().st_mode & 0o777)}"
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+    capsys.readouterr()
+
+
+def test_a_failing_write_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+    """Any OS error while writing (here a full disk, injected) removes the temporary and keeps the old file."""
+    import errno
+
+    from edgemtl import runsafety
+    from edgemtl.errors import EdgemtlError
+
+    target = tmp_path / "metrics.json"
+    runsafety.atomic_write_json(target, {"old": 1})
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fd, *a, **k):
+            self.f = real(fd, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runsafety.os, "fdopen", Full)
+    with pytest.raises(EdgemtlError, match=f"{target}: cannot write: the disk is full"):
+        runsafety.atomic_write_json(target, {"new": 1})
+    with pytest.raises(EdgemtlError, match="folder: cannot write: the disk is full"):
+        runsafety.atomic_save(tmp_path / "folder", lambda p: (p.mkdir(), (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device"))))
+    monkeypatch.undo()
+    assert target.read_text() == '{\n  "old": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A small tmpfs, filled up once the test has copied what it needs (mount needs root: skipped otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up here ({(done.stderr or done.stdout).strip()[:200]})")
+
+    def fill():
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for size in (4096, 512, 1):  # the last partial blocks too
+            try:
+                with open(disk / f"filler-{size}", "wb") as f:
+                    while True:
+                        f.write(b"\0" * size)
+                        f.flush()
+            except OSError:
+                pass
+
+    yield disk, fill
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_error_and_loses_nothing(full_disk, session_run, capsys):  # noqa: F811
+    disk, fill = full_disk
+    run = disk / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard", "saved_model", "cache",
+                                                                 "rejected", "*-int8*", "*-fp16", "*-dynamic",
+                                                                 "teacher-c-*", "bench", ".lock"))
+    fill()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for command, named in ((["report", run], "report.md"),
+                           (["evaluate", run, "--model", "teacher"], "metrics.json"),
+                           (["export", run, "--model", "teacher", "--format", "onnx", "--precision", "fp32"], str(run)),
+                           (["train", AV_RECIPE, "--out", disk / "new"] + set_args(TINY_AV), str(disk / "new"))):
+        assert main([str(a) for a in command]) == 2, command
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        err = errors[0]
+        assert named in err and "the disk is full" in err, err
+        after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert after == before, command  # every earlier file intact
+        assert not list(disk.rglob(".tmp-*")), list(disk.rglob(".tmp-*"))
