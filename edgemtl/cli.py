@@ -408,7 +408,7 @@ def cmd_env(args) -> Result:
     return Result(format_environment(info), info)
 
 
-RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack")  # they read or write an existing RUN
+RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack", "report")  # they read and write an existing RUN
 
 
 def _lock_run_of(args) -> None:

@@ -299,9 +299,9 @@ def test_a_second_writer_on_a_run_gets_one_clear_error(tiny_run, tmp_path, capsy
     assert "in use" not in capsys.readouterr().err
 
 
-def test_sigterm_during_export_leaves_no_temporary_folder(tiny_run, tmp_path):
+def test_sigterm_during_export_leaves_no_temporary_folder(session_run, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard"))
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard", ".lock"))
     temp = tmp_path / "temp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(REPO)}
@@ -309,13 +309,13 @@ def test_sigterm_during_export_leaves_no_temporary_folder(tiny_run, tmp_path):
                              "--precision", "fp32,fp16,dynamic"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and not list(temp.glob("edgemtl-export-*")) and proc.poll() is None:
+    while time.time() < deadline and not list(run.glob(".tmp-*-export-*")) and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the export ended before it could be stopped"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert not list(temp.glob("edgemtl-export-*"))
+    assert not list(run.glob(".tmp-*")) and not list(temp.glob("edgemtl-*"))  # scratch folders are in the run
     assert not list((run / "exports").glob(".tmp-*"))
 
 
