@@ -30,6 +30,7 @@ from .runsafety import (  # noqa: F401 - re-exported
     release_run_locks,
     remove_stale_temporaries,
     remove_tree,
+    system_temp_prefix,
     write_error,
 )
 
@@ -219,7 +220,7 @@ class RunDir:
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise write_error(self.root / prefix, e) or e from None
-            return Path(tempfile.mkdtemp(prefix=f"edgemtl-{what}-"))
+            return Path(tempfile.mkdtemp(prefix=system_temp_prefix(what)))
 
     def require_recipe(self) -> Path:
         if not self.recipe.exists():

@@ -156,6 +156,24 @@ def remove_stale_temporaries(folder) -> None:
             _remove(entry)
 
 
+SYSTEM_TMP_PREFIX = "edgemtl-"  # edgemtl-<what>-<pid>-*: scratch folders in the system temp folder
+
+
+def system_temp_prefix(what: str) -> str:
+    """The prefix of a scratch folder in the system temp folder (tempfile.TemporaryDirectory(prefix=...)): it
+    carries the pid, so what a kill leaves there is removed at the next start (clean_run_temporaries)."""
+    return f"{SYSTEM_TMP_PREFIX}{what}-{os.getpid()}-"
+
+
+def remove_stale_system_temporaries() -> None:
+    """Delete edgemtl-<what>-<pid>-* folders of the system temp folder whose process is gone."""
+    for entry in Path(tempfile.gettempdir()).glob(f"{SYSTEM_TMP_PREFIX}*-*"):
+        pid = next((part for part in entry.name.split("-")[2:] if part.isdigit()), None)
+        if pid and int(pid) != os.getpid() and not _pid_alive(int(pid)) and entry.is_dir() \
+                and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def clean_run_temporaries(root) -> None:
     """Remove what killed edgemtl processes left in a run (temporaries of dead pids in every folder a stage writes,
     models/<model>/ included): done when a writing command takes the run lock, i.e. at the next start."""
@@ -167,6 +185,7 @@ def clean_run_temporaries(root) -> None:
     for folder in folders:
         if folder.is_dir():
             remove_stale_temporaries(folder)
+    remove_stale_system_temporaries()
 
 
 def remove_tree(path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runsafety import system_temp_prefix
 from .signature import input_specs
 
 
@@ -60,7 +61,7 @@ def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix=system_temp_prefix("onnx-int8")) as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)
         try:

@@ -203,3 +203,32 @@ def test_random_kills_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _check_finished(out, 3)
     assert _no_edgemtl_temp(tmp_path)
+
+
+def test_the_next_start_removes_what_dead_processes_left(tmp_path, monkeypatch):
+    """Scratch folders of dead pids in every folder of the run and in the system temp folder (edgemtl-<what>-<pid>-*)
+    go when a writing command takes the run lock; a live process's stay."""
+    import tempfile
+
+    from edgemtl.rundir import lock_run, release_run_locks
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    temp = tmp_path / "system-temp"
+    run = tmp_path / "run"
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    stale = [temp / f"edgemtl-gate-{dead.pid}-abc", temp / f"edgemtl-onnx-int8-{dead.pid}-x",
+             run / f".tmp-{dead.pid}-export-q", run / "models" / "teacher" / f".tmp-{dead.pid}-saved_model",
+             run / "exports" / f".tmp-{dead.pid}-{BUNDLE}",
+             run / "exports" / "rejected" / f".tmp-{dead.pid}-{BUNDLE}", run / "bench" / f".tmp-{dead.pid}-bench-z"]
+    alive = [temp / f"edgemtl-gate-{os.getppid()}-abc", run / "exports" / f".tmp-{os.getppid()}-{BUNDLE}",
+             temp / "unrelated-folder"]
+    for folder in stale + alive:
+        folder.mkdir(parents=True)
+        (folder / "file").write_text("x")
+    try:
+        lock_run(run)
+    finally:
+        release_run_locks()
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in alive)
