@@ -122,6 +122,10 @@ class BestModel(keras.callbacks.Callback):
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / HISTORY_FILE
         self.history = self.read_history(model_dir)
+        if self.history_path.exists() and not self.history_path.read_bytes().endswith(b"\n"):
+            # a kill during the append left half a row (the reader dropped it): rewrite, so the next row starts clean
+            log.warning("%s: dropped a half-written last line (an interrupted write)", self.history_path)
+            atomic_write_text(self.history_path, "".join(history_line(row) for row in self.history))
         self._rejudge()
 
     def _rejudge(self):

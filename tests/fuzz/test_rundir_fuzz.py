@@ -185,3 +185,19 @@ def test_training_only_keys_may_be_edited_after_training(run, capsys):
 
     assert main(["report", str(run)]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_half_written_history_line_is_dropped_before_training_goes_on(tmp_path, caplog):
+    """--resume after a kill during the append: the half row is dropped with a warning and the file rewritten, so the
+    next epoch's row starts on its own line (appending to the half line made the whole file unreadable)."""
+    from edgemtl.model_metrics import read_history_file
+    from edgemtl.train.callbacks import BestModel
+
+    history = tmp_path / "history.jsonl"
+    history.write_text('{"epoch": 1, "loss": 2.0, "val_loss": 0.5}\n{"epoch": 2, "loss": 1.0, "val_loss": 0.4}\n'
+                       '{"epoch": 3, "loss": 0.')
+    best = BestModel(None, "val_loss", None, tmp_path, 4, [])
+    assert "half-written last line" in caplog.text
+    assert [r["epoch"] for r in best.history] == [1, 2] and best.best_epoch == 2
+    best.on_epoch_end(2, {"loss": 0.9, "val_loss": 0.6})  # epoch 3 again, not better: appended, no model saved
+    assert [r["epoch"] for r in read_history_file(history)] == [1, 2, 3]
