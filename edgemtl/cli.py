@@ -532,6 +532,14 @@ def main(argv=None) -> int:
             raise
         return _print_errors([f"'edgemtl {args.command}' needs the training dependencies: {TRAIN_HINT} "
                               f"({missing} cannot be imported)"], 2, as_json)
+    except Exception as e:  # noqa: BLE001 - only a full disk is answered here; anything else propagates
+        from .runsafety import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "a file of the command"
+        return _print_errors([f"{where}: cannot write: the disk is full (no space left on device); files written "
+                              f"before are kept"], 2, as_json)
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130

@@ -65,12 +65,18 @@ def file_mode() -> int:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError of a full disk or quota, or a library's error wrapping one (h5py, TensorFlow: by its message)."""
+    text = str(error)
+    return getattr(error, "errno", None) in DISK_FULL or "No space left on device" in text \
+        or "Disk quota exceeded" in text
+
+
 def write_error(path, error: BaseException) -> EdgemtlError | None:
     """The one-line error for an OS error while writing `path` (a full disk, a read-only folder, no permission);
     None for anything else. Some libraries (h5py, TensorFlow) wrap the OSError: their message is matched too."""
     code = getattr(error, "errno", None)
-    text = str(error)
-    if code in DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+    if is_disk_full(error):
         why = "the disk is full (no space left on device)"
     elif isinstance(error, OSError) and code is not None:
         why = os.strerror(code).lower()

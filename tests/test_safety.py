@@ -463,3 +463,30 @@ def test_a_full_disk_is_one_error_and_loses_nothing(full_disk, session_run, caps
         after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
         assert after == before, command  # every earlier file intact
         assert not list(disk.rglob(".tmp-*")), list(disk.rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("error", ["oserror", "wrapped"])
+def test_a_full_disk_anywhere_in_a_command_is_one_error_line(error, session_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A write outside the atomic helpers (an append, a library's own file: TensorBoard, SavedModel) that hits a full
+    disk ends the command with one line naming the file where the error does, not a traceback."""
+    import errno
+
+    from edgemtl.reports import run_report
+
+    run = tmp_path / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("exports", "models", "cache", ".lock"))
+    events = str(run / "tensorboard" / "events")
+    raised = (OSError(errno.ENOSPC, "No space left on device", events) if error == "oserror"
+              else RuntimeError("ResourceExhausted: saved_model.pb: No space left on device"))
+
+    def full(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(run_report, "write_report", full)
+    assert main(["report", str(run)]) == 2
+    err = _one_error(capsys)
+    assert "the disk is full" in err
+    assert (events in err) if error == "oserror" else "a file of the command" in err
+    monkeypatch.setattr(run_report, "write_report", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError):  # anything else is not hidden
+        main(["report", str(run)])
