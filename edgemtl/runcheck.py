@@ -61,8 +61,11 @@ def check_recipe_unchanged(run, recipe) -> None:
         raise EdgemtlError(f"{path}: not a run fingerprint (expected an object with 'built_from'): damaged; "
                            f"restore it or train the run again")
     now = fingerprint(recipe)
-    differ = [k for k in sorted(set(built) | set(now)) if _json(built.get(k, _ABSENT)) != _json(now.get(k, _ABSENT))]
-    if not differ:
+    # keys in both only: a key a newer edgemtl added (or dropped) with its default is no edit; an added, removed or
+    # renamed input or task is found by its name
+    differ = [k for k in sorted(built) if k in now and _json(built[k]) != _json(now[k])]
+    renamed = any(_items(built, s) != _items(now, s) for s in ("inputs", "tasks"))
+    if not differ and not renamed:
         return
     raise EdgemtlError(f"{run.recipe}: {_difference(built, now, differ)}: recipe.yaml was edited or replaced after "
                        f"training; restore it, or train a new run with the changed recipe (--out another folder)")
@@ -79,23 +82,16 @@ def _difference(built: dict, now: dict, differ: list) -> str:
     for section in ("inputs", "tasks"):
         was, has = _items(built, section), _items(now, section)
         new, gone = [n for n in has if n not in was], [n for n in was if n not in has]
-        if new or gone:
-            parts = [f"'{n}' is new" for n in new] + [f"'{n}' is gone" for n in gone]
+        if new or gone or was != has:
+            parts = [f"'{n}' is new" for n in new] + [f"'{n}' is gone" for n in gone] or ["in another order"]
             return f"{section}: {', '.join(parts)} (the run's models were built with {', '.join(was) or 'none'})"
     key = differ[0]
     more = f" (and {len(differ) - 1} more key(s))" if len(differ) > 1 else ""
-    if key not in built:
-        return f"{key} = {_short(now[key])} is new: the run's models were built without it{more}"
-    if key not in now:
-        return f"{key} (was {_short(built[key])}) is gone: the run's models were built with it{more}"
     return f"{key} is {_short(now[key])}, the run's models were built with {_short(built[key])}{more}"
 
 
-_ABSENT = object()
-
-
 def _json(value) -> str:
-    return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True)
+    return json.dumps(value, sort_keys=True)
 
 
 def _short(value, limit: int = 80) -> str:

@@ -160,7 +160,8 @@ def test_damaged_run_directory(case, run, capsys):
     line = expect_cli_error([command, run] + extra, case.where, capsys)
     assert str(run) in line or "--" in line  # the file is named by its path in the run
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-    assert after == before, "a refused command changed the run"
+    assert {p: after.get(p) for p in before} == before, "a refused command changed the run"
+    assert not [p for p in after if ".tmp-" in str(p)]
     assert not (run.parent / "pack").exists()
 
 
@@ -201,3 +202,20 @@ def test_a_half_written_history_line_is_dropped_before_training_goes_on(tmp_path
     assert [r["epoch"] for r in best.history] == [1, 2] and best.best_epoch == 2
     best.on_epoch_end(2, {"loss": 0.9, "val_loss": 0.6})  # epoch 3 again, not better: appended, no model saved
     assert [r["epoch"] for r in read_history_file(history)] == [1, 2, 3]
+
+
+def test_keys_a_newer_edgemtl_adds_or_drops_are_no_edit(run, capsys):
+    """A run made by an older edgemtl: its fingerprint lacks keys added since (with their defaults) and holds keys
+    dropped since; neither is taken for a hand edit."""
+    from edgemtl.cli import main
+
+    path = run / "fingerprint.json"
+    saved = json.loads(path.read_text())
+    del saved["built_from"]["tasks.digit.separator"]
+    saved["built_from"]["inputs.image.a_key_dropped_since"] = 3
+    path.write_text(json.dumps(saved))
+    assert main(["report", str(run)]) == 0
+    assert "error" not in capsys.readouterr().err
+    _edit("- name: image\n", "- name: picture\n")(run)  # a renamed input is still found by its name
+    assert main(["report", str(run)]) == 2
+    assert "inputs: 'picture' is new, 'image' is gone" in capsys.readouterr().err
