@@ -10,6 +10,7 @@ from .. import jsonio, kinds
 from ..errors import EdgemtlError, did_you_mean
 from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
+from ..runcheck import check_labels
 from ..rundir import LABELS_FILE, SPLIT_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
 from .optional import decode_optional
@@ -232,7 +233,7 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     path = Path(preprocess_dir) if preprocess_dir else None
     vocab_inputs = [i for i in recipe.inputs if kinds.modality(i.type).has_vocabulary]
     if path and (path / LABELS_FILE).exists():
-        labels = jsonio.read(path / LABELS_FILE, "label vocabulary")
+        labels = check_labels(jsonio.read(path / LABELS_FILE, "label vocabulary"), recipe, path / LABELS_FILE)
         tokenizers = {i.name: kinds.modality(i.type).load_tokenizer(i, path) for i in vocab_inputs}
         return labels, tokenizers
     names = label_names(recipe, train)  # labels_array resolved: the classes keep the names' order

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,7 @@ class Converter:
         self.samples = tuple(samples)
         self.metadata = {"edgemtl.recipe": recipe.name, "edgemtl.recipe_hash": run.recipe_hash(),
                          **(metadata or {})}
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgemtl-export-"))
+        self.workdir = run.scratch("export")  # in the run: a kill's leftovers go at the next start
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
 
     def __enter__(self) -> Converter:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import kinds
 from ..kinds.base import finite
+from ..runsafety import system_temp_prefix
 from ..runtime.backends import outputs_digest
 
 FLOAT_ATOL = 1e-4
@@ -43,7 +44,7 @@ def run_candidate(path, x: dict, timeout: float | None = None) -> tuple[dict | N
     """(outputs or None, facts) of one file run in a child: facts carry the runtime config it ran on, and `error`
     when the runtime refused or crashed on the file."""
     choice = runtime_choice(path)
-    with tempfile.TemporaryDirectory(prefix="edgemtl-gate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=system_temp_prefix("gate")) as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "x.npz", **x)
         job = {"model": str(path), "inputs": str(tmp / "x.npz"), "outputs": str(tmp / "out.npz"),
