@@ -251,10 +251,12 @@ def test_command_line_and_manifest_values_as_predict_reads_them(tmp_path):
     expected = {"image": str(tmp_path / "x.txt"), "audio": str(tmp_path / "x.txt"), "text": "x.txt",
                 "numeric": [1.5, 2], "sequence": [1.5, 2]}
     for name, kind in MODALITIES.items():
-        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name, modality=kind)})
+        entry = SimpleNamespace(column="x", preprocess=None)
+        model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name, modality=kind)}, presence={},
+                                manifest=SimpleNamespace(input=lambda _: entry))
         text = "[1.5, 2]" if kind.json_value else "x.txt"
         assert predict_cli._value(model, "x", text) == (expected[name] if kind.json_value else text)
-        assert predict_cli._cell(model, "x", text, tmp_path, 0) == expected[name]
+        assert predict_cli._cell(model, "x", {"x": text}, ("x",), tmp_path) == expected[name]
     with pytest.raises(EdgemtlError, match="input 'x': give numbers as JSON"):
         modality("numeric").cli_value("x", "twelve")
     assert [n for n, k in MODALITIES.items() if k.media] == ["image", "audio", "sequence"]

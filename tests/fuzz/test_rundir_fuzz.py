@@ -121,7 +121,7 @@ CASES = [
          "inputs.audio.sample_rate is 16000"),
     Case("recipe.encoder-edited", (_edit("    - 8\n    - 16\n", "    - 8\n    - 32\n"), "evaluate"),
          "inputs.audio.encoder.filters"),
-    Case("recipe.trunk-edited", (_edit("trunk:\n  units:\n  - 32\n", "trunk:\n  units:\n  - 64\n"), "evaluate"),
+    Case("recipe.trunk-edited", (_edit("  units:\n  - 32\n  experts:", "  units:\n  - 64\n  experts:"), "evaluate"),
          "trunk.units is [64]"),
     Case("recipe.task-added", (_edit("tasks:\n", "tasks:\n- name: parity\n  type: multiclass\n  column: digit\n"),
                                "evaluate"), "tasks: 'parity' is new"),
