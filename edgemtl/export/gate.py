@@ -40,11 +40,15 @@ def gate_data(model, recipe: Recipe, data) -> GateData:
                                                    for t in tasks})
 
 
-def judge(path: Path, precision: str, gate: GateData, io: dict | None = None) -> ParityReport:
+def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, runtime: str | None = None,
+          memory: dict | None = None) -> ParityReport:
     """The verdict on one converted file, run in a child process on the runtime configuration it records (the
-    report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given."""
+    report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given. runtime:
+    "tflm" runs it in TFLite Micro; memory: filled with the arena it measured there."""
     verdict = parity.check(path, precision, gate.x, gate.y, gate.reference, list(gate.tasks), gate.labels,
-                           dict(gate.tolerance))
+                           dict(gate.tolerance), runtime=runtime)
+    if memory is not None and verdict.get("memory"):
+        memory.update(verdict["memory"])
     tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
     if io is not None and verdict.get("io"):
         io.update(verdict["io"])

@@ -13,7 +13,7 @@ from ..names import INT8_PRECISIONS
 from ..recipe.schema import Recipe
 from ..reports.markdown import table
 from ..rundir import RunDir, atomic_write_json
-from ..runtime.manifest import ParityReport, Quantization, QuantParams
+from ..runtime.manifest import Memory, ParityReport, Quantization, QuantParams
 from . import gate
 from .bundle import build_manifest, input_entry, output_entry, place_bundle
 from .convert import (  # noqa: F401
@@ -46,6 +46,7 @@ class ModelExport:
         self.converter = Converter(run, recipe, model_name, model, samples, {"edgemtl.labels": labels})
         self.reports: dict = {}  # converted file -> its ParityReport
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
+        self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
         self.worked = {} if worked is None else worked
 
     def __enter__(self) -> ModelExport:
@@ -54,9 +55,10 @@ class ModelExport:
     def __exit__(self, *exc) -> None:
         self.converter.close()
 
-    def judge(self, path, precision: str) -> ParityReport:
+    def judge(self, path, precision: str, runtime: str | None = None) -> ParityReport:
         if path not in self.reports:
-            self.reports[path] = gate.judge(path, precision, self.gate, self.io.setdefault(path, {}))
+            self.reports[path] = gate.judge(path, precision, self.gate, self.io.setdefault(path, {}), runtime,
+                                            self.memory.setdefault(path, {}))
         return self.reports[path]
 
     def verdict(self, aid: ArtifactId) -> gate.Verdict:
@@ -67,7 +69,8 @@ class ModelExport:
         candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
                                               self.gate.tasks)
         found = gate.search(lambda keep: self.converter.convert(aid, keep),
-                            lambda path: self.judge(path, aid.precision), fmt, aid.precision, candidates, start,
+                            lambda path: self.judge(path, aid.precision, fmt.gate_runtime), fmt, aid.precision,
+                            candidates, start,
                             cfg.float_fallback)
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS:
             self.worked[fmt.converts_as] = found.keep
@@ -86,7 +89,19 @@ class ModelExport:
             found = self.verdict(aid)
         report = dataclasses.replace(found.report, reason=found.report.reason.replace(str(found.path), aid.name))
         where = self._bundle(aid, found.path, report, wraps)
-        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where)}
+        memory = self._memory(aid, found.path)
+        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where),
+                **({"memory": memory.to_dict()} if memory else {})}
+
+    def _memory(self, aid: ArtifactId, path) -> Memory | None:
+        """Micro bundles: the arena TFLite Micro ran the file in, the flash its model takes, the ops it needs."""
+        measured = self.memory.get(path)
+        if not measured:
+            return None
+        from .micro import ops_used
+
+        return Memory(arena_bytes=measured["arena_bytes"], flash_bytes=measured["flash_bytes"],
+                      ops=ops_used(path.read_bytes()), measured_by=measured["measured_by"])
 
     def _bundle(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None = None):
         fmt = FORMATS[aid.format]
@@ -100,12 +115,13 @@ class ModelExport:
             self.run, self.recipe, aid, fmt.model_file,
             [input_entry(inputs[name], spec) for name, spec in self.specs.items()],
             [output_entry(t, self.data.labels[t.name]) for t in self.gate.tasks],
-            self._quantization(aid, path, report, wraps), report)
+            self._quantization(aid, path, report, wraps), report, self._memory(aid, path))
         return place_bundle(self.run, aid, files, manifest, report)
 
     def _quantization(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None) -> Quantization:
         io = None
-        if "int8io" in (aid.precision, wraps) and self.io.get(path):  # read by the gate's child, not loaded here
+        integer_io = "int8io" in (aid.precision, wraps) or FORMATS[aid.format].gate_runtime == "tflm"
+        if integer_io and self.io.get(path):  # read by the gate's child, not loaded here
             io = {n: QuantParams(d["dtype"], d["scale"], d["zero_point"]) for n, d in self.io[path].items()}
         return Quantization(aid.precision, tuple(report.kept_in_float),
                             len(self.converter.samples) if aid.precision in INT8_PRECISIONS else None, io, wraps)
