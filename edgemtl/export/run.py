@@ -175,13 +175,18 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
 
 def format_table(rows: list, tasks: list) -> str:
     names = [t.name for t in tasks if not t.auxiliary]
+    memory = any(r.get("memory") for r in rows)  # micro artifacts: arena and flash measured in TFLite Micro
     body = []
     for r in rows:
         deltas = [_delta(r["tasks"][n].get("drop")) if n in r.get("tasks", {}) else "" for n in names]
         verdict = "pass" if r["deployable"] else f"FAIL: {r['reason'][:80]}"
         keep = ", ".join(r.get("kept_in_float") or []) or "-"
-        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", verdict, keep, *deltas])
-    return table(["artifact", "size KB", "parity", "kept in float", *(f"{n} Δ" for n in names)], body)
+        mem = r.get("memory") or {}
+        figures = [f"{mem['arena_bytes'] / 1024:.1f}" if mem else "-",
+                   f"{mem['flash_bytes'] / 1024:.1f}" if mem else "-"] if memory else []
+        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", *figures, verdict, keep, *deltas])
+    head = ["artifact", "size KB", *(["arena KB", "flash KB"] if memory else []), "parity", "kept in float"]
+    return table([*head, *(f"{n} Δ" for n in names)], body)
 
 
 def _delta(drop) -> str:
