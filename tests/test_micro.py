@@ -61,7 +61,7 @@ def test_arena_figure_is_the_smallest_that_runs(micro_run, tmp_path):
     bundle = micro_run / "exports" / "teacher-micro-int8"
     arena = BundleManifest.read(bundle).memory.arena_bytes
     script = ("import sys; from pathlib import Path; from edgemtl.export.micro_worker import _runs; "
-              "m = Path(sys.argv[1]).read_bytes(); print(_runs(m, int(sys.argv[2]), 2), _runs(m, int(sys.argv[2]) - 16, 2))")
+              "m, n = Path(sys.argv[1]).read_bytes(), int(sys.argv[2]); print(_runs(m, n, 2), _runs(m, n - 16, 2))")
     done = subprocess.run([sys.executable, "-c", script, str(bundle / "model.tflite"), str(arena)],
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "False"], done.stderr[-500:]

@@ -16,6 +16,8 @@ from . import parity
 from .formats import Format
 
 _TASK_FIELDS = [f.name for f in dataclasses.fields(TaskParity)]
+TFLM_NOTE = ("verified in TFLite Micro (the tflite-micro interpreter, one row per invoke); LiteRT opens the same file "
+             "for desktop use, with answers the gate did not compare bit for bit")
 _SHORT = {"tflite": "TFLite", "onnx": "ONNX"}  # how a "no fallback" note names the format converted as
 
 
@@ -66,7 +68,8 @@ def runtime_config(measured: dict) -> RuntimeConfig:
     return RuntimeConfig(kernels=kernels if kernels in KERNELS else None, threads=measured.get("threads", 1),
                          graph_optimization=measured.get("graph_optimization"), provider=measured.get("provider"),
                          chosen_by="measured" if timings else "default",
-                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings)
+                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings,
+                         note=TFLM_NOTE if measured.get("runtime") == "tflm" else "")
 
 
 def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,

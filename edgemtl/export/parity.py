@@ -86,7 +86,7 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
     outputs, facts = run_candidate(path, x, timeout, runtime)
     integer_io = precision == "int8io" or runtime == "tflm"
     runtime = {k: v for k, v in facts.items() if k in ("kernels", "threads", "graph_optimization", "provider",
-                                                       "timings_ms")}
+                                                       "timings_ms", "runtime")}
     if outputs is None:
         return {"deployable": False, "reason": facts["error"], "tasks": {}, "runtime": runtime}
     result, problems, reasons = {}, int8io_problems(facts) if integer_io else [], {}

@@ -41,7 +41,8 @@ def settings(manifest: BundleManifest) -> str:
         q = io[entry.name]
         lines += [f"// input {i}: {entry.name} ({entry.modality}, {q.dtype}, shape {list(entry.sample_shape)}); "
                   f"q = round(x / scale) + zero_point",
-                  f"constexpr float kInput{i}Scale = {q.scale!r}f;", f"constexpr int kInput{i}ZeroPoint = {q.zero_point};"]
+                  f"constexpr float kInput{i}Scale = {q.scale!r}f;",
+                  f"constexpr int kInput{i}ZeroPoint = {q.zero_point};"]
     for i, out in enumerate(manifest.output(name) for name in output_order):
         q = io[out.task]
         labels = ", ".join(c_string(label) for label in (out.labels or ()))
