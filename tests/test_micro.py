@@ -21,7 +21,7 @@ def micro_run(tiny_run, tmp_path_factory):
     """A copy of the session run (its exports are checked as they are elsewhere) exported as micro int8."""
     run = tmp_path_factory.mktemp("micro") / "av"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("exports"))
-    assert main(["export", str(run), "--format", "micro", "--precision", "int8"]) == 0
+    assert main(["export", str(run), "--format", "micro", "--precision", "int8", "--calibration-samples", "20"]) == 0
     return run
 
 
