@@ -82,3 +82,15 @@ def test_c_array_compiles_as_c11_and_cpp11(tiny_run, tmp_path):
     done = subprocess.run([gcc, "-std=c11", *STRICT, "-I", str(tmp_path), str(example), "-o", str(tmp_path / "u.o")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-800:]
+
+
+def test_export_table_shows_arena_and_flash_of_micro_rows():
+    from edgemtl.export.run import format_table
+    from edgemtl.recipe.schema import TaskSpec
+
+    rows = [{"artifact": "m-tflite-int8", "size": 2048, "deployable": True, "reason": "", "tasks": {}},
+            {"artifact": "m-micro-int8", "size": 4096, "deployable": True, "reason": "", "tasks": {},
+             "memory": {"arena_bytes": 10240, "flash_bytes": 4096, "ops": ["ADD"], "measured_by": "tflite-micro"}}]
+    lines = format_table(rows, [TaskSpec(name="digit", type="multiclass", column="digit")]).splitlines()
+    assert "| arena KB | flash KB |" in lines[0]
+    assert "| m-micro-int8 | 4.0 | 10.0 | 4.0 | pass |" in lines[3] and "| m-tflite-int8 | 2.0 | - | - |" in lines[2]
