@@ -94,3 +94,26 @@ def test_export_table_shows_arena_and_flash_of_micro_rows():
     lines = format_table(rows, [TaskSpec(name="digit", type="multiclass", column="digit")]).splitlines()
     assert "| arena KB | flash KB |" in lines[0]
     assert "| m-micro-int8 | 4.0 | 10.0 | 4.0 | pass |" in lines[3] and "| m-tflite-int8 | 2.0 | - | - |" in lines[2]
+
+
+@needs_tflm
+def test_micro_settings_header_compiles_with_the_manifest_values(micro_run, tmp_path):
+    """examples/micro/gen_settings.py turns the manifest into model_settings.h for the TFLM example: it compiles as
+    C++11 and carries the measured arena and the ops as MicroMutableOpResolver calls."""
+    gxx = shutil.which("g++")
+    if not gxx:
+        pytest.skip("g++ not installed")
+    from conftest import REPO
+
+    bundle = micro_run / "exports" / "teacher-micro-int8"
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "micro" / "gen_settings.py"), str(bundle)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    manifest = BundleManifest.read(bundle)
+    assert f"kArenaBytes = {manifest.memory.arena_bytes};" in done.stdout and "(resolver).AddConv2D();" in done.stdout
+    assert done.stdout.count("(resolver).Add") == len(manifest.memory.ops)
+    (tmp_path / "model_settings.h").write_text(done.stdout)
+    (tmp_path / "use.cc").write_text('#include "model_settings.h"\nint main() { return kArenaBytes > 0 ? 0 : 1; }\n')
+    built = subprocess.run([gxx, "-std=c++11", *STRICT, str(tmp_path / "use.cc"), "-o", str(tmp_path / "use.o")],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-800:]

@@ -6,6 +6,7 @@ output's decoding, all taken from the bundle's manifest.json (firmware does not 
 TF-free: the manifest through edgemtl's light runtime; the model file's input and output order (the indices of
 interpreter.input(i) / output(i)) through the tflite-micro package's flatbuffer schema.
 """
+import re
 import sys
 
 from edgemtl.export.micro import signature_order
@@ -18,7 +19,10 @@ RESOLVER_METHOD = {"BATCH_MATMUL": "BatchMatMul", "UNIDIRECTIONAL_SEQUENCE_LSTM"
 
 
 def method(op: str) -> str:
-    return RESOLVER_METHOD.get(op) or "".join(part.capitalize() for part in op.split("_"))
+    """CONV_2D -> Conv2D, MAX_POOL_2D -> MaxPool2D, STRIDED_SLICE -> StridedSlice."""
+    if op in RESOLVER_METHOD:
+        return RESOLVER_METHOD[op]
+    return "".join(part if re.fullmatch(r"\d+D", part) else part.capitalize() for part in op.split("_"))
 
 
 def c_string(text: str) -> str:
@@ -51,7 +55,7 @@ def settings(manifest: BundleManifest) -> str:
                   f"constexpr int kOutput{i}ZeroPoint = {q.zero_point};",
                   f"constexpr int kOutput{i}Width = {out.width()};"]
         if labels:
-            lines.append(f"static const char* const kOutput{i}Labels[] = {{{labels}}};")
+            lines.append(f"constexpr const char* kOutput{i}Labels[] = {{{labels}}};")
         if out.threshold is not None:
             lines.append(f"constexpr float kOutput{i}Threshold = {out.threshold!r}f;")
     return "\n".join(lines) + "\n"
