@@ -68,10 +68,14 @@ class ModelExport:
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
         candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
                                               self.gate.tasks)
-        found = gate.search(lambda keep: self.converter.convert(aid, keep),
-                            lambda path: self.judge(path, aid.precision, fmt.gate_runtime), fmt, aid.precision,
-                            candidates, start,
-                            cfg.float_fallback)
+        if fmt.gate_runtime:  # micro: judged in TFLite Micro
+            def judge(path):
+                return self.judge(path, aid.precision, fmt.gate_runtime)
+        else:
+            def judge(path):
+                return self.judge(path, aid.precision)
+        found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
+                            start, cfg.float_fallback)
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS:
             self.worked[fmt.converts_as] = found.keep
         return found
