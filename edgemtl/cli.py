@@ -251,10 +251,10 @@ def _read_json(path, what: str):
 
 
 def cmd_check(args) -> Result:
-    from .stages import stage_check
+    from .stages import check_text, stage_check
 
     info = stage_check(_load(args))
-    text = f"{args.recipe}: ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+    text = f"{args.recipe}: {check_text(info)}"
     return Result(text, {"recipe": str(args.recipe), "ok": True, **info})
 
 
@@ -326,7 +326,10 @@ def cmd_report(args) -> Result:
 
     run, recipe = open_run(args.run)
     text = run_stage(RunContext(recipe, run), "report")
-    return Result(text, {"run": str(run.root), "report": str(run.report)})
+    from .reports.html_report import pointers
+
+    return Result("\n".join([text.rstrip("\n"), "", *pointers(run)]),
+                  {"run": str(run.root), "report": str(run.report), "html": str(run.report_html)})
 
 
 def cmd_run(args) -> Result:
@@ -348,6 +351,7 @@ def cmd_run(args) -> Result:
         done[stage] = {"summary": summary, "seconds": round(time.time() - start, 2)}
         log.info("   %s done in %.1f s", stage, time.time() - start)
     lines, data = [f"run directory: {run.root}"], {"run": str(run.root), "stages": done}
+    missing = []
     if "export" in recipe.stages:
         from .compress.run import deployed_models
         from .export.run import deployable_summary
@@ -355,9 +359,13 @@ def cmd_run(args) -> Result:
         line, missing = deployable_summary(run, deployed_models(run, recipe.export.model))
         lines.append(line)
         data["deployable"] = line
-        if missing:
-            raise NotDeployableError(f"no deployable artifact of {', '.join(missing)}: see the export table above "
-                                     f"and RUN/exports/rejected/", output=None if args.json else "\n".join(lines))
+    from .reports.html_report import pointers
+
+    lines += pointers(run)  # last: where the report is, and the TensorBoard command
+    data["report"] = str(run.report_html) if run.report_html.exists() else None
+    if missing:
+        raise NotDeployableError(f"no deployable artifact of {', '.join(missing)}: see the export table above "
+                                 f"and RUN/exports/rejected/", output=None if args.json else "\n".join(lines))
     return Result("\n".join(lines), data)
 
 

@@ -18,9 +18,10 @@ class RunDir:
     """Paths of one run directory (see README 'Run directory'): every file and folder of a run is named here, so
     no other module spells a path literal.
 
-    RUN/recipe.yaml, env.json, report.md, compress.md, compress.json
-    RUN/preprocess/      labels.json, vocab_<input>.txt
+    RUN/recipe.yaml, env.json, report.md, report.html, compress.md, compress.json
+    RUN/preprocess/      labels.json, vocab_<input>.txt, split.csv (each manifest row's split: row, split[, group])
     RUN/models/<model>/  model.keras (model.h5: quantization-aware), saved_model/, metrics.json, history.jsonl,
+                         test_predictions.npz,
                          backup/ (while training), tensorboard/
     RUN/exports/<model>-<format>-<precision>/   bundles (manifest.json, parity.json, model file, vocabularies)
     RUN/exports/<model>-summary.json, RUN/exports/rejected/<artifact>/ (bundles that failed the gate)
@@ -60,11 +61,21 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report.md"
 
+    @property
+    def report_html(self) -> Path:
+        """The one page people open: every section of the run, self-contained."""
+        return self.root / "report.html"
+
     # --- preprocess/ ---
     @property
     def labels(self) -> Path:
         """Label vocabularies and regression statistics learnt on the training split."""
         return self.preprocess / LABELS_FILE
+
+    @property
+    def split(self) -> Path:
+        """Each manifest row's split (row, split[, group]): written by the first stage that splits, then reused."""
+        return self.preprocess / SPLIT_FILE
 
     def vocab(self, input_name: str) -> Path:
         """A text input's tokenizer vocabulary; a bundle carries it under the same file name."""
@@ -89,6 +100,11 @@ class RunDir:
 
     def history(self, name: str) -> Path:
         return self.model_dir(name) / HISTORY_FILE
+
+    def test_predictions(self, name: str) -> Path:
+        """evaluate's decisions on the test split, per task ("<task>.true", "<task>.pred"): the report's confusion
+        matrices and per-class metrics are computed from it without TensorFlow."""
+        return self.model_dir(name) / "test_predictions.npz"
 
     def backup(self, name: str) -> Path:
         """Keras BackupAndRestore's folder: present while a training can be resumed."""
@@ -196,6 +212,7 @@ class RunDir:
 
 METRICS_FILE, HISTORY_FILE = "metrics.json", "history.jsonl"
 LABELS_FILE = "labels.json"
+SPLIT_FILE = "split.csv"
 REJECTED_DIR = "rejected"
 
 
@@ -224,7 +241,14 @@ def atomic_write_text(path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: a report should be as readable as any other file
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path, data) -> None:

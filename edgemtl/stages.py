@@ -5,6 +5,7 @@ the same entries, their flags turned into recipe overrides first (e.g. `export -
 `dataclasses.replace(recipe.export, formats=("tflite",))`), so each stage has one code path. Each stage reads and
 writes only the run directory.
 """
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,18 +133,26 @@ def run_stage(ctx: RunContext, name: str) -> str | None:
 def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     """Data-level checks on top of the schema, then build the model and run one batch forward."""
     from .data.dataset import prepare
+    from .data.manifest import describe_metadata
     from .models.build import build_model, count_params, numeric_stats
 
     data = prepare(recipe, rows_per_split=8)
     model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     outputs = model({k: v[:4] for k, v in data["train"].x.items()}, training=False)
     shapes = {k: list(v.shape) for k, v in outputs.items()}
-    return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes}
+    return {"rows": data.row_counts, "params": count_params(model), "outputs": shapes,
+            "metadata": describe_metadata(data.metadata)}
+
+
+def check_text(info: dict) -> str:
+    """stage_check's result as the check command prints it; npz metadata arrays are listed once, at the end."""
+    listed = "".join(f"\n  {line}" for line in info["metadata"])
+    metadata = f"\nmetadata arrays (not one entry per row, so not columns):{listed}" if listed else ""
+    return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}{metadata}"
 
 
 def _check(ctx: RunContext) -> str:
-    info = stage_check(ctx.recipe)
-    return f"ok — rows {info['rows']}, {info['params']:,} parameters, outputs {info['outputs']}"
+    return check_text(stage_check(ctx.recipe))
 
 
 def _train(ctx: RunContext) -> str:
@@ -219,9 +228,18 @@ def _bench(ctx: RunContext) -> str:
 
 
 def _report(ctx: RunContext) -> str:
+    """RUN/report.md, then RUN/report.html (which reads what report.md's stage stored, Δm included)."""
+    from .reports.html_report import write_html_report
     from .reports.run_report import write_report
 
-    return write_report(ctx.run, ctx.recipe)
+    text = write_report(ctx.run, ctx.recipe)
+    missing = [m for m in ("jinja2", "markdown") if importlib.util.find_spec(m) is None]
+    if missing:  # a light install: report.md only
+        log.warning("report.html not written: it needs %s (pip install 'edgemtl[train]')", " and ".join(missing))
+        return text
+    page = write_html_report(ctx.run, ctx.recipe)
+    log.info("report.html: %.0f KB in %.2f s", page["bytes"] / 1024, page["seconds"])
+    return text
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -235,7 +253,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("export", "export bundles through the parity gate", _export,
           needs=lambda ctx: tuple(ctx.recipe.export.model)),
     Stage("bench", "measure every bundle", _bench),
-    Stage("report", "write RUN/report.md", _report),
+    Stage("report", "write RUN/report.md and RUN/report.html", _report),
 )}
 
 

@@ -1,7 +1,8 @@
 """An on-device style integration: watch a folder and answer for every new sample, with edgemtl.runtime only
 (no TensorFlow). A sample is a group of files sharing a name stem, one per model input, chosen by modality:
 
-    image: .png .jpg .jpeg .bmp    audio: .wav    text: .txt (its content)    numeric / sequence: .json (a list)
+    image: .png .jpg .jpeg .bmp    audio: .wav .flac .ogg    text: .txt (its content)    numeric: .json (a list)
+    sequence: .json (a list of time steps), .npy or .csv (a window file)
 
     python examples/watch_folder.py runs/av_digits/exports/teacher-tflite-int8 incoming/ [--once]
 
@@ -30,7 +31,7 @@ def sample_files(folder: Path, inputs: dict) -> dict:
 
 def read_input(path: Path, modality):
     """JSON numbers are passed as their values, a media file as its path, text as the file's content."""
-    if modality.json_value:
+    if modality.json_value and path.suffix.lower() == ".json":
         return json.loads(path.read_text())
     if modality.media:
         return str(path)

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
 from edgemtl.export.c_array import write_c_array
 from edgemtl.export.micro import check_ops, model_ops, tflm_dir, tflm_ops
@@ -17,11 +16,18 @@ STRICT = ["-Wall", "-Wextra", "-pedantic", "-Werror", "-c"]
 
 
 @pytest.fixture(scope="session")
-def micro_run(tiny_run, tmp_path_factory):
-    """A copy of the session run (its exports are checked as they are elsewhere) exported as micro int8."""
+def micro_run(tiny_run, av_data, tmp_path_factory):
+    """A copy of the session run (its exports are checked as they are elsewhere) exported as micro int8, on the
+    session's decoded data (the same recipe data as the run's)."""
+    from edgemtl.export.run import export_model, require_deployable
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
     run = tmp_path_factory.mktemp("micro") / "av"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("exports"))
-    assert main(["export", str(run), "--format", "micro", "--precision", "int8", "--calibration-samples", "20"]) == 0
+    rundir = RunDir(run)
+    export_model(rundir, load_recipe(rundir.recipe), av_data, "teacher", ["micro"], ["int8"], 20)
+    require_deployable(rundir, ["teacher"])
     return run
 
 

@@ -62,7 +62,7 @@ def check_pack_out(run: RunDir, recipe: dict, out: Path, overwrite: bool) -> Non
 
 
 def _pack_into(run: RunDir, recipe: dict, found: list, out: Path, final: Path) -> str:
-    manifest, n_files = _pack_test_rows(recipe, out / "data")
+    manifest, n_files = _pack_test_rows(recipe, out / "data", run)
     packed = RunDir(out / "run")
     for aid in found:
         shutil.copytree(run.bundle_dir(aid), packed.bundle_dir(aid))
@@ -79,7 +79,7 @@ def _pack_into(run: RunDir, recipe: dict, found: list, out: Path, final: Path) -
             f"on the other machine: edgemtl bench {final / 'run'}")
 
 
-def _pack_test_rows(recipe: Recipe, to: Path):
+def _pack_test_rows(recipe: Recipe, to: Path, run: RunDir | None = None):
     """Copy the manifest and its test rows' media files; returns (manifest copy, media files copied)."""
     source = Path(recipe.data.source)
     to.mkdir(parents=True)
@@ -89,7 +89,8 @@ def _pack_test_rows(recipe: Recipe, to: Path):
     table = load_table(recipe)
     columns = [i.column for i in recipe.inputs if i.type in MEDIA]
     copied = 0
-    for row in split_rows(table, recipe.data.split, recipe.seed)["test"]:
+    saved = run.split if run is not None and run.split.is_file() else None  # the rows the run was split into
+    for row in split_rows(table, recipe.data.split, recipe.seed, saved)["test"]:
         for column in columns:
             relative = Path(str(table.columns[column][row]))
             if relative.is_absolute():

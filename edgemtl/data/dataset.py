@@ -1,7 +1,7 @@
 """From a recipe to decoded, split, label-encoded arrays; vocabularies learned on the training split only."""
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ from .. import jsonio, kinds
 from ..errors import EdgemtlError, did_you_mean
 from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
-from ..rundir import LABELS_FILE
+from ..rundir import LABELS_FILE, SPLIT_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
 
 SPLITS = ("train", "val", "test")
@@ -34,14 +34,16 @@ class Prepared:
     tokenizers: dict  # text input -> Tokenizer
     skipped: list = field(default_factory=list)  # "manifest row N: problem" for rows skipped by on_bad_row: skip
     row_counts: dict = field(default_factory=dict)  # rows per split in the manifest (before any bad-row skip)
+    metadata: dict = field(default_factory=dict)  # npz arrays that are not one entry per row (never model input)
 
     def __getitem__(self, name) -> Split:
         return self.splits[name]
 
 
 def load_table(recipe: Recipe) -> Table:
+    """The manifest's rows the recipe uses (filtered, limited), with integer label codes named (tasks[].labels)."""
     data = recipe.data
-    table = read_table(data.source, data.format)
+    table = read_table(data.source, data.format, wanted=tuple(c for _, c in recipe_columns(recipe)))
     problems = missing_columns(recipe, table)
     if problems:
         raise EdgemtlError(*problems)
@@ -50,10 +52,11 @@ def load_table(recipe: Recipe) -> Table:
         table = table.take(slice(0, data.limit))
     if table.n_rows == 0:
         raise EdgemtlError(f"{table.path.name}: no rows left after data.filters")
-    return table
+    return name_label_codes(recipe, table)
 
 
-def missing_columns(recipe: Recipe, table: Table) -> list[str]:
+def recipe_columns(recipe: Recipe) -> list[tuple[str, str]]:
+    """(recipe key, column) for every manifest column the recipe reads."""
     wanted = []
     for i, inp in enumerate(recipe.inputs):
         mk = kinds.modality(inp.type)
@@ -62,9 +65,77 @@ def missing_columns(recipe: Recipe, table: Table) -> list[str]:
     split = recipe.data.split
     if split.column:
         wanted.append(("data.split.column", split.column))
+    if split.group:
+        wanted.append(("data.split.group", split.group))
     wanted += [(f"data.filters[{i}].column", f.column) for i, f in enumerate(recipe.data.filters)]
+    return wanted
+
+
+def missing_columns(recipe: Recipe, table: Table) -> list[str]:
     return [f"{table.path.name}: {where}: no column '{col}'{did_you_mean(col, table.columns)}"
-            for where, col in wanted if col not in table.columns]
+            for where, col in recipe_columns(recipe) if col not in table.columns]
+
+
+def label_names(recipe: Recipe, table: Table) -> dict[str, tuple[str, ...]]:
+    """Task -> the names of its integer label codes (tasks[].labels, or the npz array tasks[].labels_array)."""
+    names, problems = {}, []
+    for i, t in enumerate(recipe.tasks):
+        if t.labels is not None:
+            names[t.name] = tuple(t.labels)
+        elif t.labels_array is not None:
+            where = f"{table.path.name}: tasks[{i}].labels_array"
+            array = table.metadata.get(t.labels_array)
+            if array is None and isinstance(table.columns.get(t.labels_array), np.ndarray):
+                array = table.columns[t.labels_array]  # as many names as rows: read as a column, still names
+            if array is None:
+                held = [*table.metadata, *table.columns]
+                problems.append(f"{where}: no array '{t.labels_array}'{did_you_mean(t.labels_array, held)}")
+            elif array.ndim != 1 or array.dtype.kind not in "US":
+                problems.append(f"{where}: array '{t.labels_array}' is {array.dtype.name} of shape "
+                                f"{list(array.shape)}; label names are a 1-d array of strings")
+            else:
+                names[t.name] = tuple(str(n) for n in array)
+                if len(set(names[t.name])) != len(array):
+                    problems.append(f"{where}: array '{t.labels_array}' names a class more than once")
+    if problems:
+        raise EdgemtlError(*problems)
+    return names
+
+
+def name_label_codes(recipe: Recipe, table: Table) -> Table:
+    """Label columns of integer codes -> their class names; a code outside the names stops with its row."""
+    names = label_names(recipe, table)
+    if not names:
+        return table
+    columns, problems = dict(table.columns), []
+    for i, t in enumerate(recipe.tasks):
+        if t.name not in names:
+            continue
+        named, n = names[t.name], len(names[t.name])
+        out = []
+        for row, value in enumerate(table.columns[t.column]):
+            code = None if is_missing(value) else _label_code(value)
+            if not is_missing(value) and (code is None or code >= n):
+                shown = value.item() if isinstance(value, np.generic) else value
+                problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' has {shown!r}, not "
+                                f"a code 0-{n - 1} of the task's {n} label names")
+                break
+            out.append(None if code is None else named[code])
+        columns[t.column] = out
+    if problems:
+        raise EdgemtlError(*problems)
+    return Table(table.path, columns, table.row_ids, table.metadata)
+
+
+def _label_code(value) -> int | None:
+    """An integer label code (3, 3.0, "3"), or None for a non-integer cell."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and number >= 0 else None
 
 
 def label_problems(recipe: Recipe, labels: dict) -> list[str]:
@@ -82,7 +153,8 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     problems = label_cell_problems(recipe, table)
     if problems:
         raise EdgemtlError(*problems)
-    index = split_rows(table, recipe.data.split, recipe.seed)
+    saved = Path(preprocess_dir) / SPLIT_FILE if preprocess_dir else None
+    index = split_rows(table, recipe.data.split, recipe.seed, saved)
     for name, what in (("train", "training"), ("test", "test")):  # evaluate, export and bench read the test rows
         if len(index[name]) == 0:
             raise EdgemtlError(f"{table.path.name}: the {what} split is empty (check data.split)")
@@ -101,7 +173,7 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     if "train" in decoded and len(decoded["train"]) == 0:
         first = f" (first: {skipped[0]})" if skipped else ""
         raise EdgemtlError(f"{table.path.name}: every training row was skipped as bad{first}")
-    return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()})
+    return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()}, table.metadata)
 
 
 def label_cell_problems(recipe: Recipe, table: Table) -> list[str]:
@@ -162,7 +234,9 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
         labels = jsonio.read(path / LABELS_FILE, "label vocabulary")
         tokenizers = {i.name: kinds.modality(i.type).load_tokenizer(i, path) for i in vocab_inputs}
         return labels, tokenizers
-    labels = {t.name: kinds.task_kind(t.type).learn_labels(t, train.columns[t.column]) for t in recipe.tasks}
+    names = label_names(recipe, train)  # labels_array resolved: the classes keep the names' order
+    labels = {t.name: kinds.task_kind(t.type).learn_labels(replace(t, labels=names.get(t.name)),
+                                                           train.columns[t.column]) for t in recipe.tasks}
     tokenizers = {i.name: kinds.modality(i.type).fit_tokenizer(i, train.columns[i.column]) for i in vocab_inputs}
     if path:
         from ..rundir import atomic_write_json

@@ -1,7 +1,9 @@
 """ONNX export: tf2onnx fp32 with a named signature, fp16, ONNX Runtime dynamic int8 and static QDQ int8."""
+import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +36,42 @@ def to_fp16(proto, keep_float=()):
                                                 op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST))
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextmanager
+def _root_notices_hidden():
+    """onnxruntime.quantization writes its notices ("Please consider to run pre-processing before quantization", ...)
+    through the root logger, as `WARNING:root:` lines: hidden during the call unless -v (edgemtl's logger at DEBUG).
+    Scoped: a filter on the root logger's own records, and while root has no handler a stderr one for its errors (so
+    logging.warning's implicit basicConfig installs no handler for good); both removed afterwards."""
+    if logging.getLogger("edgemtl").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    root, hide, errors = logging.getLogger(), _BelowError(), logging.StreamHandler()
+    bare = not root.handlers
+    errors.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    root.addFilter(hide)
+    if bare:
+        root.addHandler(errors)
+    try:
+        yield
+    finally:
+        root.removeFilter(hide)
+        if bare:
+            root.removeHandler(errors)
+
+
 def quantize_dynamic(src: Path, dst: Path, keep_float=()):
     """uint8 weights, MatMul/Gemm only: int8 weights lost accuracy on AVX2 CPUs (a regression MAE went 0.075 ->
     0.216) and ConvInteger ran 3-8x slower than float Conv."""
     from onnxruntime.quantization import QuantType, quantize_dynamic as ort_dynamic
 
-    ort_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                nodes_to_exclude=_nodes(src, keep_float))
+    with _root_notices_hidden():
+        ort_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                    nodes_to_exclude=_nodes(src, keep_float))
 
 
 def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
@@ -60,7 +91,7 @@ def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _root_notices_hidden():
         cwd = os.getcwd()
         os.chdir(tmp)
         try:

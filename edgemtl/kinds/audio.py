@@ -1,7 +1,12 @@
 """Audio input: float32 mono samples in [-1, 1], one clip at the recipe's sample rate (the log-mel front-end is in
-the graph)."""
+the graph).
+
+Files are read with soundfile (libsndfile: WAV of any PCM width or float, FLAC, OGG/Vorbis, any rate) and resampled
+with soxr (an anti-aliased polyphase resampler): the same two calls at training and on the device, TF-free.
+"""
 import io
-import wave
+import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -11,32 +16,62 @@ MIN_RATE, MAX_RATE = 4000, 192000  # sample rates the runtime accepts (then resa
 MAX_CLIP_SAMPLES = 2 ** 22  # about 87 s at 48 kHz: a recipe's clip, longer would exhaust memory per batch
 PCM16_FULL_SCALE = 32768.0  # int16 PCM q is the float sample q / 32768 (the micro export's audio input)
 MAX_CLIP_FACTOR = 10  # audio longer than this many clips is refused at run time rather than silently cut
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what libsndfile reads (a watched folder's audio samples)
+RESAMPLE_QUALITY = "HQ"  # soxr's high quality: pass band to 0.91 x Nyquist, stop band below -100 dB
 
 
-def read_wav(source) -> tuple[np.ndarray, int]:
-    """Path or bytes -> (float32 mono samples in [-1, 1], sample rate)."""
+def read_audio(source) -> tuple[np.ndarray, int]:
+    """Path or bytes of a WAV / FLAC / OGG file -> (float32 mono samples in [-1, 1], sample rate).
+    Several channels are averaged; integer PCM of any width (8 to 32 bits) and float files are read as floats."""
+    import soundfile  # here, not at import: `import edgemtl.runtime` stays light
+
+    raw = _read_bytes(source)
+    short = _wav_cut_short(raw)
+    if short:
+        raise BadInput(f"audio {describe(source)} is cut short: {short}")
     try:
-        with wave.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as w:
-            rate, width, n_channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-            n_frames = w.getnframes()
-            raw = w.readframes(n_frames)
-    except FileNotFoundError:
-        raise BadInput(f"audio file '{source}' not found") from None
-    except (wave.Error, EOFError, OSError, ValueError) as e:
-        raise BadInput(f"audio {describe(source)} is not a readable PCM WAV ({e})") from None
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
-    if dtype is None:
-        raise BadInput(f"audio {describe(source)}: {8 * width}-bit samples are not supported (8, 16 or 32-bit PCM)")
+        samples, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError, EOFError) as e:
+        reason = str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
+        raise BadInput(f"audio {describe(source)} is not a readable WAV, FLAC or OGG file ({reason})") from None
     if not MIN_RATE <= rate <= MAX_RATE:
         raise BadInput(f"audio {describe(source)}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
-    if len(raw) != n_frames * width * n_channels:
-        raise BadInput(f"audio {describe(source)} is cut short: its header promises {n_frames} frames, the file "
-                       f"holds {len(raw) / (width * n_channels):g}")
-    samples = np.frombuffer(raw, dtype=dtype).astype(np.float32)
-    samples = (samples - 128.0) / 128.0 if dtype is np.uint8 else samples / float(np.iinfo(dtype).max + 1)
-    if n_channels > 1:
-        samples = samples.reshape(-1, n_channels).mean(axis=1)
-    return samples, rate
+    return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0], int(rate)
+
+
+read_wav = read_audio  # the name earlier releases used
+
+
+def _read_bytes(source) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"audio file '{source}' not found") from None
+    except OSError as e:
+        raise BadInput(f"audio {describe(source)} cannot be read ({e.strerror or e.__class__.__name__})") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise BadInput(f"audio {describe(source)[:80]} is not a file path ({e})") from None
+
+
+def _wav_cut_short(raw: bytes) -> str | None:
+    """A RIFF/WAVE file whose data chunk promises more bytes than the file holds (a copy cut off): libsndfile would
+    read the part that is there without a word, so it is checked here. Streaming writers' 0 / 0xFFFFFFFF sizes say
+    nothing and pass."""
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(raw):
+        chunk, size = raw[pos:pos + 4], struct.unpack("<I", raw[pos + 4:pos + 8])[0]
+        if chunk == b"data":
+            held = len(raw) - pos - 8
+            if size not in (0, 0xFFFFFFFF) and size > held:
+                return f"its header promises {size} bytes of samples, the file holds {held}"
+            return None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 MAX_SAMPLE = 1.01  # float samples are in [-1, 1]; a little over is clipping, far over is another scale
@@ -46,13 +81,15 @@ def _all_numbers(values: list) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Linear-interpolation resampling (enough for speech front-ends; the same at training and on device)."""
+def resample(samples: np.ndarray, rate: float, target_rate: int) -> np.ndarray:
+    """Anti-aliased resampling (soxr, polyphase with a steep low-pass below the lower Nyquist frequency): a tone
+    above the target's Nyquist frequency is removed, not folded back. The same call at training and on the device."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
     if rate == target_rate or len(samples) == 0:
-        return samples.astype(np.float32)
-    n_out = int(round(len(samples) * target_rate / rate))
-    positions = np.arange(n_out) * (rate / target_rate)
-    return np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
+        return samples
+    import soxr  # here, not at import: `import edgemtl.runtime` stays light
+
+    return soxr.resample(samples, float(rate), float(target_rate), quality=RESAMPLE_QUALITY).astype(np.float32)
 
 
 def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
@@ -63,7 +100,7 @@ def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 def load_audio(source, sample_rate: int, clip_samples: int, rate: int | None = None) -> np.ndarray:
-    """WAV path/bytes, or a sample array with its `rate` -> float32 [clip_samples] at sample_rate."""
+    """Audio file path/bytes, or a sample array with its `rate` -> float32 [clip_samples] at sample_rate."""
     if isinstance(source, np.ndarray):
         if rate is None:
             raise BadInput("audio given as an array needs its sample rate")
@@ -71,7 +108,7 @@ def load_audio(source, sample_rate: int, clip_samples: int, rate: int | None = N
         if samples.ndim != 1:
             raise BadInput(f"audio array has shape {source.shape}; expected one channel [samples]")
     else:
-        samples, rate = read_wav(source)
+        samples, rate = read_audio(source)
     return fit_length(resample(samples, rate, sample_rate), clip_samples)
 
 
@@ -84,7 +121,7 @@ class AudioKind(ModalityKind):
     dtype = "float32"
     default_encoder = "cnn"
     media = True
-    file_suffixes = (".wav",)
+    file_suffixes = AUDIO_SUFFIXES
 
     def input_shape(self, spec) -> tuple:
         return (clip_samples(spec),)
@@ -94,8 +131,8 @@ class AudioKind(ModalityKind):
 
     @staticmethod
     def load(pre: dict, source, rate=None) -> np.ndarray:
-        """The one audio decoder: a WAV path/bytes, or samples with their rate -> float32 [clip_samples] at the
-        model's rate (training and runtime)."""
+        """The one audio decoder: an audio file's path/bytes, or samples with their rate -> float32 [clip_samples] at
+        the model's rate (training and runtime)."""
         return load_audio(source, pre["sample_rate"], pre["clip_samples"], rate)
 
     def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
@@ -123,12 +160,12 @@ class AudioKind(ModalityKind):
                 raise BadInput(f"audio samples reach {np.abs(samples).max():.4g}; expected floats in [-1, 1] "
                                f"(int16 PCM? divide by 32768)")
         elif isinstance(value, (str, bytes, bytearray)) or hasattr(value, "__fspath__"):
-            samples, rate = read_wav(value)
+            samples, rate = read_audio(value)
             if len(samples) == 0:
                 raise BadInput(f"audio {describe(value)} holds no samples")
         else:
-            raise BadInput(f"expected a WAV path or bytes, or a float sample array with its rate; got "
-                           f"{type(value).__name__}")
+            raise BadInput(f"expected an audio file path or bytes (WAV, FLAC, OGG), or a float sample array with its "
+                           f"rate; got {type(value).__name__}")
         if not MIN_RATE <= rate <= MAX_RATE:
             raise BadInput(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; is this audio?")
         seconds, clip = len(samples) / rate, pre["clip_samples"] / pre["sample_rate"]

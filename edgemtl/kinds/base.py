@@ -362,8 +362,12 @@ class ClassTaskKind(TaskKind):
     max_classes: int | None = None  # binary: exactly 2 (negative, positive)
 
     def learn_labels(self, spec, values: list) -> dict:
-        present = [v for v in values if not is_missing(v)]
-        return {"type": self.name, "classes": sorted_classes({as_label(v) for v in present})}
+        """The classes of the training values: in the order of the task's label names where it has them
+        (tasks[].labels), else sorted."""
+        present = {as_label(v) for v in values if not is_missing(v)}
+        named = getattr(spec, "labels", None)
+        classes = [n for n in named if n in present] if named else sorted_classes(present)
+        return {"type": self.name, "classes": classes}
 
     def encode_labels(self, label_info: Mapping, values: list, separator: str = "|") -> np.ndarray:
         index = {c: i for i, c in enumerate(label_info["classes"])}

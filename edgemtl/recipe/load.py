@@ -207,7 +207,9 @@ def _cross_checks(recipe: Recipe) -> list[str]:
                           f"({matching} tasks do)")
         if t.unmatched_weight and source is None:
             errors.append(f"tasks[{i}].unmatched_weight: needs match_labels (it trains the head without the match)")
-        errors += _bound_problems(t, f"tasks[{i}]")
+        errors += _bound_problems(t, f"tasks[{i}]") + _label_name_problems(t, f"tasks[{i}]")
+    if recipe.data.split.group and recipe.data.split.column:
+        errors.append("data.split.group: a split column already names each row's split; group is for ratio splits")
     if all(t.auxiliary for t in recipe.tasks):
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe.inputs):
@@ -223,6 +225,23 @@ def _bound_problems(task, where: str) -> list[str]:
     if len(given) == 2 and not task.min < task.max:
         return [f"{where}.min: {task.min} is not below max {task.max}"]
     return []
+
+
+def _label_name_problems(task, where: str) -> list[str]:
+    """labels / labels_array: class tasks only, one of the two, distinct names; positive: binary tasks only."""
+    kind = kinds.task_kind(task.type)
+    errors = []
+    given = [k for k in ("labels", "labels_array") if getattr(task, k) is not None]
+    if given and not kind.has_classes:
+        errors.append(f"{where}.{given[0]}: label names are for class tasks, not {task.type}")
+    elif len(given) == 2:
+        errors.append(f"{where}.labels_array: give labels or labels_array, not both")
+    elif task.labels is not None and len(set(task.labels)) != len(task.labels):
+        repeated = next(n for n in task.labels if task.labels.count(n) > 1)
+        errors.append(f"{where}.labels: '{repeated}' is named more than once")
+    if task.positive is not None and task.type != "binary":
+        errors.append(f"{where}.positive: is for binary tasks, not {task.type}")
+    return errors
 
 
 def producible_models(recipe: Recipe) -> dict[str, str | None]:

@@ -273,11 +273,22 @@ class TaskSpec(Spec):
                             "clipped to it, in float, also in int8 artifacts)", example=0)
     max: float | None = key(None, "regression: highest value answered, in label units (a clip like min)",
                             example=120)
+    labels: tuple[str, ...] | None = key(None, "class tasks whose column holds integer codes: the name of each code "
+                                         "(code 0 is the first name); the classes keep this order",
+                                         example=["walking", "sitting"])
+    labels_array: str | None = key(None, "like labels, the names read from this metadata array of the .npz "
+                                   "(data.source)", example="class_names")
+    positive: str | None = key(None, "binary: the label of the positive class (the one the sigmoid output gives the "
+                               "probability of, compared with threshold; quote a number: '1'); default: the second "
+                               "class in sorted order", example="fall")
 
 
 @spec
 class SplitSpec(Spec):
     column: str | None = key(None, "column naming each row's split; if unset, ratios are used")
+    group: str | None = key(None, "with ratios: a column (subject, session, product) whose rows always share one "
+                            "split, so no group is both trained and tested on; groups are shuffled with seed and "
+                            "filled into train, val, test by the ratios of rows", example="subject")
     train: str = key("train", "value of the split column for training rows")
     val: str | None = key(None, "value for validation rows; if unset or no row has it, val_fraction of train is "
                           "held out")
@@ -334,8 +345,13 @@ class TrunkSpec(Spec):
 
 @spec
 class EarlyStoppingSpec(Spec):
-    monitor: str = key("val_mean_score", "val_mean_score (mean over tasks of the normalised score: accuracy for "
-                       "class tasks, 1 - MAE/std for regression; higher is better), val_loss, or val_<task>_<metric>")
+    monitor: str = key("val_mean_score", "val_mean_score: after each epoch the model predicts the validation rows and "
+                       "each task is scored by its type: multiclass and binary accuracy over the labelled rows (binary "
+                       "at the task's threshold; a class training never saw counts as wrong), multilabel accuracy "
+                       "per row and label at the threshold, regression 1 - MAE/std (MAE in label units of the "
+                       "clipped output, std of the training labels); the plain mean over the tasks (auxiliary ones "
+                       "too, task weights not applied, a task without a scorable row left out); higher is better. "
+                       "Or val_loss, or val_<task>_<metric>")
     patience: int | None = key(5, "epochs without improvement before stopping; null disables",
                                 check=_non_negative)
 

@@ -56,11 +56,16 @@ def table(results: dict, tasks: Mapping | None = None) -> str:
             cells += [f"error: {r['error'][:60]}"] + [""] * 6
         else:
             lat = r["latency_ms"]
-            faster = f"{base['latency_ms']['p50'] / lat['p50']:.1f}" if base else ""  # no baseline row measured
+            faster = _ratio(base['latency_ms']['p50'] / lat['p50']) if base else ""  # no baseline row measured
             cells += [f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}", faster]
         body.append(cells)
     return markdown_table(head, body)
+
+
+def _ratio(value: float) -> str:
+    """A speed ratio: one decimal from 1 up, two significant digits below (a Keras row is 0.012x, not 0.0x)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 def _per_task(acc: Mapping) -> dict:
@@ -247,9 +252,15 @@ def _limit(results) -> str:
     return f" (fewer, at least {results['warmup']}, where they took over {limit:g} s)" if limit else ""
 
 
+PLOT_NEEDS_MATPLOTLIB = ("Score vs latency plot: needs matplotlib (`pip install matplotlib`); RUN/report.html draws "
+                         "it without.")
+
+
 def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | None) -> str:
     folder = run.bench_dir
     folder.mkdir(parents=True, exist_ok=True)
+    run.pareto_png.unlink(missing_ok=True)  # an older run's plot is never linked as this one's
+    has_png = pareto_png(results, run.pareto_png)
     skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
     text = "\n".join([
         f"# {recipe.name}: benchmark", "",
@@ -261,9 +272,8 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
         f"= process start to first answer; peak MB = the process's peak RSS). x smaller / x faster: against "
         f"{BASELINE} (LiteRT, 1 thread).",
         "", table(results, {t.name: t for t in recipe.tasks}), "", *comparisons(results, student), "", *skipped, "",
-        "![score vs latency](pareto.png)", ""])
+        "![score vs latency](pareto.png)" if has_png else PLOT_NEEDS_MATPLOTLIB, ""])
     atomic_write_text(run.bench_report, text)
-    has_png = pareto_png(results, run.pareto_png)
     atomic_write_text(run.bench_html, _html(recipe, text, run.pareto_png if has_png else None))
     return text
 
@@ -278,7 +288,21 @@ def excluded_lines(results: dict) -> list[str]:
 
 
 def _html(recipe: Recipe, markdown: str, png) -> str:
-    """Self-contained: the table as HTML, the plot inlined as base64."""
+    """Self-contained: the Markdown rendered by the Markdown library, the plot inlined as base64; without the library
+    (a light install benching on a device) the tables and paragraphs converted here."""
+    from ..errors import EdgemtlError
+    from .page import STYLE, md
+
+    data = f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" if png else ""
+    try:
+        body = str(md(markdown)).replace('src="pareto.png"', f'src="{data}"')
+    except EdgemtlError:
+        return _plain_html(recipe, markdown, data)
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(recipe.name)} benchmark"
+            f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def _plain_html(recipe: Recipe, markdown: str, data: str) -> str:
     body = []
     for block in markdown.split("\n\n"):
         lines = block.strip().splitlines()
@@ -288,12 +312,11 @@ def _html(recipe: Recipe, markdown: str, png) -> str:
                         "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
                         + "</table>")
         elif lines and lines[0].startswith("!["):
-            if png:
-                data = base64.b64encode(png.read_bytes()).decode()
-                body.append(f'<img alt="score vs latency" src="data:image/png;base64,{data}">')
+            if data:
+                body.append(f'<img alt="score vs latency" src="{data}">')
         elif lines:
             body.append("<p>" + html.escape(" ".join(lines)).replace("**", "") + "</p>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe.name)} benchmark</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

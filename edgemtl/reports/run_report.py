@@ -46,6 +46,7 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
         lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
+    lines += _positive_classes(run, tasks)
     compressed = run.compress_md
     if compressed.exists():  # its own title dropped: it becomes a section of this report
         lines += ["", "## Compression", ""] + compressed.read_text().splitlines()[2:]
@@ -61,3 +62,16 @@ def _get(metrics: dict, task: str, metric: str) -> str:
     if value is None:
         return ""
     return f"{value:.4f}" if math.isfinite(value) else f"{NO_SCORE} (no labelled row)"
+
+
+def _positive_classes(run: RunDir, tasks) -> list[str]:
+    """Which class each binary task's output is the probability of (tasks[].positive, else the second class)."""
+    binary = [t for t in tasks if t.type == "binary"]
+    if not binary or not run.labels.is_file():
+        return []
+    from .. import jsonio
+
+    labels = jsonio.read(run.labels, "label vocabulary")
+    said = [f"{t.name}: '{labels[t.name]['classes'][-1]}' (threshold {t.threshold:g})" for t in binary
+            if len(labels.get(t.name, {}).get("classes", [])) == 2]
+    return ["", "Positive class of the binary tasks: " + ", ".join(said) + "."] if said else []

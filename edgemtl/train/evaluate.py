@@ -1,10 +1,13 @@
-"""Score a trained model on every split, per task; results go into the model's metrics.json."""
+"""Score a trained model on every split, per task; results go into the model's metrics.json (and the test split's
+decisions into test_predictions.npz, for the report's confusion matrices)."""
+import numpy as np
+
 from ..data.dataset import SPLITS
 from ..kinds import score_all
 from ..model_metrics import update_metrics
 from ..models.build import load_model
 from ..recipe.schema import Recipe
-from ..rundir import RunDir
+from ..rundir import RunDir, atomic_save
 
 
 def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> dict:
@@ -17,8 +20,21 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
         if len(data[split]):
             outputs = model.predict(data[split].x, batch_size=256, verbose=0)
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
+            if split == "test":
+                save_test_predictions(run, name, tasks, data[split].y, outputs)
     update_metrics(run, name, {"splits": scores})
     return scores
+
+
+def save_test_predictions(run: RunDir, name: str, tasks: list, y: dict, outputs: dict) -> None:
+    """Each task's encoded labels and its kind's decision (class index, label matrix or value) on the test rows."""
+    from ..kinds import task_kind
+
+    arrays = {}
+    for t in tasks:
+        arrays[f"{t.name}.true"] = np.asarray(y[t.name])
+        arrays[f"{t.name}.pred"] = np.asarray(task_kind(t.type).decide(np.asarray(outputs[t.name]), t.threshold))
+    atomic_save(run.test_predictions(name), lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
