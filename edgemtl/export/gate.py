@@ -103,18 +103,21 @@ def search(convert: Callable[[tuple], Path], judge_file: Callable[[Path], Parity
     and keep the first that passes. A candidate the converter cannot keep in float is skipped."""
     keep = tuple(start)
     path = convert(keep)
-    report, tried = judge_file(path), [keep] if keep else []
+    report, tried, skipped = judge_file(path), [keep] if keep else [], []
     if not report.deployable and precision != "fp32":
         for keep_try in [c for c in candidates if c != keep]:
             tried.append(keep_try)
             try:
                 retry_path = convert(keep_try)
-            except EdgemtlError:  # this part cannot stay in float for this format: try the next one
+            except EdgemtlError as e:  # this part cannot stay in float for this format: try the next one
+                skipped.append(e.messages[0] if e.messages else str(e))
                 continue
             retry = judge_file(retry_path)
             if retry.deployable:
                 path, report, keep = retry_path, retry, keep_try
                 break
+        if skipped and not report.deployable:  # say why a fallback that might have passed was not judged
+            report = dataclasses.replace(report, reason=f"{report.reason} (fallback not tried: {'; '.join(skipped)})")
         if not candidates and float_fallback:
             report = dataclasses.replace(report, reason=f"{report.reason} ({_SHORT.get(fmt.converts_as, fmt.name)} "
                                                         f"{precision} cannot keep parts in float: no fallback to try)")
