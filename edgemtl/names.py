@@ -2,7 +2,7 @@
 export, bench and the runtime dispatch on them."""
 
 MODALITIES = ("image", "text", "audio", "numeric", "sequence")
-TASK_TYPES = ("multiclass", "binary", "multilabel", "regression")
+TASK_TYPES = ("multiclass", "binary", "multilabel", "regression", "boxes", "mask")
 STAGES = ("check", "train", "single_task", "evaluate", "compress", "export", "bench", "report")
 
 # Models a run can hold: the trained teacher, the compress stage's students, and one single-task model per task.

@@ -100,8 +100,8 @@ def test_registry_covers_the_shared_names_and_the_schema_defaults():
     assert {n: k.default_encoder for n, k in MODALITIES.items()} == defaults
     with pytest.raises(EdgemtlError, match="unknown modality 'sound'"):
         modality("sound")
-    with pytest.raises(EdgemtlError, match="unknown task type 'boxes'"):
-        task_kind("boxes")
+    with pytest.raises(EdgemtlError, match="unknown task type 'polygons'"):
+        task_kind("polygons")
 
 
 # --- modalities: decode for training, manifest entry, runtime prepare ------------------------------------------------

@@ -4,6 +4,7 @@ import pytest
 from conftest import AV_RECIPE, DEMO, write_recipe
 from edgemtl.cli import main
 from edgemtl.errors import EdgemtlError
+from edgemtl.names import TASK_TYPES
 from edgemtl.recipe import load_recipe
 
 BASE = f"""
@@ -36,7 +37,7 @@ def test_shipped_recipes_load_with_defaults_filled():
 def test_wrong_choice_names_file_path_and_options(tmp_path):
     text = BASE.replace("{name: speaker, type: multiclass}", "{name: speaker, type: multiclas}")
     assert errors_of(tmp_path, text) == [
-        "fashion.yaml: tasks[1].type: 'multiclas' is not one of multiclass, binary, multilabel, regression "
+        f"fashion.yaml: tasks[1].type: 'multiclas' is not one of {', '.join(TASK_TYPES)} "
         "(did you mean 'multiclass'?)"]
 
 
@@ -254,8 +255,7 @@ def test_json_schema_describes_the_recipe_and_the_shipped_recipes_satisfy_it(tmp
     props = schema["properties"]
     assert schema["required"] == ["name", "data", "inputs", "tasks"] and schema["additionalProperties"] is False
     assert props["export"]["properties"]["formats"]["items"]["enum"] == ["tflite", "onnx", "c", "micro"]
-    assert props["tasks"]["items"]["properties"]["type"]["enum"] == ["multiclass", "binary", "multilabel",
-                                                                      "regression"]
+    assert props["tasks"]["items"]["properties"]["type"]["enum"] == list(TASK_TYPES)
     inputs = props["inputs"]["items"]["oneOf"]
     assert [i["properties"]["type"]["const"] for i in inputs] == ["image", "text", "audio", "numeric", "sequence"]
     image = inputs[0]["properties"]

@@ -236,7 +236,8 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
         return labels, tokenizers
     names = label_names(recipe, train)  # labels_array resolved: the classes keep the names' order
     labels = {t.name: kinds.task_kind(t.type).learn_labels(replace(t, labels=names.get(t.name)),
-                                                           train.columns[t.column]) for t in recipe.tasks}
+                                                           kinds.task_kind(t.type).label_column(train, t.column))
+              for t in recipe.tasks}
     tokenizers = {i.name: kinds.modality(i.type).fit_tokenizer(i, train.columns[i.column]) for i in vocab_inputs}
     if path:
         from ..rundir import atomic_write_json
@@ -261,6 +262,6 @@ def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict):
     keep = np.array([i not in bad for i in range(table.n_rows)], dtype=bool)
     if bad:
         log.warning(f"skipped {len(bad)} bad row(s) in {table.path.name} (data.on_bad_row: skip)")
-    y = {t.name: kinds.task_kind(t.type).encode_labels(labels[t.name], table.columns[t.column], t.separator)[keep]
-         for t in recipe.tasks}
+    y = {t.name: kinds.task_kind(t.type).encode_labels(labels[t.name], kinds.task_kind(t.type).label_column(
+        table, t.column), t.separator)[keep] for t in recipe.tasks}
     return Split({k: v[keep] for k, v in x.items()}, y, table.row_ids[keep]), messages if bad else []

@@ -10,7 +10,9 @@ from ..errors import EdgemtlError
 from .audio import AudioKind
 from .base import MISSING, BadInput, ModalityKind, TaskKind, macro_f1, mean_score
 from .binary import BinaryKind
+from .boxes import BoxesKind
 from .image import ImageKind
+from .mask import MaskKind
 from .multiclass import MulticlassKind
 from .multilabel import MultilabelKind
 from .numeric import NumericKind
@@ -30,6 +32,8 @@ TASKS: dict[str, TaskKind] = {
     "binary": BinaryKind(),
     "multilabel": MultilabelKind(),
     "regression": RegressionKind(),
+    "boxes": BoxesKind(),
+    "mask": MaskKind(),
 }
 
 __all__ = ["MISSING", "MODALITIES", "TASKS", "BadInput", "ModalityKind", "TaskKind", "higher_is_better", "macro_f1",

@@ -211,8 +211,13 @@ class TaskKind:
     unseen_effect: str = "they are scored as errors"  # what becomes of rows whose label training never saw
     unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
     score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
+    dense: bool = False  # the head reads an image encoder's feature maps (boxes, masks): head(..., features=...)
 
     # -- labels ---------------------------------------------------------------------------------------------------
+    def label_column(self, table, column: str) -> list:
+        """The label cells learn_labels and encode_labels read (kinds whose labels are files resolve their paths)."""
+        return table.columns[column]
+
     def learn_labels(self, spec, values: list) -> dict:
         """What a task's labels are (labels.json entry), learned from training values only."""
         raise NotImplementedError

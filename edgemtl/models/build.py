@@ -19,7 +19,7 @@ def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
 def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tasks=None, name="model"):
     """Build the model for `tasks` (default: all recipe tasks)."""
     tasks = tasks if tasks is not None else recipe.tasks
-    inputs, vectors = {}, []
+    inputs, vectors, maps = {}, [], {}
     for inp in recipe.inputs:
         mk = kinds.modality(inp.type)
         x = keras.Input(shape=mk.input_shape(inp), dtype=mk.dtype, name=inp.name)
@@ -28,17 +28,39 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
         tok = tokenizers.get(inp.name)
         ctx = EncoderContext(inp, len(tok.vocab) if tok else 0, stats.get(inp.name))
         v = mk.encoders()[spec.type](x, spec, inp.name, ctx)
+        maps[inp.name] = ctx.features
         if spec.dropout:
             v = keras.layers.Dropout(spec.dropout, name=f"{inp.name}_dropout")(v)
         vectors.append(v)
     vectors = _modality_dropout(vectors, recipe)
     shared = trunk(fuse(vectors, recipe.fusion), recipe.trunk)
-    outputs = {t.name: kinds.task_kind(t.type).head(shared, t, labels[t.name],
-                                                     _match(t, recipe, inputs, labels, tokenizers))
-               for t in tasks}
+    outputs = {t.name: _head(t, shared, recipe, inputs, labels, tokenizers, maps) for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model
+
+
+def _head(task: TaskSpec, shared, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict, maps: dict):
+    """The task's output: dense kinds (boxes, masks) also read their image input's feature maps."""
+    kind = kinds.task_kind(task.type)
+    if getattr(kind, "dense", False):
+        return kind.head(shared, task, labels[task.name], features=maps[dense_input(recipe, task)])
+    return kind.head(shared, task, labels[task.name], _match(task, recipe, inputs, labels, tokenizers))
+
+
+def dense_input(recipe: Recipe, task: TaskSpec) -> str:
+    """The image input a dense task's head reads: tasks.*.input, else the recipe's only image input."""
+    images = [i.name for i in recipe.inputs if i.type == "image"]
+    where = f"tasks[{[t.name for t in recipe.tasks].index(task.name)}]"
+    if task.input:
+        if task.input not in images:
+            raise EdgemtlError(f"{where}.input: '{task.input}' is not an image input (image inputs: "
+                               f"{', '.join(images) or 'none'})")
+        return task.input
+    if len(images) != 1:
+        raise EdgemtlError(f"{where} ({task.name}): a {task.type} task reads an image input's feature maps; "
+                           f"the recipe has {len(images)} image inputs: name one in {where}.input")
+    return images[0]
 
 
 def _match(task: TaskSpec, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict):

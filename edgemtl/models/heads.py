@@ -25,13 +25,13 @@ WRAPPER_PREFIXES = ("", "prune_low_magnitude_", "quant_")
 
 
 def head_dense(net, task_name: str):
-    """The Dense layer of a task's head: the output layer itself, or the one before the output's transform; in a
-    pruned or quantization-aware net, the tfmot wrapper around it."""
+    """The Dense layer of a task's head: the output layer itself, or the one before the output's transform (a dense
+    head's 1x1 Conv2D `<task>_logits`); in a pruned or quantization-aware net, the tfmot wrapper around it."""
     names = {x.name for x in net.layers}
     for name in (task_name, f"{task_name}_logits", f"{task_name}_standardised"):
         for prefix in WRAPPER_PREFIXES:
             layer = net.get_layer(prefix + name) if prefix + name in names else None
-            if layer is not None and isinstance(getattr(layer, "layer", layer), L.Dense):
+            if layer is not None and isinstance(getattr(layer, "layer", layer), (L.Dense, L.Conv2D)):
                 return layer
     raise ValueError(f"no Dense head layer for task '{task_name}'")
 

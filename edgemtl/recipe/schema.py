@@ -260,7 +260,8 @@ class TaskSpec(Spec):
                                    "always has all)")
     separator: str = key("|", "multilabel: separator between labels in one cell",
                          check=lambda v: None if v else "must not be empty")
-    threshold: float = key(0.5, "binary/multilabel decision threshold", check=_fraction)
+    threshold: float = key(0.5, "binary/multilabel decision threshold; boxes: the lowest score of an answered box",
+                           check=_fraction)
     auxiliary: bool = key(False, "trains but is not exported")
     match_labels: str | None = key(None, "a text input whose words may spell this task's class names (multiclass, "
                                    "multilabel): adds two learned logit weights shared by all classes, for the "
@@ -281,6 +282,12 @@ class TaskSpec(Spec):
     positive: str | None = key(None, "binary: the label of the positive class (the one the sigmoid output gives the "
                                "probability of, compared with threshold; quote a number: '1'); default: the second "
                                "class in sorted order", example="fall")
+    input: str | None = key(None, "boxes/mask: the image input whose encoder's feature maps the head reads (default: "
+                            "the recipe's only image input)", example="image")
+    stride: int = key(4, "boxes: input pixels per cell of the detection maps (the encoder's feature map it starts "
+                      "from)", choices=(4, 8))
+    top_k: int = key(20, "boxes: the most boxes decoded per image (the highest heatmap peaks; the answer keeps those "
+                     "scoring at least threshold)", check=_positive)
 
 
 @spec

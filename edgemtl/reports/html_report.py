@@ -106,7 +106,8 @@ def results_section(run: RunDir, tasks: list) -> Section | None:
 
 def classes_section(run: RunDir, tasks: list, labels: Mapping) -> Section | None:
     """Confusion matrices and per-class precision / recall / F1 of the teacher's class tasks on the test split."""
-    class_tasks = [t for t in tasks if task_kind(t.type).has_classes and labels.get(t.name, {}).get("classes")]
+    class_tasks = [t for t in tasks if task_kind(t.type).has_classes and not task_kind(t.type).dense
+                   and labels.get(t.name, {}).get("classes")]  # dense kinds (boxes, mask): no per-row class
     if not class_tasks:
         return None
     s = Section("Per-class results", "classes")

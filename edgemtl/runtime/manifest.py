@@ -256,7 +256,8 @@ class OutputEntry:
     type: str  # task type (names.TASK_TYPES)
     decode: str  # argmax | threshold | value (the task kind's decode_rule)
     labels: tuple[str, ...] | None = None  # class names in output order; None for regression
-    threshold: float | None = None  # binary and multilabel
+    threshold: float | None = None  # binary and multilabel; boxes: the lowest score answered
+    params: Mapping[str, float] | None = None  # dense kinds' decoding numbers (boxes: stride, top_k; mask: size)
 
     @classmethod
     def read(cls, f: _Fields) -> OutputEntry:
@@ -265,7 +266,8 @@ class OutputEntry:
         rules = sorted({_task_kind(t).decode_rule for t in TASK_TYPES})
         entry = cls(task=f.get("task", _name), type=kind, decode=f.get("decode", _choice(rules, "decode")),
                     labels=f.get("labels", _list_of(_string), required=task_kind.has_classes),
-                    threshold=f.get("threshold", _number, required=task_kind.decode_rule == "threshold"))
+                    threshold=f.get("threshold", _number, required=task_kind.decode_rule == "threshold"),
+                    params=f.get("params", _numbers, required=task_kind.dense))
         if entry.decode != task_kind.decode_rule:
             f.fail(f"a {kind} task decodes by '{task_kind.decode_rule}', not '{entry.decode}'", "decode")
         if task_kind.has_classes:
@@ -280,7 +282,7 @@ class OutputEntry:
 
     def width(self) -> int:
         """How many numbers the model outputs per sample for this task."""
-        return _task_kind(self.type).n_outputs({"classes": list(self.labels or ())})
+        return _task_kind(self.type).n_outputs({"classes": list(self.labels or ()), **_grid(self.params)})
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "type": self.type, "decode": self.decode}
@@ -288,7 +290,25 @@ class OutputEntry:
             out["labels"] = list(self.labels)
         if self.threshold is not None:
             out["threshold"] = self.threshold
+        if self.params is not None:
+            out["params"] = dict(self.params)
         return out
+
+
+def _numbers(f: _Fields, key: str, v) -> Mapping[str, float]:
+    """A mapping of names to numbers (a dense output's decoding parameters)."""
+    if not isinstance(v, dict):
+        f.fail(f"expected an object of numbers, got {_kind(v)}", key)
+    return MappingProxyType({_name(f, key, k): _number(f, f"{key}.{k}", x) for k, x in v.items()})
+
+
+def _grid(params) -> dict:
+    """What a dense kind's n_outputs needs from its params: the output's grid (boxes) or size (mask)."""
+    if not params:
+        return {}
+    if "height" in params:
+        return {"size": [int(params["height"]), int(params["width"])]}
+    return {}
 
 
 # --- quantization and the gate's summary -----------------------------------------------------------------------
@@ -570,7 +590,7 @@ class BundleManifest:
         where = self.bundle_dir / MANIFEST_FILE if self.bundle_dir is not None else MANIFEST_FILE
         for i, entry in enumerate(self.outputs):
             want = widths.get(entry.task)
-            if want is not None and want != entry.width():
+            if want is not None and entry.width() is not None and want != entry.width():
                 what = "labels" if entry.labels is not None and entry.width() == len(entry.labels) else "values"
                 raise EdgemtlError(f"{where}: outputs[{i}].labels: the model outputs {want} values for task "
                                    f"'{entry.task}', the manifest has {entry.width()} {what}")

@@ -34,7 +34,12 @@ def _value(model, name: str, text: str):
 def format_answers(answers: dict, sep: str = "\n") -> str:
     lines = []
     for task, a in answers.items():
-        if "value" in a:
+        if "boxes" in a:  # dense answers (boxes, mask): what they found, not the maps
+            found = [f"{b['label']} ({b['score']:.3f}) at {b['box']}" for b in a["boxes"]]
+            lines.append(f"{task}: {'; '.join(found) or '(no box)'}")
+        elif "mask" in a:
+            lines.append(f"{task}: areas {json.dumps(a['areas'])}")
+        elif "value" in a:
             lines.append(f"{task}: {a['value']:.4g}")
         elif "labels" in a:
             lines.append(f"{task}: {', '.join(map(str, a['labels'])) or '(none)'}")
@@ -134,6 +139,10 @@ def _cell(model, name: str, value: str, base: Path, row: int):
 
 
 def _cells(a: dict) -> list:
+    if "boxes" in a:
+        return [json.dumps([[*b["box"], b["label"]] for b in a["boxes"]]), json.dumps([b["score"] for b in a["boxes"]])]
+    if "mask" in a:
+        return [json.dumps(a["areas"]), ""]
     if "value" in a:
         return [a["value"], ""]
     if "labels" in a:

@@ -37,6 +37,10 @@ def save_test_predictions(run: RunDir, name: str, tasks: list, y: dict, outputs:
     atomic_save(run.test_predictions(name), lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
+# the dense kinds' metrics (boxes, mask): columns shown only where a task has them
+DENSE_COLUMNS = {"map50": "mAP@.5", "map": "mAP@[.5:.95]", "miou": "mIoU", "pixel_accuracy": "pixel accuracy"}
+
+
 def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
     """The split's table: raw metrics per task ("—" and the reason where a task has no scorable row), the rows whose
     label training never saw (scored as errors), and the mean normalised score with what it left out."""
@@ -45,14 +49,17 @@ def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
 
     per_split = scores.get(split) or {}
     rows, reasons = [], []
+    keys = ["accuracy", "macro_f1", "mae", "rmse"]
+    keys += [k for k in DENSE_COLUMNS if any(k in (per_split.get(t.name) or {}) for t in tasks)]
     for t in tasks:
         if (m := per_split.get(t.name)) is None:
             continue
         if m.get("reason"):
             reasons.append(f"{t.name}: {NO_SCORE} ({m['reason']})")
-        cells = [_f(m.get(k), m) for k in ("accuracy", "macro_f1", "mae", "rmse")]
+        cells = [_f(m.get(k), m) for k in keys]
         rows.append([t.name, *cells, m["n"], m.get("unseen", "")])
-    text = table(["task", "accuracy", "macro-F1", "MAE", "RMSE", "rows", "unseen labels"], rows)
+    headers = ["accuracy", "macro-F1", "MAE", "RMSE", *(DENSE_COLUMNS[k] for k in keys[4:])]
+    text = table(["task", *headers, "rows", "unseen labels"], rows)
     mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split})
     lines = [text, *reasons, f"mean score ({split}): {mean}" + (f" — {note}" if note else "")]
     return "\n".join(lines)

@@ -11,12 +11,22 @@ def conv_bn_relu(x, filters, name, kernel=3, strides=1):
     return L.ReLU(name=f"{name}_relu")(x)
 
 
-def plain_cnn(x, filters, prefix, pooling="avg", stem_stride=1):
+def plain_cnn(x, filters, prefix, pooling="avg", stem_stride=1, ctx=None):
+    """ctx (an EncoderContext): records each stride's last feature map for dense heads."""
+    stride = stem_stride
     for i, f in enumerate(filters):
         x = conv_bn_relu(x, f, f"{prefix}_block{i}", strides=stem_stride if i == 0 else 1)
+        _record(ctx, x, stride)
         if x.shape[1] >= 2 and x.shape[2] >= 2:
             x = L.MaxPooling2D(2, name=f"{prefix}_pool{i}")(x)
+            stride *= 2
+            _record(ctx, x, stride)
     return pool(x, pooling, prefix)
+
+
+def _record(ctx, x, stride):
+    if ctx is not None:
+        ctx.feature(x, stride)
 
 
 def pool(x, pooling, prefix):

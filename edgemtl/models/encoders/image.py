@@ -1,4 +1,5 @@
-"""Image encoders: uint8 pixels in, a feature vector out. Scaling to [0, 1] happens inside the graph."""
+"""Image encoders: uint8 pixels in, a feature vector out. Scaling to [0, 1] happens inside the graph. Each encoder
+also records its feature maps by stride in ctx.features (EncoderContext) for the dense heads (boxes, masks)."""
 from ...tfk import keras
 from .blocks import BN_MOMENTUM, conv_bn_relu, plain_cnn, pool
 
@@ -6,18 +7,18 @@ L = keras.layers
 
 
 def cnn(x, spec, prefix, ctx):
-    return plain_cnn(_scale(x, prefix), spec.filters, prefix, spec.pooling, spec.stem_stride)
+    return plain_cnn(_scale(x, prefix), spec.filters, prefix, spec.pooling, spec.stem_stride, ctx)
 
 
 def mobilenet(x, spec, prefix, ctx):
     """Depthwise-separable blocks (MobileNet v1 style) with a width multiplier."""
     widths = [max(8, int(f * spec.width)) for f in spec.filters]
-    x = conv_bn_relu(_scale(x, prefix), widths[0], f"{prefix}_stem", strides=2)
+    x = ctx.feature(conv_bn_relu(_scale(x, prefix), widths[0], f"{prefix}_stem", strides=2), 2)
     for i, f in enumerate(widths[1:]):
         x = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name=f"{prefix}_dw{i}")(x)
         x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_dw{i}_bn")(x)
         x = L.ReLU(name=f"{prefix}_dw{i}_relu")(x)
-        x = conv_bn_relu(x, f, f"{prefix}_pw{i}", kernel=1)
+        x = ctx.feature(conv_bn_relu(x, f, f"{prefix}_pw{i}", kernel=1), 2 ** (i + 2))
     return pool(x, spec.pooling, prefix)
 
 
@@ -28,6 +29,7 @@ def resnet(x, spec, prefix, ctx):
         for b in range(spec.blocks):
             strides = 2 if s > 0 and b == 0 else 1
             x = _residual(x, f, strides, f"{prefix}_s{s}b{b}")
+        ctx.feature(x, 2 ** s)
     return pool(x, spec.pooling, prefix)
 
 

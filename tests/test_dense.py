@@ -1,0 +1,147 @@
+"""Dense task kinds (boxes, mask): mAP and IoU math on hand-made cases, target maps that decode back to their boxes,
+and one tiny canvas run (demo/canvas, real digits and recordings) trained, exported to int8 TFLite and answered by the
+runtime."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, set_args
+from edgemtl import kinds
+from edgemtl.kinds.boxes import (
+    average_precision,
+    decode,
+    encode_targets,
+    iou_matrix,
+    mean_average_precision,
+    parse_boxes,
+)
+from edgemtl.kinds.mask import class_iou, confusion
+
+CANVAS_RECIPE = REPO / "recipes" / "canvas.yaml"
+CANVAS = REPO / "demo" / "canvas" / "canvas.csv"
+
+
+def test_iou_of_hand_made_boxes():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 5, 5]])
+    np.testing.assert_allclose(iou_matrix(a, b)[0], [1.0, 50 / 150, 0.0, 25 / 100])
+
+
+def test_average_precision_counts_misses_duplicates_and_order():
+    truth = [np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [20, 20, 30, 30]])]
+    perfect = [np.array([[0, 0, 10, 10, 0.9]]), np.array([[0, 0, 10, 10, 0.8], [20, 20, 30, 30, 0.7]])]
+    assert average_precision(truth, perfect, 0.5) == pytest.approx(1.0)
+    # one box missed: recall reaches 2/3 at precision 1
+    assert average_precision(truth, perfect[:1] + [perfect[1][:1]], 0.5) == pytest.approx(2 / 3)
+    # a duplicate of a found box is a false positive; ranked above the last true box, it costs precision there
+    dup = [perfect[0], np.array([[0, 0, 10, 10, 0.8], [1, 0, 10, 10, 0.75], [20, 20, 30, 30, 0.7]])]
+    assert average_precision(truth, dup, 0.5) == pytest.approx(2 / 3 + 1 / 3 * 3 / 4)
+    # a shifted box counts at IoU 0.5 but not at 0.75
+    shifted = [np.array([[2, 0, 12, 10, 0.9]]), perfect[1]]  # IoU 8*10 / 12*10 = 0.667
+    assert average_precision(truth, shifted, 0.5) == pytest.approx(1.0)
+    assert average_precision(truth, shifted, 0.75) < 1.0
+    assert average_precision([np.zeros((0, 4))], [np.array([[0, 0, 1, 1, 0.5]])], 0.5) is None
+
+
+def test_map_averages_the_classes_that_have_truth():
+    truth = [np.array([[0, 0, 10, 10, 0], [20, 20, 30, 30, 1]])]
+    found = [np.array([[0, 0, 10, 10, 0, 0.9], [20, 20, 30, 30, 0, 0.8]])]  # the second box: right place, wrong class
+    assert mean_average_precision(truth, found, 3, 0.5) == pytest.approx(0.5)  # class 0: 1.0, class 1: 0.0
+
+
+def test_target_maps_decode_back_to_their_boxes():
+    boxes = np.array([[3.2, 4.0, 9.7, 12.5, 2], [14.0, 1.0, 20.0, 6.0, 0], [0, 0, 0, 0, -1]])
+    target = encode_targets(boxes, (24, 24), 3)
+    assert target[..., :3].max() == 1.0 and (target[..., :3] == 1.0).sum() == 2
+    found = decode(target, 3, top_k=10, min_score=0.5)
+    assert len(found) == 2
+    order = np.argsort(found[:, 4])
+    np.testing.assert_allclose(found[order, :5], boxes[[1, 0], :5], atol=1e-5)
+
+
+def test_boxes_labels_parse_and_refuse_bad_cells(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text("[[1, 2, 3, 4, 7]]")
+    assert parse_boxes(str(path)) == [[1.0, 2.0, 3.0, 4.0, "7"]] == parse_boxes("[[1, 2, 3, 4, 7]]")
+    from edgemtl.errors import EdgemtlError
+    for bad in ("[[1, 2, 3]]", "[[5, 2, 3, 4, 1]]", "not json", str(tmp_path / "missing.json")):
+        with pytest.raises(EdgemtlError):
+            parse_boxes(bad, "row 3")
+
+
+def test_mask_iou_on_a_hand_made_map():
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, -1, -1]])
+    pred = np.array([[0, 0, 1, 0], [0, 0, 1, 1], [2, 0, 1, 1]])
+    iou = class_iou(confusion(truth, pred, 4))
+    np.testing.assert_allclose(iou[:3], [4 / 6, 3 / 4, 1 / 2])
+    assert np.isnan(iou[3])  # absent from truth and prediction: left out of the mean
+    kind = kinds.task_kind("mask")
+    onehot = np.eye(4)[pred][None]
+    assert kind.score(truth[None], onehot)["miou"] == pytest.approx(np.mean([4 / 6, 3 / 4, 1 / 2]))
+
+
+def test_canvas_data_is_exact_by_construction():
+    import csv
+
+    from PIL import Image
+
+    with open(CANVAS, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows[:20]:
+        mask = np.asarray(Image.open(CANVAS.parent / r["mask"]))
+        boxes = json.loads(r["boxes"])
+        assert len(boxes) == int(r["count"])
+        for x0, y0, x1, y1, d in boxes:
+            inside = mask[y0:y1, x0:x1]
+            ys, xs = np.nonzero(inside == d + 1)
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (0, 0, x1 - x0, y1 - y0)
+        assert json.loads(r["spoken_box"])[0] in boxes and r["audio"].split("/")[1][0] == r["spoken"]
+
+
+# one epoch on the first 64 rows (every split: the rows interleave), tiny encoders, evaluate, int8 TFLite only (its
+# gate accepts any drop: the gate has its own tests), the report
+TINY_CANVAS = ["training.epochs=1", "data.limit=64", "inputs.image.encoder.filters=[8,16,16,16]",
+               "inputs.audio.encoder.filters=[8,16]", "trunk.units=[32]", "stages=[train,evaluate,export,report]",
+               "export.formats=[tflite]", "export.precisions=[int8]", "export.default_tolerance=1.0",
+               "export.tolerance={}", "export.calibration_samples=16", "export.float_fallback=false"]
+
+
+@pytest.fixture(scope="session")
+def canvas_run(tmp_path_factory):
+    from edgemtl.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "canvas"
+    assert main(["run", str(CANVAS_RECIPE), "--out", str(out)] + set_args(TINY_CANVAS)) == 0
+    return out
+
+
+def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
+    import csv
+
+    from edgemtl.runtime import load
+
+    metrics = json.loads((canvas_run / "models" / "teacher" / "metrics.json").read_text())
+    for task, metric in (("boxes", "map50"), ("spoken_box", "map"), ("mask", "miou"), ("spoken", "accuracy")):
+        assert 0.0 <= metrics["val"][f"{task}_{metric}"] <= 1.0
+        assert 0.0 <= metrics["splits"]["test"][task][metric] <= 1.0
+    assert "boxes" in (canvas_run / "report.md").read_text()
+    bundle = next((canvas_run / "exports").glob("teacher-tflite-int8"))
+    model = load(bundle, allow_undeployable=True)
+    with open(CANVAS, newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["split"] == "test")
+    answer = model.predict(image=str(CANVAS.parent / row["image"]), audio=str(CANVAS.parent / row["audio"]))
+    for b in answer["boxes"]["boxes"]:
+        assert set(b) == {"label", "score", "box"} and b["label"] in [str(d) for d in range(10)]
+        assert 0.3 <= b["score"] <= 1.0 and len(b["box"]) == 4
+    # at threshold 0 the answer lists top_k boxes, inside the image and best first
+    raw = model.run(model.prepare(image=str(CANVAS.parent / row["image"]), audio=str(CANVAS.parent / row["audio"])))
+    entry = {**model.outputs["boxes"], "threshold": 0.0}
+    boxes = kinds.task_kind("boxes").answer(entry, raw["boxes"][0])["boxes"]
+    assert len(boxes) == entry["params"]["top_k"]
+    assert [b["score"] for b in boxes] == sorted((b["score"] for b in boxes), reverse=True)
+    assert all(-48 <= v <= 144 for b in boxes for v in b["box"])
+    mask = np.asarray(answer["mask"]["mask"])
+    assert mask.shape == (96, 96) and mask.min() >= 0 and mask.max() < len(answer["mask"]["labels"])
+    assert sum(answer["mask"]["areas"].values()) == 96 * 96
+    assert answer["spoken"]["label"] in [str(d) for d in range(10)]
