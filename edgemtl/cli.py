@@ -214,6 +214,7 @@ def _open_run(args, flag_sets: list | None = None):
     """The run and its recipe with this call's --set / --data (and the command's flags as overrides), every
     argument checked before any model, data or TensorFlow is loaded."""
     from .recipe import load_recipe
+    from .runcheck import check_run
     from .rundir import RunDir
 
     allowed = RUN_SET_KEYS[args.command]
@@ -224,7 +225,9 @@ def _open_run(args, flag_sets: list | None = None):
             raise EdgemtlError(f"--set {item}: {args.command} takes only {keys} keys (the run's models were built "
                                f"from the rest of RUN/recipe.yaml)")
     run = RunDir(args.run)
-    return run, load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
+    recipe = load_recipe(run.require_recipe(), sets + (flag_sets or []), getattr(args, "data", None))
+    check_run(run, recipe)
+    return run, recipe
 
 
 def _split(value: str | None) -> list | None:
@@ -315,6 +318,11 @@ def cmd_bench(args) -> Result:
 
     threads = _numbers("--threads", args.threads)
     run, recipe = _open_run(args)
+    if args.student is not None:
+        have = [b.name for b in run.bundles()]
+        if args.student not in have:
+            raise EdgemtlError(f"--student {args.student}: no such bundle in {run.exports} (have: "
+                               f"{', '.join(have) or 'none'})")
     recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
                         max_seconds=args.max_seconds)
     text = run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench")
@@ -408,7 +416,7 @@ def cmd_env(args) -> Result:
     return Result(format_environment(info), info)
 
 
-RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack")  # they read or write an existing RUN
+RUN_COMMANDS = ("evaluate", "compress", "export", "bench", "pack", "report")  # they read and write an existing RUN
 
 
 def _lock_run_of(args) -> None:
@@ -417,6 +425,29 @@ def _lock_run_of(args) -> None:
 
     if args.command in RUN_COMMANDS and RunDir(args.run).recipe.is_file():
         lock_run(args.run)
+
+
+def refuse_repeated_flags(parser, command: str, argv: list) -> None:
+    """A single-valued flag given twice is an error, not last-wins (argparse would keep the last silently);
+    flags that collect values (--set) may repeat."""
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices[command]._actions
+    single = {s: a for a in actions if type(a) is argparse._StoreAction for s in a.option_strings}
+    every = [s for a in actions for s in a.option_strings if s.startswith("--")]
+    seen: dict = {}
+    tokens = argv[:argv.index("--")] if "--" in argv else argv
+    for i, token in enumerate(tokens):
+        flag, _, inline = token.partition("=")
+        if flag.startswith("--") and flag not in every:  # argparse takes unique prefixes: --mod for --model
+            longer = [s for s in every if s.startswith(flag)]
+            flag = longer[0] if len(longer) == 1 else flag
+        action = single.get(flag)
+        if action is None:
+            continue
+        value = inline if inline else (tokens[i + 1] if i + 1 < len(tokens) else "")
+        if action.dest in seen:
+            raise EdgemtlError(f"{flag} is given twice ({seen[action.dest]!r}, then {value!r}): give it once")
+        seen[action.dest] = value
 
 
 def _terminated(signum, frame):
@@ -492,6 +523,7 @@ def main(argv=None) -> int:
     as_json = bool(getattr(args, "json", False)) and args.command != "predict"
     previous = _on_sigterm(_terminated)
     try:
+        refuse_repeated_flags(parser, args.command, list(argv if argv is not None else sys.argv[1:]))
         _lock_run_of(args)
         if args.command == "predict":
             args.func(args, extra)
@@ -508,6 +540,14 @@ def main(argv=None) -> int:
             raise
         return _print_errors([f"'edgemtl {args.command}' needs the training dependencies: {TRAIN_HINT} "
                               f"({missing} cannot be imported)"], 2, as_json)
+    except Exception as e:  # noqa: BLE001 - only a full disk is answered here; anything else propagates
+        from .runsafety import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "a file of the command"
+        return _print_errors([f"{where}: cannot write: the disk is full (no space left on device); files written "
+                              f"before are kept"], 2, as_json)
     except KeyboardInterrupt:
         print("\ninterrupted: what was saved is kept; continue with --resume", file=sys.stderr)
         return 130

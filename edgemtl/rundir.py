@@ -1,15 +1,38 @@
-"""Run-directory layout and atomic writes: an interrupted stage never leaves a half file that looks done."""
-import fcntl
+"""Run-directory layout (RunDir: every path of a run). The writes themselves, temporaries, markers and the run lock
+are in runsafety.py, re-exported here for the modules that import them from rundir."""
+import errno
 import logging
 import os
 import platform
-import shutil
 import tempfile
 from pathlib import Path
 
-from . import jsonio
 from .artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from .errors import EdgemtlError
+from .runsafety import (  # noqa: F401 - re-exported
+    LEGACY_H5_FILE,
+    LOCK_FILE,
+    MODEL_FILE,
+    QAT_WEIGHTS_FILE,
+    RUN_MARKER,
+    TMP_PREFIX,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    check_replaceable_run,
+    clean_run_temporaries,
+    clear_run_dir,
+    is_edgemtl_run,
+    kill_point,
+    lock_run,
+    mark_run,
+    refuse_legacy_h5,
+    release_run_locks,
+    remove_stale_temporaries,
+    remove_tree,
+    system_temp_prefix,
+    write_error,
+)
 
 log = logging.getLogger("edgemtl")
 
@@ -204,6 +227,17 @@ class RunDir:
         first = self.recipe.read_text().splitlines()[0] if self.recipe.exists() else ""
         return first.split(":", 1)[1].strip() if first.startswith("# recipe_hash:") else "?"
 
+    def scratch(self, what: str) -> Path:
+        """A new scratch folder RUN/.tmp-<pid>-<what>-*: inside the run (not the system temp folder), so what a kill
+        leaves is removed when the next writing command takes the run lock. A read-only run: the system temp."""
+        prefix = f"{TMP_PREFIX}{os.getpid()}-{what}-"
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise write_error(self.root / prefix, e) or e from None
+            return Path(tempfile.mkdtemp(prefix=system_temp_prefix(what)))
+
     def require_recipe(self) -> Path:
         if not self.recipe.exists():
             raise EdgemtlError(f"{self.root}: not a run directory (no recipe.yaml); train one with 'edgemtl train'")
@@ -232,177 +266,6 @@ def _bundles_in(folder: Path) -> list[ArtifactId]:
         elif (path / MANIFEST_FILE).is_file():
             found.append(ArtifactId.parse(path.name))
     return sorted(found)
-
-
-def atomic_write_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: a report should be as readable as any other file
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path, data) -> None:
-    """Strict JSON (jsonio.dumps): numpy values become plain numbers, NaN/Infinity become null, so every file edgemtl
-    writes is valid JSON for other tools. Files whose values can be missing say why (jsonio.NULL_REASONS)."""
-    atomic_write_text(path, jsonio.dumps(data, with_reasons=True))
-
-
-def atomic_save(path, save_fn) -> None:
-    """Call save_fn(tmp_path) then move the result (file or directory) into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    try:
-        save_fn(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
-    if path.is_dir():
-        remove_tree(path)
-    os.replace(tmp, path)
-
-
-# --- safety: temporaries, run markers, locks, legacy model files -------------------------------------------------
-TMP_PREFIX = ".tmp-"  # .tmp-<pid>-<name>: what a write in progress (or killed) leaves; never an artifact
-RUN_MARKER = ".edgemtl-run"  # written into every run directory edgemtl creates: only such folders are ever deleted
-LOCK_FILE = ".lock"
-MODEL_FILE, QAT_WEIGHTS_FILE, LEGACY_H5_FILE = "model.keras", "model.qat-weights.h5", "model.h5"
-_held_locks: dict = {}  # resolved run root -> open lock file (flock is held while it stays open)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder) -> None:
-    """Delete .tmp-<pid>-* entries of `folder` whose process is gone (a kill between writing and renaming)."""
-    for entry in Path(folder).glob(f"{TMP_PREFIX}*"):
-        pid = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() \
-                else entry.unlink(missing_ok=True)
-
-
-def remove_tree(path) -> None:
-    """Delete a folder so that a kill part-way never leaves it half there: rename it to a temporary name first."""
-    path = Path(path)
-    doomed = path.parent / f"{TMP_PREFIX}{os.getpid()}-deleted-{path.name}"
-    shutil.rmtree(doomed, ignore_errors=True)
-    os.replace(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def mark_run(root) -> None:
-    """RUN/.edgemtl-run: this folder was made by edgemtl (and may be replaced by --overwrite)."""
-    from . import __version__
-
-    marker = Path(root) / RUN_MARKER
-    if not marker.exists():
-        atomic_write_text(marker, f"edgemtl {__version__}\n")
-
-
-def is_edgemtl_run(root) -> bool:
-    """A run directory edgemtl made: its marker, or (runs made before the marker) a recipe.yaml with the hash line."""
-    root = Path(root)
-    if (root / RUN_MARKER).is_file():
-        return True
-    recipe = root / "recipe.yaml"
-    try:
-        with open(recipe, "rb") as f:
-            return f.read(15) == b"# recipe_hash: "
-    except OSError:
-        return False
-
-
-def check_replaceable_run(root, protected=()) -> None:
-    """Refuse (naming the folder) to delete anything but a run directory edgemtl made, or one holding a
-    protected path (the recipe file, its data source)."""
-    root = Path(root)
-    if root.is_symlink() or not root.is_dir():
-        raise EdgemtlError(f"{root}: --overwrite replaces run directories only, and this is not a folder")
-    if not is_edgemtl_run(root):
-        raise EdgemtlError(f"{root}: not a run directory made by edgemtl (no {RUN_MARKER}); --overwrite never "
-                           f"deletes other folders: choose another --out")
-    resolved = root.resolve()
-    for path in protected:
-        if path and _inside(Path(path).resolve(), resolved):
-            raise EdgemtlError(f"{root}: holds {path}; --overwrite would delete it: choose another --out")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def clear_run_dir(root, protected=()) -> None:
-    """--overwrite: empty a run directory edgemtl made (keeping its lock file, which this process holds)."""
-    check_replaceable_run(root, protected)
-    lock_run(root)
-    for entry in Path(root).iterdir():
-        if entry.name == LOCK_FILE:
-            continue
-        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-
-
-def lock_run(root) -> None:
-    """Hold an exclusive lock on RUN/.lock until release_run_locks() (or exit): two edgemtl processes writing one
-    run would race on the same files. Taken again by the same process, it is a no-op."""
-    root = Path(root)
-    key = str(root.resolve())
-    if key in _held_locks:
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        f = open(root / LOCK_FILE, "a+")
-    except OSError:  # a read-only copy (e.g. a packed run on a device): nothing can be written there to race on
-        return
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise EdgemtlError(f"{root} is in use by another edgemtl process (pid {holder}); wait for it to finish") \
-            from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    _held_locks[key] = f
-
-
-def release_run_locks() -> None:
-    for f in _held_locks.values():
-        f.close()
-    _held_locks.clear()
-
-
-def refuse_legacy_h5(model_dir) -> None:
-    """A full Keras model in the legacy .h5 format runs code on load (its Lambda layers' bytecode: tf_keras ignores
-    safe_mode there), so edgemtl never loads one; a planted model.h5 is named, not skipped silently."""
-    legacy = Path(model_dir) / LEGACY_H5_FILE
-    if legacy.exists():
-        raise EdgemtlError(f"{legacy}: edgemtl never loads legacy .h5 model files (they can run code on load); "
-                           f"models are {MODEL_FILE} (loaded in safe mode) or {QAT_WEIGHTS_FILE} (weights only): "
-                           f"remove it, or run compress again if an older edgemtl wrote it")
 
 
 def environment_info(seed: int) -> dict:

@@ -16,6 +16,7 @@ from .artifacts import single_task_name
 from .errors import EdgemtlError
 from .names import TEACHER
 from .recipe import Recipe, load_recipe, recipe_hash
+from .runcheck import check_run, write_fingerprint
 from .rundir import (
     RunDir,
     atomic_write_json,
@@ -48,6 +49,7 @@ def init_run(recipe: Recipe, out, resume: bool = False, overwrite: bool = False,
     lock_run(run.root)
     mark_run(run.root)
     write_recipe(run, recipe)
+    write_fingerprint(run, recipe)
     atomic_write_json(run.env, environment_info(recipe.seed))
     return run
 
@@ -70,7 +72,9 @@ def write_recipe(run: RunDir, recipe: Recipe):
 def open_run(path, data=None) -> tuple[RunDir, dict]:
     """The run and its recipe; data: its manifest at another path than the recipe's data.source."""
     run = RunDir(path)
-    return run, load_recipe(run.require_recipe(), data=data)
+    recipe = load_recipe(run.require_recipe(), data=data)
+    check_run(run, recipe)
+    return run, recipe
 
 
 log = logging.getLogger("edgemtl")
@@ -179,14 +183,20 @@ def _single_task(ctx: RunContext) -> str:
 
 
 def _evaluate(ctx: RunContext) -> str:
-    from .train.evaluate import evaluate_model, format_scores
+    from .model_metrics import read_metrics
+    from .train.evaluate import evaluate_model, format_patterns, format_scores
 
     models = ctx.models or tuple(ctx.run.models())
     tables = []
     for name in models:
         scores = evaluate_model(ctx.run, ctx.recipe, ctx.data, name)
         table = format_scores(scores, ctx.recipe.tasks)
+        by_pattern = format_patterns(read_metrics(ctx.run, name).get("patterns"), ctx.recipe.tasks)
+        table = f"{table}\n\n{by_pattern}" if by_pattern else table
         tables.append(table if len(models) == 1 else f"{name}:\n{table}")
+    from .reports.transfer import update_transfer
+
+    update_transfer(ctx.run, ctx.recipe)  # teacher metrics.json "transfer": Δm and per-task verdicts
     return "\n\n".join(tables)
 
 

@@ -103,19 +103,20 @@ def test_cnn_stem_stride_halves_every_block_and_keeps_the_weights(tmp_path):
     assert_runs(strided, data)
 
 
-def test_modality_dropout_zeroes_whole_modalities_in_training_only(tmp_path):
+def test_modality_dropout_drops_whole_modalities_to_the_absent_vector_in_training_only(tmp_path):
     recipe = fashion_recipe(tmp_path)
     recipe = dataclasses.replace(recipe, fusion=dataclasses.replace(recipe.fusion, modality_dropout=0.5))
     model, data = build_on(recipe)
-    layers = [model.get_layer(f"{i.name}_modality_dropout") for i in recipe.inputs]
+    layers = [model.get_layer(f"{i.name}_absent") for i in recipe.inputs]
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     vectors = probe({k: v[:32] for k, v in data["train"].x.items()})
     for layer, before in zip(layers, vectors):
+        layer.absent.assign(np.full(layer.absent.shape, 7.0, np.float32))  # a learned absent vector, not zeros
         np.testing.assert_array_equal(layer(before, training=False), before)
         after, before = layer(before, training=True).numpy(), before.numpy()
-        zero = np.all(after == 0, axis=1) & np.any(before != 0, axis=1)
-        assert 0 < zero.sum() < len(zero)  # some rows lose this modality, not all
-        np.testing.assert_allclose(after[~zero], 2 * before[~zero], rtol=1e-5)  # the rest is scaled by 1 / (1 - p)
+        dropped = np.all(after == 7.0, axis=1)
+        assert 0 < dropped.sum() < len(dropped)  # some rows lose this modality, not all
+        np.testing.assert_array_equal(after[~dropped], before[~dropped])  # the rest is unchanged (no rescaling)
 
 
 def test_inputs_and_outputs_are_named_and_typed_as_on_a_device(tmp_path):

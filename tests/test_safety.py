@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fuzz.test_runtime_fuzz import session_run  # noqa: F401 - fixture (EDGEMTL_FUZZ_RUN)
 
 from conftest import AV_RECIPE, DEMO, REPO, TINY_AV, set_args
 from edgemtl.cli import main
@@ -298,9 +299,9 @@ def test_a_second_writer_on_a_run_gets_one_clear_error(tiny_run, tmp_path, capsy
     assert "in use" not in capsys.readouterr().err
 
 
-def test_sigterm_during_export_leaves_no_temporary_folder(tiny_run, tmp_path):
+def test_sigterm_during_export_leaves_no_temporary_folder(session_run, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard"))
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard", ".lock"))
     temp = tmp_path / "temp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(REPO)}
@@ -308,13 +309,13 @@ def test_sigterm_during_export_leaves_no_temporary_folder(tiny_run, tmp_path):
                              "--precision", "fp32,fp16,dynamic"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and not list(temp.glob("edgemtl-export-*")) and proc.poll() is None:
+    while time.time() < deadline and not list(run.glob(".tmp-*-export-*")) and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the export ended before it could be stopped"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert not list(temp.glob("edgemtl-export-*"))
+    assert not list(run.glob(".tmp-*")) and not list(temp.glob("edgemtl-*"))  # scratch folders are in the run
     assert not list((run / "exports").glob(".tmp-*"))
 
 
@@ -350,3 +351,142 @@ def test_kill_while_the_finished_model_is_saved_then_resume_finishes_it(av_recip
     assert (teacher / "model.keras").read_bytes() == best
     assert (teacher / "saved_model" / "saved_model.pb").exists() and not (teacher / "backup").exists()
     assert summary["epochs_run"] == av_recipe.training.epochs
+
+
+# --- file modes, full disks -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(umask, mode, session_run, tmp_path, capsys):  # noqa: F811
+    from edgemtl.rundir import atomic_save, atomic_write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("exports", "models", "cache", ".lock"))
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "x.json", {})
+        atomic_save(tmp_path / "folder", lambda p: (p.mkdir(), (p / "f.txt").write_text("x")))
+        assert main(["report", str(run)]) == 0
+        manifest = _manifest(tmp_path / "rows.csv", _demo_rows(2))
+        assert main(["predict", str(session_run / "exports" / BUNDLE), "--manifest", str(manifest),
+                     "--out", str(tmp_path / "answers.csv")]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "x.json", tmp_path / "folder" / "f.txt", run / "report.md", tmp_path / "answers.csv"):
+        assert path.stat().st_mode & 0o777 == mode, f"{path}: {oct(path.stat().st_mode & 0o777)}"
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+    capsys.readouterr()
+
+
+def test_a_failing_write_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+    """Any OS error while writing (here a full disk, injected) removes the temporary and keeps the old file."""
+    import errno
+
+    from edgemtl import runsafety
+    from edgemtl.errors import EdgemtlError
+
+    target = tmp_path / "metrics.json"
+    runsafety.atomic_write_json(target, {"old": 1})
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fd, *a, **k):
+            self.f = real(fd, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runsafety.os, "fdopen", Full)
+    with pytest.raises(EdgemtlError, match=f"{target}: cannot write: the disk is full"):
+        runsafety.atomic_write_json(target, {"new": 1})
+    with pytest.raises(EdgemtlError, match="folder: cannot write: the disk is full"):
+        runsafety.atomic_save(tmp_path / "folder", lambda p: (p.mkdir(), (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device"))))
+    monkeypatch.undo()
+    assert target.read_text() == '{\n  "old": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A small tmpfs, filled up once the test has copied what it needs (mount needs root: skipped otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up here ({(done.stderr or done.stdout).strip()[:200]})")
+
+    def fill():
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for size in (4096, 512, 1):  # the last partial blocks too
+            try:
+                with open(disk / f"filler-{size}", "wb") as f:
+                    while True:
+                        f.write(b"\0" * size)
+                        f.flush()
+            except OSError:
+                pass
+
+    yield disk, fill
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_error_and_loses_nothing(full_disk, session_run, capsys):  # noqa: F811
+    disk, fill = full_disk
+    run = disk / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("single-*", "tensorboard", "saved_model", "cache",
+                                                                 "rejected", "*-int8*", "*-fp16", "*-dynamic",
+                                                                 "teacher-c-*", "bench", ".lock"))
+    fill()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for command, named in ((["report", run], "report.md"),
+                           (["evaluate", run, "--model", "teacher"], str(run)),  # metrics.json (split.csv: older runs)
+                           (["export", run, "--model", "teacher", "--format", "onnx", "--precision", "fp32"], str(run)),
+                           (["train", AV_RECIPE, "--out", disk / "new"] + set_args(TINY_AV), str(disk / "new"))):
+        assert main([str(a) for a in command]) == 2, command
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        err = errors[0]
+        assert named in err and "the disk is full" in err, err
+        after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert after == before, command  # every earlier file intact
+        assert not list(disk.rglob(".tmp-*")), list(disk.rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("error", ["oserror", "wrapped"])
+def test_a_full_disk_anywhere_in_a_command_is_one_error_line(error, session_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A write outside the atomic helpers (an append, a library's own file: TensorBoard, SavedModel) that hits a full
+    disk ends the command with one line naming the file where the error does, not a traceback."""
+    import errno
+
+    from edgemtl.reports import run_report
+
+    run = tmp_path / "run"
+    shutil.copytree(session_run, run, ignore=shutil.ignore_patterns("exports", "models", "cache", ".lock"))
+    events = str(run / "tensorboard" / "events")
+    raised = (OSError(errno.ENOSPC, "No space left on device", events) if error == "oserror"
+              else RuntimeError("ResourceExhausted: saved_model.pb: No space left on device"))
+
+    def full(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(run_report, "write_report", full)
+    assert main(["report", str(run)]) == 2
+    err = _one_error(capsys)
+    assert "the disk is full" in err
+    assert (events in err) if error == "oserror" else "a file of the command" in err
+    monkeypatch.setattr(run_report, "write_report", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError):  # anything else is not hidden
+        main(["report", str(run)])

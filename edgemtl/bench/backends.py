@@ -59,9 +59,10 @@ def ort_node_placement(target, provider: str, feeds: dict) -> dict:
 
     import onnxruntime as ort
 
+    from ..runsafety import system_temp_prefix
     from ..runtime.manifest import BundleManifest
 
-    with tempfile.TemporaryDirectory(prefix="edgemtl-ort-profile-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=system_temp_prefix("ort-profile")) as tmp:
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.log_severity_level = 3

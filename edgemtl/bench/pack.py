@@ -13,7 +13,7 @@ from ..data.dataset import load_table
 from ..data.manifest import split_rows
 from ..errors import EdgemtlError
 from ..recipe.schema import Recipe
-from ..rundir import TMP_PREFIX, RunDir, atomic_write_text, remove_stale_temporaries, remove_tree
+from ..rundir import TMP_PREFIX, RunDir, atomic_write_text, kill_point, remove_stale_temporaries, remove_tree
 from ..stages import write_recipe
 from .run import bundles
 
@@ -35,6 +35,7 @@ def pack_run(run: RunDir, recipe: Recipe, out: Path, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # the earlier pack, if any, is untouched
         raise
+    kill_point("pack-before-rename")
     if final.exists():
         remove_tree(final)
     os.replace(out, final)

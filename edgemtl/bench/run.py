@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
     runs, batch = runs or cfg.runs, batch or cfg.batch
     max_seconds = max_seconds or cfg.max_seconds
     jobs, skipped = plan_jobs(run, recipe, backends or cfg.backends or list(BACKENDS), threads)
-    tmp = Path(tempfile.mkdtemp(prefix="edgemtl-bench-"))
+    tmp = run.scratch("bench")  # in the run: a kill's leftovers go at the next start
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}

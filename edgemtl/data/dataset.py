@@ -10,8 +10,10 @@ from .. import jsonio, kinds
 from ..errors import EdgemtlError, did_you_mean
 from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
+from ..runcheck import check_labels
 from ..rundir import LABELS_FILE, SPLIT_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
+from .optional import decode_optional
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger("edgemtl")
@@ -168,7 +170,7 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     decoded, skipped = {}, []
     for name in splits:
         part = table.take(index[name][:rows_per_split])
-        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers)
+        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers, training=name == "train")
         skipped += [m for m in bad if m not in skipped]  # a val row is in train too under train_on_val
     if "train" in decoded and len(decoded["train"]) == 0:
         first = f" (first: {skipped[0]})" if skipped else ""
@@ -231,7 +233,7 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     path = Path(preprocess_dir) if preprocess_dir else None
     vocab_inputs = [i for i in recipe.inputs if kinds.modality(i.type).has_vocabulary]
     if path and (path / LABELS_FILE).exists():
-        labels = jsonio.read(path / LABELS_FILE, "label vocabulary")
+        labels = check_labels(jsonio.read(path / LABELS_FILE, "label vocabulary"), recipe, path / LABELS_FILE)
         tokenizers = {i.name: kinds.modality(i.type).load_tokenizer(i, path) for i in vocab_inputs}
         return labels, tokenizers
     names = label_names(recipe, train)  # labels_array resolved: the classes keep the names' order
@@ -249,10 +251,14 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
     return labels, tokenizers
 
 
-def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict):
+def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict, training: bool = False):
     x, bad = {}, {}
     for inp in recipe.inputs:
-        x[inp.name], problems = kinds.modality(inp.type).decode(inp, table, tokenizers.get(inp.name))
+        if inp.optional:  # an empty cell: the input is absent for that row (data/optional.py), not a bad row
+            arrays, problems = decode_optional(inp, table, tokenizers.get(inp.name), training, recipe.seed)
+            x.update(arrays)
+        else:
+            x[inp.name], problems = kinds.modality(inp.type).decode(inp, table, tokenizers.get(inp.name))
         for i, p in problems.items():
             bad.setdefault(i, p)
     messages = [f"{table.where(i)}: {p}" for i, p in sorted(bad.items())]

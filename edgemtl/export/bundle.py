@@ -5,14 +5,17 @@ from pathlib import Path
 
 from .. import __version__, kinds
 from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
+from ..presence import presence_name
 from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from ..rundir import RunDir, atomic_save
 from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, Memory, ParityReport, Quantization, RuntimeConfig
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
-    """The manifest entry of an input; spec: the exported signature's TensorSpec (dtype and shape as exported)."""
-    return kinds.modality(inp.type).manifest_entry(inp, spec.dtype.name, spec.shape[1:])
+    """The manifest entry of an input; spec: the exported signature's TensorSpec (dtype and shape as exported). An
+    optional input names its presence input (a model input of its own, not an entry)."""
+    entry = kinds.modality(inp.type).manifest_entry(inp, spec.dtype.name, spec.shape[1:])
+    return {**entry, "optional": True, "presence": presence_name(inp.name)} if inp.optional else entry
 
 
 def output_entry(task: TaskSpec, label_spec: dict) -> dict:

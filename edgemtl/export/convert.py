@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from .. import __version__, kinds
 from ..artifacts import ArtifactId
 from ..errors import EdgemtlError
+from ..presence import PRESENT_SUFFIX, has_patterns, patterns
 from ..recipe import recipe_hash
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
@@ -33,12 +33,27 @@ def calibration_rows(split, tasks: list, n: int, seed: int) -> np.ndarray:
     if len(split) < MIN_CALIBRATION_ROWS:
         raise EdgemtlError(f"calibration split too small: the training split has {len(split)} rows, "
                            f"full-int8 calibration needs at least {MIN_CALIBRATION_ROWS}")
-    chosen = []
+    chosen = _pattern_rows(split, seed)
     for t in tasks:
         chosen += kinds.task_kind(t.type).covering_rows(split.y[t.name])
     rng = np.random.default_rng(seed)
     rest = [i for i in rng.permutation(len(split)) if i not in set(chosen)]
     return np.array(list(dict.fromkeys(chosen + rest))[:max(n, MIN_CALIBRATION_ROWS)])
+
+
+PATTERN_CALIBRATION_ROWS = 10  # rows of each presence pattern at least (optional inputs)
+
+
+def _pattern_rows(split, seed: int) -> list[int]:
+    """With optional inputs: a few rows of every presence pattern (e.g. with and without a photo), so int8 ranges
+    are calibrated on both the encoder's vectors and the absent vector."""
+    x = getattr(split, "x", None) or {}
+    if not has_patterns(x):
+        return []
+    rows = patterns(x, [k for k in x if not k.endswith(PRESENT_SUFFIX)])
+    rng = np.random.default_rng(seed)
+    return [int(i) for p in sorted(set(rows))
+            for i in rng.permutation(np.flatnonzero(rows == p))[:PATTERN_CALIBRATION_ROWS]]
 
 
 def calibration_samples(split, tasks: list, n: int, seed: int) -> tuple[dict, ...]:
@@ -66,7 +81,7 @@ class Converter:
         self.samples = tuple(samples)
         self.metadata = {"edgemtl.recipe": recipe.name, "edgemtl.recipe_hash": run.recipe_hash(),
                          **(metadata or {})}
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgemtl-export-"))
+        self.workdir = run.scratch("export")  # in the run: a kill's leftovers go at the next start
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
 
     def __enter__(self) -> Converter:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import kinds
 from ..errors import EdgemtlError
+from ..presence import has_patterns, patterns
 from ..recipe.schema import Recipe, TaskSpec
 from ..runtime.manifest import KERNELS, ParityReport, RuntimeConfig, TaskParity
 from . import parity
@@ -30,6 +31,7 @@ class GateData:
     tasks: tuple[TaskSpec, ...]
     labels: Mapping  # preprocess/labels.json entries, by task
     tolerance: Mapping[str, float]  # allowed metric drop per task (reduced precisions)
+    patterns: object = None  # the presence pattern of every test row (optional inputs), else None
 
 
 def gate_data(model, recipe: Recipe, data) -> GateData:
@@ -39,7 +41,8 @@ def gate_data(model, recipe: Recipe, data) -> GateData:
     cfg = recipe.export
     return GateData(x=test.x, y=test.y, reference=model.predict(test.x, batch_size=256, verbose=0), tasks=tasks,
                     labels=data.labels, tolerance={t.name: cfg.tolerance.get(t.name, cfg.default_tolerance)
-                                                   for t in tasks})
+                                                   for t in tasks},
+                    patterns=patterns(test.x, [i.name for i in recipe.inputs]) if has_patterns(test.x) else None)
 
 
 def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, runtime: str | None = None,
@@ -48,7 +51,7 @@ def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, ru
     report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given. runtime:
     "tflm" runs it in TFLite Micro; memory: filled with the arena it measured there."""
     verdict = parity.check(path, precision, gate.x, gate.y, gate.reference, list(gate.tasks), gate.labels,
-                           dict(gate.tolerance), runtime=runtime)
+                           dict(gate.tolerance), patterns=gate.patterns, runtime=runtime)
     if memory is not None and verdict.get("memory"):
         memory.update(verdict["memory"])
     tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
@@ -56,7 +59,8 @@ def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, ru
         io.update(verdict["io"])
     return ParityReport(deployable=bool(verdict["deployable"]), reason=verdict["reason"], tasks=tasks,
                         rows=verdict.get("rows"), outputs_digest=verdict.get("outputs_digest"),
-                        runtime=runtime_config(verdict["runtime"]), null_reasons=verdict.get("null_reasons") or {})
+                        runtime=runtime_config(verdict["runtime"]), null_reasons=verdict.get("null_reasons") or {},
+                        patterns=verdict.get("patterns") or {})
 
 
 def runtime_config(measured: dict) -> RuntimeConfig:

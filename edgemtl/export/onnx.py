@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runsafety import system_temp_prefix
 from .signature import input_specs
 
 
@@ -91,7 +92,7 @@ def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as tmp, _root_notices_hidden():
+    with tempfile.TemporaryDirectory(prefix=system_temp_prefix("onnx-int8")) as tmp, _root_notices_hidden():
         cwd = os.getcwd()
         os.chdir(tmp)
         try:

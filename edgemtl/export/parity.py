@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import kinds
 from ..kinds.base import finite
+from ..runsafety import system_temp_prefix
 from ..runtime.backends import outputs_digest
 
 FLOAT_ATOL = 1e-4
@@ -48,7 +49,7 @@ def run_candidate(path, x: dict, timeout: float | None = None,
     """(outputs or None, facts) of one file run in a child: facts carry the runtime config it ran on, and `error`
     when the runtime refused or crashed on the file."""
     choice = runtime_choice(path, runtime)
-    with tempfile.TemporaryDirectory(prefix="edgemtl-gate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=system_temp_prefix("gate")) as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "x.npz", **x)
         job = {"model": str(path), "inputs": str(tmp / "x.npz"), "outputs": str(tmp / "out.npz"),
@@ -81,8 +82,10 @@ def int8io_problems(facts: dict) -> list[str]:
 
 
 def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, labels: dict, tolerance: dict,
-          timeout: float | None = None, runtime: str | None = None) -> dict:
-    """runtime: "tflm" runs the file in TFLite Micro (the micro format: integer I/O required, its arena measured)."""
+          timeout: float | None = None, patterns=None, runtime: str | None = None) -> dict:
+    """patterns: one presence pattern per test row (optional inputs, presence.patterns), or None: a reduced
+    precision must then keep every task within its tolerance on the rows of each pattern too. runtime: "tflm" runs
+    the file in TFLite Micro (the micro format: integer I/O required, its arena measured)."""
     outputs, facts = run_candidate(path, x, timeout, runtime)
     integer_io = precision == "int8io" or runtime == "tflm"
     runtime = {k: v for k, v in facts.items() if k in ("kernels", "threads", "graph_optimization", "provider",
@@ -116,7 +119,38 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
             problems.append(f"{name}: {row['metric']} {row['artifact']:.4f} vs {row['keras']:.4f} "
                             f"(drop {row['drop']:.4f} > tolerance {tolerance.get(name, 0.01):g})")
         result[name] = row
+    by_pattern = {}
+    if patterns is not None and len(set(patterns)) > 1:
+        by_pattern, pattern_problems = _pattern_parity(outputs, y, reference, tasks, labels, tolerance, patterns,
+                                                       judged=precision != "fp32")
+        problems += pattern_problems
     return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0].name]),
-            "runtime": runtime, "io": facts.get("io"),
+            "patterns": by_pattern, "runtime": runtime, "io": facts.get("io"),
             "outputs_digest": outputs_digest(outputs, [t.name for t in tasks]), "null_reasons": reasons,
             "memory": facts.get("memory")}
+
+
+def _pattern_parity(outputs: dict, y: dict, reference: dict, tasks: list, labels: dict, tolerance: dict, patterns,
+                    judged: bool) -> tuple[dict, list[str]]:
+    """Per presence pattern: rows, and per task the Keras and artifact metric and the drop; with `judged`, a drop
+    beyond the task's tolerance on any pattern's rows is a problem (fp32 is judged on every output already)."""
+    out, problems = {}, []
+    for pattern in sorted(set(patterns)):
+        mask = np.asarray(patterns) == pattern
+        rows = {}
+        for t in tasks:
+            tk, std = kinds.task_kind(t.type), labels[t.name].get("std", 1.0)
+            ref = reference[t.name][mask]
+            got = outputs[t.name].reshape(reference[t.name].shape)[mask]
+            ref_m, got_m = tk.score(y[t.name][mask], ref, t.threshold, std), tk.score(y[t.name][mask], got,
+                                                                                      t.threshold, std)
+            drop = (float(ref_m["score"] - got_m["score"]) if finite(ref_m["score"]) and finite(got_m["score"])
+                    else None)
+            rows[t.name] = {"metric": tk.primary_metric, "keras": ref_m[tk.primary_metric],
+                            "artifact": got_m[tk.primary_metric], "drop": drop}
+            if judged and drop is not None and drop > tolerance.get(t.name, 0.01) + 1e-12:
+                problems.append(f"{t.name} on '{pattern}' rows: {tk.primary_metric} {rows[t.name]['artifact']:.4f} vs "
+                                f"{rows[t.name]['keras']:.4f} (drop {drop:.4f} > tolerance "
+                                f"{tolerance.get(t.name, 0.01):g})")
+        out[pattern] = {"rows": int(mask.sum()), "tasks": rows}
+    return out, problems

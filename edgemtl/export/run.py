@@ -117,7 +117,7 @@ class ModelExport:
         inputs = {i.name: i for i in self.recipe.inputs}
         manifest = build_manifest(
             self.run, self.recipe, aid, fmt.model_file,
-            [input_entry(inputs[name], spec) for name, spec in self.specs.items()],
+            [input_entry(inputs[name], spec) for name, spec in self.specs.items() if name in inputs],
             [output_entry(t, self.data.labels[t.name]) for t in self.gate.tasks],
             self._quantization(aid, path, report, wraps), report, self._memory(aid, path))
         return place_bundle(self.run, aid, files, manifest, report)

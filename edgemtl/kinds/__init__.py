@@ -88,5 +88,6 @@ def mix_batch(x: Mapping, modalities: Mapping[str, str]) -> dict:
     out = {}
     for name, v in x.items():
         w = tf.reshape(lam, [-1] + [1] * (len(v.shape) - 1))
-        out[name] = modality(modalities[name]).mix(v, tf.gather(v, partner), w)
+        # a presence flag (an optional input's `<name>_present`) blends as a number: a partly present modality
+        out[name] = modality(modalities.get(name, "numeric")).mix(v, tf.gather(v, partner), w)
     return out

@@ -3,11 +3,13 @@ import numpy as np
 
 from .. import kinds
 from ..errors import EdgemtlError
+from ..presence import PRESENCE_DTYPE, presence_name
 from ..recipe.schema import Recipe, TaskSpec
 from ..tfk import keras
 from .encoders import EncoderContext
 from .files import ACCEPTED, copy_layer_weights, load_model_file, source_layers
-from .fusion import fuse, trunk
+from .fusion import fuse, present_vectors
+from .towers import trunk
 
 
 def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
@@ -19,11 +21,12 @@ def numeric_stats(recipe: Recipe, train_x: dict) -> dict:
 def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tasks=None, name="model"):
     """Build the model for `tasks` (default: all recipe tasks)."""
     tasks = tasks if tasks is not None else recipe.tasks
-    inputs, vectors, maps = {}, [], {}
+    inputs, vectors, presences, maps = {}, [], [], {}
     for inp in recipe.inputs:
         mk = kinds.modality(inp.type)
         x = keras.Input(shape=mk.input_shape(inp), dtype=mk.dtype, name=inp.name)
         inputs[inp.name] = x
+        presences.append(_presence_input(inp, inputs))
         spec = inp.encoder
         tok = tokenizers.get(inp.name)
         ctx = EncoderContext(inp, len(tok.vocab) if tok else 0, stats.get(inp.name))
@@ -32,9 +35,9 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
         if spec.dropout:
             v = keras.layers.Dropout(spec.dropout, name=f"{inp.name}_dropout")(v)
         vectors.append(v)
-    vectors = _modality_dropout(vectors, recipe)
-    shared = trunk(fuse(vectors, recipe.fusion), recipe.trunk)
-    outputs = {t.name: _head(t, shared, recipe, inputs, labels, tokenizers, maps) for t in tasks}
+    vectors = present_vectors(vectors, presences, [i.name for i in recipe.inputs], recipe.fusion.modality_dropout)
+    towers = trunk(fuse(vectors, recipe.fusion), recipe.trunk, [t.name for t in tasks])
+    outputs = {t.name: _head(t, towers[t.name], recipe, inputs, labels, tokenizers, maps) for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model
@@ -72,14 +75,13 @@ def _match(task: TaskSpec, recipe: Recipe, inputs: dict, labels: dict, tokenizer
     return kinds.task_kind(task.type).label_match(inputs[source], task, labels[task.name], tokenizers[source], where)
 
 
-def _modality_dropout(vectors: list, recipe: Recipe) -> list:
-    """Zero each modality's whole vector for a training row with the recipe's chance (noise shape: one draw per
-    row and modality), so no modality leans on another; a model with one modality gets none."""
-    rate = recipe.fusion.modality_dropout
-    if not rate or len(vectors) < 2:
-        return vectors
-    return [keras.layers.Dropout(rate, noise_shape=(None, 1), name=f"{inp.name}_modality_dropout")(v)
-            for v, inp in zip(vectors, recipe.inputs)]
+def _presence_input(inp, inputs: dict):
+    """An optional input's presence flag, a model input of its own ([batch, 1] float32: 1 present, 0 absent)."""
+    if not inp.optional:
+        return None
+    name = presence_name(inp.name)
+    inputs[name] = keras.Input(shape=(1,), dtype=PRESENCE_DTYPE, name=name)
+    return inputs[name]
 
 
 def _load_encoder_weights(model, recipe: Recipe):

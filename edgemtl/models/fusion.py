@@ -1,9 +1,29 @@
-"""Fusion of per-modality vectors into one, then the shared trunk."""
-from ..recipe.schema import FusionSpec, TrunkSpec
+"""Fusion of per-modality vectors into one (the trunk after it: towers.py)."""
+from ..recipe.schema import FusionSpec
 from ..tfk import keras
-from .layers import GatedFusion, WeightedFusion
+from .layers import AbsentVector, GatedFusion, WeightedFusion
 
 L = keras.layers
+
+
+def present_vectors(vectors: list, presences: list, names: list, modality_dropout: float) -> list:
+    """Each encoder's vector where its modality is present, its learned absent vector where not (AbsentVector).
+
+    Why a presence flag and an absent vector rather than masking inside the fusion: every fusion type (concat,
+    average, weighted, gated, attention) then works unchanged, the fused vector always has one size, and the
+    exported graph needs only a [batch, 1] float input per optional modality, which LiteRT, ONNX Runtime and int8
+    models all take. presences: per input, its presence input (None: always present). modality_dropout: in training
+    a row loses each modality with that chance (ModDrop), to the same absent state; a model with one input gets none.
+    """
+    rate = modality_dropout if len(vectors) >= 2 else 0.0
+    out = []
+    for v, p, name in zip(vectors, presences, names):
+        if p is None and not rate:
+            out.append(v)
+            continue
+        layer = AbsentVector(rate, name=f"{name}_absent")
+        out.append(layer(v if p is None else [v, p]))
+    return out
 
 
 def fuse(vectors: list, spec: FusionSpec):
@@ -29,12 +49,3 @@ def _attention(vectors, spec):
     att = L.MultiHeadAttention(spec.heads, max(1, spec.units // spec.heads), name="fusion_attention")(x, x)
     x = L.LayerNormalization(name="fusion_ln")(L.Add(name="fusion_residual")([x, att]))
     return L.GlobalAveragePooling1D(name="fusion_pool")(x)
-
-
-def trunk(x, spec: TrunkSpec):
-    reg = keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2) if spec.l1 or spec.l2 else None
-    for i, units in enumerate(spec.units):
-        x = L.Dense(units, activation="relu", kernel_regularizer=reg, name=f"trunk_dense{i}")(x)
-        if spec.dropout:
-            x = L.Dropout(spec.dropout, name=f"trunk_dropout{i}")(x)
-    return x

@@ -162,6 +162,36 @@ class GatedFusion(keras.layers.Layer):
 
 
 @register
+class AbsentVector(keras.layers.Layer):
+    """An encoder's vector, or a learned "absent" vector where the modality is absent: [v] or [v, presence] ->
+    p * v + (1 - p) * absent (presence [batch, 1], 1 or 0). drop_rate: in training, each row's presence is also set
+    to 0 with that chance (ModDrop), so a dropped modality looks exactly like a missing one. At inference an input
+    without a presence input passes through unchanged."""
+
+    def __init__(self, drop_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_rate = float(drop_rate)
+
+    def build(self, input_shape):
+        shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (
+            list, tuple, tf.TensorShape)) else input_shape
+        self.absent = self.add_weight(name="absent", shape=(int(shape[-1]),), initializer="zeros")
+
+    def call(self, inputs, training=None):
+        v, p = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
+        dropping = bool(training) and self.drop_rate > 0
+        if p is None and not dropping:
+            return v
+        p = tf.ones_like(v[:, :1]) if p is None else tf.cast(p, v.dtype)
+        if dropping:
+            p = p * tf.cast(tf.random.uniform(tf.shape(p)) >= self.drop_rate, v.dtype)
+        return p * v + (1.0 - p) * self.absent
+
+    def get_config(self):
+        return {**super().get_config(), "drop_rate": self.drop_rate}
+
+
+@register
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned embedding per token position (Transformer text encoder)."""
 
@@ -221,5 +251,7 @@ def _padded(rows: list, pad: int) -> np.ndarray:
     return np.array([r + [pad] * (width - len(r)) for r in rows], np.int32)
 
 
-CUSTOM_OBJECTS = {c.__name__: c for c in (LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
-                                          PositionEmbedding, LabelNameMatch)}
+from .towers import ExpertMixture  # noqa: E402  (the trunk's mixing layer lives with the trunk)
+
+CUSTOM_OBJECTS = {c.__name__: c for c in (AbsentVector, LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
+                                          PositionEmbedding, LabelNameMatch, ExpertMixture)}

@@ -214,6 +214,24 @@ def _cross_checks(recipe: Recipe) -> list[str]:
         errors.append("tasks: every task is auxiliary; at least one must be exported")
     for i, inp in enumerate(recipe.inputs):
         errors += kinds.modality(inp.type).problems(inp, f"inputs[{i}]")
+    errors += _optional_problems(recipe)
+    return errors
+
+
+def _optional_problems(recipe) -> list[str]:
+    """An optional input needs another input to answer from, and its presence input's name must be free."""
+    from ..presence import presence_name
+
+    names = {i.name for i in recipe.inputs}
+    errors = []
+    for i, inp in enumerate(recipe.inputs):
+        if not inp.optional:
+            continue
+        if all(other.optional for other in recipe.inputs):
+            errors.append(f"inputs[{i}].optional: every input is optional; at least one must always be given")
+        if presence_name(inp.name) in names:
+            errors.append(f"inputs[{i}].optional: its presence input '{presence_name(inp.name)}' has the name of "
+                          f"another input")
     return errors
 
 

@@ -197,6 +197,9 @@ class AugmentSpec(Spec):
 class InputSpec(Spec):
     name: str = key(REQUIRED, "feature name: the model input's name", check=_name, example="image")
     type: str = key(REQUIRED, "modality; one of " + ", ".join(MODALITIES))
+    optional: bool = key(False, "a row (or a request) may lack this input (an empty cell): it trains and answers "
+                         "with the modality marked absent (a `<name>_present` model input, 0 or 1, and a learned "
+                         "absent vector in place of the encoder's); never the only input")
     # every modality declares its own `encoder` (an EncoderSpec of that modality's registry)
 
 
@@ -336,15 +339,24 @@ class FusionSpec(Spec):
                     choices=("concat", "average", "weighted", "gated", "attention"))
     units: int = key(128, "every encoder vector is projected to this size first (not for concat)", check=_positive)
     heads: int = key(2, "attention fusion heads", check=_positive)
-    modality_dropout: float = key(0.0, "chance that one modality's whole vector is zeroed for a training row, so "
+    modality_dropout: float = key(0.0, "chance that one modality is dropped for a training row: its vector is "
+                                  "replaced by the learned absent vector (the state of a missing optional input), so "
                                   "each modality also learns to answer alone (ModDrop); nothing changes at inference",
                                   check=_fraction)
 
 
 @spec
 class TrunkSpec(Spec):
-    units: tuple[int, ...] = key((128,), "shared dense layers after fusion", check=lambda v: None if all(
+    type: str = key("shared", "shared (dense layers every task reads), mmoe (multi-gate mixture of experts, Ma et al. "
+                    "2018: each expert is the units stack, each task mixes them through its own softmax gate) or ple "
+                    "(progressive layered extraction, Tang et al. 2020: one level per units entry, each with "
+                    "`experts` shared and `task_experts` per-task experts and a gate per task; one level is CGC)",
+                    choices=("shared", "mmoe", "ple"))
+    units: tuple[int, ...] = key((128,), "shared dense layers after fusion (mmoe: each expert's layers; ple: each "
+                                 "level's expert width)", check=lambda v: None if all(
         isinstance(x, int) and x > 0 for x in v) else f"must be a list of positive integers, got {v}")
+    experts: int = key(4, "mmoe: experts; ple: shared experts per level", check=_positive)
+    task_experts: int = key(1, "ple: experts of each task per level", check=_positive)
     dropout: float = key(0.2, check=_fraction)
     l1: float = key(0.0, check=_non_negative)
     l2: float = key(0.0, check=_non_negative)
@@ -366,8 +378,20 @@ class EarlyStoppingSpec(Spec):
 @spec
 class LossCombinationSpec(Spec):
     type: str = key("sum", "sum (weighted), max (largest weighted task loss), uncertainty (Kendall et al. 2018), "
-                    "dwa (Liu et al. 2019)", choices=("sum", "max", "uncertainty", "dwa"))
+                    "dwa (Liu et al. 2019); gradient methods, which see each task's gradient of the shared "
+                    "variables and so cost one backward pass per task (an epoch took 2-5x as long on fashion): "
+                    "pcgrad (Yu et al. 2020: conflicting gradients projected, in a random order each step), "
+                    "gradnorm (Chen et al. 2018: weights that equalise the tasks' gradient norms at the last "
+                    "shared layer), cagrad (Liu et al. 2021: the update that maximises the worst task's "
+                    "improvement within c of the mean gradient)",
+                    choices=("sum", "max", "uncertainty", "dwa", "pcgrad", "gradnorm", "cagrad"))
     temperature: float = key(2.0, "dwa temperature", check=_positive)
+    alpha: float = key(1.5, "gradnorm: the restoring force (0: equal gradient norms; larger pulls slower-learning "
+                       "tasks up harder)", check=_non_negative)
+    gradnorm_lr: float = key(0.025, "gradnorm: gradient-descent rate of the task weights on the GradNorm loss "
+                             "(divided by the mean gradient norm, so scale-free)", check=_positive)
+    c: float = key(0.5, "cagrad: radius of the ball around the mean gradient, relative to its norm (0: the mean "
+                   "gradient)", check=_non_negative)
 
 
 @spec

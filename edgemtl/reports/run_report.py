@@ -9,6 +9,7 @@ from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from .markdown import table
 from .scores import NO_SCORE, mean_cell, score_name
+from .transfer import LEVERS, update_transfer
 
 
 def _metrics(run: RunDir, name: str) -> dict:
@@ -41,12 +42,14 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     lines.append(table(header, rows))
     mean, note = mean_cell({t.name: test.get(t.name) for t in tasks})
     lines += ["", f"Multitask mean {score_name(tasks)}: {mean}" + (f" ({note})." if note else ".")]
+    lines += _transfer_lines(run, recipe)
     if has_single:
         params = sum(s.get("params", 0) for s in singles.values())
         seconds = sum(s.get("train_seconds", 0) for s in singles.values())
         lines += ["", f"Single-task models together: {params:,} parameters, {seconds:.0f} s training "
                       f"(multitask: {teacher.get('params', 0):,}, {teacher.get('train_seconds', 0):.0f} s)."]
     lines += _positive_classes(run, tasks)
+    lines += pattern_section(teacher, tasks)
     compressed = run.compress_md
     if compressed.exists():  # its own title dropped: it becomes a section of this report
         lines += ["", "## Compression", ""] + compressed.read_text().splitlines()[2:]
@@ -55,6 +58,58 @@ def write_report(run: RunDir, recipe: Recipe) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text
+
+
+def pattern_section(metrics: dict, tasks: list) -> list[str]:
+    """Optional inputs: the multitask model's test metrics per presence pattern beside all rows."""
+    by_pattern = (metrics.get("patterns") or {}).get("test")
+    if not by_pattern:
+        return []
+    test = metrics.get("splits", {}).get("test", {})
+    columns = {**{f"{p} ({s.get('rows', '?')} rows)": s for p, s in by_pattern.items()},
+               f"all ({test.get(tasks[0].name, {}).get('n', '?')} rows)": test}
+    rows = []
+    for t in tasks:
+        for metric in t.metrics or task_kind(t.type).metric_names:
+            rows.append([t.name, metric, *(_cell((s.get(t.name) or {}).get(metric)) for s in columns.values())])
+    means = [mean_cell({t.name: s.get(t.name) for t in tasks})[0] for s in columns.values()]
+    rows.append([f"mean {score_name(tasks)}", "", *means])
+    return ["", "## Per presence pattern (optional inputs)", "",
+            "Test rows grouped by which inputs they have (an optional input left empty is absent).", "",
+            table(["task", "metric", *columns], rows)]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if math.isfinite(value) else NO_SCORE
+
+
+def _transfer_lines(run: RunDir, recipe: Recipe) -> list[str]:
+    """Δm and the per-task verdict (reports/transfer.py), also stored in the teacher's metrics.json."""
+    result = update_transfer(run, recipe)
+    if result is None:
+        return []
+    rows = [[n, r["metric"], _num(r["multitask"]), _num(r["single_task"]), _pct(r["relative_change"]),
+             _num(r["se"]), r["verdict"] or "—"] for n, r in result["tasks"].items()]
+    lines = ["", "## Negative transfer", "",
+             f"Δm (Maninis et al. 2019; mean relative change vs the single-task models, + = multitask better): "
+             f"{_pct(result['delta_m'])} over {result['delta_m_tasks']} task(s).", "",
+             table(["task", "metric", "multitask", "single-task", "relative change", "SE of the difference",
+                    "verdict"], rows), "", f"Rule: {result['rule']}."]
+    if result["hurt"]:
+        lines += ["", f"Multitask training hurts: {', '.join(result['hurt'])}. Levers: {LEVERS}."]
+    else:
+        lines += ["", "No task is hurt beyond the spread."]
+    return lines
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:+.2f} %"
 
 
 def _get(metrics: dict, task: str, metric: str) -> str:

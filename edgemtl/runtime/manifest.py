@@ -20,8 +20,10 @@ from ..errors import EdgemtlError
 from ..names import FORMAT_PRECISIONS, FORMATS, MODALITIES, PRECISIONS, TASK_TYPES
 from ..paths import check_relative, resolve_inside
 
-SCHEMA_VERSION = 3  # the one place: export writes it, the runtime reads up to it (2: the `runtime` section; 3: the
-# `memory` section of micro bundles)
+# the one place: export writes it, the runtime reads up to it (2: the `runtime` section; 3: inputs[].optional and
+# inputs[].presence, the model input carrying an optional input's presence flag; 4: the `memory` section of micro
+# bundles)
+SCHEMA_VERSION = 4
 KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
@@ -222,6 +224,8 @@ class InputEntry:
     shape: tuple  # (None, ...) : batch first
     column: str | None  # the manifest column it reads (None for numeric inputs, which read several)
     preprocess: Preprocess
+    optional: bool = False  # a request may leave it out (schema 3; absent key: false): zeros and presence 0 fed
+    presence: str | None = None  # the model input of its presence flag (float32 [batch, 1]), when optional
 
     @property
     def sample_shape(self) -> tuple:
@@ -237,7 +241,13 @@ class InputEntry:
         modality = f.get("modality", _choice(MODALITIES, "modality"))
         entry = cls(name=f.get("name", _name), modality=modality, dtype=f.get("dtype", _choice(DTYPES, "dtype")),
                     shape=f.get("shape", _shape), column=f.get("column", _string, required=False),
-                    preprocess=_read_preprocess(f, modality))
+                    preprocess=_read_preprocess(f, modality),
+                    optional=f.get("optional", _boolean, required=False, default=False),
+                    presence=f.get("presence", _name, required=False))
+        if entry.optional and not entry.presence:
+            f.fail("an optional input names its presence input ('presence')", "presence")
+        if entry.presence and not entry.optional:
+            f.fail("only an optional input has a presence input", "presence")
         if entry.sample_shape != entry.preprocess.sample_shape():
             f.fail(f"{list(entry.shape)} does not match its preprocess (one sample is "
                    f"{list(entry.preprocess.sample_shape())})", "shape")
@@ -245,8 +255,10 @@ class InputEntry:
         return entry
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
-                "column": self.column, "preprocess": _plain(self.preprocess)}
+        out = {"name": self.name, "modality": self.modality, "dtype": self.dtype, "shape": list(self.shape),
+               "column": self.column, "preprocess": _plain(self.preprocess)}
+        # written only for an optional input (a required one reads as it did in schema 2)
+        return {**out, "optional": True, "presence": self.presence} if self.optional else out
 
 
 # --- outputs ---------------------------------------------------------------------------------------------------
@@ -463,7 +475,7 @@ class BundleManifest:
     quantization: Quantization
     parity: ParitySummary
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # what the gate verified (version 1: unpinned)
-    memory: Memory | None = None  # micro bundles (version 3): arena and flash measured in TFLite Micro
+    memory: Memory | None = None  # micro bundles (version 4): arena and flash measured in TFLite Micro
     bundle_dir: Path | None = field(default=None, compare=False)  # where it was read from; not written
 
     # --- reading ---
@@ -518,7 +530,7 @@ class BundleManifest:
             runtime=(f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v))) if version >= 2
                      else RuntimeConfig.unpinned(fmt)),
             memory=(f.get("memory", lambda f, k, v: Memory.read(f.sub(k, v)), required=False)
-                    if version >= 3 else None),
+                    if version >= 4 else None),
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         f.done()
         manifest._check(f)
@@ -530,6 +542,10 @@ class BundleManifest:
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 f.fail(f"{attr} '{repeated[0]}' appears more than once", key)
+        names = [e.name for e in self.inputs]
+        for i, e in enumerate(self.inputs):
+            if e.presence and e.presence in names:
+                f.fail(f"'{e.presence}' is also an input's name", f"inputs[{i}].presence")
         if self.quantization.precision != self.precision:
             f.fail(f"'{self.quantization.precision}' but the bundle's precision is '{self.precision}'",
                    "quantization.precision")
@@ -569,6 +585,11 @@ class BundleManifest:
 
     def input(self, name: str) -> InputEntry:
         return _one(self.inputs, "name", name, "input")
+
+    @property
+    def model_input_names(self) -> tuple[str, ...]:
+        """Every input of the model file: the inputs, then the presence inputs of the optional ones."""
+        return tuple(e.name for e in self.inputs) + tuple(e.presence for e in self.inputs if e.presence)
 
     def output(self, task: str) -> OutputEntry:
         return _one(self.outputs, "task", task, "output")
@@ -658,6 +679,31 @@ class TaskParity:
                 "artifact": self.artifact, "drop": self.drop, "agreement": self.agreement}
 
 
+def _patterns(f, key, v) -> Mapping:
+    """parity.json `patterns`: {pattern: {"rows": n, "tasks": {task: {metric, keras, artifact, drop}}}}."""
+    sub = f.sub(key, v)
+    sub.seen.update(v)
+    out = {}
+    for pattern, entry in v.items():
+        p = sub.sub(pattern, entry)
+        rows = p.get("rows", _integer)
+
+        def tasks(f, k, t):
+            ts = f.sub(k, t)
+            ts.seen.update(t)
+            return {name: _pattern_task(ts.sub(name, m)) for name, m in t.items()}
+
+        out[pattern] = MappingProxyType({"rows": rows, "tasks": MappingProxyType(p.get("tasks", tasks))})
+        p.done()
+    return MappingProxyType(out)
+
+
+def _pattern_task(f: _Fields) -> Mapping:
+    row = {"metric": f.get("metric", _string), **{k: f.get(k, _optional_number) for k in ("keras", "artifact", "drop")}}
+    f.done()
+    return MappingProxyType(row)
+
+
 @dataclass(frozen=True)
 class ParityReport:
     """parity.json: the gate's full verdict on one artifact."""
@@ -672,6 +718,9 @@ class ParityReport:
     # export.parity.GATE_BATCH) on the bundle's runtime configuration: a load that answers alike reproduces it
     outputs_digest: str | None = None
     runtime: RuntimeConfig | None = None  # the configuration the gate ran the file on (the manifest's `runtime`)
+    # optional inputs: per presence pattern of the test rows ('image+title', 'title'), its rows and per task the
+    # Keras and artifact metric and the drop: {pattern: {"rows": n, "tasks": {task: {...}}}}
+    patterns: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, bundle_dir: Path) -> ParityReport:
@@ -701,7 +750,8 @@ class ParityReport:
                      fallback_tried=f.get("fallback_tried", _list_of(_list_of(_name)), required=False, default=()),
                      null_reasons=f.get(jsonio.NULL_REASONS, reasons, required=False, default=MappingProxyType({})),
                      outputs_digest=f.get("outputs_digest", _string, required=False),
-                     runtime=f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v)), required=False))
+                     runtime=f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v)), required=False),
+                     patterns=f.get("patterns", _patterns, required=False, default=MappingProxyType({})))
         f.done()
         return report
 
@@ -713,6 +763,9 @@ class ParityReport:
             out["outputs_digest"] = self.outputs_digest
         if self.runtime is not None:
             out["runtime"] = self.runtime.to_dict()
+        if self.patterns:
+            out["patterns"] = {p: {"rows": v["rows"], "tasks": {t: dict(m) for t, m in v["tasks"].items()}}
+                               for p, v in self.patterns.items()}
         clean, found = jsonio.strict(out)
         reasons = {**found, **self.null_reasons}
         if reasons:

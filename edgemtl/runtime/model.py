@@ -53,6 +53,8 @@ class BundleModel:
         # the preparers and answers read the entries' on-disk form (the modality and task kinds own them)
         self.inputs = {e.name: InputPreparer(e.to_dict(), self.folder) for e in self.manifest.inputs}
         self.outputs = {e.task: e.to_dict() for e in self.manifest.outputs}
+        # optional input -> its presence input: a request may leave the input out (zeros fed, presence 0)
+        self.presence = {e.name: e.presence for e in self.manifest.inputs if e.optional}
         self._check_model_matches_manifest(self.manifest.model_path)
 
     def _settings(self, threads, kernels) -> dict:
@@ -75,12 +77,13 @@ class BundleModel:
     def _check_model_matches_manifest(self, model_file: Path):
         have_in, have_out = self.runner.input_names(), self.runner.output_names()
         problems = []
-        if set(have_in) != set(self.inputs):
-            problems.append(f"inputs {sorted(have_in)} vs manifest {sorted(self.inputs)}")
+        if set(have_in) != set(self.manifest.model_input_names):
+            problems.append(f"inputs {sorted(have_in)} vs manifest {sorted(self.manifest.model_input_names)}")
         if set(have_out) != set(self.outputs):
             problems.append(f"outputs {sorted(have_out)} vs manifest {sorted(self.outputs)}")
         for name, shape in self.runner.input_shapes().items():
-            want = self.manifest.input(name).sample_shape if name in self.inputs else None
+            want = self.manifest.input(name).sample_shape if name in self.inputs else (
+                (1,) if name in self.presence.values() else None)
             if want is not None and tuple(shape[1:]) != want:
                 problems.append(f"input '{name}' shape {list(shape[1:])} vs manifest {list(want)}")
         if problems:
@@ -96,14 +99,31 @@ class BundleModel:
         if unknown:
             raise EdgemtlError(f"unknown input '{unknown[0]}'{did_you_mean(unknown[0], self.inputs)}; this model "
                                f"takes {', '.join(self.inputs)}")
-        missing = [n for n in self.inputs if n not in given]
+        missing = [n for n in self.inputs if n not in given and n not in self.presence]
         if missing:
-            raise EdgemtlError(f"missing input '{missing[0]}'; this model takes {', '.join(self.inputs)}")
+            optional = f" ({', '.join(self.presence)} optional)" if self.presence else ""
+            raise EdgemtlError(f"missing input '{missing[0]}'; this model takes {', '.join(self.inputs)}{optional}")
+
+    def _absent(self, name: str, value) -> bool:
+        """An optional input left out (or given as None): the model gets zeros and presence 0."""
+        return name in self.presence and value is None
+
+    def _placeholder(self, name: str) -> np.ndarray:
+        prep = self.inputs[name]
+        return np.zeros(prep.shape, prep.dtype)
+
+    def _with_presence(self, arrays: dict, present: dict) -> dict:
+        """present: optional input -> [n] booleans; adds each presence input ([n, 1] float32)."""
+        return {**arrays, **{self.presence[n]: p.astype(np.float32)[:, None] for n, p in present.items()}}
 
     def prepare(self, rate=None, **raw) -> dict:
-        """Raw inputs of one sample -> model input arrays with a batch dimension of 1."""
+        """Raw inputs of one sample -> model input arrays with a batch dimension of 1. An optional input may be left
+        out (or None): zeros and presence 0 go in its place."""
         self._check_names(raw)
-        return {n: self.inputs[n](v, rate)[None] for n, v in raw.items()}
+        arrays = {n: (self._placeholder(n) if self._absent(n, raw.get(n)) else self.inputs[n](raw[n], rate))[None]
+                  for n in self.inputs if n in raw or n in self.presence}
+        present = {n: np.array([not self._absent(n, raw.get(n))]) for n in self.presence}
+        return self._with_presence(arrays, present)
 
     def prepare_batch(self, rate=None, **raw) -> dict:
         self._check_names(raw)
@@ -116,7 +136,13 @@ class BundleModel:
             raise EdgemtlError("predict_batch: the input lists are empty (no sample to predict)")
         if len(set(sizes.values())) > 1:
             raise EdgemtlError(f"batch inputs have different lengths: {sizes}")
-        return {n: np.stack([self.inputs[n](x, rate) for x in v]) for n, v in raw.items()}
+        n_rows = next(iter(sizes.values()))
+        # an optional input left out is absent in every sample; a None item, in that sample
+        given = {n: raw.get(n, [None] * n_rows) for n in self.inputs if n in raw or n in self.presence}
+        arrays = {n: np.stack([self._placeholder(n) if self._absent(n, x) else self.inputs[n](x, rate) for x in v])
+                  for n, v in given.items()}
+        present = {n: np.array([not self._absent(n, x) for x in given[n]]) for n in self.presence}
+        return self._with_presence(arrays, present)
 
     # --- running ---------------------------------------------------------------------------------------------
     def run(self, arrays: dict) -> dict:
@@ -131,7 +157,7 @@ class BundleModel:
     def predict_batch(self, rate=None, **raw) -> list:
         """Lists of raw inputs, one item per sample -> a list of {task: answer}."""
         outputs = self.run(self.prepare_batch(rate, **raw))
-        n = len(next(iter(raw.values())))
+        n = len(next(iter(raw.values()))) if raw else 0
         return [{task: answer(self.outputs[task], outputs[task][i]) for task in self.outputs} for i in range(n)]
 
     def __repr__(self):

@@ -61,10 +61,13 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
     model = load(bundle, device=device, allow_undeployable=allow_undeployable)
     path = Path(manifest)
     rows = read_rows(path)
-    columns = {e.name: (e.column or e.name) for e in model.manifest.inputs}
-    missing = [c for c in columns.values() if rows and c not in rows[0]]
+    columns = manifest_columns(model)
+    # an optional input's column may be left out of the manifest: absent in every row
+    columns = {n: c for n, c in columns.items() if not (n in model.presence and rows and c[0] not in rows[0])}
+    wanted = [c for cols in columns.values() for c in cols]
+    missing = [c for c in wanted if rows and c not in rows[0]]
     if missing:
-        raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(columns.values())})")
+        raise EdgemtlError(f"{manifest}: no column '{missing[0]}' (the bundle reads {', '.join(wanted)})")
     out_path = Path(out) if out else path.with_name(f"{path.stem}.predictions.csv")
     check_out_path(path, out_path)
     tasks = list(model.outputs)
@@ -78,8 +81,8 @@ def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 3
             for start in range(0, len(rows), batch):
                 chunk = rows[start:start + batch]
                 try:
-                    raw = {name: [_cell(model, name, r[col], path.parent, start + i) for i, r in enumerate(chunk)]
-                           for name, col in columns.items()}
+                    raw = {name: [_cell(model, name, r, cols, path.parent) for r in chunk]
+                           for name, cols in columns.items()}
                     answers = model.predict_batch(**raw)
                 except EdgemtlError as e:
                     raise failing_row(model, manifest, chunk, start, columns, path.parent, e) from None
@@ -126,16 +129,38 @@ def failing_row(model, manifest: str, chunk: list, start: int, columns: dict, ba
                 error: EdgemtlError) -> EdgemtlError:
     """Find the row and column of a batch that failed, by preparing its cells one at a time."""
     for i, r in enumerate(chunk):
-        for name, col in columns.items():
+        for name, cols in columns.items():
             try:
-                model.inputs[name](_cell(model, name, r[col], base, start + i), None)
+                cell = _cell(model, name, r, cols, base)
+                if cell is not None:
+                    model.inputs[name](cell, None)
             except EdgemtlError as e:
-                return EdgemtlError(f"{manifest} row {start + i + 1}, column '{col}': {e.messages[0]}")
+                where = f"column '{cols[0]}'" if len(cols) == 1 else f"columns {', '.join(cols)}"
+                return EdgemtlError(f"{manifest} row {start + i + 1}, {where}: {e.messages[0]}")
     return EdgemtlError(f"{manifest} rows {start + 1}-{start + len(chunk)}: {error.messages[0]}")
 
 
-def _cell(model, name: str, value: str, base: Path, row: int):
-    return model.inputs[name].modality.manifest_cell(name, value, base)
+def manifest_columns(model) -> dict[str, tuple[str, ...]]:
+    """{input: the manifest columns it reads}: its `column`, or a numeric input's `columns` (one number each)."""
+    out = {}
+    for entry in model.manifest.inputs:
+        if entry.column:
+            out[entry.name] = (entry.column,)
+        else:
+            out[entry.name] = tuple(getattr(entry.preprocess, "columns", None) or (entry.name,))
+    return out
+
+
+def _cell(model, name: str, row: dict, cols: tuple, base: Path):
+    """One input's value from a manifest row: None for an optional input whose cells are empty (absent: the runtime
+    feeds zeros and presence 0), {column: cell} for a numeric input (one number per column), else its column's cell
+    (media paths resolved against the manifest's folder)."""
+    if name in model.presence and not any(str(row[c]).strip() for c in cols):
+        return None
+    entry = model.manifest.input(name)
+    if entry.column is None and hasattr(entry.preprocess, "columns"):
+        return {c: row[c] for c in cols}
+    return model.inputs[name].modality.manifest_cell(name, row[cols[0]], base)
 
 
 def _cells(a: dict) -> list:

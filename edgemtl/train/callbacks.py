@@ -9,7 +9,7 @@ import numpy as np
 from .. import jsonio, kinds
 from ..kinds import higher_is_better
 from ..models.files import save_model_file
-from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text
+from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text, kill_point
 from ..tfk import keras
 
 log = logging.getLogger("edgemtl")
@@ -122,6 +122,10 @@ class BestModel(keras.callbacks.Callback):
         self.sign = 1.0 if higher_is_better(monitor) else -1.0
         self.history_path = model_dir / HISTORY_FILE
         self.history = self.read_history(model_dir)
+        if self.history_path.exists() and not self.history_path.read_bytes().endswith(b"\n"):
+            # a kill during the append left half a row (the reader dropped it): rewrite, so the next row starts clean
+            log.warning("%s: dropped a half-written last line (an interrupted write)", self.history_path)
+            atomic_write_text(self.history_path, "".join(history_line(row) for row in self.history))
         self._rejudge()
 
     def _rejudge(self):
@@ -165,6 +169,7 @@ class BestModel(keras.callbacks.Callback):
         self.history.append(row)
         with open(self.history_path, "a") as f:
             f.write(history_line(row))
+        kill_point(f"epoch-end:{self.model_dir.name}")
         print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
         if self.patience is not None and self.wait > self.patience and epoch + 1 < self.epochs:
             print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)

@@ -6,6 +6,7 @@ from ..data.dataset import SPLITS
 from ..kinds import score_all
 from ..model_metrics import update_metrics
 from ..models.build import load_model
+from ..presence import has_patterns, patterns
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_save
 
@@ -15,15 +16,47 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
     "mean_note"}}, also written to the model's metrics.json."""
     model = load_model(run.require_model(name))
     tasks = [t for t in recipe.tasks if t.name in model.output_names]
-    scores = {}
+    scores, by_pattern = {}, {}
     for split in SPLITS:
         if len(data[split]):
             outputs = model.predict(data[split].x, batch_size=256, verbose=0)
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
             if split == "test":
                 save_test_predictions(run, name, tasks, data[split].y, outputs)
-    update_metrics(run, name, {"splits": scores})
+            if has_patterns(data[split].x):
+                by_pattern[split] = pattern_scores(tasks, data.labels, data[split].x, data[split].y, outputs,
+                                                   [i.name for i in recipe.inputs])
+    update_metrics(run, name, {"splits": scores, **({"patterns": by_pattern} if by_pattern else {})})
     return scores
+
+
+def pattern_scores(tasks, labels, x: dict, y: dict, outputs: dict, input_names: list) -> dict:
+    """{pattern: scores as score_all gives them, plus "rows"} for each presence pattern of the rows (an optional
+    input present or absent: 'image+title', 'title'), most rows first."""
+    rows = patterns(x, input_names)
+    out = {}
+    for pattern in sorted(set(rows), key=lambda p: (-int((rows == p).sum()), p)):
+        mask = rows == pattern
+        out[pattern] = {**score_all(tasks, labels, {k: v[mask] for k, v in y.items()},
+                                    {k: v[mask] for k, v in outputs.items()}), "rows": int(mask.sum())}
+    return out
+
+
+def format_patterns(by_pattern: dict | None, tasks: list, split: str = "test") -> str:
+    """Optional inputs: each task's primary metric per presence pattern of the split's rows ('' without patterns)."""
+    from ..kinds import task_kind
+    from ..reports.markdown import table
+
+    groups = (by_pattern or {}).get(split)
+    if not groups:
+        return ""
+    rows = []
+    for t in tasks:
+        metric = task_kind(t.type).primary_metric
+        if all(t.name in g for g in groups.values()):
+            rows.append([t.name, metric, *(_f(g[t.name].get(metric), g[t.name]) for g in groups.values())])
+    header = ["task", "metric", *(f"{p} ({g['rows']} rows)" for p, g in groups.items())]
+    return f"per presence pattern ({split}):\n" + table(header, rows)
 
 
 def save_test_predictions(run: RunDir, name: str, tasks: list, y: dict, outputs: dict) -> None:

@@ -52,7 +52,8 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
     if resume and run.saved_model(name).exists() and not run.backup(name).exists():
         log.info("%s: already trained; nothing to resume", model_dir)
         return read_metrics(run, name)
-    if not run.backup(name).exists():
+    salvage = resume and _checkpoint_lost(run, name, model_dir / file_name)
+    if not run.backup(name).exists() and not salvage:
         run.history(name).unlink(missing_ok=True)  # no checkpoint to continue from: start clean
     training = recipe.training
     keras.utils.set_random_seed(recipe.seed)
@@ -71,6 +72,11 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
         EpochSafeBackup(str(run.backup(name)), save_freq=training.checkpoint_every),
         keras.callbacks.TensorBoard(str(run.tensorboard(name)), write_graph=False),
     ]
+    if salvage:  # never train from epoch 1 over the best model of finished epochs
+        log.warning("%s: no usable step checkpoint to continue from; finishing with the best model of the %d "
+                    "finished epoch(s) (--overwrite trains again from the start)", model_dir,
+                    len(read_history(run, name)))
+        return _finish(run, model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
     if resume and _fit_finished(callbacks, training.epochs, model_dir / file_name):
         log.info("%s: training had finished; completing its saved_model and metrics", model_dir)
         return _finish(run, model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
@@ -145,6 +151,38 @@ def _fit_finished(callbacks: list, epochs: int, model_file) -> bool:
     if not rows or not model_file.exists():
         return False
     return rows[-1]["epoch"] >= epochs or (best.patience is not None and best.wait > best.patience)
+
+
+def _checkpoint_lost(run: RunDir, name: str, model_file) -> bool:
+    """--resume of a model with finished epochs (a best model, history rows) whose step checkpoint is gone, empty or
+    damaged (it cannot be restored): that checkpoint is removed with a warning and the caller finishes with the best
+    model. False where training can continue from the checkpoint, or nothing was finished yet."""
+    if not (model_file.exists() and read_history(run, name)):
+        return False
+    backup = run.backup(name)
+    if backup.exists():
+        problem = _checkpoint_problem(backup)
+        if problem is None:
+            return False
+        log.warning("%s: the step checkpoint cannot be restored (%s); removed", backup, problem)
+        remove_tree(backup)
+    return True
+
+
+def _checkpoint_problem(backup) -> str | None:
+    """Why backup/ holds no restorable checkpoint (None: it does); every tensor is read, as restoring would."""
+    from ..tfk import tf
+
+    try:
+        latest = tf.train.latest_checkpoint(str(backup / "chief"))
+        if latest is None:
+            return "it holds no checkpoint"
+        reader = tf.train.load_checkpoint(latest)
+        for variable in reader.get_variable_to_shape_map():
+            reader.get_tensor(variable)
+    except Exception as e:  # noqa: BLE001 - whatever the reader raises, the checkpoint is unusable
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return None
 
 
 def check_free(model_dir, resume: bool, overwrite: bool) -> None:

@@ -5,6 +5,7 @@ losses and the loss combination so that `fit` gives progress, callbacks, distrib
 """
 from .. import kinds
 from ..models.heads import unmatched_name, unmatched_view
+from ..models.towers import last_shared
 from ..recipe.schema import TrainingSpec
 from ..tfk import keras, tf
 
@@ -41,6 +42,8 @@ class MultitaskTrainer(keras.Model):
         return total, losses
 
     def train_step(self, data):
+        if self.combination.uses_task_gradients:
+            return self._task_gradient_step(data)
         x, y = data
         with tf.GradientTape() as tape:
             total, losses = self._forward(x, y, training=True)
@@ -48,6 +51,53 @@ class MultitaskTrainer(keras.Model):
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trained_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        return self._track(total, losses)
+
+    def _task_gradient_step(self, data):
+        """A gradient method's step: one backward pass per task. A variable that two or more tasks' losses reach
+        is shared and gets the method's combination of their gradients; one that a single task reaches (its head,
+        its tower, its gate) gets that task's gradient (times the method's head scale). Under a distribution
+        strategy the task gradients are summed over the replicas first, so every replica combines the same global
+        gradients (and applies 1/replicas of the result, which apply_gradients sums back)."""
+        x, y = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trained_variables()
+        with tf.GradientTape(persistent=True) as tape:
+            total, losses = self._forward(x, y, training=True)
+            weighted = [self.combination.static[n] * losses[n] / replicas for n in self.task_names]
+            # what the total holds beside the task losses (regularization, a distillation hint): plain gradients
+            rest = (total - self.combination.combine(losses)) / replicas
+        per_task = [tape.gradient(w, variables) for w in weighted]
+        extra = tape.gradient(rest, variables)
+        del tape
+        users = [[t for t, g in enumerate(per_task) if g[k] is not None] for k in range(len(variables))]
+        shared = [k for k, u in enumerate(users) if len(u) > 1]
+        loss_vector = tf.stack([losses[n] for n in self.task_names])
+        grads = [[_dense(per_task[t][k]) if per_task[t][k] is not None else tf.zeros_like(variables[k])
+                  for k in shared] for t in range(len(per_task))]
+        if replicas > 1:
+            context = tf.distribute.get_replica_context()
+            flat = context.all_reduce("sum", [g for task in grads for g in task] + [loss_vector / replicas])
+            loss_vector, flat = flat[-1], flat[:-1]
+            grads = [flat[t * len(shared):(t + 1) * len(shared)] for t in range(len(per_task))]
+        gram = tf.add_n([_gram([task[i] for task in grads]) for i in range(len(shared))]) if shared else None
+        last = {id(v) for v in last_shared([variables[k] for k in shared])}
+        last_at = [i for i, k in enumerate(shared) if id(variables[k]) in last]
+        last_norms = tf.sqrt(tf.linalg.diag_part(tf.add_n([_gram([task[i] for task in grads]) for i in last_at]))) \
+            if last_at else tf.zeros([len(per_task)])
+        scales = self.combination.head_scales()  # read before coefficients() may update them (gradnorm)
+        coefficients = (self.combination.coefficients(gram, last_norms, loss_vector, self.optimizer.iterations)
+                        if shared else None)
+        update = [None] * len(variables)
+        for i, k in enumerate(shared):
+            update[k] = tf.add_n([coefficients[t] * grads[t][i] for t in range(len(per_task))]) / replicas
+        for k, u in enumerate(users):
+            if len(u) == 1:
+                update[k] = scales[u[0]] * _dense(per_task[u[0]][k])
+            if extra[k] is not None:
+                update[k] = _dense(extra[k]) if update[k] is None else update[k] + _dense(extra[k])
+        pairs = [(g, v) for g, v in zip(update, variables) if g is not None]
+        self.optimizer.apply_gradients(pairs)
         return self._track(total, losses)
 
     def trained_variables(self) -> list:
@@ -63,6 +113,17 @@ class MultitaskTrainer(keras.Model):
         for n, value in losses.items():
             self.trackers[n].update_state(value)
         return {m.name: m.result() for m in self.metrics}
+
+
+def _dense(gradient):
+    """An embedding's IndexedSlices gradient as a dense tensor (the methods take dot products of gradients)."""
+    return tf.convert_to_tensor(gradient)
+
+
+def _gram(gradients: list):
+    """[T, T] dot products of one variable's per-task gradients."""
+    flat = tf.stack([tf.reshape(g, [-1]) for g in gradients])
+    return tf.matmul(flat, flat, transpose_b=True)
 
 
 def make_optimizer(training: TrainingSpec, steps_per_epoch: int):

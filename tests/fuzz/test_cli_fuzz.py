@@ -74,6 +74,28 @@ def _cases() -> list:
         Case("pack.out-inside-the-run", ["pack", "RUN", "RUN/exports/x"], "pack cannot write into the run"),
         Case("pack.out-is-a-file", ["pack", "RUN", "RECIPE"], "RECIPE"),
         Case("report.unknown-flag-value", ["report", "RUN", "--format", "pdf"], "--format"),
+        # a single-valued flag given twice: an error naming it, never the last one silently
+        Case("check.data-twice", ["check", "RECIPE", "--data", "RECIPE", "--data", "RECIPE"], "--data is given twice"),
+        Case("train.out-twice", ["train", "RECIPE", "--out", "/tmp/a", "--out", "/tmp/b"], "--out is given twice"),
+        Case("run.out-twice-inline", ["run", "RECIPE", "--out=/tmp/a", "--out=/tmp/b"], "--out is given twice"),
+        Case("evaluate.model-twice", ["evaluate", "RUN", "--model", "teacher", "--model", "single-digit"],
+             "--model is given twice"),
+        Case("evaluate.model-twice-abbreviated", ["evaluate", "RUN", "--mod", "teacher", "--model", "x"],
+             "--model is given twice"),
+        Case("export.format-twice", ["export", "RUN", "--format", "onnx", "--format", "tflite"],
+             "--format is given twice"),
+        Case("export.precision-twice", ["export", "RUN", "--precision", "fp32", "--precision", "int8"],
+             "--precision is given twice"),
+        Case("bench.runs-twice", ["bench", "RUN", "--runs", "2", "--runs", "3"], "--runs is given twice"),
+        Case("bench.student-twice", ["bench", "RUN", "--student", "a", "--student", "b"], "--student is given twice"),
+        Case("bench.student-unknown", ["bench", "RUN", "--student", "nobody"],
+             "--student nobody: no such bundle in"),
+        Case("bench.student-a-rejected-name", ["bench", "RUN", "--student", "rejected"], "--student rejected"),
+        Case("pack.data-twice", ["pack", "RUN", "/tmp/o", "--data", "RECIPE", "--data", "RECIPE"],
+             "--data is given twice"),
+        Case("compress.set-repeats-and-the-bad-one-is-named", ["compress", "RUN", "--set",
+                                                               "compress.prune.sparsity=0.5", "--set",
+                                                               "compress.prune.sparsity=2"], "compress.prune.sparsity"),
     ]
     return cases
 

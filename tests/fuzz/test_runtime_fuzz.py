@@ -303,6 +303,13 @@ def _predict_cases() -> list:
              "/nope/dir"),
         Case("predict.out-is-the-manifest", ["predict", "B", "--manifest", "GOOD", "--out", "GOOD"], "m.csv"),
         Case("predict.manifest-with-inputs", ["predict", "B", "--manifest", "GOOD", "--audio", "A"], "--manifest"),
+        Case("predict.manifest-twice", ["predict", "B", "--manifest", "GOOD", "--manifest", "GOOD"],
+             "--manifest is given twice"),
+        Case("predict.out-twice", ["predict", "B", "--manifest", "GOOD", "--out", "/tmp/a.csv", "--out", "/tmp/b.csv"],
+             "--out is given twice"),
+        Case("predict.device-twice", ["predict", "B", "--device", "cpu", "--device", "cuda", "--audio", "A",
+                                      "--image", "I"], "--device is given twice"),
+        Case("predict.image-twice", ["predict", "B", "--audio", "A", "--image", "I", "--image", "I"], "image"),
     ]
 
 
@@ -323,3 +330,58 @@ def test_bad_predict_command(case, bundle, good, tmp_path, capsys):
     where = case.where if case.where != "GOOD" else str(m)
     expect_cli_error(argv, where, capsys)
 
+
+
+# ---- predict --manifest with a numeric input (its manifest entry has `columns`, no `column`) ----------------------
+@pytest.fixture(scope="module")
+def numeric_bundle(tmp_path_factory):
+    """A one-epoch model of two numeric columns of tests/data/fashion_mini, exported as fp32 TFLite."""
+    from conftest import FASHION_MINI, write_recipe
+    from edgemtl.cli import main
+
+    root = tmp_path_factory.mktemp("numeric")
+    recipe = write_recipe(root, f"""name: numeric_tiny
+stages: [train, export]
+data: {{source: {FASHION_MINI}, split: {{ratios: [0.7, 0.1, 0.2]}}}}
+inputs: [{{name: numbers, type: numeric, columns: [year, id]}}]
+trunk: {{units: [8]}}
+tasks: [{{name: gender, type: multiclass}}]
+training: {{epochs: 1, batch_size: 64}}
+export: {{formats: [tflite], precisions: [fp32], default_tolerance: 1.0}}
+""")
+    assert main(["run", str(recipe), "--out", str(root / "run"), "-q"]) == 0
+    return root / "run" / "exports" / "teacher-tflite-fp32"
+
+
+def test_predict_manifest_feeds_numeric_inputs_from_their_columns(numeric_bundle, tmp_path, capsys):
+    import csv
+
+    from conftest import FASHION_MINI
+    from edgemtl.cli import main
+    from edgemtl.runtime import load
+
+    model = load(numeric_bundle)
+    assert model.manifest.input("numbers").column is None  # what made predict --manifest unable to feed it
+    with open(FASHION_MINI, newline="") as f:
+        rows = [{"id": r["id"], "year": r["year"]} for r in list(csv.DictReader(f))[:5]]
+    manifest = tmp_path / "rows.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "year"])  # another column order than the recipe's
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "answers.csv"
+    assert main(["predict", str(numeric_bundle), "--manifest", str(manifest), "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        got = list(csv.DictReader(f))
+    want = [model.predict(numbers=[float(r["year"]), float(r["id"])])["gender"] for r in rows]
+    assert [g["gender"] for g in got] == [w["label"] for w in want]
+    assert [round(float(g["gender_score"]), 4) for g in got] == [round(w["score"], 4) for w in want]
+    rows[3]["year"] = "soon"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "year"])
+        writer.writeheader()
+        writer.writerows(rows)
+    expect_cli_error(["predict", numeric_bundle, "--manifest", manifest, "--out", out],
+                     f"{manifest} row 4, columns year, id", capsys)
+    (manifest).write_text("id\n1\n")
+    expect_cli_error(["predict", numeric_bundle, "--manifest", manifest], "no column 'year'", capsys)
