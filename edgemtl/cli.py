@@ -137,7 +137,7 @@ def build_parser():
     p = add("export", help="export TFLite / ONNX / C artifacts, each through the parity gate, as bundles")
     p.add_argument("run", help="run directory")
     p.add_argument("--model", help="model(s) in RUN/models, comma-separated (default: the recipe's export.model)")
-    p.add_argument("--format", help="comma-separated: tflite,onnx,c (default: the recipe's export.formats)")
+    p.add_argument("--format", help="comma-separated: tflite,onnx,c,micro (default: the recipe's export.formats)")
     p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
     p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
     _run_recipe_args(p, "export")

@@ -10,13 +10,14 @@ TEACHER = "teacher"
 STUDENTS = ("student", "student-scratch", "student-pruned", "student-qat")
 SINGLE_TASK_PREFIX = "single-"
 
-FORMATS = ("tflite", "onnx", "c")
+FORMATS = ("tflite", "onnx", "c", "micro")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 INT8_PRECISIONS = ("int8", "int8io")  # full-integer precisions; also all a QAT model exports to
 FORMAT_PRECISIONS = {  # what each format can be exported in (c wraps the full-int8 TFLite model)
     "tflite": PRECISIONS,
     "onnx": ("fp32", "fp16", "dynamic", "int8"),
     "c": ("int8",),
+    "micro": ("int8",),  # TFLite Micro: full int8 with integer I/O at batch 1, judged in TFLM
 }
 
 BENCH_BACKENDS = ("litert", "ort-cpu", "ort-cuda", "ort-cuda-graph", "ort-tensorrt", "keras", "tf-function", "tf-gpu")

@@ -3,7 +3,7 @@
 # A lint failure fails the command, but only after the tests ran, so one run reports both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh train,test
+bash scripts/setup.sh train,test,micro
 lint=0
 .venv/bin/ruff check edgemtl tests bench scripts examples || lint=$?
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q "$@"

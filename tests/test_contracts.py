@@ -375,9 +375,10 @@ def test_formats_table_matches_the_names_and_the_exporter():
         assert fmt.precisions == names.FORMAT_PRECISIONS[name] and fmt.name == name
         assert set(fmt.keeps_float) <= set(fmt.precisions) and set(fmt.in_child) <= set(fmt.precisions)
     keeps = {(f.converts_as, p) for f in FORMATS.values() for p in f.keeps_float}
-    assert keeps == {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8")}
+    assert keeps == {("tflite", "int8"), ("tflite", "int8io"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8"),
+                     ("micro", "int8")}
     assert {(f.name, p) for f in FORMATS.values() for p in f.in_child} == \
-        {(f, p) for f in ("tflite", "c") for p in names.INT8_PRECISIONS if p in names.FORMAT_PRECISIONS[f]}
+        {(f, p) for f in ("tflite", "c", "micro") for p in names.INT8_PRECISIONS if p in names.FORMAT_PRECISIONS[f]}
     assert FORMATS["c"].converts_as == "tflite" and not FORMATS["c"].benched and FORMATS["c"].load_package()
     assert format_of_file(".onnx").name == "onnx" and FORMATS["onnx"].model_file == "model.onnx"
 
@@ -393,7 +394,7 @@ def test_plan_and_bad_names():
     with pytest.raises(EdgemtlError) as e:  # today's CLI wording (tests/test_export.py asserts it), one line each
         plan("teacher", ["tflit", "onnx"], ["int4"])
     assert e.value.messages == [
-        "--format: unknown format 'tflit' (one of tflite, onnx, c) (did you mean 'tflite'?)",
+        "--format: unknown format 'tflit' (one of tflite, onnx, c, micro) (did you mean 'tflite'?)",
         "--precision: unknown precision 'int4' (one of fp32, fp16, dynamic, int8, int8io) (did you mean 'int8'?)"]
     with pytest.raises(EdgemtlError, match=r"^recipe.yaml: export.formats\[0\]: unknown format 'tf'"):
         get_format("tf", "recipe.yaml: export.formats[0]")

@@ -228,7 +228,7 @@ def test_fallback_search_tries_the_candidates_in_order_and_keeps_the_first_that_
 def test_export_bad_inputs_are_one_line_each(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--format", "tflit,onnx", "--precision", "int4"]) == 2
     assert capsys.readouterr().err == (
-        "error: --format: unknown format 'tflit' (one of tflite, onnx, c) (did you mean 'tflite'?)\n"
+        "error: --format: unknown format 'tflit' (one of tflite, onnx, c, micro) (did you mean 'tflite'?)\n"
         "error: --precision: unknown precision 'int4' (one of fp32, fp16, dynamic, int8, int8io) "
         "(did you mean 'int8'?)\n")
     empty = tmp_path / "empty"

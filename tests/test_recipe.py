@@ -160,7 +160,7 @@ def test_docs_recipe_reference_matches_the_schema():
 
 @pytest.mark.parametrize("line, expected", [
     ("export: {formats: [tflit]}",
-     "export.formats[0]: 'tflit' is not one of tflite, onnx, c (did you mean 'tflite'?)"),
+     "export.formats[0]: 'tflit' is not one of tflite, onnx, c, micro (did you mean 'tflite'?)"),
     ("export: {precisions: [int4]}",
      "export.precisions[0]: 'int4' is not one of fp32, fp16, dynamic, int8, int8io (did you mean 'int8'?)"),
     ("export: {tolerance: {digt: 0.5}}", "export.tolerance.digt: not a task of the recipe (did you mean 'digit'?)"),
@@ -254,7 +254,7 @@ def test_json_schema_describes_the_recipe_and_the_shipped_recipes_satisfy_it(tmp
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     props = schema["properties"]
     assert schema["required"] == ["name", "data", "inputs", "tasks"] and schema["additionalProperties"] is False
-    assert props["export"]["properties"]["formats"]["items"]["enum"] == ["tflite", "onnx", "c"]
+    assert props["export"]["properties"]["formats"]["items"]["enum"] == ["tflite", "onnx", "c", "micro"]
     assert props["tasks"]["items"]["properties"]["type"]["enum"] == list(TASK_TYPES)
     inputs = props["inputs"]["items"]["oneOf"]
     assert [i["properties"]["type"]["const"] for i in inputs] == ["image", "text", "audio", "numeric", "sequence"]

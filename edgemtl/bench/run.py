@@ -145,6 +145,9 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
             results["gpu_accuracy"][f"{name} {backend}"] = _or_error(
                 lambda target=target, kind=kind, backend=backend: accuracy(recipe, data, target, kind, backend))
         results["sizes"][name] = _size(Path(target), kind)
+        memory = _memory(Path(target), kind)
+        if memory:  # micro bundles: the arena and flash the export measured in TFLite Micro
+            results.setdefault("memory", {})[name] = memory
         results["model_of"][name] = model_of_target(name)
         bar.update()
     results["flops"] = _flops(run, recipe, targets)
@@ -168,6 +171,13 @@ def _size(target: Path, kind: str) -> int:
     if kind == "keras":
         return target.stat().st_size
     return BundleManifest.read(target).model_path.stat().st_size
+
+
+def _memory(target: Path, kind: str) -> dict | None:
+    if kind == "keras":
+        return None
+    memory = BundleManifest.read(target).memory
+    return memory.to_dict() if memory else None
 
 
 def _flops(run: RunDir, recipe: Recipe, targets) -> dict:

@@ -8,7 +8,7 @@ from ..artifacts import MANIFEST_FILE, PARITY_FILE, ArtifactId
 from ..presence import presence_name
 from ..recipe.schema import InputSpec, Recipe, TaskSpec
 from ..rundir import RunDir, atomic_save
-from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, ParityReport, Quantization, RuntimeConfig
+from ..runtime.manifest import SCHEMA_VERSION, BundleManifest, Memory, ParityReport, Quantization, RuntimeConfig
 
 
 def input_entry(inp: InputSpec, spec) -> dict:
@@ -23,13 +23,16 @@ def output_entry(task: TaskSpec, label_spec: dict) -> dict:
 
 
 def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inputs: list[dict],
-                   outputs: list[dict], quantization: Quantization, report: ParityReport) -> BundleManifest:
+                   outputs: list[dict], quantization: Quantization, report: ParityReport,
+                   memory: Memory | None = None) -> BundleManifest:
     """The bundle's manifest, read back through its own reader: a writer bug is caught here, not on a device."""
     data = {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
             "recipe_hash": run.recipe_hash(), "model": aid.model, "format": aid.format, "precision": aid.precision,
             "file": file, "inputs": inputs, "outputs": outputs, "quantization": quantization.to_dict(),
             "parity": {"deployable": report.deployable, "reason": report.reason},
             "runtime": (report.runtime or RuntimeConfig()).to_dict()}
+    if memory is not None:
+        data["memory"] = memory.to_dict()
     return BundleManifest.from_dict(data, file=f"{aid.name}/{MANIFEST_FILE}")
 
 

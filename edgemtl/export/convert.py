@@ -102,11 +102,13 @@ class Converter:
         out = self.workdir / "out" / f"{fmt.converts_as}-{aid.precision}-{len(self.memo)}{fmt.suffix}"
         out.parent.mkdir(exist_ok=True)
         if fmt.converts_in_child(aid.precision):
-            self._convert_in_child(aid.precision, tuple(keep_float), out)
+            self._convert_in_child(aid.precision, tuple(keep_float), out, fmt.converts_as)
         else:
             job = self._job(aid.precision, tuple(keep_float))
             what = _WHAT.get((fmt.converts_as, aid.precision), aid.format)
             out.write_bytes(self._guard(lambda: fmt.load_converter()(job), what))
+        if fmt.check:  # e.g. micro: every op must have a kernel in the target runtime (one line naming the layer)
+            fmt.load_check()(out.read_bytes(), self.model_name, [x.name for x in self.model.layers])
         self.memo[key] = out
         return out
 
@@ -122,22 +124,22 @@ class Converter:
         except Exception as e:  # converters raise many exception types
             raise EdgemtlError(conversion_error(e, what, self.model_name, self.model)) from None
 
-    def cache_path(self, precision: str, keep_float: tuple[str, ...]) -> Path:
+    def cache_path(self, precision: str, keep_float: tuple[str, ...], fmt: str = "tflite") -> Path:
         """The same model, recipe, settings and calibration rows give the same file. The compress section is left
         out of the key: it never changes a conversion, and `compress --set` rewrites it in RUN/recipe.yaml after
         converting."""
         converting = recipe_hash({k: v for k, v in self.recipe.to_dict().items() if k != "compress"})
-        key = [precision, list(keep_float), converting, __version__]
+        key = [precision, list(keep_float), converting, __version__] + ([fmt] if fmt != "tflite" else [])
         digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
         for sample in self.samples:
             for name in sorted(sample):
                 digest.update(sample[name].tobytes())
         return self.run.cache_file(digest.hexdigest()[:24], FORMATS["tflite"].suffix)
 
-    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path) -> None:
+    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
         if not self.samples:
             raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
-        cached = self.cache_path(precision, keep_float)
+        cached = self.cache_path(precision, keep_float, fmt)
         if cached.exists():
             shutil.copyfile(cached, out)
             return
@@ -147,13 +149,14 @@ class Converter:
         job = self.workdir / f"job-{out.stem}.json"
         job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
                                    "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
-                                   "out": str(out)}))
+                                   "out": str(out), "format": fmt}))
         done = subprocess.run([sys.executable, "-m", "edgemtl.export.worker", str(job)], capture_output=True,
                               text=True)
         if done.returncode != 0 or not out.exists():
             how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else "failed"
             last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
-            raise EdgemtlError(f"{self.model_name}: TFLite {precision} conversion {how}: {last[0][:400]}")
+            what = "TFLite Micro" if fmt == "micro" else f"TFLite {precision}"
+            raise EdgemtlError(f"{self.model_name}: {what} conversion {how}: {last[0][:400]}")
         cached.parent.mkdir(parents=True, exist_ok=True)
         part = cached.with_suffix(".part")  # a killed copy never looks like a cached file
         shutil.copyfile(out, part)

@@ -27,6 +27,17 @@ def tflite(job: ConversionJob) -> bytes:
     return convert(job.model, job.precision, list(job.samples), job.keep_float)
 
 
+def micro(job: ConversionJob) -> bytes:
+    """The TFLite Micro model: full int8 with integer I/O at batch 1 (export/micro.py's model), in a child as tflite
+    int8 is; the op check against the installed TFLM runs on the result (Converter.convert)."""
+    from .micro import MICRO_BATCH, integer_io, micro_keep_float, micro_model, micro_samples
+    from .tflite import convert
+
+    model = micro_model(job.model)
+    keep = micro_keep_float(model, job.keep_float)
+    return integer_io(convert(model, "int8io", micro_samples(job.samples, model), keep, batch=MICRO_BATCH), keep)
+
+
 def onnx(job: ConversionJob) -> bytes:
     """tf2onnx fp32 once per model (kept in workdir), then fp16 / dynamic / static int8 from it."""
     import onnx as onnx_lib
@@ -53,7 +64,7 @@ def onnx(job: ConversionJob) -> bytes:
 
 
 def c_array(model_file: bytes, folder: Path) -> dict[str, bytes]:
-    """The C bundle's extra files: the (int8) TFLite model as model_data.h / model_data.cc."""
+    """The C bundle's extra files: the TFLite model it holds as model_data.h / model_data.cc (C11 and C++11)."""
     from ..artifacts import C_ARRAY_NAME
     from .c_array import write_c_array
 

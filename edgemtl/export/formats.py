@@ -29,6 +29,8 @@ class Format:
     wraps: str | None = None  # converts as this format, then packages (c: the int8 TFLite model as a C array)
     package: str | None = None  # "module:function"(model bytes, folder) -> {file name: bytes} added to the bundle
     benched: bool = True  # False: its model file is another format's again (bench would measure it twice)
+    check: str | None = None  # "module:function"(model bytes, model name, layer names): raises if it cannot run
+    gate_runtime: str | None = None  # the runtime the parity gate runs it in, when not its runner's (micro: tflm)
 
     @property
     def model_file(self) -> str:
@@ -57,6 +59,9 @@ class Format:
     def load_package(self) -> Callable | None:
         return _load(self.package) if self.package else None
 
+    def load_check(self) -> Callable:
+        return _load(self.check)
+
 
 def _load(dotted: str):
     module, _, name = dotted.partition(":")
@@ -74,6 +79,12 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            keeps_float=("int8",), in_child=("int8",),
            converter="edgemtl.export.converters:tflite", runner="edgemtl.runtime.backends:LiteRTRunner",
            wraps="tflite", package="edgemtl.export.converters:c_array", benched=False),
+    # batch 1, integer I/O, only ops the installed TFLite Micro has kernels for; the gate runs it in TFLM
+    Format("micro", "TFLite Micro (model + C array)", ".tflite", FORMAT_PRECISIONS["micro"],
+           keeps_float=("int8",), in_child=("int8",),
+           converter="edgemtl.export.converters:micro", runner="edgemtl.runtime.backends:LiteRTRunner",
+           package="edgemtl.export.converters:c_array", check="edgemtl.export.micro:check_ops",
+           gate_runtime="tflm"),
 )}
 
 

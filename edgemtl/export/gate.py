@@ -17,6 +17,8 @@ from . import parity
 from .formats import Format
 
 _TASK_FIELDS = [f.name for f in dataclasses.fields(TaskParity)]
+TFLM_NOTE = ("verified in TFLite Micro (the tflite-micro interpreter, one row per invoke); LiteRT opens the same file "
+             "for desktop use, with answers the gate did not compare bit for bit")
 _SHORT = {"tflite": "TFLite", "onnx": "ONNX"}  # how a "no fallback" note names the format converted as
 
 
@@ -43,11 +45,15 @@ def gate_data(model, recipe: Recipe, data) -> GateData:
                     patterns=patterns(test.x, [i.name for i in recipe.inputs]) if has_patterns(test.x) else None)
 
 
-def judge(path: Path, precision: str, gate: GateData, io: dict | None = None) -> ParityReport:
+def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, runtime: str | None = None,
+          memory: dict | None = None) -> ParityReport:
     """The verdict on one converted file, run in a child process on the runtime configuration it records (the
-    report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given."""
+    report's `runtime`). io: filled with the file's integer I/O parameters by name (TFLite), when given. runtime:
+    "tflm" runs it in TFLite Micro; memory: filled with the arena it measured there."""
     verdict = parity.check(path, precision, gate.x, gate.y, gate.reference, list(gate.tasks), gate.labels,
-                           dict(gate.tolerance), patterns=gate.patterns)
+                           dict(gate.tolerance), patterns=gate.patterns, runtime=runtime)
+    if memory is not None and verdict.get("memory"):
+        memory.update(verdict["memory"])
     tasks = {name: TaskParity(**{k: row.get(k) for k in _TASK_FIELDS}) for name, row in verdict["tasks"].items()}
     if io is not None and verdict.get("io"):
         io.update(verdict["io"])
@@ -66,7 +72,8 @@ def runtime_config(measured: dict) -> RuntimeConfig:
     return RuntimeConfig(kernels=kernels if kernels in KERNELS else None, threads=measured.get("threads", 1),
                          graph_optimization=measured.get("graph_optimization"), provider=measured.get("provider"),
                          chosen_by="measured" if timings else "default",
-                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings)
+                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings,
+                         note=TFLM_NOTE if measured.get("runtime") == "tflm" else "")
 
 
 def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,
@@ -100,18 +107,21 @@ def search(convert: Callable[[tuple], Path], judge_file: Callable[[Path], Parity
     and keep the first that passes. A candidate the converter cannot keep in float is skipped."""
     keep = tuple(start)
     path = convert(keep)
-    report, tried = judge_file(path), [keep] if keep else []
+    report, tried, skipped = judge_file(path), [keep] if keep else [], []
     if not report.deployable and precision != "fp32":
         for keep_try in [c for c in candidates if c != keep]:
             tried.append(keep_try)
             try:
                 retry_path = convert(keep_try)
-            except EdgemtlError:  # this part cannot stay in float for this format: try the next one
+            except EdgemtlError as e:  # this part cannot stay in float for this format: try the next one
+                skipped.append(e.messages[0] if e.messages else str(e))
                 continue
             retry = judge_file(retry_path)
             if retry.deployable:
                 path, report, keep = retry_path, retry, keep_try
                 break
+        if skipped and not report.deployable:  # say why a fallback that might have passed was not judged
+            report = dataclasses.replace(report, reason=f"{report.reason} (fallback not tried: {'; '.join(skipped)})")
         if not candidates and float_fallback:
             report = dataclasses.replace(report, reason=f"{report.reason} ({_SHORT.get(fmt.converts_as, fmt.name)} "
                                                         f"{precision} cannot keep parts in float: no fallback to try)")

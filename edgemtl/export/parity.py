@@ -28,22 +28,27 @@ GATE_THREADS = 1
 ORT_LEVEL, ORT_PROVIDER = "all", "CPUExecutionProvider"
 
 
-def runtime_choice(path) -> dict:
-    """What the child is asked to run the file on: LiteRT files measure their kernel sets, ONNX files are fixed."""
+def runtime_choice(path, runtime: str | None = None) -> dict:
+    """What the child is asked to run the file on: LiteRT files measure their kernel sets, ONNX files are fixed,
+    micro files run in TFLite Micro (runtime "tflm")."""
+    if runtime == "tflm":
+        return {"runtime": "tflm", "threads": 1}
     if Path(path).suffix == ".tflite":
         return {"kernels": "measure", "threads": GATE_THREADS}
     return {"graph_optimization": ORT_LEVEL, "provider": ORT_PROVIDER, "threads": GATE_THREADS}
 
 
-def worker_command(job: Path) -> list[str]:
+def worker_command(job: Path, runtime: str | None = None) -> list[str]:
     """The child that opens and runs one candidate (a test swaps it for one that crashes)."""
-    return [sys.executable, "-m", "edgemtl.export.gate_worker", str(job)]
+    module = "edgemtl.export.micro_worker" if runtime == "tflm" else "edgemtl.export.gate_worker"
+    return [sys.executable, "-m", module, str(job)]
 
 
-def run_candidate(path, x: dict, timeout: float | None = None) -> tuple[dict | None, dict]:
+def run_candidate(path, x: dict, timeout: float | None = None,
+                  runtime: str | None = None) -> tuple[dict | None, dict]:
     """(outputs or None, facts) of one file run in a child: facts carry the runtime config it ran on, and `error`
     when the runtime refused or crashed on the file."""
-    choice = runtime_choice(path)
+    choice = runtime_choice(path, runtime)
     with tempfile.TemporaryDirectory(prefix=system_temp_prefix("gate")) as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "x.npz", **x)
@@ -51,7 +56,7 @@ def run_candidate(path, x: dict, timeout: float | None = None) -> tuple[dict | N
                "result": str(tmp / "result.json"), "batch": GATE_BATCH, **choice}
         (tmp / "job.json").write_text(json.dumps(job))
         try:
-            done = subprocess.run(worker_command(tmp / "job.json"), capture_output=True, text=True,
+            done = subprocess.run(worker_command(tmp / "job.json", runtime), capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             return None, {**choice, "error": f"{Path(path).name}: the runtime did not answer within {timeout:g} s"}
@@ -77,15 +82,17 @@ def int8io_problems(facts: dict) -> list[str]:
 
 
 def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, labels: dict, tolerance: dict,
-          timeout: float | None = None, patterns=None) -> dict:
+          timeout: float | None = None, patterns=None, runtime: str | None = None) -> dict:
     """patterns: one presence pattern per test row (optional inputs, presence.patterns), or None: a reduced
-    precision must then keep every task within its tolerance on the rows of each pattern too."""
-    outputs, facts = run_candidate(path, x, timeout)
+    precision must then keep every task within its tolerance on the rows of each pattern too. runtime: "tflm" runs
+    the file in TFLite Micro (the micro format: integer I/O required, its arena measured)."""
+    outputs, facts = run_candidate(path, x, timeout, runtime)
+    integer_io = precision == "int8io" or runtime == "tflm"
     runtime = {k: v for k, v in facts.items() if k in ("kernels", "threads", "graph_optimization", "provider",
-                                                       "timings_ms")}
+                                                       "timings_ms", "runtime")}
     if outputs is None:
         return {"deployable": False, "reason": facts["error"], "tasks": {}, "runtime": runtime}
-    result, problems, reasons = {}, int8io_problems(facts) if precision == "int8io" else [], {}
+    result, problems, reasons = {}, int8io_problems(facts) if integer_io else [], {}
     for t in tasks:
         name = t.name
         ref, got = reference[name], outputs[name].reshape(reference[name].shape)
@@ -119,7 +126,8 @@ def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, 
         problems += pattern_problems
     return {"deployable": not problems, "reason": "; ".join(problems), "tasks": result, "rows": len(y[tasks[0].name]),
             "patterns": by_pattern, "runtime": runtime, "io": facts.get("io"),
-            "outputs_digest": outputs_digest(outputs, [t.name for t in tasks]), "null_reasons": reasons}
+            "outputs_digest": outputs_digest(outputs, [t.name for t in tasks]), "null_reasons": reasons,
+            "memory": facts.get("memory")}
 
 
 def _pattern_parity(outputs: dict, y: dict, reference: dict, tasks: list, labels: dict, tolerance: dict, patterns,

@@ -13,7 +13,7 @@ from ..names import INT8_PRECISIONS
 from ..recipe.schema import Recipe
 from ..reports.markdown import table
 from ..rundir import RunDir, atomic_write_json
-from ..runtime.manifest import ParityReport, Quantization, QuantParams
+from ..runtime.manifest import Memory, ParityReport, Quantization, QuantParams
 from . import gate
 from .bundle import build_manifest, input_entry, output_entry, place_bundle
 from .convert import (  # noqa: F401
@@ -46,6 +46,7 @@ class ModelExport:
         self.converter = Converter(run, recipe, model_name, model, samples, {"edgemtl.labels": labels})
         self.reports: dict = {}  # converted file -> its ParityReport
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
+        self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
         self.worked = {} if worked is None else worked
 
     def __enter__(self) -> ModelExport:
@@ -54,9 +55,10 @@ class ModelExport:
     def __exit__(self, *exc) -> None:
         self.converter.close()
 
-    def judge(self, path, precision: str) -> ParityReport:
+    def judge(self, path, precision: str, runtime: str | None = None) -> ParityReport:
         if path not in self.reports:
-            self.reports[path] = gate.judge(path, precision, self.gate, self.io.setdefault(path, {}))
+            self.reports[path] = gate.judge(path, precision, self.gate, self.io.setdefault(path, {}), runtime,
+                                            self.memory.setdefault(path, {}))
         return self.reports[path]
 
     def verdict(self, aid: ArtifactId) -> gate.Verdict:
@@ -66,9 +68,14 @@ class ModelExport:
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
         candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
                                               self.gate.tasks)
-        found = gate.search(lambda keep: self.converter.convert(aid, keep),
-                            lambda path: self.judge(path, aid.precision), fmt, aid.precision, candidates, start,
-                            cfg.float_fallback)
+        if fmt.gate_runtime:  # micro: judged in TFLite Micro
+            def judge(path):
+                return self.judge(path, aid.precision, fmt.gate_runtime)
+        else:
+            def judge(path):
+                return self.judge(path, aid.precision)
+        found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
+                            start, cfg.float_fallback)
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS:
             self.worked[fmt.converts_as] = found.keep
         return found
@@ -86,7 +93,19 @@ class ModelExport:
             found = self.verdict(aid)
         report = dataclasses.replace(found.report, reason=found.report.reason.replace(str(found.path), aid.name))
         where = self._bundle(aid, found.path, report, wraps)
-        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where)}
+        memory = self._memory(aid, found.path)
+        return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where),
+                **({"memory": memory.to_dict()} if memory else {})}
+
+    def _memory(self, aid: ArtifactId, path) -> Memory | None:
+        """Micro bundles: the arena TFLite Micro ran the file in, the flash its model takes, the ops it needs."""
+        measured = self.memory.get(path)
+        if not measured:
+            return None
+        from .micro import ops_used
+
+        return Memory(arena_bytes=measured["arena_bytes"], flash_bytes=measured["flash_bytes"],
+                      ops=ops_used(path.read_bytes()), measured_by=measured["measured_by"])
 
     def _bundle(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None = None):
         fmt = FORMATS[aid.format]
@@ -100,12 +119,13 @@ class ModelExport:
             self.run, self.recipe, aid, fmt.model_file,
             [input_entry(inputs[name], spec) for name, spec in self.specs.items() if name in inputs],
             [output_entry(t, self.data.labels[t.name]) for t in self.gate.tasks],
-            self._quantization(aid, path, report, wraps), report)
+            self._quantization(aid, path, report, wraps), report, self._memory(aid, path))
         return place_bundle(self.run, aid, files, manifest, report)
 
     def _quantization(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None) -> Quantization:
         io = None
-        if "int8io" in (aid.precision, wraps) and self.io.get(path):  # read by the gate's child, not loaded here
+        integer_io = "int8io" in (aid.precision, wraps) or FORMATS[aid.format].gate_runtime == "tflm"
+        if integer_io and self.io.get(path):  # read by the gate's child, not loaded here
             io = {n: QuantParams(d["dtype"], d["scale"], d["zero_point"]) for n, d in self.io[path].items()}
         return Quantization(aid.precision, tuple(report.kept_in_float),
                             len(self.converter.samples) if aid.precision in INT8_PRECISIONS else None, io, wraps)
@@ -159,13 +179,18 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
 
 def format_table(rows: list, tasks: list) -> str:
     names = [t.name for t in tasks if not t.auxiliary]
+    memory = any(r.get("memory") for r in rows)  # micro artifacts: arena and flash measured in TFLite Micro
     body = []
     for r in rows:
         deltas = [_delta(r["tasks"][n].get("drop")) if n in r.get("tasks", {}) else "" for n in names]
         verdict = "pass" if r["deployable"] else f"FAIL: {r['reason'][:80]}"
         keep = ", ".join(r.get("kept_in_float") or []) or "-"
-        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", verdict, keep, *deltas])
-    return table(["artifact", "size KB", "parity", "kept in float", *(f"{n} Δ" for n in names)], body)
+        mem = r.get("memory") or {}
+        figures = [f"{mem['arena_bytes'] / 1024:.1f}" if mem else "-",
+                   f"{mem['flash_bytes'] / 1024:.1f}" if mem else "-"] if memory else []
+        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", *figures, verdict, keep, *deltas])
+    head = ["artifact", "size KB", *(["arena KB", "flash KB"] if memory else []), "parity", "kept in float"]
+    return table([*head, *(f"{n} Δ" for n in names)], body)
 
 
 def _delta(drop) -> str:

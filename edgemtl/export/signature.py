@@ -10,13 +10,14 @@ def exported_model(model, recipe: Recipe):
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
-def input_specs(model) -> dict:
-    return {i.name: tf.TensorSpec([None, *i.shape[1:]], i.dtype, name=i.name) for i in model.inputs}
+def input_specs(model, batch: int | None = None) -> dict:
+    return {i.name: tf.TensorSpec([batch, *i.shape[1:]], i.dtype, name=i.name) for i in model.inputs}
 
 
-def serving_function(model):
-    """A concrete function whose signature names inputs after features and outputs after tasks."""
-    specs = input_specs(model)
+def serving_function(model, batch: int | None = None):
+    """A concrete function whose signature names inputs after features and outputs after tasks. batch: None (any),
+    or fixed (the micro export: static shapes throughout)."""
+    specs = input_specs(model, batch)
 
     @tf.function(input_signature=[specs])
     def serve(inputs):

@@ -8,8 +8,8 @@ from ..tfk import tf
 from .signature import serving_function
 
 
-def _converter(model, precision: str, representative=None):
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([serving_function(model)], model)
+def _converter(model, precision: str, representative=None, batch=None):
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([serving_function(model, batch)], model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -26,12 +26,13 @@ def _converter(model, precision: str, representative=None):
     return conv
 
 
-def convert(model, precision: str, samples=None, keep_float=()) -> bytes:
-    """samples: list of input dicts for calibration. keep_float: layer-name prefixes left in float."""
+def convert(model, precision: str, samples=None, keep_float=(), batch=None) -> bytes:
+    """samples: list of input dicts for calibration. keep_float: layer-name prefixes left in float. batch: a fixed
+    batch size (the micro export), else any."""
     def representative():
         yield from samples
 
-    conv = _converter(model, precision, representative)
+    conv = _converter(model, precision, representative, batch)
     # label-unit outputs (regression) stay in float: the converter folds their de-standardisation into the head's
     # FULLY_CONNECTED, whose int8 output would span 0..2016 for years
     label_units = float_outputs(model) if precision in ("int8", "int8io") else []
@@ -39,7 +40,7 @@ def convert(model, precision: str, samples=None, keep_float=()) -> bytes:
         return conv.convert()
     # Selective quantization: the debugger takes the output tensor names of ops to keep in float, and its
     # dataset as lists in interpreter input order (not dicts).
-    float_model = _converter(model, "fp32").convert()
+    float_model = _converter(model, "fp32", batch=batch).convert()
     from ai_edge_litert.interpreter import Interpreter
 
     details = Interpreter(model_content=float_model)

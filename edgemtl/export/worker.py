@@ -13,7 +13,8 @@ def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     from ..models.build import load_model
     from ..recipe import load_recipe
-    from .converters import ConversionJob, tflite
+    from .converters import ConversionJob
+    from .formats import FORMATS
     from .signature import exported_model
 
     model = exported_model(load_model(job["model"]), load_recipe(job["recipe"]))
@@ -22,7 +23,8 @@ def main(job_path: str) -> None:
     n = len(next(iter(arrays.values())))
     samples = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
     workdir = Path(job["out"]).parent
-    content = tflite(ConversionJob(model=model, precision=job["precision"], workdir=workdir, samples=tuple(samples),
+    convert = FORMATS[job.get("format", "tflite")].load_converter()
+    content = convert(ConversionJob(model=model, precision=job["precision"], workdir=workdir, samples=tuple(samples),
                                    keep_float=tuple(job["keep_float"])))
     Path(job["out"]).write_bytes(content)
 

@@ -14,6 +14,7 @@ from .base import BadInput, ModalityKind, decode_files, describe
 
 MIN_RATE, MAX_RATE = 4000, 192000  # sample rates the runtime accepts (then resampled to the model's)
 MAX_CLIP_SAMPLES = 2 ** 22  # about 87 s at 48 kHz: a recipe's clip, longer would exhaust memory per batch
+PCM16_FULL_SCALE = 32768.0  # int16 PCM q is the float sample q / 32768 (the micro export's audio input)
 MAX_CLIP_FACTOR = 10  # audio longer than this many clips is refused at run time rather than silently cut
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what libsndfile reads (a watched folder's audio samples)
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality: pass band to 0.91 x Nyquist, stop band below -100 dB

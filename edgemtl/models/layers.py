@@ -1,6 +1,7 @@
 """Custom layers, each built from ops that TFLite and ONNX carry as builtins (no Lambda layers)."""
 import numpy as np
 
+from ..kinds.audio import PCM16_FULL_SCALE
 from ..tfk import keras, tf
 
 register = keras.utils.register_keras_serializable(package="edgemtl")
@@ -39,12 +40,16 @@ GAIN = 2.0  # small: the fp16 artifacts carry the filterbank and the power spect
 
 @register
 class LogMelSpectrogram(keras.layers.Layer):
-    """Audio samples [batch, samples] -> log-mel image [batch, frames, n_mels, 1] (Hann window, power spectrum)."""
+    """Audio samples [batch, samples] -> log-mel image [batch, frames, n_mels, 1] (Hann window, power spectrum).
 
-    def __init__(self, sample_rate, frame_length, frame_step, n_mels, **kwargs):
+    dft=True (the TFLite Micro export only, never trained): the spectrum as one strided convolution with constant
+    windowed cos/sin weights (TFLite CONV_2D) instead of framing + RFFT2D, which TFLite Micro has no kernel for. The
+    same numbers up to float rounding; no weights to train either way."""
+
+    def __init__(self, sample_rate, frame_length, frame_step, n_mels, dft=False, **kwargs):
         super().__init__(**kwargs)
         self.sample_rate, self.frame_length = sample_rate, frame_length
-        self.frame_step, self.n_mels = frame_step, n_mels
+        self.frame_step, self.n_mels, self.dft = frame_step, n_mels, bool(dft)
         self._window = tf.constant(hann_window(frame_length))
         mel = mel_matrix(n_mels, frame_length, sample_rate)
         per_chunk = max(1, MAX_UNQUANTIZED_WEIGHTS // mel.shape[0])
@@ -62,7 +67,29 @@ class LogMelSpectrogram(keras.layers.Layer):
         index = np.arange(n)[:, None] * step + np.arange(length)[None, :]
         return tf.gather(x, index.astype(np.int32), axis=1)
 
+    def _dft_power(self, samples):
+        """[batch, samples] -> power spectrum [batch * frames, frame_length // 2 + 1] by a fixed-weight conv1d."""
+        length, bins = self.frame_length, self.frame_length // 2 + 1
+        angle = 2 * np.pi * np.outer(np.arange(length), np.arange(bins)) / length
+        window = hann_window(length)[:, None]
+        kernel = np.concatenate([window * np.cos(angle), -window * np.sin(angle)], axis=1)  # [length, 2 * bins]
+        spectrum = tf.nn.conv1d(tf.expand_dims(samples, -1), kernel[:, None, :].astype(np.float32),
+                                stride=self.frame_step, padding="VALID")
+        spectrum = tf.reshape(spectrum, [-1, 2 * bins])
+        re, im = spectrum[:, :bins], spectrum[:, bins:]
+        return re * re + im * im
+
     def call(self, samples):
+        if self.dft:  # name scopes: the micro export keeps `spectrum` and `mel` in float, not the input scaling
+            n_frames = (samples.shape[1] - self.frame_length) // self.frame_step + 1
+            with tf.name_scope("input"):  # int16 PCM (the micro model's audio input) or float samples in [-1, 1]
+                pcm = samples.dtype == tf.int16
+                scaled = tf.cast(samples, tf.float32) * (GAIN / PCM16_FULL_SCALE if pcm else GAIN)
+            with tf.name_scope("spectrum"):
+                power = self._dft_power(scaled)
+            with tf.name_scope("mel"):
+                mel = tf.concat([tf.matmul(power, chunk) for chunk in self._mel_chunks], axis=-1)
+                return tf.reshape(tf.math.log(mel + 1e-6), [-1, n_frames, self.n_mels, 1])
         frames = self._frames(tf.cast(samples, tf.float32) * GAIN) * self._window
         n_frames = frames.shape[1]
         # 2-D into RFFT and ComplexAbs out of it: the one form tf2onnx converts
@@ -72,8 +99,9 @@ class LogMelSpectrogram(keras.layers.Layer):
         return tf.reshape(tf.math.log(mel + 1e-6), [-1, n_frames, self.n_mels, 1])
 
     def get_config(self):
+        dft = {"dft": True} if self.dft else {}  # only the micro export's copy: trained models keep the old config
         return {**super().get_config(), "sample_rate": self.sample_rate, "frame_length": self.frame_length,
-                "frame_step": self.frame_step, "n_mels": self.n_mels}
+                "frame_step": self.frame_step, "n_mels": self.n_mels, **dft}
 
 
 @register

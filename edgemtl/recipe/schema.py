@@ -493,7 +493,9 @@ class ExportSpec(Spec):
     model: tuple[str, ...] = key(("teacher",), "which model(s) of the run the export stage exports: teacher, "
                                  "student, student-scratch, student-pruned, student-qat, single-<task>; one name or a "
                                  "list, e.g. [teacher, student-qat]", coerce=_one_or_many)
-    formats: tuple[str, ...] = key(FORMATS, "tflite, onnx, c (the int8 TFLite model as a C array)", choices=FORMATS,
+    formats: tuple[str, ...] = key(tuple(f for f in FORMATS if f != "micro"), "tflite, onnx, c (the int8 TFLite "
+                                   "model as a C array), micro (TFLite Micro: batch 1, integer I/O, run in TFLM by the "
+                                   "gate; needs the [micro] extra, so not in the default)", choices=FORMATS,
                                    min_items=1)
     precisions: tuple[str, ...] = key(PRECISIONS, "fp32, fp16, dynamic (int8 weights), int8 (full integer, float "
                                       "I/O), int8io (TFLite, int8 I/O)", choices=PRECISIONS,

@@ -39,13 +39,18 @@ def table(results: dict, tasks: Mapping | None = None) -> str:
     names = _task_names(results)
     base = _lookup(results, BASELINE)
     base_size = results["sizes"].get(BASELINE)
-    head = ["artifact", "backend", "threads", "size KB", "x smaller"] + names + \
-           ["mean score", "p50 ms", "p90 ms", "p99 ms", f"batch {results['batch']} /s", "cold s", "peak MB", "x faster"]
+    memory = results.get("memory") or {}  # micro bundles: TFLite Micro arena and flash, measured at export
+    head = ["artifact", "backend", "threads", "size KB", "x smaller"] + (["arena KB", "flash KB"] if memory else []) + \
+        names + ["mean score", "p50 ms", "p90 ms", "p99 ms", f"batch {results['batch']} /s", "cold s", "peak MB",
+                 "x faster"]
     body = []
     for r in results["rows"]:
         acc, size = results["accuracy"][r["artifact"]], results["sizes"][r["artifact"]]
         cells = [r["artifact"], r["backend"], str(r["threads"]), f"{size / 1024:.0f}",
                  f"{base_size / size:.1f}" if base_size else ""]
+        if memory:
+            mem = memory.get(r["artifact"])
+            cells += [f"{mem['arena_bytes'] / 1024:.1f}", f"{mem['flash_bytes'] / 1024:.1f}"] if mem else ["-", "-"]
         cells += [_metric(acc.get(n), (tasks or {}).get(n)) for n in names] + [mean_cell(_per_task(acc))[0]]
         if "error" in r:
             cells += [f"error: {r['error'][:60]}"] + [""] * 6

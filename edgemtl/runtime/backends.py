@@ -36,6 +36,8 @@ class LiteRTRunner:
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
         self.batch = 1
+        # a fixed batch dimension (micro files: batch 1, shapes folded into the graph) cannot be resized: row by row
+        self.fixed_batch = any(int(d.get("shape_signature", d["shape"])[0]) > 0 for d in self.inputs.values())
         self._quantized_in = {n for n, d in self.inputs.items() if _is_quantized(d)}
         self._quantized_out = {n for n, d in self.outputs.items() if _is_quantized(d)}
 
@@ -47,6 +49,9 @@ class LiteRTRunner:
 
     def run(self, feeds: dict) -> dict:
         batch = len(next(iter(feeds.values())))
+        if self.fixed_batch and batch != self.batch:
+            parts = [self.run({k: v[i:i + self.batch] for k, v in feeds.items()}) for i in range(0, batch, self.batch)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if batch != self.batch:
             self._resize(batch)
         interpreter = self.interpreter
@@ -54,6 +59,8 @@ class LiteRTRunner:
             detail = self.inputs[name]
             if name in self._quantized_in:
                 value = _quantize(value, detail)
+            elif detail["dtype"] == np.int16 and value.dtype.kind == "f":  # a micro file's audio: int16 PCM
+                value = np.clip(np.round(value * 32768.0), -32768, 32767).astype(np.int16)
             elif value.dtype != detail["dtype"]:
                 value = value.astype(detail["dtype"])
             interpreter.set_tensor(detail["index"], value)
@@ -238,7 +245,7 @@ def _is_quantized(detail) -> bool:
 
 def _quantize(value, detail):
     scale, zero = detail["quantization"]
-    if value.dtype == np.float32:
+    if value.dtype == np.float32 or value.dtype == np.uint8:  # uint8: pixels into a micro file's int8 image input
         info = np.iinfo(detail["dtype"])
         return np.clip(np.round(value / scale + zero), info.min, info.max).astype(detail["dtype"])
     return value.astype(detail["dtype"])

@@ -21,8 +21,9 @@ from ..names import FORMAT_PRECISIONS, FORMATS, MODALITIES, PRECISIONS, TASK_TYP
 from ..paths import check_relative, resolve_inside
 
 # the one place: export writes it, the runtime reads up to it (2: the `runtime` section; 3: inputs[].optional and
-# inputs[].presence, the model input carrying an optional input's presence flag)
-SCHEMA_VERSION = 3
+# inputs[].presence, the model input carrying an optional input's presence flag; 4: the `memory` section of micro
+# bundles)
+SCHEMA_VERSION = 4
 KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
@@ -437,6 +438,27 @@ class RuntimeConfig:
         return {k: v for k, v in out.items() if v is not None}
 
 
+# --- memory figures (micro bundles) ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Memory:
+    """What a microcontroller needs for the model, measured by the parity gate in TFLite Micro. The kernels' code
+    size is not included: it depends on the firmware's toolchain and the op resolver, and is not measured."""
+    arena_bytes: int  # the smallest tensor arena (16-byte steps) TFLite Micro allocated and ran the model in
+    flash_bytes: int  # the model flatbuffer (the C array), which firmware keeps in flash
+    ops: tuple[str, ...]  # the builtin ops the model uses: what the firmware's op resolver must add
+    measured_by: str  # e.g. "tflite-micro 0.dev2026..."
+
+    @classmethod
+    def read(cls, f: _Fields) -> Memory:
+        m = cls(f.get("arena_bytes", _positive), f.get("flash_bytes", _positive), f.get("ops", _list_of(_name)),
+                f.get("measured_by", _string))
+        f.done()
+        return m
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+
 # --- the manifest ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BundleManifest:
@@ -453,6 +475,7 @@ class BundleManifest:
     quantization: Quantization
     parity: ParitySummary
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # what the gate verified (version 1: unpinned)
+    memory: Memory | None = None  # micro bundles (version 4): arena and flash measured in TFLite Micro
     bundle_dir: Path | None = field(default=None, compare=False)  # where it was read from; not written
 
     # --- reading ---
@@ -506,6 +529,8 @@ class BundleManifest:
             parity=f.get("parity", lambda f, k, v: ParitySummary.read(f.sub(k, v))),
             runtime=(f.get("runtime", lambda f, k, v: RuntimeConfig.read(f.sub(k, v))) if version >= 2
                      else RuntimeConfig.unpinned(fmt)),
+            memory=(f.get("memory", lambda f, k, v: Memory.read(f.sub(k, v)), required=False)
+                    if version >= 4 else None),
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         f.done()
         manifest._check(f)
@@ -600,6 +625,10 @@ class BundleManifest:
             out["runtime"] = self.runtime.to_dict()
         else:
             out.pop("runtime")
+        if self.memory is not None:
+            out["memory"] = self.memory.to_dict()
+        else:
+            out.pop("memory")
         return out
 
     def to_json(self) -> str:
