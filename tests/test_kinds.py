@@ -253,7 +253,7 @@ def test_command_line_and_manifest_values_as_predict_reads_them(tmp_path):
     for name, kind in MODALITIES.items():
         entry = SimpleNamespace(column="x", preprocess=None)
         model = SimpleNamespace(inputs={"x": SimpleNamespace(kind=name, modality=kind)}, presence={},
-                                manifest=SimpleNamespace(input=lambda _: entry))
+                                manifest=SimpleNamespace(input=lambda _, e=entry: e))
         text = "[1.5, 2]" if kind.json_value else "x.txt"
         assert predict_cli._value(model, "x", text) == (expected[name] if kind.json_value else text)
         assert predict_cli._cell(model, "x", {"x": text}, ("x",), tmp_path) == expected[name]
