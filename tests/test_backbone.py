@@ -78,6 +78,14 @@ def test_weights_file_initialises_the_backbone_and_frozen_training_keeps_it(tmp_
     after = backbone.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(after, theirs))  # BatchNorm statistics included
     assert not all(np.array_equal(a, b) for a, b in zip(head_before, model.get_layer("gender").get_weights()))
+    # a run saves its model as .keras and reads it back in safe mode (no code from the file)
+    from edgemtl.models.files import load_model_file
+
+    x = {k: v[:2] for k, v in train.x.items()}
+    model.save(tmp_path / "m.keras")
+    again = load_model_file(tmp_path / "m.keras")
+    assert np.allclose(again(x, training=False)["gender"].numpy(), model(x, training=False)["gender"].numpy(),
+                       atol=1e-5)
 
 
 def test_grayscale_resnet50_takes_raw_pixels_and_records_strides(tmp_path):
@@ -87,6 +95,14 @@ def test_grayscale_resnet50_takes_raw_pixels_and_records_strides(tmp_path):
     assert x["image"].shape[-1] == 1 and x["image"].dtype == np.uint8
     out = model(x, training=False)["gender"].numpy()
     assert out.shape[0] == 2 and np.isfinite(out).all()
+    # its feature maps by stride are there for dense heads
+    from edgemtl.models.encoders import EncoderContext
+    from edgemtl.models.encoders.backbone import backbone
+
+    ctx = EncoderContext(recipe.input("image"))
+    backbone(keras.Input((32, 32, 1), dtype="uint8"), recipe.input("image").encoder, "probe", ctx)
+    assert {4, 8, 16, 32} <= set(ctx.features)
+    assert all(ctx.features[s].shape[1] == 32 // s for s in ctx.features)
     # the caffe conv maps gray g to (g, g, g) - BGR mean
     caffe = model.get_layer("image_caffe")
     y = caffe(np.full((1, 1, 1, 1), 200.0, np.float32)).numpy().ravel()
@@ -109,6 +125,7 @@ def test_misfit_and_missing_weights_files_are_one_error_naming_the_key(tmp_path,
     assert "inputs.image.encoder.weights" in str(gone.value) and str(missing) in str(gone.value)
 
 
+@pytest.mark.slow
 def test_mobilenet_v3_small_converts_to_int8_tflite_with_builtin_ops(tmp_path, mnv3_file):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -128,3 +145,17 @@ def test_mobilenet_v3_small_converts_to_int8_tflite_with_builtin_ops(tmp_path, m
     assert np.abs(out - expected).max() < 0.25
     ops = {d["op_name"] for d in interpreter._get_ops_details()}
     assert "CONV_2D" in ops and not any(op.startswith("Flex") for op in ops)
+
+
+def test_efficientnet_b0_from_a_file_computes_what_the_application_computes_on_raw_pixels(tmp_path):
+    source = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), include_top=False, weights=None)
+    # a file whose Normalization holds real statistics, as an imagenet file does
+    norm = next(layer for layer in source.layers if isinstance(layer, keras.layers.Normalization))
+    norm.set_weights([np.array([0.4, 0.5, 0.6]), np.array([0.05, 0.06, 0.07]), np.array(100)])
+    path = tmp_path / "effb0.h5"
+    source.save_weights(str(path))
+    model, data = build(recipe_for(tmp_path, name="efficientnet_b0", weights=path, trainable=False))
+    pixels = data["train"].x["image"][:2]
+    ours = model.get_layer("image_backbone")(pixels.astype(np.float32), training=False)[-1].numpy()
+    theirs = source(pixels.astype(np.float32), training=False).numpy()
+    assert np.allclose(ours, theirs, atol=1e-4)

@@ -27,7 +27,9 @@ def backbone(x, spec, prefix, ctx):
     where = f"inputs.{prefix}.encoder"
     net = _build(spec, ctx.inp, where)
     if spec.weights:
-        load_backbone_weights(net, spec, f"{where}.weights")
+        names = load_backbone_weights(net, spec, f"{where}.weights")
+        if spec.name.startswith("efficientnet"):
+            _match_imagenet_scaling(net, names)
     x = _preprocess(x, spec.name, ctx.inp.channels, prefix)
     strides, outputs = _stride_outputs(net, ctx.inp.size[0])
     sub = keras.Model(net.inputs, outputs + [net.outputs[0]], name=f"{prefix}_backbone")
@@ -90,7 +92,8 @@ def load_backbone_weights(net, spec, key: str) -> None:
         raise EdgemtlError(f"{key}: '{spec.weights}': no such file (a weights file of {spec.name} written with "
                            f"save_weights; docs/recipes.md shows how to get one)")
     try:
-        source = [(name, values) for name, values in source_layers(path).items() if values]
+        everything = source_layers(path)
+        source = [(name, values) for name, values in everything.items() if values]
     except EdgemtlError as e:
         raise EdgemtlError(f"{key}: {e.messages[0]}") from None
     except (OSError, ValueError) as e:
@@ -109,3 +112,21 @@ def load_backbone_weights(net, spec, key: str) -> None:
                                f"backbone) has shapes {got} in the file, the backbone needs {want}")
         pairs += list(zip(targets, values))
     keras.backend.batch_set_value(pairs)
+    return list(everything)
+
+
+def _match_imagenet_scaling(net, file_layers: list) -> None:
+    """tf_keras builds EfficientNet with weights="imagenet" with one more (weightless) op after its Normalization:
+    a multiply by 1/sqrt(stddev), which the imagenet weights were trained with. Built with weights=None that op is
+    absent, so a file saved from an imagenet model (one layer more before `stem_conv`) gets the same scaling folded
+    into the Normalization variance (dividing by sqrt(var * stddev))."""
+    from tf_keras.src.applications.efficientnet import IMAGENET_STDDEV_RGB
+
+    ours = [layer.name for layer in net.layers]
+    if "stem_conv" not in ours or "stem_conv" not in file_layers:
+        return
+    if file_layers.index("stem_conv") != ours.index("stem_conv") + 1:
+        return
+    norm = next(layer for layer in net.layers if isinstance(layer, L.Normalization))
+    mean, variance, count = norm.get_weights()
+    norm.set_weights([mean, variance * np.reshape(IMAGENET_STDDEV_RGB, variance.shape), count])
