@@ -125,8 +125,8 @@ class ImageResnetEncoder(EncoderSpec):
 @variant(IMAGE_ENCODERS, "backbone")
 class ImageBackboneEncoder(EncoderSpec):
     name: str = key(REQUIRED, "the tf_keras.applications family, built without its classifier; preprocessing is "
-                    "part of the graph, so the model takes raw pixels like every image input; `weights`: a local weights file of "
-                    "this family (docs/recipes.md: Pretrained image backbones)", choices=BACKBONES)
+                    "part of the graph, so the model takes raw pixels like every image input; `weights`: a local "
+                    "weights file of this family (docs/recipes.md: Pretrained image backbones)", choices=BACKBONES)
     weights: str | None = key(None, "a local weights file of this family (`.h5`, written by `save_weights` on a "
                               "machine with internet; docs/recipes.md shows how) read as weights only; without it "
                               "the backbone starts from random weights; nothing is downloaded")
