@@ -10,6 +10,9 @@ TEACHER = "teacher"
 STUDENTS = ("student", "student-scratch", "student-pruned", "student-qat")
 SINGLE_TASK_PREFIX = "single-"
 
+# Pretrained image backbones (tf_keras.applications families) an image encoder can be built from.
+BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50")
+
 FORMATS = ("tflite", "onnx", "c", "micro")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 INT8_PRECISIONS = ("int8", "int8io")  # full-integer precisions; also all a QAT model exports to

@@ -261,7 +261,7 @@ def test_json_schema_describes_the_recipe_and_the_shipped_recipes_satisfy_it(tmp
     image = inputs[0]["properties"]
     assert image["size"]["default"] == [64, 64] and "required" in inputs[0] and "type" in inputs[0]["required"]
     encoders = image["encoder"]["oneOf"]
-    assert [e["properties"]["type"]["const"] for e in encoders] == ["cnn", "mobilenet", "resnet"]
+    assert [e["properties"]["type"]["const"] for e in encoders] == ["cnn", "mobilenet", "resnet", "backbone"]
     assert "type" not in encoders[0].get("required", [])  # cnn is the default image encoder
     for path in (AV_RECIPE, FASHION_RECIPE):
         assert _satisfies(yaml.safe_load(path.read_text()), schema) == [], path

@@ -89,7 +89,7 @@ def _load_encoder_weights(model, recipe: Recipe):
     for inp in recipe.inputs:
         spec, prefix = inp.encoder, f"{inp.name}_"
         layers = [layer for layer in model.layers if layer.name.startswith(prefix) and layer.weights]
-        if spec.weights:
+        if spec.weights and spec.type != "backbone":  # a backbone loaded its file itself (encoders/backbone.py)
             copied = copy_layer_weights(layers, _source_layers(spec.weights, inp.name))
             if copied == 0:
                 raise EdgemtlError(f"inputs.{inp.name}.encoder.weights: '{spec.weights}' has no layer named "

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import did_you_mean
-from ..names import BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
+from ..names import BACKBONES, BENCH_BACKENDS, FORMATS, MODALITIES, PRECISIONS, STAGES, TASK_TYPES
 from .spec import REQUIRED, Spec, key, spec, variant
 
 
@@ -120,6 +120,18 @@ class ImageResnetEncoder(EncoderSpec):
                                    check=_positive_list)
     blocks: int = key(1, "residual blocks per stage", check=_positive)
     pooling: str = _pooling()
+
+
+@variant(IMAGE_ENCODERS, "backbone")
+class ImageBackboneEncoder(EncoderSpec):
+    name: str = key(REQUIRED, "the tf_keras.applications family, built without its classifier; preprocessing is "
+                    "part of the graph, so the model takes raw pixels like every image input; `weights`: a local "
+                    "weights file of this family (docs/recipes.md: Pretrained image backbones)", choices=BACKBONES)
+    weights: str | None = key(None, "a local weights file of this family (`.h5`, written by `save_weights` on a "
+                              "machine with internet; docs/recipes.md shows how) read as weights only; without it "
+                              "the backbone starts from random weights; nothing is downloaded")
+    alpha: float = key(1.0, "mobilenet_v3_*: width multiplier (the weights file must have the same); other "
+                       "families: 1.0 only", check=_positive)
 
 
 @variant(TEXT_ENCODERS, "conv1d")

@@ -1,6 +1,7 @@
 """Image encoders: uint8 pixels in, a feature vector out. Scaling to [0, 1] happens inside the graph. Each encoder
 also records its feature maps by stride in ctx.features (EncoderContext) for the dense heads (boxes, masks)."""
 from ...tfk import keras
+from .backbone import backbone
 from .blocks import BN_MOMENTUM, conv_bn_relu, plain_cnn, pool
 
 L = keras.layers
@@ -47,4 +48,4 @@ def _scale(x, prefix):
     return L.Rescaling(1.0 / 255.0, name=f"{prefix}_scale")(x)
 
 
-ENCODERS = {"cnn": cnn, "mobilenet": mobilenet, "resnet": resnet}
+ENCODERS = {"cnn": cnn, "mobilenet": mobilenet, "resnet": resnet, "backbone": backbone}

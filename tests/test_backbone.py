@@ -1,0 +1,161 @@
+"""Pretrained image backbones (encoder type backbone): a local weights file written from a freshly built
+tf_keras.applications model (nothing is downloaded) initialises the recipe model's backbone, `trainable: false`
+keeps every backbone weight through training, misfit and missing files are one error naming the recipe key, and a
+MobileNetV3Small model converts to int8 TFLite with builtin ops."""
+import numpy as np
+import pytest
+
+from conftest import REPO
+from edgemtl.data.dataset import prepare
+from edgemtl.errors import EdgemtlError
+from edgemtl.models.build import build_model, numeric_stats
+from edgemtl.recipe import load_recipe
+from edgemtl.tfk import keras
+
+FASHION_MINI = REPO / "tests" / "data" / "fashion_mini" / "products.csv"
+
+
+def recipe_for(tmp_path, name="mobilenet_v3_small", weights=None, trainable=True, alpha=0.25, channels=3, size=32):
+    extra = f", weights: {weights}" if weights else ""
+    alpha_key = f", alpha: {alpha}" if name.startswith("mobilenet_v3") else ""
+    path = tmp_path / "b.yaml"
+    path.write_text(f"""
+name: b
+data: {{source: {FASHION_MINI}, split: {{ratios: [0.6, 0.2, 0.2]}}, limit: 40}}
+inputs:
+  - {{name: image, type: image, column: image, size: [{size}, {size}], channels: {channels},
+     encoder: {{type: backbone, name: {name}{alpha_key}, trainable: {str(trainable).lower()}{extra}}}}}
+trunk: {{units: [8]}}
+tasks:
+  - {{name: gender, type: multiclass}}
+training: {{batch_size: 8, learning_rate: 0.01}}
+""")
+    return load_recipe(path)
+
+
+def build(recipe):
+    data = prepare(recipe)
+    return build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x)), data
+
+
+def weights_file(tmp_path, alpha=0.25):
+    """What a user does on a machine with internet, minus the download: save_weights of the application."""
+    net = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=alpha, include_top=False, weights=None)
+    path = tmp_path / f"{net.name}.h5"
+    net.save_weights(str(path))
+    return path, net
+
+
+def backbone_of(model):
+    return model.get_layer("image_backbone")
+
+
+@pytest.fixture(scope="module")
+def mnv3_file(tmp_path_factory):
+    return weights_file(tmp_path_factory.mktemp("weights"), alpha=0.25)
+
+
+def test_weights_file_initialises_the_backbone_and_frozen_training_keeps_it(tmp_path, mnv3_file):
+    path, source = mnv3_file
+    model, data = build(recipe_for(tmp_path, weights=path, trainable=False))
+    backbone = backbone_of(model)
+    ours = backbone.get_weights()
+    theirs = source.get_weights()
+    assert len(ours) == len(theirs) > 50
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    # a freshly initialised backbone differs: the file really set the weights
+    fresh = backbone_of(build(recipe_for(tmp_path, trainable=False))[0]).get_weights()
+    assert not all(np.array_equal(a, b) for a, b in zip(ours, fresh))
+    # frozen: no trainable weight in the backbone, and one epoch on real rows changes the head only
+    assert not backbone.trainable_weights
+    head_before = [w.copy() for w in model.get_layer("gender").get_weights()]
+    from edgemtl.kinds import task_kind
+
+    loss = task_kind("multiclass").loss(recipe_for(tmp_path).task("gender"), data.labels["gender"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss={"gender": loss})
+    train = data["train"]
+    model.fit(train.x, {"gender": train.y["gender"]}, epochs=1, batch_size=8, verbose=0)
+    after = backbone.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(after, theirs))  # BatchNorm statistics included
+    assert not all(np.array_equal(a, b) for a, b in zip(head_before, model.get_layer("gender").get_weights()))
+    # a run saves its model as .keras and reads it back in safe mode (no code from the file)
+    from edgemtl.models.files import load_model_file
+
+    x = {k: v[:2] for k, v in train.x.items()}
+    model.save(tmp_path / "m.keras")
+    again = load_model_file(tmp_path / "m.keras")
+    assert np.allclose(again(x, training=False)["gender"].numpy(), model(x, training=False)["gender"].numpy(),
+                       atol=1e-5)
+
+
+def test_grayscale_resnet50_takes_raw_pixels_and_records_strides(tmp_path):
+    recipe = recipe_for(tmp_path, name="resnet50", channels=1)
+    model, data = build(recipe)
+    x = {k: v[:2] for k, v in data["train"].x.items()}
+    assert x["image"].shape[-1] == 1 and x["image"].dtype == np.uint8
+    out = model(x, training=False)["gender"].numpy()
+    assert out.shape[0] == 2 and np.isfinite(out).all()
+    # its feature maps by stride are there for dense heads
+    from edgemtl.models.encoders import EncoderContext
+    from edgemtl.models.encoders.backbone import backbone
+
+    ctx = EncoderContext(recipe.input("image"))
+    backbone(keras.Input((32, 32, 1), dtype="uint8"), recipe.input("image").encoder, "probe", ctx)
+    assert {4, 8, 16, 32} <= set(ctx.features)
+    assert all(ctx.features[s].shape[1] == 32 // s for s in ctx.features)
+    # the caffe conv maps gray g to (g, g, g) - BGR mean
+    caffe = model.get_layer("image_caffe")
+    y = caffe(np.full((1, 1, 1, 1), 200.0, np.float32)).numpy().ravel()
+    assert np.allclose(y, 200.0 - np.array([103.939, 116.779, 123.68]), atol=1e-4)
+
+
+def test_misfit_and_missing_weights_files_are_one_error_naming_the_key(tmp_path, mnv3_file):
+    path, _ = mnv3_file
+    with pytest.raises(EdgemtlError) as wrong:  # a MobileNetV3Small file for a MobileNetV3Large backbone
+        build(recipe_for(tmp_path, name="mobilenet_v3_large", weights=path))
+    message = str(wrong.value)
+    assert "inputs.image.encoder.weights" in message and str(path) in message and "layer" in message
+    assert "\n" not in message
+    with pytest.raises(EdgemtlError) as other_alpha:
+        build(recipe_for(tmp_path, weights=path, alpha=0.5))
+    assert "inputs.image.encoder.weights" in str(other_alpha.value) and "shapes" in str(other_alpha.value)
+    missing = tmp_path / "nowhere.h5"
+    with pytest.raises(EdgemtlError) as gone:
+        build(recipe_for(tmp_path, weights=missing))
+    assert "inputs.image.encoder.weights" in str(gone.value) and str(missing) in str(gone.value)
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_small_converts_to_int8_tflite_with_builtin_ops(tmp_path, mnv3_file):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemtl.export import tflite
+
+    path, _ = mnv3_file
+    model, data = build(recipe_for(tmp_path, weights=path, trainable=False))
+    train = data["train"].x
+    samples = [{k: v[i:i + 1] for k, v in train.items()} for i in range(8)]
+    content = tflite.convert(model, "int8", samples)
+    interpreter = Interpreter(model_content=content)
+    runner = interpreter.get_signature_runner()
+    out = runner(**samples[0])["gender"]
+    expected = model(samples[0], training=False)["gender"].numpy()
+    assert out.shape == expected.shape
+    # int8 keeps the prediction close to the float model's (probabilities)
+    assert np.abs(out - expected).max() < 0.25
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert "CONV_2D" in ops and not any(op.startswith("Flex") for op in ops)
+
+
+def test_efficientnet_b0_from_a_file_computes_what_the_application_computes_on_raw_pixels(tmp_path):
+    source = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), include_top=False, weights=None)
+    # a file whose Normalization holds real statistics, as an imagenet file does
+    norm = next(layer for layer in source.layers if isinstance(layer, keras.layers.Normalization))
+    norm.set_weights([np.array([0.4, 0.5, 0.6]), np.array([0.05, 0.06, 0.07]), np.array(100)])
+    path = tmp_path / "effb0.h5"
+    source.save_weights(str(path))
+    model, data = build(recipe_for(tmp_path, name="efficientnet_b0", weights=path, trainable=False))
+    pixels = data["train"].x["image"][:2]
+    ours = model.get_layer("image_backbone")(pixels.astype(np.float32), training=False)[-1].numpy()
+    theirs = source(pixels.astype(np.float32), training=False).numpy()
+    assert np.allclose(ours, theirs, atol=1e-4)
