@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import EdgemtlError, NotDeployableError
+from .runsafety import STOP_REQUESTED
 
 log = logging.getLogger("edgemtl")
 
@@ -452,6 +453,7 @@ def refuse_repeated_flags(parser, command: str, argv: list) -> None:
 
 def _terminated(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so `finally` blocks remove temporary folders."""
+    STOP_REQUESTED.set()
     raise KeyboardInterrupt
 
 
@@ -521,6 +523,7 @@ def main(argv=None) -> int:
     configure_logging(args.quiet, args.verbose)
     quiet_frameworks(args.verbose)
     as_json = bool(getattr(args, "json", False)) and args.command != "predict"
+    STOP_REQUESTED.clear()  # a command run in-process after an earlier stop (tests, notebooks)
     previous = _on_sigterm(_terminated)
     try:
         refuse_repeated_flags(parser, args.command, list(argv if argv is not None else sys.argv[1:]))

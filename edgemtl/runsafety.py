@@ -29,6 +29,17 @@ MODEL_FILE, QAT_WEIGHTS_FILE, LEGACY_H5_FILE = "model.keras", "model.qat-weights
 RUN_WRITE_FOLDERS = (".", "preprocess", "models", "exports", "exports/rejected", "cache", "bench")
 _held_locks: dict = {}  # resolved run root -> open lock file (flock is held while it stays open)
 
+# Set by the command line's SIGTERM handler. A stop that lands inside a converter's C++ code comes back as the
+# converter's own error ("... REPLACED BY KeyboardInterrupt"): with this flag it is still a stop, not a failed
+# artifact.
+STOP_REQUESTED = threading.Event()
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether this error is a SIGTERM or Ctrl-C that a library turned into an exception of its own."""
+    return STOP_REQUESTED.is_set() or "KeyboardInterrupt" in str(error)
+
+
 # --- test-only kill points -----------------------------------------------------------------------------------------
 KILL_ENV = "EDGEMTL_TEST_KILL_AT"  # "<point>" or "<point>#<n>": SIGKILL this process at the n-th hit (docs/testing.md)
 _kill_hits: Counter = Counter()

@@ -158,7 +158,7 @@ def test_a_candidate_that_crashes_its_runtime_fails_the_gate_with_the_reason(tin
     outputs, facts = parity.run_candidate(truncated, x)
     assert outputs is None and "truncated.tflite" in facts["error"]
     killed = "import os, signal; os.kill(os.getpid(), signal.SIGABRT)"  # what a by-hand int8 file did to LiteRT
-    monkeypatch.setattr(parity, "worker_command", lambda job: [sys.executable, "-c", killed])
+    monkeypatch.setattr(parity, "worker_command", lambda job, runtime=None: [sys.executable, "-c", killed])
     test = av_data["test"]
     verdict = parity.check(tiny_run / "exports" / INT8 / "model.tflite", "int8", test.x, test.y, {}, [], {}, {})
     assert not verdict["deployable"] and "crashed (signal 6)" in verdict["reason"]

@@ -20,6 +20,7 @@ from ..presence import PRESENT_SUFFIX, has_patterns, patterns
 from ..recipe import recipe_hash
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
+from ..runsafety import interrupted
 from .converters import ConversionJob
 from .formats import FORMATS
 
@@ -122,6 +123,8 @@ class Converter:
         except EdgemtlError:
             raise
         except Exception as e:  # converters raise many exception types
+            if interrupted(e):
+                raise KeyboardInterrupt from None
             raise EdgemtlError(conversion_error(e, what, self.model_name, self.model)) from None
 
     def cache_path(self, precision: str, keep_float: tuple[str, ...], fmt: str = "tflite") -> Path:
