@@ -232,7 +232,7 @@ class RunDir:
         leaves is removed when the next writing command takes the run lock. A read-only run: the system temp."""
         prefix = f"{TMP_PREFIX}{os.getpid()}-{what}-"
         try:
-            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root.resolve()))  # absolute: converters chdir
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise write_error(self.root / prefix, e) or e from None

@@ -73,7 +73,7 @@ def test_unknown_modality_and_encoder(tmp_path):
         "channels: 1}", "channels: 1, encoder: {type: resnet50}}")
     assert errors_of(tmp_path, text) == [
         "fashion.yaml: inputs[0].type: 'sound' is not one of image, text, audio, numeric, sequence",
-        "fashion.yaml: inputs[1].encoder.type: 'resnet50' is not one of cnn, mobilenet, resnet"
+        "fashion.yaml: inputs[1].encoder.type: 'resnet50' is not one of cnn, mobilenet, resnet, backbone"
         " (did you mean 'resnet'?)",
     ]
 

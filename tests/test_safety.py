@@ -490,3 +490,14 @@ def test_a_full_disk_anywhere_in_a_command_is_one_error_line(error, session_run,
     monkeypatch.setattr(run_report, "write_report", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     with pytest.raises(OSError):  # anything else is not hidden
         main(["report", str(run)])
+
+
+def test_scratch_folders_are_absolute_for_a_relative_run_path(tmp_path, monkeypatch):
+    """The ONNX int8 quantizer runs with the working directory changed: a scratch path relative to the old one (a run
+    given as `runs/x`, as the demo does) made its input file 'not found'."""
+    from edgemtl.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    scratch = RunDir(Path("runs/x")).scratch("export")
+    assert scratch.is_absolute() and scratch.parent == (tmp_path / "runs" / "x").resolve()

@@ -93,6 +93,7 @@ def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory(prefix=system_temp_prefix("onnx-int8")) as tmp, _root_notices_hidden():
+        src, dst = Path(src).resolve(), Path(dst).resolve()  # the quantizer runs in tmp: paths must not be relative
         cwd = os.getcwd()
         os.chdir(tmp)
         try:
