@@ -141,6 +141,9 @@ def build_parser():
     p.add_argument("--format", help="comma-separated: tflite,onnx,c,micro (default: the recipe's export.formats)")
     p.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic,int8,int8io (default: the recipe's)")
     p.add_argument("--calibration-samples", type=int, help="training rows for int8 calibration")
+    p.add_argument("--target", choices=("latency", "size", "none"),
+                   help="what the precision search recommends per format: the fastest deployable bundle on this "
+                        "machine (latency), the smallest (size), or no search (default: export.target, latency)")
     _run_recipe_args(p, "export")
     p.set_defaults(func=cmd_export)
     p = add("bench", help="accuracy, latency, size and memory of every bundle on every backend here")
@@ -151,7 +154,8 @@ def build_parser():
     p.add_argument("--runs", type=int, help="timed calls per measurement (default: bench.runs, 200)")
     p.add_argument("--max-seconds", type=float, help="time limit of one measurement (default: bench.max_seconds, 5)")
     p.add_argument("--batch", type=int, help="batch of the throughput measurement (default: bench.batch, 32)")
-    p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: <student>-tflite-int8)")
+    p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: the fastest deployable "
+                                     "student artifact, measured side by side on this CPU)")
     _run_recipe_args(p, "bench")
     p.set_defaults(func=cmd_bench)
     p = add("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
@@ -302,7 +306,7 @@ def cmd_export(args) -> Result:
     models, formats, precisions = _split(args.model), _split(args.format), _split(args.precision)
     plan("teacher", formats or [], precisions or [])  # unknown flag values: one line each, before anything loads
     run, recipe = _open_run(args)
-    recipe = with_export(recipe, models, formats, precisions, args.calibration_samples)
+    recipe = with_export(recipe, models, formats, precisions, args.calibration_samples, args.target)
     named = tuple(models or ()) or None  # an explicit --model: no hand-over (stages._export)
     text = run_stage(RunContext(recipe, run, models=named), "export")
     from .compress.run import deployed_models

@@ -87,8 +87,8 @@ class RunContext:
     decoded on first use (the check stage and the report need none; bench needs the test split only).
 
     models: the models a stage acts on where the recipe does not say (evaluate: None = every model of the run).
-    student: the artifact bench compares with the teacher (None: the int8 TFLite bundle of the first non-teacher
-    model in export.model).
+    student: the artifact bench compares with the teacher (None: the fastest deployable student artifact bench
+    measured side by side on this CPU).
     """
 
     recipe: Recipe
@@ -228,12 +228,8 @@ def _bench(ctx: RunContext) -> str:
     from .reports.bench_report import write_reports
 
     results = bench_run(ctx.run, ctx.recipe, ctx.data)
+    # no --student: the headline names the fastest deployable student artifact bench measured side by side
     student = ctx.student
-    if student is None:
-        from .compress.run import deployed_models
-
-        others = [m for m in deployed_models(ctx.run, ctx.recipe.export.model) if m != TEACHER]
-        student = f"{others[0]}-tflite-int8" if others else None
     return write_reports(ctx.run, ctx.recipe, results, student if student in results["sizes"] else None)
 
 
@@ -267,10 +263,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
-def with_export(recipe: Recipe, models=None, formats=None, precisions=None, calibration_samples=None) -> Recipe:
+def with_export(recipe: Recipe, models=None, formats=None, precisions=None, calibration_samples=None,
+                target=None) -> Recipe:
     """The recipe with the export command's flags as its export section (None: the recipe's value)."""
     given = {"model": models, "formats": formats, "precisions": precisions,
-             "calibration_samples": calibration_samples}
+             "calibration_samples": calibration_samples, "target": target}
     return _with_section(recipe, "export", given)
 
 

@@ -53,8 +53,12 @@ def test_every_present_backend_measures_every_artifact(benched):
     assert all(reason for reason in skipped.values())
     assert results["accuracy"]["teacher-tflite-fp32"]["digit"]["n"] == 300
     assert results["flops"]["teacher"] > 1e5
-    peaks = results["peak_1core"]  # numpy and LiteRT GEMMs, the best per precision
-    assert peaks["fp32"]["gops"] > 0.1 and "LiteRT" in peaks["int8"]["engine"]
+    side = results["side_by_side"]  # measured interleaved in one process, with the floor's peaks and fixed cost
+    assert side["peaks"]["fp32"]["gops"] > 0.1 and "XNNPACK" in side["peaks"]["int8"]["engine"]
+    floor = side["floor"]["teacher-tflite-fp32"]
+    assert 0 < floor["share"] <= 1.0 and floor["distance"] >= 1.0 and 0 < side["fixed_ms"] < floor["floor_ms"]
+    assert side["latency"]["teacher-tflite-fp32 end-to-end"]["median_ms"] > side["latency"]["teacher-tflite-fp32"][
+        "median_ms"]  # decoding the WAV and the PNG costs more than nothing
 
 
 def test_reports_hold_every_artifact(benched):
@@ -64,7 +68,7 @@ def test_reports_hold_every_artifact(benched):
     for r in results["rows"]:
         assert f"| {r['artifact']} | {r['backend']} | 1 |" in report
         assert r["artifact"] in page
-    assert "Runtime vs `keras.Model.predict`" in report and "of the fp32 peak" in report
+    assert "Runtime vs `keras.Model.predict`" in report and "Distance from the floor" in report
     assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "data:image/png;base64," in page
 
 

@@ -15,7 +15,7 @@ from ..artifacts import ArtifactId, keras_target_name, model_of_target
 from ..errors import EdgemtlError
 from ..export.formats import FORMATS
 from ..kinds import score_all
-from ..names import GPU_BACKENDS
+from ..names import GPU_BACKENDS, TEACHER
 from ..progress import Progress
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
@@ -134,7 +134,6 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
     results = {"machine": machine_info(), **timing, "skipped": skipped, "excluded": excluded_bundles(run),
-               "peak_1core": _measure({"backend": "peak", "threads": 1}, inputs, timing, tmp),
                "rows": [], "accuracy": {}, "gpu_accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
     targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
     bar = Progress(len(targets) + len(jobs), "bench")
@@ -155,9 +154,28 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
         results["rows"].append({**job, **_measure(job, inputs, timing, tmp)})
         bar.update()
     bar.close()
+    results["side_by_side"] = _side_by_side(run, recipe, data, results["flops"], tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(run.bench_results, jsonio.dumps(results, with_reasons=True))
     return results
+
+
+def students(run: RunDir) -> list[str]:
+    """The run's bundled models that compete with the teacher (not the teacher, not single-task models)."""
+    return sorted({a.model for a in bundles(run) if a.model != TEACHER and a.task is None})
+
+
+def _side_by_side(run: RunDir, recipe: Recipe, data, flops: dict, tmp: Path) -> dict:
+    """The headline's interleaved measurement (bench/headline.py); a failure is a finding, not a crash."""
+    from .headline import side_by_side
+
+    print("bench: teacher fp32 and student bundles side by side (interleaved, model call and end to end)",
+          file=sys.stderr)
+    feeds = {k: v[:1] for k, v in data["test"].x.items()}
+    try:
+        return side_by_side(run, recipe, feeds, students(run), flops, workdir=tmp)
+    except EdgemtlError as e:
+        return {"error": e.messages[0]}
 
 
 def _or_error(measure) -> dict:

@@ -27,11 +27,8 @@ def main(job_path: str, out_path: str) -> None:
     from ..names import GPU_BACKENDS
     from .backends import BACKENDS, ORT_GPU_PROVIDERS, ort_node_placement
     from .machine import gpu_memory_mb
-    from .timing import gemm_peaks, percentiles, time_calls
+    from .timing import percentiles, time_calls
 
-    if job["backend"] == "peak":
-        Path(out_path).write_text(json.dumps(gemm_peaks()))
-        return
     with np.load(job["inputs"]) as z:
         x = {k: z[k] for k in z.files}
     one = {k: v[:1] for k, v in x.items()}

@@ -24,7 +24,7 @@ def output_entry(task: TaskSpec, label_spec: dict) -> dict:
 
 def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inputs: list[dict],
                    outputs: list[dict], quantization: Quantization, report: ParityReport,
-                   memory: Memory | None = None) -> BundleManifest:
+                   memory: Memory | None = None, selection: dict | None = None) -> BundleManifest:
     """The bundle's manifest, read back through its own reader: a writer bug is caught here, not on a device."""
     data = {"schema_version": SCHEMA_VERSION, "edgemtl_version": __version__, "recipe": recipe.name,
             "recipe_hash": run.recipe_hash(), "model": aid.model, "format": aid.format, "precision": aid.precision,
@@ -33,6 +33,8 @@ def build_manifest(run: RunDir, recipe: Recipe, aid: ArtifactId, file: str, inpu
             "runtime": (report.runtime or RuntimeConfig()).to_dict()}
     if memory is not None:
         data["memory"] = memory.to_dict()
+    if selection is not None:  # the precision search's measured recommendation (export/search.py)
+        data["selection"] = selection
     return BundleManifest.from_dict(data, file=f"{aid.name}/{MANIFEST_FILE}")
 
 

@@ -48,6 +48,10 @@ class ModelExport:
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
         self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
         self.worked = {} if worked is None else worked
+        # (format, precision) -> the parts the precision search chose to keep in float for speed (search.py); unlike
+        # `worked` (what accuracy needed) never handed to siblings: int8io needs its first op integer
+        self.searched: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.selections: dict = {}  # format -> search.Recommendation
 
     def __enter__(self) -> ModelExport:
         return self
@@ -66,6 +70,8 @@ class ModelExport:
         fmt, cfg = FORMATS[aid.format], self.recipe.export
         # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
+        searched = self.searched.get((aid.format, aid.precision))
+        start = searched if searched is not None else start
         candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
                                               self.gate.tasks)
         if fmt.gate_runtime:  # micro: judged in TFLite Micro
@@ -76,7 +82,7 @@ class ModelExport:
                 return self.judge(path, aid.precision)
         found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
                             start, cfg.float_fallback)
-        if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS:
+        if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS and searched is None:
             self.worked[fmt.converts_as] = found.keep
         return found
 
@@ -92,10 +98,26 @@ class ModelExport:
         else:
             found = self.verdict(aid)
         report = dataclasses.replace(found.report, reason=found.report.reason.replace(str(found.path), aid.name))
-        where = self._bundle(aid, found.path, report, wraps)
+        chosen = self.selections.get(aid.format)
+        selection = chosen.entry(aid, found.keep) if chosen is not None and not wraps else None
+        where = self._bundle(aid, found.path, report, wraps, selection)
         memory = self._memory(aid, found.path)
         return {"artifact": aid.name, "size": found.path.stat().st_size, **report.to_dict(), "bundle": str(where),
-                **({"memory": memory.to_dict()} if memory else {})}
+                **({"memory": memory.to_dict()} if memory else {}),
+                **({"recommended": selection["recommended"], "latency_ms": selection["latency_ms"],
+                    "measured_on": selection["measured_on"]} if selection else {})}
+
+    def search(self, artifacts: list[ArtifactId], walk: bool = True) -> None:
+        """The precision search (search.py) over each searchable format's requested precisions, before any bundle
+        is written: its choice of int8 variant is what the int8 bundle holds, its recommendation goes in every
+        manifest of the format."""
+        from .search import PrecisionSearch, searchable
+
+        finder = PrecisionSearch(self, self.recipe.export.target)
+        for fmt in dict.fromkeys(a.format for a in artifacts):
+            if searchable(fmt):
+                self.selections[fmt] = finder.run(fmt, [a.precision for a in artifacts if a.format == fmt],
+                                                  walk and self.recipe.export.search)
 
     def _memory(self, aid: ArtifactId, path) -> Memory | None:
         """Micro bundles: the arena TFLite Micro ran the file in, the flash its model takes, the ops it needs."""
@@ -107,7 +129,8 @@ class ModelExport:
         return Memory(arena_bytes=measured["arena_bytes"], flash_bytes=measured["flash_bytes"],
                       ops=ops_used(path.read_bytes()), measured_by=measured["measured_by"])
 
-    def _bundle(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None = None):
+    def _bundle(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None = None,
+                selection: dict | None = None):
         fmt = FORMATS[aid.format]
         model_bytes = path.read_bytes()
         files = {fmt.model_file: model_bytes}
@@ -119,7 +142,7 @@ class ModelExport:
             self.run, self.recipe, aid, fmt.model_file,
             [input_entry(inputs[name], spec) for name, spec in self.specs.items() if name in inputs],
             [output_entry(t, self.data.labels[t.name]) for t in self.gate.tasks],
-            self._quantization(aid, path, report, wraps), report, self._memory(aid, path))
+            self._quantization(aid, path, report, wraps), report, self._memory(aid, path), selection)
         return place_bundle(self.run, aid, files, manifest, report)
 
     def _quantization(self, aid: ArtifactId, path, report: ParityReport, wraps: str | None) -> Quantization:
@@ -161,8 +184,14 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
                   f"fake-quant ops); skipped {', '.join(f'{a.format}-{a.precision}' for a in dropped)}",
                   file=sys.stderr)
     rows = []
-    bar = Progress(len(artifacts), "export", min_interval=0.0)
+    qat = run.model_file(model_name) == run.qat_weights_file(model_name)
     with ModelExport(run, recipe, data, model_name, calibration_samples, worked) as session:
+        if recipe.export.target != "none":
+            try:
+                session.search(artifacts, walk=not qat)  # a QAT graph's fake-quant ops decide its int8 ranges
+            except EdgemtlError as e:  # the export still writes every bundle; the table says nothing was chosen
+                print(f"  {model_name}: precision search stopped: {e.messages[0]}", file=sys.stderr)
+        bar = Progress(len(artifacts), "export", min_interval=0.0)
         for aid in artifacts:
             try:
                 rows.append(session.export_artifact(aid))
@@ -180,6 +209,7 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
 def format_table(rows: list, tasks: list) -> str:
     names = [t.name for t in tasks if not t.auxiliary]
     memory = any(r.get("memory") for r in rows)  # micro artifacts: arena and flash measured in TFLite Micro
+    timed = any(r.get("latency_ms") is not None for r in rows)  # the precision search's side-by-side medians
     body = []
     for r in rows:
         deltas = [_delta(r["tasks"][n].get("drop")) if n in r.get("tasks", {}) else "" for n in names]
@@ -188,9 +218,17 @@ def format_table(rows: list, tasks: list) -> str:
         mem = r.get("memory") or {}
         figures = [f"{mem['arena_bytes'] / 1024:.1f}" if mem else "-",
                    f"{mem['flash_bytes'] / 1024:.1f}" if mem else "-"] if memory else []
-        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", *figures, verdict, keep, *deltas])
-    head = ["artifact", "size KB", *(["arena KB", "flash KB"] if memory else []), "parity", "kept in float"]
-    return table([*head, *(f"{n} Δ" for n in names)], body)
+        speed = [f"{r['latency_ms']:.4f}" if r.get("latency_ms") is not None else "-",
+                 "**recommended**" if r.get("recommended") else ""] if timed else []
+        body.append([r["artifact"], f"{r['size'] / 1024:.1f}", *figures, *speed, verdict, keep, *deltas])
+    head = ["artifact", "size KB", *(["arena KB", "flash KB"] if memory else []),
+            *(["ms (1 thread)", "choice"] if timed else []), "parity", "kept in float"]
+    text = table([*head, *(f"{n} Δ" for n in names)], body)
+    cpu = next((r["measured_on"] for r in rows if r.get("measured_on")), None)
+    if timed and cpu:
+        text += (f"\n\nms: median per batch-1 call, one thread, every deployable candidate of a format timed side by "
+                 f"side on {cpu}; choice: the format's recommended bundle (export.target)")
+    return text
 
 
 def _delta(drop) -> str:

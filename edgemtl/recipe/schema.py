@@ -520,6 +520,13 @@ class ExportSpec(Spec):
     default_tolerance: float = key(0.01, "tolerance of tasks not listed in tolerance (0.01 = 1 point)",
                                    check=_unit_interval)
     float_fallback: bool = key(True, "retry an artifact over tolerance with parts kept in float")
+    target: str = key("latency", "what the precision search optimises per format: latency (the fastest bundle on "
+                      "this machine among those within every task's tolerance; smaller breaks ties), size (the "
+                      "smallest; faster breaks ties), none (no timing, no recommendation)",
+                      choices=("latency", "size", "none"))
+    search: bool = key(False, "with a target: also try int8 with blocks (image stem, encoders, trunk, heads) kept in "
+                       "float, one block at a time, keeping each that makes the file faster and still passes the "
+                       "gate (one more int8 conversion per block, so off unless asked)")
     opset: int = key(17, "ONNX opset", check=_opset)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..artifacts import ArtifactId, keras_target_name
 from ..bench.backends import ORT_GPU_PROVIDERS
 from ..kinds import mean_score
-from ..names import INT8_PRECISIONS, TEACHER
+from ..names import TEACHER
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from .markdown import table as markdown_table
@@ -94,15 +94,10 @@ def comparisons(results: dict, student: str | None) -> list[str]:
         out.append(f"- **Runtime vs `keras.Model.predict`, one sample, 1 thread:** {keras['latency_ms']['p50']:.2f} ms "
                    f"vs {teacher_fp32['latency_ms']['p50']:.3f} ms for the same teacher as fp32 TFLite: "
                    f"**{keras['latency_ms']['p50'] / teacher_fp32['latency_ms']['p50']:.0f}x** faster.")
+    side = results.get("side_by_side") or {}
+    student = student or (side.get("headline") or {}).get("student")
     student_row = _lookup(results, student) if student else None
-    if teacher_fp32 and student_row:
-        t_acc, s_acc = results["accuracy"][BASELINE], results["accuracy"][student]
-        deltas = ", ".join(_delta(n, t_acc.get(n), s_acc.get(n)) for n in names)
-        out.append(f"- **{student} vs {BASELINE}** (LiteRT, 1 thread): "
-                   f"{results['sizes'][BASELINE] / results['sizes'][student]:.1f}x smaller, "
-                   f"{teacher_fp32['latency_ms']['p50'] / student_row['latency_ms']['p50']:.1f}x faster at batch 1; "
-                   f"change of each task's normalised score (accuracy for class tasks, 1 - MAE/std for regression), in "
-                   f"points: {deltas}.")
+    out += headline_lines(results, student, names)
     singles = [a for a in results["sizes"] if ArtifactId.is_artifact_name(a) and ArtifactId.parse(a).task is not None
                and (ArtifactId.parse(a).format, ArtifactId.parse(a).precision) == ("tflite", "fp32")]
     if teacher_fp32 and singles:
@@ -114,7 +109,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
                        f"{size / 1024:.0f} KB and {latency:.2f} ms together vs "
                        f"{results['sizes'][BASELINE] / 1024:.0f} KB "
                        f"and {teacher_fp32['latency_ms']['p50']:.2f} ms"
-                       + (f" (int8 student: {results['sizes'][student] / 1024:.0f} KB, "
+                       + (f" ({student}: {results['sizes'][student] / 1024:.0f} KB, "
                           f"{student_row['latency_ms']['p50']:.3f} ms)" if student_row else "") + ".")
             per_task = []
             for a in singles:
@@ -127,20 +122,65 @@ def comparisons(results: dict, student: str | None) -> list[str]:
             out.append("  Per task, normalised score (accuracy, or 1 - MAE/std for regression), single-task / "
                        "multitask: " + ", ".join(per_task) + ".")
     out += gpu_vs_cpu(results)
-    peaks = {p: v for p, v in results.get("peak_1core", {}).items() if isinstance(v, dict)}
-    parts = []
-    for artifact in (BASELINE, student):
-        row = _lookup(results, artifact) if artifact else None
-        flops = results["flops"].get(results["model_of"].get(artifact)) if row else None
-        peak = peaks.get(_precision(artifact)) if flops else None
-        if peak:
-            achieved = flops / (row["latency_ms"]["p50"] / 1000) / 1e9
-            parts.append(f"{artifact}: {flops / 1e6:.1f} M ops in {row['latency_ms']['p50']:.3f} ms = "
-                         f"{achieved:.1f} G ops/s, {achieved / peak['gops']:.1%} of the {_precision(artifact)} peak")
-    if parts:
-        limits = ", ".join(f"{p} {v['gops']:.0f} G ops/s ({v['engine']})" for p, v in sorted(peaks.items()))
-        out.append(f"- **Speed vs this core's limit** (best one-thread GEMM: {limits}): " + "; ".join(parts) + ".")
+    out += floor_lines(results)
     return out
+
+
+def headline_lines(results: dict, student: str | None, names: list) -> list[str]:
+    """The teacher's fp32 TFLite against the student artifact (the fastest deployable one measured side by side,
+    unless --student named one), the student's int8 beside it, model call and end to end from raw inputs."""
+    side = results.get("side_by_side") or {}
+    latency, head = side.get("latency") or {}, side.get("headline") or {}
+    if BASELINE not in latency or not student or student not in latency:
+        return []
+    how = (f"1 thread, batch 1, interleaved in one process: median of {side['rounds']} rounds x {side['calls']} calls, "
+           f"{side['repeats']} repeats")
+
+    def versus(name: str) -> str:
+        t, s = latency[BASELINE]["median_ms"], latency[name]["median_ms"]
+        t_acc, s_acc = results["accuracy"].get(BASELINE, {}), results["accuracy"].get(name, {})
+        deltas = ", ".join(_delta(n, t_acc.get(n), s_acc.get(n)) for n in names)
+        size = results["sizes"].get(BASELINE, 0) / max(results["sizes"].get(name, 1), 1)
+        return (f"**{t / s:.1f}x faster** ({s:.4f} vs {t:.4f} ms), {size:.1f}x smaller; change of each task's "
+                f"normalised score in points: {deltas}")
+
+    picked = "named by --student" if student != head.get("student") else "the fastest deployable student " \
+                                                                          "artifact on this CPU"
+    ties = [n for n in head.get("tied_with") or [] if n != student]
+    tie = f" (tied within noise with {', '.join(ties)}: the fastest median is named)" if ties else ""
+    out = [f"- **{student} vs {BASELINE}** ({picked}{tie}; {how}): {versus(student)}."]
+    int8 = head.get("int8")
+    if int8 and int8 != student and int8 in latency:
+        out.append(f"  - beside it, **{int8}**: {versus(int8)}.")
+    ends = {n: latency.get(f"{n} end-to-end") for n in (BASELINE, student, int8) if n}
+    if ends.get(BASELINE) and ends.get(student):
+        t, s = ends[BASELINE]["median_ms"], ends[student]["median_ms"]
+        extra = (f"; {int8} {ends[int8]['median_ms']:.4f} ms ({t / ends[int8]['median_ms']:.1f}x)"
+                 if int8 and int8 != student and ends.get(int8) else "")
+        out.append(f"  - end to end from raw inputs (decode + prepare + invoke + answers, `edgemtl.runtime` "
+                   f"predict() on one test row): {s:.4f} vs {t:.4f} ms, **{t / s:.1f}x**{extra}.")
+    return out
+
+
+def floor_lines(results: dict) -> list[str]:
+    """Each side-by-side artifact's distance from the floor (FLOPs / this core's peak for its precision + the fixed
+    cost of a 1-op model), as a table; never a share above 100 %."""
+    side = results.get("side_by_side") or {}
+    floor, latency = side.get("floor") or {}, side.get("latency") or {}
+    if not floor:
+        return []
+    peaks = ", ".join(f"{p} {v['gops']:.0f} G ops/s" for p, v in sorted((side.get("peaks") or {}).items()))
+    rows = []
+    for name, f in sorted(floor.items(), key=lambda kv: latency[kv[0]]["median_ms"]):
+        rows.append([name, f["precision"], f"{f['flops'] / 1e6:.2f}", f"{latency[name]['median_ms']:.4f}",
+                     f"{f['compute_ms']:.4f} + {f['fixed_ms']:.4f}", f"{f['distance']:.1f}x"
+                     + (" (under the floor: noise)" if f.get("below_floor") else ""), f"{f['share']:.0%}"])
+    return ["", f"Distance from the floor (floor = FLOPs / this core's one-thread peak for the precision, measured "
+                f"with the same kernels: {peaks} (XNNPACK fully-connected models built on the fly; a quantized file "
+                f"gets the faster peak, since parts may run in float), plus the fixed cost of a 1-op model, "
+                f"{side['fixed_ms']:.4f} ms; share = floor / measured, at most 100 %):", "",
+            markdown_table(["artifact", "GEMM precision", "M FLOPs", "measured ms", "floor ms (compute + fixed)",
+                            "x the floor", "share of floor"], rows)]
 
 
 def gpu_vs_cpu(results: dict) -> list[str]:
@@ -177,14 +217,6 @@ def gpu_vs_cpu(results: dict) -> list[str]:
 
 def _threads(row: dict) -> str:
     return f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}"
-
-
-def _precision(artifact: str) -> str:
-    """The GEMM precision an artifact computes in: int8 for full-integer and dynamic-range (int8 weights,
-    activations quantized on the fly) files, float32 otherwise (fp16 files run as float32 on CPUs)."""
-    quantized = ArtifactId.is_artifact_name(artifact) and ArtifactId.parse(artifact).precision in (*INT8_PRECISIONS,
-                                                                                                   "dynamic")
-    return "int8" if quantized else "fp32"
 
 
 def _delta(task: str, teacher, student) -> str:

@@ -22,8 +22,8 @@ from ..paths import check_relative, resolve_inside
 
 # the one place: export writes it, the runtime reads up to it (2: the `runtime` section; 3: inputs[].optional and
 # inputs[].presence, the model input carrying an optional input's presence flag; 4: the `memory` section of micro
-# bundles)
-SCHEMA_VERSION = 4
+# bundles; 5: the `selection` section, the precision search's measured recommendation)
+SCHEMA_VERSION = 5
 KERNELS = ("xnnpack", "builtin")  # LiteRT kernel sets a bundle can be pinned to
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimisation levels
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
@@ -459,6 +459,40 @@ class Memory:
         return _plain(self)
 
 
+# --- the precision search's choice (schema 5) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """Whether this bundle is its format's recommended artifact for the export's target, measured on one CPU: every
+    deployable candidate of the format timed side by side (one thread, batch 1, interleaved rounds, medians)."""
+    recommended: bool
+    target: str  # latency | size
+    measured_on: str  # the CPU model the candidates were timed on
+    threads: int = 1
+    latency_ms: float | None = None  # this bundle's median
+    compared_ms: Mapping[str, float] = field(default_factory=dict)  # every candidate timed, by label
+    tie_with: tuple[str, ...] = ()  # candidates within noise of the recommended one (the smaller was chosen)
+
+    @classmethod
+    def read(cls, f: _Fields) -> Selection:
+        def compared(f, key, v):
+            sub = f.sub(key, v)
+            return MappingProxyType({k: sub.get(k, _number) for k in v})
+
+        s = cls(recommended=f.get("recommended", _boolean), target=f.get("target", _choice(("latency", "size"),
+                                                                                            "target")),
+                measured_on=f.get("measured_on", _string), threads=f.get("threads", _positive),
+                latency_ms=f.get("latency_ms", _optional_number, required=False),
+                compared_ms=f.get("compared_ms", compared, required=False, default=MappingProxyType({})),
+                tie_with=f.get("tie_with", _list_of(_string), required=False, default=()))
+        f.done()
+        return s
+
+    def to_dict(self) -> dict:
+        return {"recommended": self.recommended, "target": self.target, "measured_on": self.measured_on,
+                "threads": self.threads, "latency_ms": self.latency_ms, "compared_ms": dict(self.compared_ms),
+                "tie_with": list(self.tie_with)}
+
+
 # --- the manifest ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BundleManifest:
@@ -476,6 +510,7 @@ class BundleManifest:
     parity: ParitySummary
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # what the gate verified (version 1: unpinned)
     memory: Memory | None = None  # micro bundles (version 4): arena and flash measured in TFLite Micro
+    selection: Selection | None = None  # (version 5) the precision search's measured recommendation
     bundle_dir: Path | None = field(default=None, compare=False)  # where it was read from; not written
 
     # --- reading ---
@@ -531,6 +566,8 @@ class BundleManifest:
                      else RuntimeConfig.unpinned(fmt)),
             memory=(f.get("memory", lambda f, k, v: Memory.read(f.sub(k, v)), required=False)
                     if version >= 4 else None),
+            selection=(f.get("selection", lambda f, k, v: Selection.read(f.sub(k, v)), required=False)
+                       if version >= 5 else None),
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else None)
         f.done()
         manifest._check(f)
@@ -583,6 +620,10 @@ class BundleManifest:
     def deployable(self) -> bool:
         return self.parity.deployable
 
+    @property
+    def recommended(self) -> bool:
+        return self.selection is not None and self.selection.recommended
+
     def input(self, name: str) -> InputEntry:
         return _one(self.inputs, "name", name, "input")
 
@@ -625,10 +666,11 @@ class BundleManifest:
             out["runtime"] = self.runtime.to_dict()
         else:
             out.pop("runtime")
-        if self.memory is not None:
-            out["memory"] = self.memory.to_dict()
-        else:
-            out.pop("memory")
+        for key in ("memory", "selection"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key).to_dict()
+            else:
+                out.pop(key)
         return out
 
     def to_json(self) -> str:
