@@ -45,8 +45,7 @@ def main():
         target = str(run.bundle_dir(aid))
         results["accuracy"][aid.name] = accuracy(recipe, data, target, "bundle")
         results["sizes"][aid.name] = BundleManifest.read(target).model_path.stat().st_size
-    models = {(f"{m}-keras", str(run.require_model(m)), "keras") for m in {a.model for a in names}}
-    results["flops"] = _flops(run, recipe, models)
+    results["flops"] = _flops(run, recipe, [(a.name, None, None) for a in names])
     feeds = {k: v[:1] for k, v in data["test"].x.items()}
     print("side by side (interleaved rounds, one process)", file=sys.stderr)
     results["side_by_side"] = side_by_side(run, recipe, feeds, pool, results["flops"], repeats=args.repeats,

@@ -68,7 +68,7 @@ def test_reports_hold_every_artifact(benched):
     for r in results["rows"]:
         assert f"| {r['artifact']} | {r['backend']} | 1 |" in report
         assert r["artifact"] in page
-    assert "Runtime vs `keras.Model.predict`" in report and "Distance from the floor" in report
+    assert "Runtime vs `keras.Model.predict`" in report and "**Distance from the floor**" in report
     assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "data:image/png;base64," in page
 
 

@@ -199,7 +199,8 @@ def _memory(target: Path, kind: str) -> dict | None:
 
 
 def _flops(run: RunDir, recipe: Recipe, targets) -> dict:
-    """FLOPs at batch 1 of each model behind the artifacts (needs TensorFlow; absent from a light install)."""
+    """FLOPs at batch 1 of each model behind the artifacts, whichever backends ran (needs TensorFlow; absent from a
+    light install)."""
     try:
         from ..export.signature import exported_model
         from ..models.build import load_model
@@ -207,7 +208,7 @@ def _flops(run: RunDir, recipe: Recipe, targets) -> dict:
     except ImportError:
         return {}
     out = {}
-    for name, target, kind in targets:
-        if kind == "keras":
-            out[model_of_target(name)] = model_flops(exported_model(load_model(target), recipe))
+    for model in sorted({model_of_target(name) for name, _, _ in targets}):
+        if run.model_file(model).exists():
+            out[model] = model_flops(exported_model(load_model(run.require_model(model)), recipe))
     return out

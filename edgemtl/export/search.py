@@ -117,8 +117,8 @@ def searchable(fmt_name: str) -> bool:
 
 def choose(candidates: list[Candidate], target: str) -> tuple[Candidate | None, tuple[str, ...]]:
     """The best deployable candidate for the target and the labels it ties with. latency: the fastest; candidates
-    tied with it (tied()) are ranked by size, so a tie resolves the same way every run. size: the smallest, ties
-    (same bytes) by latency."""
+    tied with it (medians within 5 %, tied()) are ranked by size, so a tie resolves the same way every run. size:
+    the smallest, ties (same bytes) by latency."""
     ok = [c for c in candidates if c.deployable and c.latency]
     if not ok:
         return None, ()
@@ -192,7 +192,7 @@ class PrecisionSearch:
         far) and still passes the gate. Returns the deployable variants it kept, in order."""
         session, aid = self.session, start.aid
         blocks_ = [b for b in blocks(session.converter.model, session.recipe, session.gate.tasks)
-                   if not set(b.parts) <= set(start.keep)]
+                   if not all(part.startswith(start.keep) for part in b.parts)]  # not already float
         best, kept = start, []
         self._time([best])
         for i, block in enumerate(blocks_, 1):

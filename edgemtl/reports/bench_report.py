@@ -175,7 +175,7 @@ def floor_lines(results: dict) -> list[str]:
         rows.append([name, f["precision"], f"{f['flops'] / 1e6:.2f}", f"{latency[name]['median_ms']:.4f}",
                      f"{f['compute_ms']:.4f} + {f['fixed_ms']:.4f}", f"{f['distance']:.1f}x"
                      + (" (under the floor: noise)" if f.get("below_floor") else ""), f"{f['share']:.0%}"])
-    return ["", f"Distance from the floor (floor = FLOPs / this core's one-thread peak for the precision, measured "
+    return [f"- **Distance from the floor** (floor = FLOPs / this core's one-thread peak for the precision, measured "
                 f"with the same kernels: {peaks} (XNNPACK fully-connected models built on the fly; a quantized file "
                 f"gets the faster peak, since parts may run in float), plus the fixed cost of a 1-op model, "
                 f"{side['fixed_ms']:.4f} ms; share = floor / measured, at most 100 %):", "",
