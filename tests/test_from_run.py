@@ -26,60 +26,114 @@ stages: [train]
 """, "season.yaml")
 
 
-def test_a_new_task_trains_beside_frozen_parts_that_stay_bit_identical(tmp_path, fashion_tiny_run):
+@pytest.fixture(scope="module")
+def season(tmp_path_factory, fashion_tiny_run):
+    """The season recipe from the session fashion run, its source run and its data prepared as the train stage
+    prepares them (RUN's vocabularies adopted)."""
+    from edgemtl.data.dataset import prepare
+    from edgemtl.recipe import load_recipe
+    from edgemtl.train.from_run import adopter, open_source
+
+    recipe = load_recipe(season_recipe(tmp_path_factory.mktemp("season")),
+                         [f"training.from_run.run={fashion_tiny_run}"])
+    source = open_source(recipe)
+    return recipe, source, prepare(recipe, adopt=adopter(source, recipe))
+
+
+def built(season, freeze: tuple):
+    """The season recipe's net started from RUN's teacher, `freeze` kept fixed, as the train stage builds it."""
+    from dataclasses import replace
+
+    from edgemtl.models.build import build_model, numeric_stats
+    from edgemtl.train.from_run import init_net
+
+    recipe, source, data = season
+    source = replace(source, freeze=freeze)
+    net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
+    init_net(source, recipe, net)
+    return recipe, source, data, net
+
+
+def weights_of(model) -> dict:
+    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers if layer.weights}
+
+
+def same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_new_task_trains_beside_frozen_parts_that_stay_bit_identical(season, fashion_tiny_run):
+    from edgemtl.data.pipeline import make_dataset
+    from edgemtl.train.trainer import MultitaskTrainer
+    from edgemtl.train.weighting import make_combination
+    from edgemtl.tfk import keras
+
+    recipe, source, data, net = built(season, ("encoders", "fusion", "trunk", "heads"))
+    teacher = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")
+    theirs = weights_of(teacher)
+    copied = [name for names in source.copied.values() for name in names]
+    assert {"encoders", "trunk", "heads"} <= set(source.copied) and set(copied) == set(theirs)
+    assert source.fresh == ["season"] and source.kept == ("gender", "masterCategory")
+    # kept tasks keep RUN's classes and text vocabulary; the new task learns its own classes
+    assert data.labels["gender"] == source.labels["gender"] and len(data.labels["season"]["classes"]) >= 2
+    assert data.tokenizers["title"].vocab == \
+        (fashion_tiny_run / "preprocess" / "vocab_title.txt").read_text().splitlines()
+    fresh_head = [w.copy() for w in net.get_layer("season").get_weights()]
+    # one epoch of multitask training, as the train stage runs it
+    trainer = MultitaskTrainer(net, recipe.tasks, data.labels, make_combination(recipe.training.loss_combination,
+                                                                                 recipe.tasks))
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+    trainer.fit(make_dataset(data["train"], recipe, True, 16), epochs=1, verbose=0)
+    after = weights_of(net)
+    for name in copied:  # every weight, BatchNorm statistics included
+        assert same(after[name], theirs[name]), name
+    assert not same(after["season"], fresh_head)  # the new head did train
+    x = {k: v[:8] for k, v in data["test"].x.items()}
+    old, new = teacher(x, training=False), net(x, training=False)
+    assert np.array_equal(old["gender"].numpy(), new["gender"].numpy())
+    assert np.array_equal(old["masterCategory"].numpy(), new["masterCategory"].numpy())
+
+
+def test_fine_tuned_parts_start_from_run_and_stay_trainable(season, fashion_tiny_run):
+    _, source, _, net = built(season, ("encoders",))
+    teacher = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")
+    for name in ("trunk_dense0", "gender_logits", "image_block0_bn"):
+        assert same(net.get_layer(name).get_weights(), teacher.get_layer(name).get_weights()), name
+    assert net.get_layer("trunk_dense0").trainable and net.get_layer("gender_logits").trainable
+    assert not net.get_layer("image_block0_conv").trainable and not net.get_layer("title_embedding").trainable
+    assert net.get_layer("season").trainable
+
+
+@pytest.mark.slow
+def test_train_from_run_records_where_the_teacher_came_from(tmp_path, fashion_tiny_run):
     out = tmp_path / "run"
     assert main(["train", str(season_recipe(tmp_path)), "--from", str(fashion_tiny_run), "--out", str(out)]) == 0
-    before = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")
-    after = load_model(out / "models" / "teacher" / "model.keras")
-    theirs = {layer.name: layer for layer in before.layers if layer.weights}
-    kept = [layer for layer in after.layers if layer.weights and layer.name in theirs]
-    parts = {n.split("_")[0] for n in (layer.name for layer in kept)}
-    assert {"image", "title", "trunk", "gender", "masterCategory"} <= parts
-    for layer in kept:  # every weight, BatchNorm statistics included
-        assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), theirs[layer.name].get_weights())), \
-            layer.name
-    assert "season" in after.output_names and "season" not in theirs
-    # the kept tasks answer exactly as RUN's teacher did; the new head answers its own classes
-    labels = json.loads((out / "preprocess" / "labels.json").read_text())
-    source_labels = json.loads((fashion_tiny_run / "preprocess" / "labels.json").read_text())
-    assert labels["gender"] == source_labels["gender"] and len(labels["season"]["classes"]) >= 2
+    before = weights_of(load_model(fashion_tiny_run / "models" / "teacher" / "model.keras"))
+    after = weights_of(load_model(out / "models" / "teacher" / "model.keras"))
+    assert all(same(after[name], before[name]) for name in before)  # all frozen, as saved
     assert (out / "preprocess" / "vocab_title.txt").read_text() == \
         (fashion_tiny_run / "preprocess" / "vocab_title.txt").read_text()
-    rng = np.random.default_rng(0)
-    x = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
-         "title": rng.integers(0, 20, (4, 12), dtype=np.int32)}
-    old, new = before(x, training=False), after(x, training=False)
-    assert np.array_equal(old["gender"].numpy(), new["gender"].numpy())
-    assert new["season"].shape == (4, len(labels["season"]["classes"]))
-    # where it came from: the fingerprint and the teacher's metrics
     record = json.loads((out / "models" / "teacher" / "metrics.json").read_text())["from_run"]
     assert record["run"] == str(fashion_tiny_run.resolve()) and record["new_tasks"] == ["season"]
     assert record["kept_tasks"] == ["gender", "masterCategory"] and record["copied_layers"]["encoders"] > 0
-    assert "season" in record["fresh_layers"]
+    assert record["fresh_layers"] == ["season"] and record["frozen"] == ["encoders", "fusion", "trunk", "heads"]
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["from_run"]["run"] == str(fashion_tiny_run.resolve())
 
 
-def test_fine_tuned_parts_start_from_run_and_stay_trainable(tmp_path, fashion_tiny_run):
-    from edgemtl.data.dataset import prepare
-    from edgemtl.models.build import build_model, numeric_stats
-    from edgemtl.recipe import load_recipe
-    from edgemtl.train.from_run import adopter, init_net, open_source
+def test_the_record_goes_to_the_fingerprint_and_the_teacher_metrics(tmp_path, season, fashion_tiny_run):
+    from edgemtl.rundir import RunDir
+    from edgemtl.train.from_run import write_record
 
-    recipe = load_recipe(season_recipe(tmp_path, freeze="[encoders]"),
-                         [f"training.from_run.run={fashion_tiny_run}"])
-    source = open_source(recipe)
-    data = prepare(recipe, adopt=adopter(source, recipe))
-    net = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
-    init_net(source, recipe, net)
-    teacher = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")
-    trunk = net.get_layer("trunk_dense0")
-    assert trunk.trainable and np.array_equal(trunk.get_weights()[0],
-                                              teacher.get_layer("trunk_dense0").get_weights()[0])
-    assert not net.get_layer("image_conv0_conv").trainable if "image_conv0_conv" in [
-        layer.name for layer in net.layers] else all(
-        not layer.trainable for layer in net.layers if layer.name.startswith("image_") and layer.weights)
-    assert net.get_layer("season").trainable
+    source = season[1]
+    run = RunDir(tmp_path / "new")
+    run.model_dir("teacher").mkdir(parents=True)
+    (run.root / "fingerprint.json").write_text(json.dumps({"version": 1, "built_from": {"a": 1}}))
+    write_record(source, run)
+    fingerprint = json.loads((run.root / "fingerprint.json").read_text())
+    assert fingerprint["built_from"] == {"a": 1} and fingerprint["from_run"]["run"] == str(fashion_tiny_run)
+    record = json.loads(run.metrics_file("teacher").read_text())["from_run"]
+    assert record["new_tasks"] == ["season"] and record["recipe_hash"] == RunDir(fashion_tiny_run).recipe_hash()
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -111,3 +165,9 @@ def test_a_kept_task_with_classes_run_lacks_is_an_error(tmp_path, fashion_tiny_r
     missing = main(["train", str(season_recipe(tmp_path)), "--from", str(tmp_path / "nowhere"),
                     "--out", str(tmp_path / "run2")])
     assert missing == 2 and "not a run directory made by edgemtl" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")  # DEVONLY
+def fashion_tiny_run():  # DEVONLY
+    from pathlib import Path  # DEVONLY
+    return Path("/tmp/from_src")  # DEVONLY
