@@ -64,9 +64,9 @@ def same(a: list, b: list) -> bool:
 
 def test_a_new_task_trains_beside_frozen_parts_that_stay_bit_identical(season, fashion_tiny_run):
     from edgemtl.data.pipeline import make_dataset
+    from edgemtl.tfk import keras
     from edgemtl.train.trainer import MultitaskTrainer
     from edgemtl.train.weighting import make_combination
-    from edgemtl.tfk import keras
 
     recipe, source, data, net = built(season, ("encoders", "fusion", "trunk", "heads"))
     teacher = load_model(fashion_tiny_run / "models" / "teacher" / "model.keras")

@@ -98,14 +98,14 @@ def _check_compatible(built: dict, now: dict, kept: tuple, root: Path) -> None:
     if theirs != ours:
         raise EdgemtlError(f"{KEY}: {root}: its teacher takes the inputs {', '.join(theirs)}, this recipe "
                            f"{', '.join(ours)}: the inputs must be RUN's (same names, in the same order)")
-    compared = [k for k in sorted(set(built) | set(now)) if k.split(".")[0] in SECTIONS or
+    # keys in both (as check_recipe_unchanged: a key another edgemtl version added is no difference); a different
+    # input type or encoder type differs in its `type` key
+    compared = [k for k in sorted(set(built) & set(now)) if k.split(".")[0] in SECTIONS or
                 (k.startswith("tasks.") and k.split(".")[1] in kept and k.split(".")[-1] not in TASK_KEYS_FREE)]
     for k in compared:
-        if k not in built or k not in now or _dumps(built[k]) != _dumps(now[k]):
-            here = _dumps(now[k]) if k in now else "not set"
-            there = _dumps(built[k]) if k in built else "not set"
-            raise EdgemtlError(f"{KEY}: {root}: {k} is {here} here, RUN's teacher was built with {there}: the "
-                               f"inputs, fusion, trunk and kept tasks must be RUN's")
+        if _dumps(built[k]) != _dumps(now[k]):
+            raise EdgemtlError(f"{KEY}: {root}: {k} is {_dumps(now[k])} here, RUN's teacher was built with "
+                               f"{_dumps(built[k])}: the inputs, fusion, trunk and kept tasks must be RUN's")
 
 
 def _dumps(value) -> str:
