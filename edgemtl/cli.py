@@ -88,6 +88,10 @@ def _recipe_args(p):
     p.add_argument("--data", help="manifest to use instead of the recipe's data.source")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set training.epochs=3 --set tasks.digit.weight=2")
+    p.add_argument("--from", dest="from_run", metavar="RUN",
+                   help="incremental training: start the teacher from RUN's teacher (its encoders, fusion, trunk "
+                        "and the heads of the tasks it has; new tasks get fresh heads); sets "
+                        "training.from_run.run, training.from_run.freeze says what stays fixed")
 
 
 def _run_recipe_args(p, command: str):
@@ -102,10 +106,6 @@ def _run_recipe_args(p, command: str):
 def _run_args(p):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--from", dest="from_run", metavar="RUN",
-                   help="incremental training: start the teacher from RUN's teacher (its encoders, fusion, trunk "
-                        "and the heads of the tasks it has; new tasks get fresh heads); sets "
-                        "training.from_run.run, training.from_run.freeze says what stays fixed")
 
 
 def build_parser():

@@ -140,7 +140,12 @@ def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     from .data.manifest import describe_metadata
     from .models.build import build_model, count_params, numeric_stats
 
-    data = prepare(recipe, rows_per_split=8)
+    adopt = None
+    if recipe.training.from_run.run:  # the vocabularies the teacher will have (and RUN checked before any data)
+        from .train.from_run import adopter, open_source
+
+        adopt = adopter(open_source(recipe), recipe)
+    data = prepare(recipe, rows_per_split=8, adopt=adopt)
     model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     outputs = model({k: v[:4] for k, v in data["train"].x.items()}, training=False)
     shapes = {k: list(v.shape) for k, v in outputs.items()}

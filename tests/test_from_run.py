@@ -167,6 +167,26 @@ def test_a_kept_task_with_classes_run_lacks_is_an_error(tmp_path, fashion_tiny_r
     assert missing == 2 and "not a run directory made by edgemtl" in capsys.readouterr().err
 
 
+def test_new_data_may_label_only_the_new_task(tmp_path, fashion_tiny_run, capsys):
+    """Rows without the kept tasks' labels: those tasks keep RUN's classes (no 'too few classes'), check passes."""
+    import csv
+
+    from conftest import FASHION_MINI
+
+    (tmp_path / "images").symlink_to(FASHION_MINI.parent / "images")
+    with open(FASHION_MINI, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "gender": "", "masterCategory": ""} for r in rows)
+    recipe = season_recipe(tmp_path, model=FASHION_MINI_MODEL.replace(str(FASHION_MINI), str(tmp_path / "new.csv")))
+    assert main(["check", str(recipe), "--from", str(fashion_tiny_run), "--json"]) == 0
+    outputs = json.loads(capsys.readouterr().out)["outputs"]
+    source = json.loads((fashion_tiny_run / "preprocess" / "labels.json").read_text())
+    assert outputs["gender"][1] == len(source["gender"]["classes"]) >= 2
+
+
 @pytest.fixture(scope="session")  # DEVONLY
 def fashion_tiny_run():  # DEVONLY
     from pathlib import Path  # DEVONLY
