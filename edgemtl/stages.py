@@ -181,7 +181,7 @@ def _train(ctx: RunContext) -> str:
         hooks = TrainHooks(init_net=lambda net: init_net(source, ctx.recipe, net))
     summary = train_model(ctx.recipe, ctx.data, ctx.run, TEACHER, resume=ctx.resume, overwrite=ctx.overwrite,
                           hooks=hooks)
-    if source is not None and source.initialised:
+    if source is not None:
         from .train.from_run import write_record
 
         write_record(source, ctx.run)

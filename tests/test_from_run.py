@@ -122,10 +122,12 @@ def test_train_from_run_records_where_the_teacher_came_from(tmp_path, fashion_ti
 
 
 def test_the_record_goes_to_the_fingerprint_and_the_teacher_metrics(tmp_path, season, fashion_tiny_run):
+    from dataclasses import replace
+
     from edgemtl.rundir import RunDir
     from edgemtl.train.from_run import write_record
 
-    source = season[1]
+    source = replace(season[1], initialised=True)
     run = RunDir(tmp_path / "new")
     run.model_dir("teacher").mkdir(parents=True)
     (run.root / "fingerprint.json").write_text(json.dumps({"version": 1, "built_from": {"a": 1}}))

@@ -225,10 +225,12 @@ def _shapes(layer) -> str:
 
 
 def write_record(source: SourceRun, run: RunDir) -> None:
-    """The new run's fingerprint.json and teacher metrics.json say where the teacher came from."""
+    """The new run's fingerprint.json (init_run writes it afresh, also on --resume) and, once init_net has run,
+    its teacher's metrics.json say where the teacher came from."""
     from ..model_metrics import update_metrics
 
     path = run.root / FINGERPRINT_FILE
     saved = jsonio.read(path, "run fingerprint") if path.is_file() else {}
     atomic_write_json(path, {**saved, "from_run": {"run": str(source.root), "recipe_hash": source.recipe_hash}})
-    update_metrics(run, TEACHER, {"from_run": source.record()})
+    if source.initialised:
+        update_metrics(run, TEACHER, {"from_run": source.record()})
