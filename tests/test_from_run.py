@@ -187,9 +187,3 @@ def test_new_data_may_label_only_the_new_task(tmp_path, fashion_tiny_run, capsys
     outputs = json.loads(capsys.readouterr().out)["outputs"]
     source = json.loads((fashion_tiny_run / "preprocess" / "labels.json").read_text())
     assert outputs["gender"][1] == len(source["gender"]["classes"]) >= 2
-
-
-@pytest.fixture(scope="session")  # DEVONLY
-def fashion_tiny_run():  # DEVONLY
-    from pathlib import Path  # DEVONLY
-    return Path("/tmp/from_src")  # DEVONLY
