@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import EdgemtlError
 
+RAW_DTYPE = "int8"  # inputs standardised in the graph take int8 raw values (int16 measured: docs/export.md)
 MICRO_BATCH = 1  # firmware runs one sample per invoke; a fixed batch also folds the shape ops (FILL, REDUCE_PROD)
 PACKAGE_HINT = "pip install 'edgemtl[micro]' (the tflite-micro package)"
 
@@ -168,8 +169,10 @@ def raw_inputs(model, samples=()) -> list[RawInput]:
             name = inputs[id(layer.input)]
             values = np.concatenate([np.ravel(s[name]) for s in samples]) if samples else np.zeros(1)
             low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
-            scale = (high - low) / 255.0 or 1.0
-            out.append(RawInput(name, layer.name, scale, int(np.clip(round(-128 - low / scale), -128, 127))))
+            info = np.iinfo(RAW_DTYPE)
+            scale = (high - low) / (info.max - info.min) or 1.0
+            zero = int(np.clip(round(info.min - low / scale), info.min, info.max))
+            out.append(RawInput(name, layer.name, scale, zero))
     return out
 
 
@@ -204,7 +207,7 @@ def micro_model(model, raw: list[RawInput] = ()):
         if name in audio:
             return tf.int16
         if name in integer:
-            return tf.int8
+            return tf.as_dtype(RAW_DTYPE)
         return tf.float32 if i.dtype == tf.uint8 else i.dtype
 
     inputs = [keras.Input(shape=i.shape[1:], dtype=dtype(i), name=i.name.split(":")[0]) for i in model.inputs]
@@ -290,8 +293,8 @@ def micro_samples(samples, model, raw: list[RawInput] = ()) -> list[dict]:
 
     def cast(name, v):
         if name in by_name:
-            r = by_name[name]
-            return np.clip(np.round(v / r.scale + r.zero_point), -128, 127).astype(np.int8)
+            r, info = by_name[name], np.iinfo(RAW_DTYPE)
+            return np.clip(np.round(v / r.scale + r.zero_point), info.min, info.max).astype(RAW_DTYPE)
         if dtypes.get(name) == "int16":
             return pcm16(v)
         return v.astype(np.float32) if v.dtype == np.uint8 else v
