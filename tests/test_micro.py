@@ -103,6 +103,25 @@ def test_export_table_shows_arena_and_flash_of_micro_rows():
     assert "| m-micro-int8 | 4.0 | 10.0 | 4.0 | pass |" in lines[3] and "| m-tflite-int8 | 2.0 | - | - |" in lines[2]
 
 
+
+@needs_tflm
+def test_bench_shows_arena_and_flash_of_the_micro_bundle(micro_run, tmp_path):
+    """bench reads the micro bundle's measured arena and flash from its manifest into results.json and report.md."""
+    from edgemtl.cli import main
+
+    run = tmp_path / "av"
+    shutil.copytree(micro_run, run)
+    assert main(["bench", str(run), "--backend", "litert", "--threads", "1", "--runs", "3", "--batch", "1",
+                 "--max-seconds", "1"]) == 0
+    memory = BundleManifest.read(run / "exports" / "teacher-micro-int8").memory
+    results = json.loads((run / "bench" / "results.json").read_text())
+    assert results["memory"]["teacher-micro-int8"]["arena_bytes"] == memory.arena_bytes
+    report = (run / "bench" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| artifact |"))
+    assert "| arena KB | flash KB |" in header
+    row = next(line for line in report.splitlines() if line.startswith("| teacher-micro-int8 | litert |"))
+    assert f"| {memory.arena_bytes / 1024:.1f} | {memory.flash_bytes / 1024:.1f} |" in row
+
 @needs_tflm
 def test_micro_settings_header_compiles_with_the_manifest_values(micro_run, tmp_path):
     """examples/micro/gen_settings.py turns the manifest into model_settings.h for the TFLM example: it compiles as
