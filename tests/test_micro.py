@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import REPO, set_args
 from edgemtl.errors import EdgemtlError
 from edgemtl.export.c_array import write_c_array
 from edgemtl.export.micro import check_ops, model_ops, tflm_dir, tflm_ops
@@ -102,6 +103,31 @@ def test_export_table_shows_arena_and_flash_of_micro_rows():
     assert "| m-micro-int8 | 4.0 | 10.0 | 4.0 | pass |" in lines[3] and "| m-tflite-int8 | 2.0 | - | - |" in lines[2]
 
 
+
+@needs_tflm
+def test_bench_measures_the_micro_bundle_and_shows_its_arena_and_flash(micro_run):
+    """bench plans a LiteRT job for the micro bundle (its model file is a .tflite; it had none) and its report shows
+    the arena and flash read from the bundle's manifest (the full bench CLI runs in tests/test_bench.py)."""
+    from edgemtl.bench.run import _memory, plan_jobs
+    from edgemtl.recipe import load_recipe
+    from edgemtl.reports.bench_report import table
+    from edgemtl.rundir import RunDir
+
+    rundir = RunDir(micro_run)
+    jobs, _ = plan_jobs(rundir, load_recipe(rundir.recipe), ["litert"], [1])
+    bundle = micro_run / "exports" / "teacher-micro-int8"
+    assert [(j["artifact"], j["target"]) for j in jobs] == [("teacher-micro-int8", str(bundle))]
+    memory = BundleManifest.read(bundle).memory
+    assert _memory(bundle, "tflite") == memory.to_dict()
+    latency = {"p50": 1.0, "p90": 1.0, "p99": 1.0}
+    results = {"rows": [{**jobs[0], "latency_ms": latency, "throughput_per_s": 1.0, "cold_start_s": 1.0,
+                         "peak_rss_mb": 1.0}], "accuracy": {"teacher-micro-int8": {}}, "batch": 1,
+               "sizes": {"teacher-micro-int8": (bundle / "model.tflite").stat().st_size},
+               "memory": {"teacher-micro-int8": _memory(bundle, "tflite")}}
+    header, _, row = table(results).splitlines()[:3]
+    assert "| arena KB | flash KB |" in header
+    assert f"| {memory.arena_bytes / 1024:.1f} | {memory.flash_bytes / 1024:.1f} |" in row
+
 @needs_tflm
 def test_micro_settings_header_compiles_with_the_manifest_values(micro_run, tmp_path):
     """examples/micro/gen_settings.py turns the manifest into model_settings.h for the TFLM example: it compiles as
@@ -109,8 +135,6 @@ def test_micro_settings_header_compiles_with_the_manifest_values(micro_run, tmp_
     gxx = shutil.which("g++")
     if not gxx:
         pytest.skip("g++ not installed")
-    from conftest import REPO
-
     bundle = micro_run / "exports" / "teacher-micro-int8"
     done = subprocess.run([sys.executable, str(REPO / "examples" / "micro" / "gen_settings.py"), str(bundle)],
                           capture_output=True, text=True, timeout=120)
@@ -123,3 +147,122 @@ def test_micro_settings_header_compiles_with_the_manifest_values(micro_run, tmp_
     built = subprocess.run([gxx, "-std=c++11", *STRICT, str(tmp_path / "use.cc"), "-o", str(tmp_path / "use.o")],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-800:]
+
+
+
+SENSOR_RECIPE = REPO / "recipes" / "sensor_digits.yaml"  # the embedded 240 windows of 16 log band energies
+SENSOR_NPZ = REPO / "tests" / "data" / "sensor_digits" / "bands.npz"
+SENSOR_MICRO = ["training.epochs=2", "stages=[train,export]", "export.formats=[micro]", "export.precisions=[int8]",
+                "export.default_tolerance=1.0", "export.float_fallback=false"]
+
+
+@pytest.fixture(scope="module")
+def sensor_micro_run(tmp_path_factory):
+    from edgemtl.cli import main
+
+    out = tmp_path_factory.mktemp("sensor_micro") / "run"
+    main(["run", str(SENSOR_RECIPE), "--out", str(out)] + set_args(SENSOR_MICRO))
+    return out
+
+
+@needs_tflm
+def test_sequence_micro_bundle_takes_int8_raw_windows_in_tflm(sensor_micro_run):
+    """The sequence model standardises each channel in the graph: its micro file takes int8 of the raw window
+    (scale and zero point of the calibration rows' range, written on the input tensor), CASTs it to float for the
+    standardisation and runs the network in int8; TFLM answers like Keras and the runtime quantizes raw windows."""
+    import numpy as np
+
+    from edgemtl.runtime import load
+
+    bundle = sensor_micro_run / "exports" / "teacher-micro-int8"
+    assert bundle.is_dir(), [p.read_text()[:300] for p in (sensor_micro_run / "exports").rglob("parity.json")]
+    manifest = BundleManifest.read(bundle)
+    bands, digit = manifest.quantization.io["bands"], manifest.quantization.io["digit"]
+    assert manifest.deployable and (bands.dtype, digit.dtype) == ("int8", "int8")
+    windows = np.load(SENSOR_NPZ)["window"].astype(np.float32)
+    low, high = (bands.zero_point - (-128)) * -bands.scale, (127 - bands.zero_point) * bands.scale
+    # the calibration rows' range (training rows): within all the windows' range, and most of it
+    assert windows.min() - bands.scale <= low < high <= windows.max() + bands.scale
+    assert high - low > 0.8 * (windows.max() - windows.min())
+    assert {"CAST", "QUANTIZE", "CONV_2D"} <= set(manifest.memory.ops)
+    task = json.loads((bundle / "parity.json").read_text())["tasks"]["digit"]
+    assert task["agreement"] >= 0.9, task
+    model = load(bundle)  # LiteRT, the desktop runtime of the same file: raw float windows in
+    assert model.predict(bands=windows[0])["digit"]["label"] in manifest.outputs[0].labels
+
+
+def test_raw_input_standardisation_in_integer_units_matches_the_float_model(sensor_micro_run):
+    """micro_model rescales each raw input's Normalization to integer units: on int8 rows it answers what the
+    trained model answers on the same rows dequantized (up to float rounding)."""
+    import numpy as np
+
+    from edgemtl.export.convert import load_exported
+    from edgemtl.export.micro import micro_model, raw_inputs
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
+    rundir = RunDir(sensor_micro_run)
+    model = load_exported(rundir, load_recipe(rundir.recipe), "teacher")
+    x = np.load(SENSOR_NPZ)["window"][:20].astype(np.float32)
+    raw = raw_inputs(model, [{"bands": x}])
+    assert [(r.name, r.layer) for r in raw] == [("bands", "bands_norm")]
+    q = np.clip(np.round(x / raw[0].scale + raw[0].zero_point), -128, 127).astype(np.int8)
+    micro = micro_model(model, raw)
+    assert micro.inputs[0].dtype.name == "int8"
+    real = ((q.astype(np.float32) - raw[0].zero_point) * raw[0].scale).astype(np.float32)
+    np.testing.assert_allclose(micro(q)["digit"].numpy(), model(real)["digit"].numpy(), atol=1e-4)
+
+
+DIGIT_ROWS = """
+name: digit_rows
+stages: [train, export]
+data: {{source: {npz}, split: {{ratios: [0.7, 0.15, 0.15]}}}}
+inputs:
+  - {{name: window, type: sequence, column: window, length: 28, channels: 28,
+     encoder: {{type: conv1d, filters: [16, 32], kernel_size: 3}}}}
+trunk: {{units: [32]}}
+tasks:
+  - {{name: digit, type: multiclass}}
+training: {{epochs: 6, batch_size: 32, learning_rate: 0.005}}
+export: {{formats: [micro], precisions: [int8], float_fallback: false, default_tolerance: 0.05}}
+"""
+
+
+@pytest.fixture(scope="module")
+def digit_rows_run(tmp_path_factory):
+    """Handwritten digits read row by row (28 steps of 28 pixel columns), a sequence model exported as micro int8.
+    Its edge columns are nearly always 0, so the per-channel 1/std of the in-graph standardisation spans 2.4..1e4:
+    as one int8 constant that zeroed every other channel (LiteRT int8 and TFLM: chance accuracy)."""
+    import csv
+
+    import numpy as np
+
+    from conftest import DEMO, write_recipe
+    from edgemtl.cli import main
+    from edgemtl.kinds.image import load_image
+
+    root = tmp_path_factory.mktemp("digit_rows")
+    rows = list(csv.DictReader(open(DEMO / "pairs.csv")))[::5][:300]
+    windows = np.stack([load_image(DEMO / r["image"], (28, 28), 1)[..., 0] / 255.0 for r in rows])
+    np.savez(root / "rows.npz", window=windows.astype(np.float32), digit=np.array([int(r["digit"]) for r in rows]))
+    recipe = write_recipe(root, DIGIT_ROWS.format(npz=root / "rows.npz"))
+    main(["run", str(recipe), "--out", str(root / "run")])
+    return root / "run"
+
+
+@pytest.mark.slow
+@needs_tflm
+def test_near_constant_channels_keep_their_accuracy_in_tflm(digit_rows_run):
+    """Rows whose edge columns are nearly always 0 (1/std up to 1e4): a GRU over them answered 15 % vs 67 % in int8
+    while the standardisation was int8 (one int8 constant made the small 1/std factors 0). This Conv1D model, the
+    cheaper check, answers like Keras in TFLM on int8 pixels 0..1."""
+    bundle = digit_rows_run / "exports" / "teacher-micro-int8"
+    assert bundle.is_dir(), list((digit_rows_run / "exports").rglob("parity.json"))
+    manifest = BundleManifest.read(bundle)
+    window = manifest.quantization.io["window"]
+    assert manifest.deployable and window.dtype == "int8"
+    assert window.scale == pytest.approx(1 / 255, rel=1e-3) and window.zero_point == -128  # pixels 0..1
+    assert {"CAST", "QUANTIZE", "CONV_2D"} <= set(manifest.memory.ops)
+    digit = json.loads((bundle / "parity.json").read_text())["tasks"]["digit"]
+    assert digit["drop"] <= 0.05 and digit["agreement"] >= 0.9, digit
+

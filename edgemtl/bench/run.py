@@ -59,7 +59,8 @@ def _reason(folder: Path) -> str:
 def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, list]:
     """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
     Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
-    targets = [(a.name, str(run.bundle_dir(a)), FORMATS[a.format].converts_as) for a in bundles(run)]
+    # kind by the model file (micro bundles hold a .tflite file that LiteRT runs too)
+    targets = [(a.name, str(run.bundle_dir(a)), FORMATS[a.format].suffix.lstrip(".")) for a in bundles(run)]
     if not targets:
         excluded = excluded_bundles(run)
         if excluded:

@@ -30,12 +30,14 @@ def tflite(job: ConversionJob) -> bytes:
 def micro(job: ConversionJob) -> bytes:
     """The TFLite Micro model: full int8 with integer I/O at batch 1 (export/micro.py's model), in a child as tflite
     int8 is; the op check against the installed TFLM runs on the result (Converter.convert)."""
-    from .micro import MICRO_BATCH, integer_io, micro_keep_float, micro_model, micro_samples
+    from .micro import MICRO_BATCH, integer_io, label_inputs, micro_keep_float, micro_model, micro_samples, raw_inputs
     from .tflite import convert
 
-    model = micro_model(job.model)
-    keep = micro_keep_float(model, job.keep_float)
-    return integer_io(convert(model, "int8io", micro_samples(job.samples, model), keep, batch=MICRO_BATCH), keep)
+    raw = raw_inputs(job.model, job.samples)
+    model = micro_model(job.model, raw)
+    keep = micro_keep_float(model, job.keep_float, raw)
+    converted = convert(model, "int8io", micro_samples(job.samples, model, raw), keep, batch=MICRO_BATCH)
+    return label_inputs(integer_io(converted, keep), raw)
 
 
 def onnx(job: ConversionJob) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import EdgemtlError
 
+RAW_DTYPE = "int8"  # inputs standardised in the graph take int8 raw values (int16 measured: docs/export.md)
 MICRO_BATCH = 1  # firmware runs one sample per invoke; a fixed batch also folds the shape ops (FILL, REDUCE_PROD)
 PACKAGE_HINT = "pip install 'edgemtl[micro]' (the tflite-micro package)"
 
@@ -142,31 +143,101 @@ def signature_order(model: bytes) -> tuple[list[str], list[str]]:
 
 
 # --- the TF half: the model the micro converter takes -----------------------------------------------------------
-def micro_model(model):
+@dataclass(frozen=True)
+class RawInput:
+    """An input standardised in the graph (sequence windows, numeric columns) as the micro model takes it: int8 of
+    the raw values, real = (q - zero_point) * scale, with the scale and zero point of the calibration rows' range.
+    The standardisation runs in float after a CAST (its per-channel 1 / std, as one int8 constant, rounds the small
+    factors to 0 when the channels' spreads differ), the network after it in int8 on the standardised values."""
+    name: str  # the model input
+    layer: str  # its Normalization layer, kept in float
+    scale: float
+    zero_point: int
+
+
+def raw_inputs(model, samples=()) -> list[RawInput]:
+    """The float inputs a Normalization layer reads directly, with int8 parameters covering the calibration rows
+    (min and max over every row and channel, 0 included, as the converter's own input calibration does)."""
+    import numpy as np
+
+    from ..tfk import keras, tf
+
+    inputs = {id(i): i.name.split(":")[0] for i in model.inputs if i.dtype == tf.float32}
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization) and id(layer.input) in inputs:
+            name = inputs[id(layer.input)]
+            values = np.concatenate([np.ravel(s[name]) for s in samples]) if samples else np.zeros(1)
+            low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+            info = np.iinfo(RAW_DTYPE)
+            scale = (high - low) / (info.max - info.min) or 1.0
+            zero = int(np.clip(round(info.min - low / scale), info.min, info.max))
+            out.append(RawInput(name, layer.name, scale, zero))
+    return out
+
+
+def micro_model(model, raw: list[RawInput] = ()):
     """The exported model as TFLM runs it: uint8 pixel inputs become float32 inputs (the int8 I/O converter then
     quantizes them, so firmware feeds int8 `pixel - 128` and there is no uint8 CAST, which TFLM lacks); audio inputs
     become int16 PCM (8-bit audio loses the speaker: measured in docs/export.md), and each audio front-end computes
-    its spectrum by a fixed DFT convolution (no RFFT2D). Same weights, same answers up to float rounding."""
+    its spectrum by a fixed DFT convolution (no RFFT2D); each raw input (RawInput) becomes int8, its Normalization
+    layer taking the integers: mean and variance rescaled so (q - mean') / std' is the same standardised value.
+    Same weights, same answers up to float and input rounding."""
     from ..models.layers import LogMelSpectrogram
     from ..tfk import keras, tf
 
-    def clone(layer):  # the audio front-end in its DFT form, every other layer as it was
+    by_layer = {r.layer: r for r in raw}
+
+    def clone(layer):  # the audio front-end in its DFT form, raw-input standardisation in integer units
         config = layer.get_config()
         if isinstance(layer, LogMelSpectrogram):
             config["dft"] = True
+        if layer.name in by_layer:
+            r = by_layer[layer.name]
+            config["mean"] = [m / r.scale + r.zero_point for m in _flat(config["mean"])]
+            config["variance"] = [v / r.scale ** 2 for v in _flat(config["variance"])]
         return layer.__class__.from_config(config)
 
     audio = {x.input.name.split(":")[0] for x in model.layers if isinstance(x, LogMelSpectrogram)
              and x.input in model.inputs}
+    integer = {r.name for r in raw}
 
     def dtype(i):
         name = i.name.split(":")[0]
-        return tf.int16 if name in audio else tf.float32 if i.dtype == tf.uint8 else i.dtype
+        if name in audio:
+            return tf.int16
+        if name in integer:
+            return tf.as_dtype(RAW_DTYPE)
+        return tf.float32 if i.dtype == tf.uint8 else i.dtype
 
     inputs = [keras.Input(shape=i.shape[1:], dtype=dtype(i), name=i.name.split(":")[0]) for i in model.inputs]
     copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _flat(values) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.ravel(values)]
+
+
+def label_inputs(model: bytes, raw: list[RawInput]) -> bytes:
+    """Writes each raw input's scale and zero point on its int8 input tensor (the CAST ignores them; firmware, the
+    gate and the runtimes read them there as for any quantized input)."""
+    if not raw:
+        return model
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names, _ = signature_order(model)
+    m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    graph = m.subgraphs[0]
+    for r in raw:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint = [r.scale], [r.zero_point]
+        graph.tensors[graph.inputs[names.index(r.name)]].quantization = q
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
 def _front_ends(model) -> list[str]:
@@ -181,10 +252,11 @@ def float_only(model) -> tuple[str, ...]:
     return tuple(f"{name}/mel/Log" for name in _front_ends(model))
 
 
-def micro_keep_float(model, keep_float: tuple[str, ...]) -> tuple[str, ...]:
-    """The parts kept in float, with the ops TFLM has only float kernels for. An audio front-end kept in float
-    still has integer input: int16 PCM, CAST to float in the graph."""
-    return tuple(dict.fromkeys(keep_float + float_only(model)))
+def micro_keep_float(model, keep_float: tuple[str, ...], raw: list[RawInput] = ()) -> tuple[str, ...]:
+    """The parts kept in float, with the ops TFLM has only float kernels for and the raw inputs' standardisation.
+    An audio front-end or a standardisation kept in float still has integer input (int16 PCM, int8 raw values),
+    CAST to float in the graph."""
+    return tuple(dict.fromkeys(keep_float + float_only(model) + tuple(r.layer for r in raw)))
 
 
 def integer_io(model: bytes, keep_float: tuple[str, ...]) -> bytes:
@@ -212,13 +284,17 @@ def pcm16(samples):
     return np.clip(np.round(np.asarray(samples, np.float32) * PCM16_FULL_SCALE), -32768, 32767).astype(np.int16)
 
 
-def micro_samples(samples, model) -> list[dict]:
-    """Calibration rows as the micro model takes them: pixels as float32, audio as int16 PCM."""
+def micro_samples(samples, model, raw: list[RawInput] = ()) -> list[dict]:
+    """Calibration rows as the micro model takes them: pixels as float32, audio as int16 PCM, raw inputs as int8."""
     import numpy as np
 
     dtypes = {i.name.split(":")[0]: i.dtype.name for i in model.inputs}
+    by_name = {r.name: r for r in raw}
 
     def cast(name, v):
+        if name in by_name:
+            r, info = by_name[name], np.iinfo(RAW_DTYPE)
+            return np.clip(np.round(v / r.scale + r.zero_point), info.min, info.max).astype(RAW_DTYPE)
         if dtypes.get(name) == "int16":
             return pcm16(v)
         return v.astype(np.float32) if v.dtype == np.uint8 else v

@@ -81,12 +81,12 @@ def smallest_arena(model: bytes, n_inputs: int) -> int:
 def _quantize(value: np.ndarray, d: dict) -> np.ndarray:
     q = d["quantization_parameters"]
     dtype = np.dtype(d["dtype"])
-    if dtype == np.int16 and value.dtype.kind == "f":  # audio: int16 PCM
-        return pcm16(value)
-    if dtype.kind == "i" and len(q["scales"]) and q["scales"][0]:
+    if dtype.kind == "i" and len(q["scales"]) and q["scales"][0]:  # quantized (raw values of a standardised input too)
         info = np.iinfo(dtype)
         scaled = np.round(value.astype(np.float32) / q["scales"][0] + q["zero_points"][0])
         return np.clip(scaled, info.min, info.max).astype(dtype)
+    if dtype == np.int16 and value.dtype.kind == "f":  # audio: int16 PCM (no quantization parameters)
+        return pcm16(value)
     return value.astype(dtype)
 
 

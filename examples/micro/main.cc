@@ -34,8 +34,9 @@ int main() {
   std::printf("arena used: %u of %d bytes\n", static_cast<unsigned>(interpreter.arena_used_bytes()), kArenaBytes);
 
   // Fill every input as model_settings.h describes it (kInput<i>*, in the model's input order): an image input is
-  // int8, q = pixel / scale + zero point (scale 1, zero point -128: pixel - 128); an audio input is int16 PCM
-  // (q = sample * 32768); a text input takes int32 token ids from the bundle's vocabulary file.
+  // int8, q = pixel / scale + zero point (scale 1, zero point -128: pixel - 128); a sequence or numeric input is
+  // int8 of the raw values, q = value / scale + zero point (the model standardises each channel itself); an audio
+  // input is int16 PCM (q = sample * 32768); a text input takes int32 token ids from the bundle's vocabulary file.
   TfLiteTensor* input = interpreter.input(0);
   if (input->type == kTfLiteInt8) {
     for (size_t i = 0; i < input->bytes; ++i) {
