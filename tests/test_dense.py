@@ -218,3 +218,39 @@ def test_dense_heads_take_pruning_qat_and_the_hint(canvas_run):
     for model in (wrapped, qat):
         assert {n: tuple(model.output[n].shape) for n in net.output_names} == \
             {n: tuple(net.output[n].shape) for n in net.output_names}
+
+
+# every stage of the main job on the canvas: single-task baselines, distillation, pruning, QAT, int8 TFLite through
+# the gate, bench (one backend) -- one epoch each on 64 rows
+CANVAS_EVERY_STAGE = TINY_CANVAS + [
+    "stages=[train,single_task,evaluate,compress,export,bench,report]", "compress.training={epochs: 1}",
+    "compress.prune.epochs=1", "compress.qat.epochs=1", "export.model=[teacher,student-qat]", "bench.backends=[litert]",
+    "bench.runs=5", "bench.threads=[1]", "bench.batch=4", "bench.max_seconds=1"]
+
+
+@pytest.mark.slow
+def test_canvas_through_every_stage(tmp_path):
+    from edgemtl.cli import main
+    from edgemtl.rundir import RunDir
+
+    out = tmp_path / "canvas"
+    assert main(["run", str(CANVAS_RECIPE), "--out", str(out)] + set_args(CANVAS_EVERY_STAGE)) == 0
+    metric = {"boxes": "map50", "spoken_box": "map50", "mask": "miou", "count": "accuracy", "spoken": "accuracy"}
+    for task, name in metric.items():  # a single-task baseline per task, scored by its kind
+        single = json.loads((out / "models" / f"single-{task}" / "metrics.json").read_text())
+        assert 0.0 <= single["splits"]["test"][task][name] <= 1.0
+    compress = json.loads((out / "compress.json").read_text())
+    assert {"student", "student-pruned", "student-qat"} <= {r["model"] for r in compress["models"]}
+    bundles = {a.name for a in RunDir(out).bundles()}
+    assert {"teacher-tflite-int8"} <= bundles and any(b.startswith("student") for b in bundles)
+    for b in bundles:  # the gate compared decoded boxes and masks: mAP@0.5 and mIoU, their drop and agreement
+        gate = json.loads((out / "exports" / b / "parity.json").read_text())
+        for task, name in metric.items():
+            row = gate["tasks"][task]
+            assert row["metric"] == name and 0.0 <= row["agreement"] <= 1.0 and row["drop"] is not None
+    bench = json.loads((out / "bench" / "results.json").read_text())
+    for artifact, acc in bench["accuracy"].items():  # accuracy columns per task: its kind's metric
+        for task, name in metric.items():
+            assert 0.0 <= acc[task][name] <= 1.0, artifact
+    text = (out / "bench" / "report.md").read_text()
+    assert "mAP@0.5" in text and "mIoU" in text
