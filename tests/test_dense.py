@@ -239,10 +239,16 @@ CANVAS_EVERY_STAGE = TINY_CANVAS + [
 @pytest.mark.slow
 def test_canvas_through_every_stage(tmp_path):
     from edgemtl.cli import main
-    from edgemtl.rundir import RunDir
 
     out = tmp_path / "canvas"
     assert main(["run", str(CANVAS_RECIPE), "--out", str(out)] + set_args(CANVAS_EVERY_STAGE)) == 0
+    check_every_stage(out)
+
+
+def check_every_stage(out):
+    """What a canvas run through every stage left: per task its kind's metric in each stage's results."""
+    from edgemtl.rundir import RunDir
+
     metric = {"boxes": "map50", "spoken_box": "map50", "mask": "miou", "count": "accuracy", "spoken": "accuracy"}
     for task, name in metric.items():  # a single-task baseline per task, scored by its kind
         single = json.loads((out / "models" / f"single-{task}" / "metrics.json").read_text())
