@@ -145,3 +145,126 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
     assert mask.shape == (96, 96) and mask.min() >= 0 and mask.max() < len(answer["mask"]["labels"])
     assert sum(answer["mask"]["areas"].values()) == 96 * 96
     assert answer["spoken"]["label"] in [str(d) for d in range(10)]
+
+
+def _canvas_targets(n_rows=4):
+    """Target maps of the first canvas rows' boxes (stride 4, 10 digit classes): a teacher that is exactly right."""
+    import csv
+
+    with open(CANVAS, newline="") as f:
+        rows = [r for _, r in zip(range(n_rows), csv.DictReader(f))]
+    maps = []
+    for r in rows:
+        boxes = np.array([[x0 / 4, y0 / 4, x1 / 4, y1 / 4, d] for x0, y0, x1, y1, d in json.loads(r["boxes"])])
+        maps.append(encode_targets(boxes, (24, 24), 10))
+    return np.clip(np.stack(maps), 0.02, 0.98).astype(np.float32)  # sigmoid outputs never reach 0 or 1
+
+
+def _fit_to_teacher(loss, teacher, steps=80, lr=0.5):
+    """Gradient steps on free student logits against loss(teacher, activation(logits)); returns the student."""
+    import tensorflow as tf
+
+    logits = tf.Variable(tf.zeros_like(teacher))
+    act = tf.sigmoid if loss.__name__ == "boxes" else tf.nn.softmax
+    target, m, v = tf.constant(teacher), tf.Variable(tf.zeros_like(teacher)), tf.Variable(tf.zeros_like(teacher))
+
+    @tf.function
+    def fit():  # Adam by hand, one graph: eager steps cost more than the losses
+        for i in tf.range(1, steps + 1):
+            with tf.GradientTape() as tape:
+                value = loss(target, act(logits))
+            g = tape.gradient(value, logits)
+            m.assign(0.9 * m + 0.1 * g)
+            v.assign(0.999 * v + 0.001 * g * g)
+            t = tf.cast(i, tf.float32)
+            logits.assign_sub(lr * (m / (1 - 0.9 ** t)) / (tf.sqrt(v / (1 - 0.999 ** t)) + 1e-8))
+    fit()
+    return act(logits).numpy()
+
+
+def test_dense_soft_losses_vanish_on_the_teacher_and_teach_its_answers():
+    """Distillation's soft targets: zero where the student equals the teacher, and a student fitted to them alone
+    decodes the teacher's boxes (heatmap KL + regression at the teacher's peaks) and its pixel classes (KL)."""
+    box, mask = kinds.task_kind("boxes"), kinds.task_kind("mask")
+    teacher = _canvas_targets()
+    loss = box.soft_loss(None, {"classes": [str(d) for d in range(10)]}, temperature=2.0)
+    assert float(loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-4)
+    assert float(loss(teacher, np.full_like(teacher, 0.5))) > 1.0
+    student = _fit_to_teacher(loss, teacher)
+    assert box.agreement(teacher, student, 0.5) == 1.0  # same boxes, same classes, IoU >= 0.5 each
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (2, 16, 16, 3)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    mloss = mask.soft_loss(None, {"classes": ["0", "1", "2"]}, temperature=2.0)
+    assert float(mloss(probs, probs)) == pytest.approx(0.0, abs=1e-5)
+    assert float(mloss(probs, np.full_like(probs, 1 / 3))) > 0.1
+    assert mask.agreement(probs, _fit_to_teacher(mloss, probs, steps=60), 0.5) > 0.99
+
+
+def test_dense_heads_take_pruning_qat_and_the_hint(canvas_run):
+    """The compression stages see dense heads through the kinds: the hint reads the trunk's vector through a
+    dense head's gate (the same tensor a class head reads), pruning leaves the heads' output convolutions dense,
+    and quantization-aware wrapping keeps every output's shape."""
+    from edgemtl.compress import prune
+    from edgemtl.compress.distill import shared_representation
+    from edgemtl.compress.qat import quantize_for_training
+    from edgemtl.models.build import load_model
+    from edgemtl.recipe import load_recipe
+
+    recipe = load_recipe(CANVAS_RECIPE, TINY_CANVAS)
+    by_name = {t.name: t for t in recipe.tasks}
+    net = load_model(canvas_run / "models" / "teacher" / "model.keras")
+    trunk = shared_representation(net, by_name["count"])
+    for task in ("boxes", "mask", "spoken_box"):
+        assert shared_representation(net, by_name[task]) is trunk
+    assert len(trunk.shape) == 2
+    chosen = prune.select_layers(net, recipe, recipe.compress.prune)
+    assert {"boxes_logits", "mask_logits"}.isdisjoint(chosen) and "boxes_dec4_conv" in chosen
+    wrapped = prune.wrap_for_pruning(load_model(canvas_run / "models" / "teacher" / "model.keras"), chosen,
+                                     recipe.compress.prune, steps_per_epoch=2)
+    qat = quantize_for_training(net, prune.head_layers(net), pruned=False)
+    for model in (wrapped, qat):
+        assert {n: tuple(model.output[n].shape) for n in net.output_names} == \
+            {n: tuple(net.output[n].shape) for n in net.output_names}
+
+
+# every stage of the main job on the canvas: single-task baselines, distillation, pruning, QAT, int8 TFLite through
+# the gate, bench (one backend) -- one epoch each on 64 rows
+CANVAS_EVERY_STAGE = TINY_CANVAS + [
+    "stages=[train,single_task,evaluate,compress,export,bench,report]", "compress.training={epochs: 1}",
+    "compress.prune.epochs=1", "compress.qat.epochs=1", "export.model=[teacher,student-qat]", "bench.backends=[litert]",
+    "bench.runs=5", "bench.threads=[1]", "bench.batch=4", "bench.max_seconds=1"]
+
+
+@pytest.mark.slow
+def test_canvas_through_every_stage(tmp_path):
+    from edgemtl.cli import main
+
+    out = tmp_path / "canvas"
+    assert main(["run", str(CANVAS_RECIPE), "--out", str(out)] + set_args(CANVAS_EVERY_STAGE)) == 0
+    check_every_stage(out)
+
+
+def check_every_stage(out):
+    """What a canvas run through every stage left: per task its kind's metric in each stage's results."""
+    from edgemtl.rundir import RunDir
+
+    metric = {"boxes": "map50", "spoken_box": "map50", "mask": "miou", "count": "accuracy", "spoken": "accuracy"}
+    for task, name in metric.items():  # a single-task baseline per task, scored by its kind
+        single = json.loads((out / "models" / f"single-{task}" / "metrics.json").read_text())
+        assert 0.0 <= single["splits"]["test"][task][name] <= 1.0
+    compress = json.loads((out / "compress.json").read_text())
+    assert {"student", "student-pruned", "student-qat"} <= {r["model"] for r in compress["models"]}
+    bundles = {a.name for a in RunDir(out).bundles()}
+    assert {"teacher-tflite-int8"} <= bundles and any(b.startswith("student") for b in bundles)
+    for b in bundles:  # the gate compared decoded boxes and masks: mAP@0.5 and mIoU, their drop and agreement
+        gate = json.loads((out / "exports" / b / "parity.json").read_text())
+        for task, name in metric.items():
+            row = gate["tasks"][task]
+            assert row["metric"] == name and 0.0 <= row["agreement"] <= 1.0 and row["drop"] is not None
+    bench = json.loads((out / "bench" / "results.json").read_text())
+    for artifact, acc in bench["accuracy"].items():  # accuracy columns per task: its kind's metric
+        for task, name in metric.items():
+            assert 0.0 <= acc[task][name] <= 1.0, artifact
+    text = (out / "bench" / "report.md").read_text()
+    assert "mAP@0.5" in text and "mIoU" in text

@@ -23,9 +23,10 @@ def task_settings(distill: DistillSpec, task_name: str) -> tuple[float, float]:
     return (distill.temperature if t is None else t), (distill.alpha if a is None else a)
 
 
-def shared_representation(net):
-    """The tensor every head reads (the trunk's output): the input of the first task's head Dense layer."""
-    return head_input(net, net.output_names[0])
+def shared_representation(net, task):
+    """The tensor every head reads (the trunk's output), found through `task`'s head (its kind's shared_reader:
+    a dense head's gate, not its convolutions over feature maps)."""
+    return head_input(net, task.name, kinds.task_kind(task.type).shared_reader)
 
 
 class DistillTrainer(MultitaskTrainer):
@@ -42,8 +43,8 @@ class DistillTrainer(MultitaskTrainer):
                          for t in tasks}
         self.hint = distill.hint
         if self.hint:
-            self.student_view = keras.Model(net.inputs, [net.output, shared_representation(net)])
-            self.teacher_view = keras.Model(teacher.inputs, [teacher.output, shared_representation(teacher)])
+            self.student_view = keras.Model(net.inputs, [net.output, shared_representation(net, tasks[0])])
+            self.teacher_view = keras.Model(teacher.inputs, [teacher.output, shared_representation(teacher, tasks[0])])
             self.projection = keras.layers.Dense(self.teacher_view.outputs[-1].shape[-1], name="hint_projection")
             self.projection.build(self.student_view.outputs[-1].shape)
         self.hint_tracker = keras.metrics.Mean(name="hint_loss")

@@ -212,6 +212,7 @@ class TaskKind:
     unseen_rows_scored: bool = True  # such rows are scored (as errors); a split of them only has no score
     score_meaning: str = ""  # what the normalised score is, for report legends ("accuracy for class tasks")
     dense: bool = False  # the head reads an image encoder's feature maps (boxes, masks): head(..., features=...)
+    shared_reader: str = ""  # the head's layer that reads the shared vector, "{task}_..." ("": the head's Dense)
 
     # -- labels ---------------------------------------------------------------------------------------------------
     def label_column(self, table, column: str) -> list:

@@ -192,6 +192,7 @@ class BoxesKind(TaskKind):
     name = "boxes"
     decode_rule = "peaks"
     dense = True
+    shared_reader = "{task}_gate"  # models/dense.py: the gate reads the shared vector
     metric_names = ("map50", "map")  # score() also says n_boxes: the truth boxes scored
     primary_metric = "map50"
     score_meaning = "mAP@0.5 for boxes"
@@ -325,11 +326,33 @@ class BoxesKind(TaskKind):
         return boxes
 
     def soft_loss(self, spec, label_info: Mapping, temperature: float):
-        """Distillation: squared distance to the teacher's maps (heatmaps, offsets and sizes alike)."""
+        """Distillation, dense soft targets: the teacher's maps, read the way the decoder reads them.
+
+        Heatmaps: a Bernoulli KL per cell and class between the temperature-softened teacher and student heat
+        (each heat value is an independent sigmoid, as a multilabel output is; KL rather than squared distance
+        because near 0 and 1 -- the peaks and the background -- a squared distance of probabilities has almost no
+        gradient), times T^2, summed per image like the hard focal loss (a mean over the mostly empty cells would
+        shrink it by the grid size). Offsets and sizes: L1 (as in the hard loss) only at the teacher's peaks (3x3
+        maxima, decode's rule), weighted by their heat: elsewhere they are never decoded and the teacher's values
+        there mean nothing."""
         from ..tfk import tf
+        from .base import probability_logits
 
-        return lambda t, s: tf.reduce_mean(tf.square(s - t)) * 100.0
+        n_classes, t2 = len(label_info["classes"]), temperature ** 2
+        weights = tf.constant([OFFSET_WEIGHT, OFFSET_WEIGHT, SIZE_WEIGHT, SIZE_WEIGHT])
 
+        def boxes(t, s):
+            th = tf.sigmoid(probability_logits(t[..., :n_classes], softmax=False) / temperature)
+            sh = tf.sigmoid(probability_logits(s[..., :n_classes], softmax=False) / temperature)
+            th, sh = (tf.clip_by_value(v, 1e-6, 1 - 1e-6) for v in (th, sh))
+            kl = th * tf.math.log(th / sh) + (1 - th) * tf.math.log((1 - th) / (1 - sh))
+            heat = t2 * tf.reduce_sum(kl) / tf.cast(tf.maximum(tf.shape(t)[0], 1), tf.float32)
+            peak = tf.reduce_max(t[..., :n_classes], axis=-1, keepdims=True)  # [B, gh, gw, 1]
+            is_peak = tf.cast(peak >= tf.nn.max_pool2d(peak, 3, 1, "SAME"), tf.float32)
+            w = peak * is_peak
+            reg = tf.reduce_sum(w * tf.abs(s[..., n_classes:] - t[..., n_classes:]) * weights)
+            return heat + reg / tf.maximum(tf.reduce_sum(w), 1.0)
+        return boxes
 
 def target_maps(y, p, n_classes: int):
     """TF: encode_targets for a batch: (heatmap targets [B, gh, gw, C], centre cells [B, gh, gw] (1 where a box's

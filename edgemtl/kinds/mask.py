@@ -16,8 +16,6 @@ from ..errors import EdgemtlError
 from .base import MISSING, TaskKind, is_missing
 from .boxes import resolve_label_paths
 
-SOFT_SCALE = 100.0  # distillation MSE on probabilities, scaled to the hard loss's magnitude
-
 
 def read_mask(path, where: str) -> np.ndarray:
     try:
@@ -48,6 +46,7 @@ class MaskKind(TaskKind):
     name = "mask"
     decode_rule = "argmax_pixels"
     dense = True
+    shared_reader = "{task}_gate"  # models/dense.py: the gate reads the shared vector
     metric_names = ("miou", "pixel_accuracy")
     primary_metric = "miou"
     score_meaning = "mean IoU for masks"
@@ -159,7 +158,17 @@ class MaskKind(TaskKind):
         return mask
 
     def soft_loss(self, spec, label_info: Mapping, temperature: float):
-        """Distillation: squared distance to the teacher's per-pixel probabilities."""
+        """Distillation, dense soft targets: per pixel, KL(teacher || student) of the temperature-softened class
+        distributions, times T^2, averaged over the pixels (pixel-wise distillation, Liu et al. 2019, "Structured
+        Knowledge Distillation for Semantic Segmentation"): each pixel is a softmax over classes, the same case as
+        a multiclass head, and the mean over pixels matches the hard loss's pixel cross-entropy in scale."""
         from ..tfk import tf
+        from .base import probability_logits
 
-        return lambda t, s: SOFT_SCALE * tf.reduce_mean(tf.square(s - t))
+        t2 = temperature ** 2
+
+        def mask(t, s):
+            log_t = tf.nn.log_softmax(probability_logits(t, softmax=True) / temperature)
+            log_s = tf.nn.log_softmax(probability_logits(s, softmax=True) / temperature)
+            return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
+        return mask

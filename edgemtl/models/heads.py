@@ -36,9 +36,19 @@ def head_dense(net, task_name: str):
     raise ValueError(f"no Dense head layer for task '{task_name}'")
 
 
-def head_input(net, task_name: str):
-    """The tensor a task's head reads, in `net`'s own graph. A layer that tfmot's cloning reused keeps its first
-    call's node (the source model's graph, "Graph disconnected" in a model over `net`): its newest node is the one
-    of the net built last from it."""
-    layer = head_dense(net, task_name)
+def head_input(net, task_name: str, reader: str = ""):
+    """The tensor a task's head reads from the shared part, in `net`'s own graph: the input of the head's layer
+    `reader` (a kind's shared_reader, "{task}_..."; "": the head's Dense). A layer that tfmot's cloning reused keeps
+    its first call's node (the source model's graph, "Graph disconnected" in a model over `net`): its newest node is
+    the one of the net built last from it."""
+    layer = head_dense(net, task_name) if not reader else _wrapped(net, reader.format(task=task_name))
     return layer.get_input_at(len(layer._inbound_nodes) - 1)
+
+
+def _wrapped(net, name: str):
+    """Layer `name` of `net`, or the tfmot wrapper around it."""
+    names = {x.name for x in net.layers}
+    for prefix in WRAPPER_PREFIXES:
+        if prefix + name in names:
+            return net.get_layer(prefix + name)
+    raise ValueError(f"no layer '{name}' in {net.name}")

@@ -9,14 +9,16 @@ import numpy as np
 
 from ..artifacts import ArtifactId, keras_target_name
 from ..bench.backends import ORT_GPU_PROVIDERS
-from ..kinds import mean_score
+from ..kinds import mean_score, task_kind
 from ..names import TEACHER
 from ..recipe.schema import Recipe
 from ..rundir import RunDir, atomic_write_text
 from .markdown import table as markdown_table
-from .scores import mean_cell, raw_cell, score_of
+from .scores import mean_cell, raw_cell, score_name, score_of
 
 BASELINE = "teacher-tflite-fp32"
+
+SCORE_LEGEND = "normalised score (accuracy for class tasks, 1 - MAE/std for regression; higher is better)"
 
 
 def _task_names(results: dict) -> list:
@@ -82,10 +84,11 @@ def _metric(m, task=None) -> str:
         return ""
     if task is not None:
         return raw_cell(task, m)
-    return f"{m['accuracy']:.4f}" if "accuracy" in m else f"MAE {m['mae']:.3g}"
+    return "" if score_of(m) is None else f"score {score_of(m):.4f}"  # a task the recipe no longer names
 
 
-def comparisons(results: dict, student: str | None) -> list[str]:
+def comparisons(results: dict, student: str | None, meaning: str = SCORE_LEGEND) -> list[str]:
+    """meaning: what the normalised score is for the run's tasks (scores.score_name), for the sentences."""
     out = []
     names = _task_names(results)
     teacher_fp32 = _lookup(results, BASELINE)
@@ -97,7 +100,7 @@ def comparisons(results: dict, student: str | None) -> list[str]:
     side = results.get("side_by_side") or {}
     student = student or (side.get("headline") or {}).get("student")
     student_row = _lookup(results, student) if student else None
-    out += headline_lines(results, student, names)
+    out += headline_lines(results, student, names, meaning)
     singles = [a for a in results["sizes"] if ArtifactId.is_artifact_name(a) and ArtifactId.parse(a).task is not None
                and (ArtifactId.parse(a).format, ArtifactId.parse(a).precision) == ("tflite", "fp32")]
     if teacher_fp32 and singles:
@@ -119,14 +122,13 @@ def comparisons(results: dict, student: str | None) -> list[str]:
                     per_task.append(f"{task} {score_of(single):.4f} / {score_of(multi):.4f}")
                 else:
                     per_task.append(f"{task} — (no score)")
-            out.append("  Per task, normalised score (accuracy, or 1 - MAE/std for regression), single-task / "
-                       "multitask: " + ", ".join(per_task) + ".")
+            out.append(f"  Per task, {meaning}, single-task / multitask: " + ", ".join(per_task) + ".")
     out += gpu_vs_cpu(results)
     out += floor_lines(results)
     return out
 
 
-def headline_lines(results: dict, student: str | None, names: list) -> list[str]:
+def headline_lines(results: dict, student: str | None, names: list, meaning: str = SCORE_LEGEND) -> list[str]:
     """The teacher's fp32 TFLite against the student artifact (the fastest deployable one measured side by side,
     unless --student named one), the student's int8 beside it, model call and end to end from raw inputs."""
     side = results.get("side_by_side") or {}
@@ -142,7 +144,7 @@ def headline_lines(results: dict, student: str | None, names: list) -> list[str]
         deltas = ", ".join(_delta(n, t_acc.get(n), s_acc.get(n)) for n in names)
         size = results["sizes"].get(BASELINE, 0) / max(results["sizes"].get(name, 1), 1)
         return (f"**{t / s:.1f}x faster** ({s:.4f} vs {t:.4f} ms), {size:.1f}x smaller; change of each task's "
-                f"normalised score in points: {deltas}")
+                f"{meaning}, in points: {deltas}")
 
     picked = "named by --student" if student != head.get("student") else "the fastest deployable student " \
                                                                           "artifact on this CPU"
@@ -217,6 +219,12 @@ def gpu_vs_cpu(results: dict) -> list[str]:
 
 def _threads(row: dict) -> str:
     return f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}"
+
+
+def _metric_label(task) -> str:
+    """A task's primary raw metric as the tables name it (accuracy, MAE, mAP@.5, mIoU)."""
+    kind = task_kind(task.type)
+    return {"map50": "mAP@0.5", "miou": "mIoU", "mae": "MAE"}.get(kind.primary_metric, kind.primary_metric)
 
 
 def _delta(task: str, teacher, student) -> str:
@@ -294,16 +302,18 @@ def write_reports(run: RunDir, recipe: Recipe, results: dict, student: str | Non
     run.pareto_png.unlink(missing_ok=True)  # an older run's plot is never linked as this one's
     has_png = pareto_png(results, run.pareto_png)
     skipped = [f"- `{s['backend']}` skipped: {s['reason']}" for s in results["skipped"]]
+    meaning = score_name(recipe.tasks)
     text = "\n".join([
         f"# {recipe.name}: benchmark", "",
         f"Machine: {machine_line(results)}", "", *excluded_lines(results),
-        f"Scores: the whole test split, through the runtime's decoding; each task shows its raw metric (accuracy, "
-        f"or MAE for regression), mean score = the mean normalised score (accuracy for class tasks, 1 - MAE/std "
-        f"for regression; higher is better). Latency: batch 1, {results['warmup']} "
+        f"Scores: the whole test split, through the runtime's decoding; each task shows its raw primary metric "
+        f"({', '.join(dict.fromkeys(_metric_label(t) for t in recipe.tasks))}), mean score = the mean "
+        f"{meaning}. Latency: batch 1, {results['warmup']} "
         f"warm-up then {results['runs']} timed calls{_limit(results)}, each artifact in a fresh process (cold start "
         f"= process start to first answer; peak MB = the process's peak RSS). x smaller / x faster: against "
         f"{BASELINE} (LiteRT, 1 thread).",
-        "", table(results, {t.name: t for t in recipe.tasks}), "", *comparisons(results, student), "", *skipped, "",
+        "", table(results, {t.name: t for t in recipe.tasks}), "", *comparisons(results, student, meaning), "",
+        *skipped, "",
         "![score vs latency](pareto.png)" if has_png else PLOT_NEEDS_MATPLOTLIB, ""])
     atomic_write_text(run.bench_report, text)
     atomic_write_text(run.bench_html, _html(recipe, text, run.pareto_png if has_png else None))
