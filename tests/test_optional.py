@@ -336,6 +336,24 @@ def test_int8io_feeds_the_presence_flag_as_an_integer(optional_run, optional_dat
     assert model.predict(title=title, image=test.x["image"][i]) != without
 
 
+def test_the_compression_table_gives_each_model_per_presence_pattern(optional_run, monkeypatch):
+    from edgemtl.model_metrics import read_metrics
+    from edgemtl.recipe import load_recipe
+    from edgemtl.reports import compress_report
+    from edgemtl.rundir import RunDir
+
+    run, recipe_path, _ = optional_run
+    recipe = load_recipe(recipe_path)
+    monkeypatch.setattr(compress_report, "convert_model", lambda *a: b"\0" * 100)  # sizes are not what this checks
+    row = compress_report.model_row(RunDir(run), recipe, "teacher", list(recipe.tasks))
+    by_pattern = read_metrics(RunDir(run), "teacher", missing_ok=False)["patterns"]["test"]
+    lines = "\n".join(compress_report._pattern_lines([row], list(recipe.tasks)))
+    title = by_pattern["title"]
+    expected = np.mean([title[t]["score"] for t in ("gender", "masterCategory")])
+    assert f"| title ({title['rows']} rows) |" in lines
+    assert f"| teacher | {by_pattern['image+title']['mean_score']:.4f} | {expected:.4f} |" in lines
+
+
 @pytest.mark.slow
 def test_compress_with_an_optional_input_exports_an_int8_student_for_both_patterns(tmp_path):
     """The whole chain on the blanked subset: distilled, pruned and quantization-aware students with image_present;
@@ -358,3 +376,4 @@ def test_compress_with_an_optional_input_exports_an_int8_student_for_both_patter
         report = ParityReport.read(folder)
         assert report.deployable and set(report.patterns) == {"image+title", "title"}
         assert set(load(folder).predict(title="Puma Women Blue Track Pants")) == {"gender", "masterCategory"}
+    assert "Per presence pattern" in (tmp_path / "run" / "compress.md").read_text()
