@@ -11,6 +11,7 @@ from typing import Any
 
 from . import jsonio, kinds
 from .errors import EdgemtlError
+from .presence import presence_name
 from .runsafety import MODEL_FILE, atomic_write_json
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -127,6 +128,8 @@ def check_model_matches(path: Path, recipe) -> None:
         return
     inputs, outputs = signature
     wanted = {i.name: list(kinds.modality(i.type).input_shape(i)) for i in recipe.inputs}
+    # an optional input's presence flag is a model input of its own ([batch, 1])
+    wanted.update({presence_name(i.name): [1] for i in recipe.inputs if getattr(i, "optional", False)})
     tasks = [t.name for t in recipe.tasks]
     hint = "a model file copied from another run or recipe? Train it again in this run"
     for name, shape in inputs.items():

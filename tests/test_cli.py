@@ -65,6 +65,28 @@ def test_progress_is_silent_when_quiet(capsys):
     configure_logging()
 
 
+def test_epoch_lines_are_silent_when_quiet(capsys, tmp_path):
+    """-q hides the per-epoch lines (through the edgemtl logger, like every progress message); INFO shows them."""
+    from types import SimpleNamespace
+
+    from edgemtl.cli import configure_logging
+    from edgemtl.train.callbacks import BestModel
+
+    task = SimpleNamespace(name="digit", metrics=("accuracy",))
+    for quiet in (True, False):
+        configure_logging(quiet=quiet)
+        folder = tmp_path / str(quiet)
+        folder.mkdir()
+        callback = BestModel(None, "val_mean_score", 0, folder, 3, [task])
+        callback.set_model(SimpleNamespace(stop_training=False))
+        # no finite monitor value: nothing is saved, and patience 0 stops after the first epoch
+        callback.on_epoch_end(0, {"loss": 1.0, "val_mean_score": float("nan"), "val_digit_accuracy": 0.5})
+        err = capsys.readouterr().err
+        assert (folder / "history.jsonl").read_text().count("\n") == 1 and callback.model.stop_training
+        assert ("epoch 1/3" in err and "early stop" in err) == (not quiet), err
+    configure_logging()
+
+
 def test_the_registry_has_every_stage_in_order():
     from edgemtl.names import STAGES as NAMES
     from edgemtl.stages import STAGES

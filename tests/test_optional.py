@@ -238,3 +238,142 @@ def test_modality_dropout_drops_to_the_state_of_a_missing_input(optional_run, op
     is_absent = np.all(dropped == absent, axis=1)
     assert 0 < is_absent.sum() < len(is_absent)
     np.testing.assert_array_equal(dropped[~is_absent], vector.numpy()[~is_absent])
+
+
+# --- compress and int8io with an optional input --------------------------------------------------------------------
+def test_the_student_carries_the_presence_input_and_distils_on_both_patterns(optional_run, optional_data):
+    """The student takes image_present, starts from the teacher's absent vector (weight selection cuts it like the
+    encoder's vector), and distillation on rows of both patterns trains it while the teacher stays as it was."""
+    from edgemtl.compress.distill import DistillTrainer
+    from edgemtl.compress.selection import select_from_teacher
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.models.build import build_model, load_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+    from edgemtl.tfk import keras
+    from edgemtl.train.weighting import make_combination
+
+    run, recipe_path, _ = optional_run
+    recipe = load_recipe(recipe_path, ["compress.student.preset=small", "compress.distill.mixup=1.0"])
+    student = student_recipe(recipe)
+    teacher = load_model(RunDir(run).require_model("teacher"))
+    net = build_model(student, optional_data.labels, optional_data.tokenizers, {}, student.tasks, "student")
+    assert "image_present" in net.input_names
+    done, _ = select_from_teacher(net, teacher)
+    assert "image_absent" in done
+    absent, teacher_absent = net.get_layer("image_absent").absent.numpy(), teacher.get_layer("image_absent").absent
+    assert 0 < len(absent) < teacher_absent.shape[0]
+    np.testing.assert_array_equal(absent, teacher_absent.numpy()[:len(absent)])
+    train = optional_data["train"]
+    x, y = {k: v[:64] for k, v in train.x.items()}, {k: v[:64] for k, v in train.y.items()}
+    assert {float(v) for v in x["image_present"][:, 0]} == {0.0, 1.0}
+    trainer = DistillTrainer(net, student.tasks, optional_data.labels, make_combination(
+        student.training.loss_combination, student.tasks), teacher, recipe.compress.distill,
+        {i.name: i.type for i in student.inputs})
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = teacher_absent.numpy().copy()
+    trainer.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    np.testing.assert_array_equal(teacher_absent.numpy(), before)
+    assert not np.array_equal(net.get_layer("image_absent").absent.numpy(), absent)
+
+
+def test_a_run_with_an_optional_input_passes_the_run_checks(optional_run):
+    """The model files' presence inputs are the recipe's (edgemtl export / evaluate / compress on an existing run)."""
+    from edgemtl.errors import EdgemtlError
+    from edgemtl.recipe import load_recipe
+    from edgemtl.runcheck import check_model_matches, check_run
+    from edgemtl.rundir import RunDir
+
+    run, recipe_path, _ = optional_run
+    recipe = load_recipe(recipe_path)
+    check_run(RunDir(run), recipe)
+    required = load_recipe(write_recipe(run.parent, optional_recipe(recipe.data.source).replace(
+        "optional: true,", ""), "required.yaml"))
+    with pytest.raises(EdgemtlError, match="has input 'image_present'"):
+        check_model_matches(RunDir(run).require_model("teacher"), required)
+
+
+def test_the_int8io_gate_requires_presence_to_carry_0_and_1_exactly():
+    from edgemtl.export.parity import int8io_problems
+
+    def problems(**d):
+        return int8io_problems({"inputs": ["title", "image_present"], "io": {
+            "title": {"dtype": "int32", "scale": 0.0, "zero_point": 0}, "image_present": d}})
+
+    assert problems(dtype="int8", scale=1 / 255, zero_point=-128) == []  # calibrated on both patterns
+    assert problems(dtype="int8", scale=0.0045, zero_point=-128) == [
+        "int8io: presence input 'image_present' (int8, scale 0.0045, zero point -128) does not carry 1 exactly"]
+    assert problems(dtype="float32", scale=0.0, zero_point=0) == [
+        "int8io: input 'image_present' is float32, not integer (the converter kept float I/O)"]
+
+
+def test_int8io_feeds_the_presence_flag_as_an_integer(optional_run, optional_data, tmp_path, capfd):
+    """`edgemtl export` on the existing run: the int8io file takes image_present as int8 (0 -> -128, 1 -> 127), the
+    gate covers both patterns, and the bundle answers from the title alone. -q: no per-artifact lines."""
+    import shutil
+
+    from edgemtl.cli import main
+    from edgemtl.runtime import load
+    from edgemtl.runtime.manifest import BundleManifest, ParityReport
+
+    run = tmp_path / "run"
+    shutil.copytree(optional_run[0], run)
+    capfd.readouterr()
+    assert main(["export", str(run), "--model", "teacher", "--format", "tflite", "--precision", "int8io", "-q"]) == 0
+    assert "teacher-tflite-int8io" not in capfd.readouterr().err
+    folder = run / "exports" / "teacher-tflite-int8io"
+    io = BundleManifest.read(folder).quantization.io
+    assert io["image_present"].dtype == "int8"
+    assert round(-io["image_present"].zero_point) == 128 and abs(io["image_present"].scale * 255 - 1) < 1e-6
+    report = ParityReport.read(folder)
+    assert report.deployable and set(report.patterns) == {"image+title", "title"}
+    model = load(folder)
+    title = "Nike Men Black Running Shoes"
+    without = model.predict(title=title)
+    test = optional_data["test"]
+    i = int(np.flatnonzero(test.x["image_present"][:, 0] == 1)[0])
+    assert set(without) == {"gender", "masterCategory"}
+    assert model.predict(title=title, image=test.x["image"][i]) != without
+
+
+def test_the_compression_table_gives_each_model_per_presence_pattern(optional_run, monkeypatch):
+    from edgemtl.model_metrics import read_metrics
+    from edgemtl.recipe import load_recipe
+    from edgemtl.reports import compress_report
+    from edgemtl.rundir import RunDir
+
+    run, recipe_path, _ = optional_run
+    recipe = load_recipe(recipe_path)
+    monkeypatch.setattr(compress_report, "convert_model", lambda *a: b"\0" * 100)  # sizes are not what this checks
+    row = compress_report.model_row(RunDir(run), recipe, "teacher", list(recipe.tasks))
+    by_pattern = read_metrics(RunDir(run), "teacher", missing_ok=False)["patterns"]["test"]
+    lines = "\n".join(compress_report._pattern_lines([row], list(recipe.tasks)))
+    title = by_pattern["title"]
+    expected = np.mean([title[t]["score"] for t in ("gender", "masterCategory")])
+    assert f"| title ({title['rows']} rows) |" in lines
+    assert f"| teacher | {by_pattern['image+title']['mean_score']:.4f} | {expected:.4f} |" in lines
+
+
+@pytest.mark.slow
+def test_compress_with_an_optional_input_exports_an_int8_student_for_both_patterns(tmp_path):
+    """The whole chain on the blanked subset: distilled, pruned and quantization-aware students with image_present;
+    student-qat int8 and int8io pass the gate on both patterns and answer without the image."""
+    from conftest import set_args
+    from edgemtl.cli import main
+    from edgemtl.runtime import load
+    from edgemtl.runtime.manifest import ParityReport
+
+    source, _ = blanked_manifest(tmp_path)
+    text = optional_recipe(source, "compress: {student: {preset: small}}").replace(
+        "stages: [train, evaluate, export, report]", "stages: [train, compress, export, report]").replace(
+        "export: {model: teacher, formats: [tflite], precisions: [int8],",
+        "export: {model: [student-qat], formats: [tflite], precisions: [int8, int8io],")
+    recipe = write_recipe(tmp_path, text, "compress.yaml")
+    sets = ["compress.training.epochs=2", "compress.prune.epochs=2", "compress.qat.epochs=1"]
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "-q"] + set_args(sets)) == 0
+    for precision in ("int8", "int8io"):
+        folder = tmp_path / "run" / "exports" / f"student-qat-tflite-{precision}"
+        report = ParityReport.read(folder)
+        assert report.deployable and set(report.patterns) == {"image+title", "title"}
+        assert set(load(folder).predict(title="Puma Women Blue Track Pants")) == {"gender", "masterCategory"}
+    assert "Per presence pattern" in (tmp_path / "run" / "compress.md").read_text()

@@ -7,11 +7,13 @@ kernel size) keeps its random start, and so do the layers that read it.
 """
 import numpy as np
 
+from ..models.layers import AbsentVector
 from ..tfk import keras
 
 L = keras.layers
 CUT_OUTPUT = (L.Dense, L.Conv1D, L.Conv2D)  # kernel [..., in, out] (+ bias [out]): input and output cut
-PER_CHANNEL = (L.BatchNormalization, L.LayerNormalization, L.DepthwiseConv2D)  # channels in = channels out
+# channels in = channels out; an optional input's learned absent vector [channels] is cut like its encoder's vector
+PER_CHANNEL = (L.BatchNormalization, L.LayerNormalization, L.DepthwiseConv2D, AbsentVector)
 
 
 def _inbound(model) -> dict:
@@ -73,6 +75,8 @@ def select_from_teacher(student, teacher) -> tuple[list, list]:
     for layer in student.layers:
         source = by_name.get(layer.name)
         inputs = [kept.get(n) for n in inbound[layer.name]]
+        if isinstance(layer, AbsentVector):  # [vector, presence]: its channels are the vector's
+            inputs = inputs[:1]
         if isinstance(layer, L.InputLayer):
             kept[layer.name] = np.arange(_last_dim(layer.output_shape))
         elif source is None or type(source) is not type(layer):

@@ -3,7 +3,6 @@ import csv
 import io
 import json
 import logging
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +184,8 @@ def assign_splits(table: Table, split: SplitSpec, seed: int) -> dict[str, np.nda
         test = np.flatnonzero(values == split.test)
         val = np.flatnonzero(values == split.val) if split.val else np.array([], dtype=np.int64)
         if split.val and not len(val):  # e.g. the demo recipe run on the full data, which has no val rows
-            print(f"{table.path.name}: no row has {split.column} '{split.val}'; holding out data.split."
-                  f"val_fraction {split.val_fraction} of the training rows for validation", file=sys.stderr)
+            log.info(f"{table.path.name}: no row has {split.column} '{split.val}'; holding out data.split."
+                     f"val_fraction {split.val_fraction} of the training rows for validation")
         if not len(val):
             train = rng.permutation(train)
             n_val = int(round(len(train) * split.val_fraction))

@@ -211,7 +211,8 @@ def micro_model(model, raw: list[RawInput] = ()):
         return tf.float32 if i.dtype == tf.uint8 else i.dtype
 
     inputs = [keras.Input(shape=i.shape[1:], dtype=dtype(i), name=i.name.split(":")[0]) for i in model.inputs]
-    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    with _clone_scope(model):
+        copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -238,6 +239,19 @@ def label_inputs(model: bytes, raw: list[RawInput]) -> bytes:
         q.scale, q.zeroPoint = [r.scale], [r.zero_point]
         graph.tensors[graph.inputs[names.index(r.name)]].quantization = q
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
+
+
+def _clone_scope(model):
+    """What rebuilding the model's layers from their configs needs: tfmot's quantize scope for a quantization-aware
+    model (its wrappers name their quantize configs by class), else edgemtl's custom layers."""
+    from ..models.layers import CUSTOM_OBJECTS
+    from ..tfk import keras
+
+    if any(type(x).__module__.startswith("tensorflow_model_optimization") for x in model.layers):
+        import tensorflow_model_optimization as tfmot
+
+        return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
+    return keras.utils.custom_object_scope(CUSTOM_OBJECTS)
 
 
 def _front_ends(model) -> list[str]:

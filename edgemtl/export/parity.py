@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import kinds
 from ..kinds.base import finite
+from ..presence import PRESENT_SUFFIX
 from ..runsafety import system_temp_prefix
 from ..runtime.backends import outputs_digest
 
@@ -75,10 +76,27 @@ def run_candidate(path, x: dict, timeout: float | None = None,
 
 def int8io_problems(facts: dict) -> list[str]:
     """An int8io file has integer inputs and outputs: the converter silently keeps float I/O when a part stays in
-    float, and such a file is not what int8io promises (the C array and firmware feed it integers)."""
+    float, and such a file is not what int8io promises (the C array and firmware feed it integers). An optional
+    input's presence flag is one of those integer inputs: its 0 and 1 must each be one exact integer."""
     io = facts.get("io") or {}
-    return [f"int8io: {'input' if name in facts.get('inputs', ()) else 'output'} '{name}' is {d['dtype']}, not "
-            f"integer (the converter kept float I/O)" for name, d in io.items() if d["dtype"].startswith("float")]
+    problems = [f"int8io: {'input' if name in facts.get('inputs', ()) else 'output'} '{name}' is {d['dtype']}, not "
+                f"integer (the converter kept float I/O)" for name, d in io.items() if d["dtype"].startswith("float")]
+    presence = [presence_problem(name, d) for name, d in io.items()
+                if name.endswith(PRESENT_SUFFIX) and name in facts.get("inputs", ())]
+    return problems + [p for p in presence if p]
+
+
+def presence_problem(name: str, d: dict) -> str:
+    """'' where an integer presence input carries 0 and 1 exactly (calibration saw both: scale 1/255, zero point
+    -128 for int8 gives -128 and 127), else why not."""
+    if d["dtype"].startswith("float") or not d["scale"]:
+        return ""
+    info = np.iinfo(np.dtype(d["dtype"]))
+    wrong = [v for v in (0.0, 1.0)
+             if abs((np.clip(np.round(v / d["scale"] + d["zero_point"]), info.min, info.max) - d["zero_point"])
+                    * d["scale"] - v) > 1e-6]
+    return (f"int8io: presence input '{name}' ({d['dtype']}, scale {d['scale']:.4g}, zero point {d['zero_point']}) "
+            f"does not carry {' and '.join(f'{v:g}' for v in wrong)} exactly" if wrong else "")
 
 
 def check(path, precision: str, x: dict, y: dict, reference: dict, tasks: list, labels: dict, tolerance: dict,

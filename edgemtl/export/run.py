@@ -4,7 +4,7 @@ compress and bench call the public functions here and in convert.py, never a con
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from dataclasses import dataclass
 
 from ..artifacts import ArtifactId
@@ -26,6 +26,8 @@ from .convert import (  # noqa: F401
     load_exported,
 )
 from .formats import FORMATS, plan  # noqa: F401  (plan: the CLI checks its flags with it)
+
+log = logging.getLogger("edgemtl")
 
 
 class ModelExport:
@@ -180,9 +182,8 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
         dropped = [a for a in artifacts if a.precision not in INT8_PRECISIONS or a.format == "onnx"]
         artifacts = [a for a in artifacts if a not in dropped]
         if dropped:
-            print(f"{model_name} is quantization-aware: exported as TFLite / C int8 only (its float graph carries "
-                  f"fake-quant ops); skipped {', '.join(f'{a.format}-{a.precision}' for a in dropped)}",
-                  file=sys.stderr)
+            log.info(f"{model_name} is quantization-aware: exported as TFLite / C int8 only (its float graph "
+                     f"carries fake-quant ops); skipped {', '.join(f'{a.format}-{a.precision}' for a in dropped)}")
     rows = []
     qat = run.model_file(model_name) == run.qat_weights_file(model_name)
     with ModelExport(run, recipe, data, model_name, calibration_samples, worked) as session:
@@ -190,7 +191,7 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
             try:
                 session.search(artifacts, walk=not qat)  # a QAT graph's fake-quant ops decide its int8 ranges
             except EdgemtlError as e:  # the export still writes every bundle; the table says nothing was chosen
-                print(f"  {model_name}: precision search stopped: {e.messages[0]}", file=sys.stderr)
+                log.warning(f"  {model_name}: precision search stopped: {e.messages[0]}")
         bar = Progress(len(artifacts), "export", min_interval=0.0)
         for aid in artifacts:
             try:
@@ -199,8 +200,7 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
                 rows.append({"artifact": aid.name, "size": 0, "deployable": False, "reason": e.messages[0],
                              "tasks": {}, "kept_in_float": []})
             bar.update()
-            print(f"  {rows[-1]['artifact']}: {'ok' if rows[-1]['deployable'] else 'NOT deployable'}",
-                  file=sys.stderr)
+            log.info(f"  {rows[-1]['artifact']}: {'ok' if rows[-1]['deployable'] else 'NOT deployable'}")
     bar.close()
     atomic_write_json(run.export_summary(model_name), rows)
     return rows

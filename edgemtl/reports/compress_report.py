@@ -21,6 +21,10 @@ def model_row(run: RunDir, recipe: Recipe, name: str, tasks: list) -> dict:
     test = m.get("splits", {}).get("test", {})
     row = {"model": name, "params": m["params"], "sparsity": m.get("sparsity", {}).get("overall"),
            "tasks": {t.name: test.get(t.name) for t in tasks}}  # each task's metrics: raw values and "score"
+    by_pattern = (m.get("patterns") or {}).get("test")
+    if by_pattern:  # optional inputs: each presence pattern's test rows and per-task metrics
+        row["patterns"] = {p: {"rows": v.get("rows"), "tasks": {t.name: v.get(t.name) for t in tasks}}
+                           for p, v in by_pattern.items()}
     if name != "student-qat":  # a QAT model's float graph carries fake-quant ops: its size is the int8 one
         content = convert_model(run, recipe, ArtifactId(name, "tflite", "fp32"))
         row.update(tflite_bytes=len(content), gzip_bytes=gzip_size(content))
@@ -98,6 +102,7 @@ def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base)
                  f"{t.name}: {task_kind(t.type).primary_metric}" for t in tasks)
              + f"); mean: the mean {score_name(tasks)}. Sizes are the fp32 TFLite file and its gzip.", "",
              table(["model", "params", "x smaller", "sparsity", "TFLite KB", "gzip KB", *names, "mean"], body)]
+    lines += _pattern_lines(rows, tasks)
     if int8:
         body = [[r["model"], r["method"], _kb(r["tflite_bytes"]), _kb(r["gzip_bytes"])] + _scores(r, tasks, notes)
                 for r in int8]
@@ -128,6 +133,19 @@ def compression_table(run: RunDir, recipe: Recipe, data, models: list, qat_base)
         handed = None
     lines += [f"\nMean: {note}." for note in dict.fromkeys(notes)]
     return {"models": rows, "int8": int8, "deployed_int8": handed}, "\n".join(lines) + "\n"
+
+
+def _pattern_lines(rows: list, tasks: list) -> list[str]:
+    """Optional inputs: every model's mean score on the test rows of each presence pattern (e.g. with and without
+    the photo), so a student that only learned the rows with a photo shows."""
+    patterns = list(dict.fromkeys(p for r in rows for p in r.get("patterns") or {}))
+    if not patterns:
+        return []
+    counts = {p: next(r["patterns"][p]["rows"] for r in rows if p in (r.get("patterns") or {})) for p in patterns}
+    body = [[r["model"], *(mean_cell((r.get("patterns") or {}).get(p, {}).get("tasks") or {})[0] for p in patterns)]
+            for r in rows]
+    return ["", f"Per presence pattern (optional inputs), the mean {score_name(tasks)} on the test rows of each:", "",
+            table(["model", *(f"{p} ({counts[p]} rows)" for p in patterns)], body)]
 
 
 def _lost_sparsity(rows: list) -> str:

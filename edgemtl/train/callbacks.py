@@ -2,7 +2,6 @@
 import json
 import logging
 import math
-import sys
 
 import numpy as np
 
@@ -170,9 +169,10 @@ class BestModel(keras.callbacks.Callback):
         with open(self.history_path, "a") as f:
             f.write(history_line(row))
         kill_point(f"epoch-end:{self.model_dir.name}")
-        print(epoch_line(row, self.shown, self.monitor, self.epochs, improved), file=sys.stderr, flush=True)
+        # through the logger: -q (WARNING) hides the per-epoch lines with every other progress message
+        log.info("%s", epoch_line(row, self.shown, self.monitor, self.epochs, improved))
         if self.patience is not None and self.wait > self.patience and epoch + 1 < self.epochs:
-            print(f"early stop: {self.monitor} did not improve for {self.patience} epochs", file=sys.stderr)
+            log.info("early stop: %s did not improve for %d epochs", self.monitor, self.patience)
             self.model.stop_training = True
 
 
