@@ -12,7 +12,7 @@ gate's pinned LiteRT kernel set; ONNX Runtime's level), one thread, batch 1, int
 """
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +138,7 @@ class PrecisionSearch:
         if target not in TARGETS:
             raise EdgemtlError(f"export.target: unknown target '{target}' (one of {', '.join(TARGETS)})")
         self.session, self.target = session, target
-        self.say = say or (lambda line: print(line, file=sys.stderr))
+        self.say = say or logging.getLogger("edgemtl").info  # hidden by -q, like export's other lines
         test = session.gate.x
         self.feeds = {k: v[:1] for k, v in test.items()}
 
