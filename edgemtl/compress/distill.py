@@ -113,7 +113,7 @@ class DistillTrainer(MultitaskTrainer):
     def _forward(self, x, y, training):
         mix_on = self._mixup_on(training)
         cached = teacher_key(self.task_names[0]) in y
-        mixed = kinds.mix_batch(x, self.modalities) if mix_on is not False else None
+        mixed = kinds.mix_batch(x, self.modalities) if mix_on is True else None  # else mixed inside the tf.cond
         t_mix = None
         if mix_on is True and not cached and not self.hint:  # clean and mixed rows in one teacher call
             rows = tf.shape(next(iter(x.values())))[0]
@@ -131,7 +131,7 @@ class DistillTrainer(MultitaskTrainer):
             losses[n] = (1 - alpha) * hard + alpha * self.soft_fns[n](tf.stop_gradient(t_pred[n]), pred[n])
         if mix_on is not False:
             extra = self._mixup_losses(mixed, t_mix) if mix_on is True else tf.cond(
-                mix_on, lambda: self._mixup_losses(mixed, None),
+                mix_on, lambda: self._mixup_losses(kinds.mix_batch(x, self.modalities)),
                 lambda: {n: tf.constant(0.0) for n in self.task_names})
             for n in self.task_names:
                 losses[n] += self.mixup * extra[n]
