@@ -163,6 +163,7 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
     assert manifest["quantization"]["calibration_rows"] >= 16  # every digit and speaker class, then random rows
 
 
+@pytest.mark.slow  # a calibration child and a direct int8io conversion; CI sees the derived int8io in every bundle test
 def test_int8io_shares_the_int8_calibration_and_answers_as_the_converter_would(tiny_run, av_data, monkeypatch):
     """One calibration child for int8 and int8io; the derived int8io file answers as a direct int8io conversion
     (same ranges) and feeds and returns integers."""
