@@ -162,6 +162,8 @@ def build_parser():
     p.add_argument("--batch", type=int, help="batch of the throughput measurement (default: bench.batch, 32)")
     p.add_argument("--student", help="artifact compared with teacher-tflite-fp32 (default: the fastest deployable "
                                      "student artifact, measured side by side on this CPU)")
+    p.add_argument("--keras", action="store_true", default=None,
+                   help="also time the Keras models (keras.predict, tf.function: slow; default: bench.keras)")
     _run_recipe_args(p, "bench")
     p.set_defaults(func=cmd_bench)
     p = add("pack", help="a folder to bench the run's bundles on another machine: the bundles, the "
@@ -340,7 +342,7 @@ def cmd_bench(args) -> Result:
             raise EdgemtlError(f"--student {args.student}: no such bundle in {run.exports} (have: "
                                f"{', '.join(have) or 'none'})")
     recipe = with_bench(recipe, backends=_split(args.backend), threads=threads, runs=args.runs, batch=args.batch,
-                        max_seconds=args.max_seconds)
+                        max_seconds=args.max_seconds, keras=args.keras)
     text = run_stage(RunContext(recipe, run, splits=("test",), student=args.student), "bench")
     return Result(text, {"run": str(run.root), "results": _read_json(run.bench_results, "bench results")})
 

@@ -16,7 +16,7 @@ def benched(tiny_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("bench") / "av"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*-fp16", "*-dynamic", "*-c-*"))
     assert main(["bench", str(run), "--runs", "5", "--threads", "1", "--batch", "4",
-                 "--student", "teacher-tflite-int8"]) == 0
+                 "--student", "teacher-tflite-int8", "--keras"]) == 0
     return run
 
 
@@ -59,6 +59,22 @@ def test_every_present_backend_measures_every_artifact(benched):
     assert 0 < floor["share"] <= 1.0 and floor["distance"] >= 1.0 and 0 < side["fixed_ms"] < floor["floor_ms"]
     assert side["latency"]["teacher-tflite-fp32 end-to-end"]["median_ms"] > side["latency"]["teacher-tflite-fp32"][
         "median_ms"]  # decoding the WAV and the PNG costs more than nothing
+
+
+def test_keras_rows_are_timed_only_when_asked(benched):
+    from edgemtl.bench.run import KERAS_SKIPPED, keras_asked, plan_jobs
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
+    run = RunDir(benched)
+    recipe = load_recipe(run.recipe)
+    jobs, skipped = plan_jobs(run, recipe, list(BACKENDS), [1], keras=False)
+    assert jobs and all(BACKENDS[j["backend"]][0] != "keras" for j in jobs)
+    assert {s["backend"] for s in skipped if s["reason"] == KERAS_SKIPPED} == {"keras", "tf-function"}
+    with_keras, _ = plan_jobs(run, recipe, list(BACKENDS), [1], keras=True)
+    assert {j["backend"] for j in with_keras} - {j["backend"] for j in jobs} == {"keras", "tf-function"}
+    assert not keras_asked(False, ()) and not keras_asked(False, ("litert",))
+    assert keras_asked(True, ()) and keras_asked(False, ("litert", "tf-function"))
 
 
 def test_reports_hold_every_artifact(benched):

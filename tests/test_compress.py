@@ -52,6 +52,34 @@ def test_distillation_never_changes_the_teacher(tiny_run, av_data):
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before_student, net.weights))
 
 
+def test_cached_teacher_outputs_give_the_losses_of_its_forward_pass(tiny_run, av_data):
+    from edgemtl.compress.distill import HINT_KEY, DistillTrainer, mixup_epoch, teacher_key, teacher_targets
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.data.pipeline import make_dataset
+    from edgemtl.models.build import build_model, load_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.train.weighting import make_combination
+
+    recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.hint=0.5"])
+    student = student_recipe(recipe)
+    teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
+    net = build_model(student, av_data.labels, av_data.tokenizers, {}, student.tasks, "student")
+    trainer = DistillTrainer(net, student.tasks, av_data.labels, make_combination(
+        student.training.loss_combination, student.tasks), teacher, recipe.compress.distill)
+    val = av_data["val"]
+    part = dataclasses.replace(val, x={k: v[:40] for k, v in val.x.items()}, y={k: v[:40] for k, v in val.y.items()},
+                               rows=val.rows[:40])
+    cached = teacher_targets(teacher, make_dataset(part, student, False, 16), student.tasks, hint=True)
+    assert cached[teacher_key("digit")].shape == (40, 10) and len(cached[HINT_KEY]) == 40
+    plain, _ = trainer._forward(part.x, part.y, training=False)
+    with_cache, _ = trainer._forward(part.x, {**part.y, **cached}, training=False)
+    assert abs(float(plain) - float(with_cache)) < 1e-5 * max(1.0, abs(float(plain)))
+    # a fraction of the epochs runs the mixup pass, spread evenly
+    assert [bool(mixup_epoch(e, 0.5)) for e in range(6)] == [False, True] * 3
+    assert all(bool(mixup_epoch(e, 1.0)) for e in range(4)) and not any(bool(mixup_epoch(e, 0.0)) for e in range(4))
+    assert sum(bool(mixup_epoch(e, 0.25)) for e in range(8)) == 2
+
+
 def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
     from edgemtl.kinds import mix_batch
     from edgemtl.tfk import tf

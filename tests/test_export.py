@@ -163,6 +163,45 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
     assert manifest["quantization"]["calibration_rows"] >= 16  # every digit and speaker class, then random rows
 
 
+@pytest.mark.slow  # a calibration child and a direct int8io conversion; CI sees the derived int8io in every bundle test
+def test_int8io_shares_the_int8_calibration_and_answers_as_the_converter_would(tiny_run, av_data, monkeypatch):
+    """One calibration child for int8 and int8io; the derived int8io file answers as a direct int8io conversion
+    (same ranges) and feeds and returns integers."""
+    import subprocess
+
+    from edgemtl.export import convert as convert_module, run as export_run
+    from edgemtl.export.tflite import convert as direct
+    from edgemtl.stages import open_run
+
+    run, recipe = open_run(tiny_run)
+    children = []
+    real_run = subprocess.run
+    monkeypatch.setattr(convert_module.subprocess, "run", lambda *a, **k: children.append(a) or real_run(*a, **k))
+    with export_run.ModelExport(run, recipe, av_data, "teacher", 12) as session:
+        derived = session.converter.convert(ArtifactId("teacher", "tflite", "int8io")).read_bytes()
+        session.converter.convert(ArtifactId("teacher", "tflite", "int8"))
+        samples, model = session.converter.samples, session.converter.model
+        assert len(children) == 1 and len(session.converter.memo) == 2
+        reference = direct(model, "int8io", list(samples))
+    x = {k: v[:8] for k, v in av_data["test"].x.items()}
+    a_dir, b_dir = tiny_run / "int8io-a.tflite", tiny_run / "int8io-b.tflite"
+    a_dir.write_bytes(derived)
+    b_dir.write_bytes(reference)
+    try:
+        a, b = open_runner(a_dir), open_runner(b_dir)
+        details = [{**a.inputs, **a.outputs}, {**b.inputs, **b.outputs}]
+        assert details[0]["digit"]["dtype"] == np.int8 and details[0]["image"]["dtype"] == np.uint8  # raw pixels
+        for name, d in details[0].items():
+            other = details[1][name]
+            assert d["dtype"] == other["dtype"] and d["quantization"] == pytest.approx(other["quantization"]), name
+        out_a, out_b = a.run(x), b.run(x)
+        for task in ("digit", "speaker"):
+            assert np.abs(out_a[task] - out_b[task]).max() <= 1e-6, task
+    finally:
+        a_dir.unlink()
+        b_dir.unlink()
+
+
 def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_data, monkeypatch):
     from edgemtl.export import gate, run as export_run
     from edgemtl.stages import open_run

@@ -649,3 +649,34 @@ def test_augmentation_and_mixing_by_modality(fashion_table, monkeypatch):
     for i in range(8):
         assert any(np.array_equal(mixed["title"][i], tokens[j]) for j in range(8))  # token ids never blend
         assert 0 <= mixed["year_in"][i, 0] <= 70  # numbers blend between two rows
+
+
+def test_a_large_jpeg_decodes_scaled_down_close_to_the_full_decode():
+    """load_image decodes a JPEG of at least twice the target size with PIL's draft (1/2..1/8 in the DCT): the
+    pixels stay within a few levels of decoding it whole and resizing, which is what it did before."""
+    import io
+
+    from PIL import Image
+
+    from conftest import DEMO
+    from edgemtl.kinds.image import load_image
+
+    diffs = []
+    for path in sorted((DEMO / "images").iterdir())[:8]:
+        big = Image.open(path).convert("RGB").resize((224, 224), Image.BICUBIC)
+        buffer = io.BytesIO()
+        big.save(buffer, "JPEG", quality=90)
+        data = buffer.getvalue()
+        whole = Image.open(io.BytesIO(data))
+        whole.load()
+        reference = np.asarray(whole.convert("RGB").resize((28, 28), Image.BILINEAR), dtype=np.int16)
+        drafted = Image.open(io.BytesIO(data))
+        drafted.draft("RGB", (28, 28))
+        assert drafted.size[0] < 224  # the decoder really scales
+        got = load_image(data, (28, 28), 3)
+        assert got.shape == (28, 28, 3) and got.dtype == np.uint8
+        diffs.append(np.abs(got.astype(np.int16) - reference))
+    diffs = np.stack(diffs)
+    assert diffs.mean() <= 3.0 and np.percentile(diffs, 99) <= 32, (diffs.mean(), np.percentile(diffs, 99))
+    small = Image.open(sorted((DEMO / "images").iterdir())[0])  # at the target size: decoded as before
+    assert np.array_equal(load_image(sorted((DEMO / "images").iterdir())[0], (28, 28), 1)[..., 0], np.asarray(small))

@@ -150,6 +150,16 @@ def test_label_name_match_scores_the_class_names_a_real_title_spells(tmp_path):
     np.testing.assert_allclose(article["Shirts"], [3, 0, 0])
     np.testing.assert_allclose(article["Trousers"], [0, 0, 3])
     assert np.all(np.isfinite(assert_runs(model, data)["baseColour"]))
+    # one token comparison for both heads; a head saved before (comparing the tokens itself) answers the same
+    from edgemtl.models.layers import LabelNameMatch, TokenPresence
+
+    assert [x.name for x in model.layers if isinstance(x, TokenPresence)] == ["title_token_presence"]
+    shared = model.get_layer("baseColour_label_match")
+    own = LabelNameMatch(shared.words, shared.classes)
+    own.build(None)
+    own.set_weights(shared.get_weights())
+    np.testing.assert_allclose(own(tokens).numpy(), match(tokens).numpy())
+    assert "ids" not in own.get_config() and shared.get_config()["ids"][-1] == -1
 
 
 def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):

@@ -56,9 +56,7 @@ def _reason(folder: Path) -> str:
         return e.messages[0]
 
 
-def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, list]:
-    """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
-    Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run)."""
+def all_targets(run: RunDir, recipe: Recipe) -> list[tuple[str, str, str]]:
     # kind by the model file (micro bundles hold a .tflite file that LiteRT runs too)
     targets = [(a.name, str(run.bundle_dir(a)), FORMATS[a.format].suffix.lstrip(".")) for a in bundles(run)]
     if not targets:
@@ -69,11 +67,27 @@ def plan_jobs(run: RunDir, recipe: Recipe, backends, threads) -> tuple[list, lis
         raise EdgemtlError(f"{run.root}: no bundles in exports/ to bench; run 'edgemtl export' first")
     targets += [(keras_target_name(m), str(run.require_model(m)), "keras") for m in recipe.export.model
                 if run.model_file(m).exists()]
+    return targets
+
+
+KERAS_SKIPPED = "Keras rows are timed only when asked (bench.keras, --keras, or the backend named)"
+
+
+def keras_asked(flag: bool, named) -> bool:
+    """Whether the Keras rows are timed: bench.keras / --keras, or a Keras backend named among the backends."""
+    return flag or any(BACKENDS.get(b, ("",))[0] == "keras" for b in named)
+
+
+def plan_jobs(run: RunDir, recipe: Recipe, backends, threads, keras: bool = True) -> tuple[list, list]:
+    """(jobs, skipped): one job per target x available backend x thread count; skipped backends with reasons.
+    Targets: every bundle, and the Keras models of export.model (the baseline users would otherwise run; timed only
+    with keras, their accuracy, size and FLOPs are measured either way)."""
+    targets = all_targets(run, recipe)
     jobs, skipped = [], []
     for backend in backends:
         if backend not in BACKENDS:
             raise EdgemtlError(f"--backend: unknown backend '{backend}' (one of {', '.join(BACKENDS)})")
-        reason = unavailable(backend)
+        reason = unavailable(backend) or (KERAS_SKIPPED if BACKENDS[backend][0] == "keras" and not keras else None)
         if reason:
             skipped.append({"backend": backend, "reason": reason})
             continue
@@ -129,14 +143,16 @@ def bench_run(run: RunDir, recipe: Recipe, data, backends=None, threads=None, ru
     threads = threads or cfg.threads or sorted({1, os.cpu_count() or 1})
     runs, batch = runs or cfg.runs, batch or cfg.batch
     max_seconds = max_seconds or cfg.max_seconds
-    jobs, skipped = plan_jobs(run, recipe, backends or cfg.backends or list(BACKENDS), threads)
+    named = tuple(backends or cfg.backends)
+    jobs, skipped = plan_jobs(run, recipe, named or list(BACKENDS), threads, keras_asked(cfg.keras, named))
+    timed = {j["artifact"] for j in jobs}
+    targets = {t for t in all_targets(run, recipe) if t[0] in timed or t[2] == "keras"}
     tmp = run.scratch("bench")  # in the run: a kill's leftovers go at the next start
     inputs = tmp / "inputs.npz"
     np.savez(inputs, **{k: v[:batch] for k, v in data["test"].x.items()})
     timing = {"runs": runs, "warmup": warmup, "batch": batch, "max_seconds": max_seconds}
     results = {"machine": machine_info(), **timing, "skipped": skipped, "excluded": excluded_bundles(run),
                "rows": [], "accuracy": {}, "gpu_accuracy": {}, "sizes": {}, "model_of": {}, "flops": {}}
-    targets = {(j["artifact"], j["target"], BACKENDS[j["backend"]][0]) for j in jobs}
     bar = Progress(len(targets) + len(jobs), "bench")
     for name, target, kind in sorted(targets):
         results["accuracy"][name] = accuracy(recipe, data, target, kind)

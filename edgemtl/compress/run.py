@@ -1,5 +1,6 @@
 """`edgemtl compress RUN`: student from scratch, distilled student, pruned, quantization-aware — each a model in
 the run directory — and a table that compares them with the teacher, per task."""
+import dataclasses
 import logging
 
 from ..errors import EdgemtlError
@@ -13,7 +14,7 @@ from ..rundir import QAT_WEIGHTS_FILE, RunDir, atomic_write_json, atomic_write_t
 from ..train.evaluate import evaluate_model
 from ..train.fit import TrainHooks, train_model
 from . import prune
-from .distill import DistillTrainer
+from .distill import DistillTrainer, teacher_targets
 from .selection import select_from_teacher
 from .student import check_smaller, student_recipe
 
@@ -30,6 +31,7 @@ class Compressor:
         self.steps = -(-len(data["train"]) // self.student.training.batch_size)
         self.start = "student"  # what pruning and QAT start from (choose_start)
         self.pruned_names: list[str] = []  # the layers pruning chose (their sparsity is followed through QAT)
+        self._with_teacher = None  # the data with the teacher's outputs cached where inputs are fixed (with_teacher)
 
     def _recipe_for(self, epochs: int, learning_rate: float) -> Recipe:
         """The student's recipe for a fine-tuning phase (pruning, QAT): its own epochs and rate, no early stop."""
@@ -38,7 +40,27 @@ class Compressor:
     def _distiller(self, net, combination):
         teacher = load_model(self.teacher_path)
         return DistillTrainer(net, self.tasks, self.data.labels, combination, teacher, self.cfg.distill,
-                              {i.name: i.type for i in self.student.inputs})
+                              {i.name: i.type for i in self.student.inputs}, self.steps)
+
+    def with_teacher(self):
+        """The data whose fixed splits carry the teacher's outputs (distill.teacher_targets): the validation split
+        always, the training split when no input is augmented. Computed once for distillation, pruning and QAT."""
+        if self._with_teacher is None:
+            from .. import kinds
+            from ..data.pipeline import make_dataset
+
+            fixed = ["val"] + ([] if any(kinds.modality(i.type).augmenter(i) for i in self.student.inputs)
+                               else ["train"])
+            teacher, batch = load_model(self.teacher_path), self.student.training.batch_size
+            splits = dict(self.data.splits)
+            for name in fixed:
+                split = splits[name]
+                cached = teacher_targets(teacher, make_dataset(split, self.student, False, batch), self.tasks,
+                                         bool(self.cfg.distill.hint))
+                splits[name] = dataclasses.replace(split, y={**split.y, **cached})
+            log.info("compress: the teacher's outputs are cached for the %s split(s)", " and ".join(fixed))
+            self._with_teacher = dataclasses.replace(self.data, splits=splits)
+        return self._with_teacher
 
     def _fine_tuner(self):
         """Pruning and QAT fine-tune with the teacher when they start from the distilled student, else on labels."""
@@ -46,8 +68,9 @@ class Compressor:
 
     def _train(self, recipe, name, hooks: TrainHooks | None = None) -> dict:
         log.info("compress: %s", name)
-        return train_model(recipe, self.data, self.run, name, self.tasks, self.resume, self.overwrite,
-                           hooks or TrainHooks())
+        hooks = hooks or TrainHooks()
+        data = self.with_teacher() if hooks.make_trainer is not None else self.data
+        return train_model(recipe, data, self.run, name, self.tasks, self.resume, self.overwrite, hooks)
 
     def _build_student(self):
         return build_model(self.student, self.data.labels, self.data.tokenizers,

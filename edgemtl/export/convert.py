@@ -102,7 +102,12 @@ class Converter:
             return self.memo[key]
         out = self.workdir / "out" / f"{fmt.converts_as}-{aid.precision}-{len(self.memo)}{fmt.suffix}"
         out.parent.mkdir(exist_ok=True)
-        if fmt.converts_in_child(aid.precision):
+        if fmt.converts_as == "tflite" and aid.precision == "int8io":
+            # int8 I/O is the full-int8 model without its boundary QUANTIZE/DEQUANTIZE: one calibration, the same
+            # quantization ranges in both files (the converter itself finishes int8 I/O this way)
+            int8 = self.convert(ArtifactId(aid.model, "tflite", "int8"), keep_float)
+            out.write_bytes(self._guard(lambda: integer_io(int8.read_bytes()), f"TFLite {aid.precision}"))
+        elif fmt.converts_in_child(aid.precision):
             self._convert_in_child(aid.precision, tuple(keep_float), out, fmt.converts_as)
         else:
             job = self._job(aid.precision, tuple(keep_float))
@@ -164,6 +169,24 @@ class Converter:
         part = cached.with_suffix(".part")  # a killed copy never looks like a cached file
         shutil.copyfile(out, part)
         part.replace(cached)
+
+
+def integer_io(model: bytes) -> bytes:
+    """int8 inputs and outputs where the full-int8 model quantizes an input or dequantizes an output; the rest (token
+    ids, label-unit outputs left in float) keep their types, as the converter's own int8 I/O does."""
+    import logging
+
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    from ..tfk import tf
+
+    quiet = logging.getLogger("tensorflow")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its warning for inputs it leaves alone (int32 token ids) says nothing new here
+    try:
+        return bytes(modify_model_io_type(model, tf.int8, tf.int8))
+    finally:
+        quiet.setLevel(level)
 
 
 def convert_model(run: RunDir, recipe: Recipe, aid: ArtifactId, keep_float: tuple[str, ...] = (),

@@ -432,14 +432,17 @@ class ClassTaskKind(TaskKind):
                 forms.append(ids)
         return forms, [[words.index(w) if w in words else -1 for w in name] for name in names]
 
-    def label_match(self, tokens, spec, label_info: Mapping, tokenizer, where: str):
-        """TF: LabelNameMatch logits of the task's classes over `tokens` (its match_labels text input's ids)."""
+    def label_match(self, tokens, spec, label_info: Mapping, tokenizer, where: str, presence=None):
+        """TF: LabelNameMatch logits of the task's classes over `tokens` (its match_labels text input's ids).
+        presence: (TokenPresence output, its ids) shared by the heads on that text, read instead of the tokens."""
         from ..models.layers import LabelNameMatch
 
         words, classes = self.match_tables(label_info["classes"], tokenizer)
         if not words:  # a warning, not an error: `check` learns its vocabulary from a few rows only
             log.warning(f"{where}: no word of the class names (e.g. '{label_info['classes'][0]}') is among the "
                         f"{len(tokenizer.vocab) - 2:,} words learned from the training rows; this head matches nothing")
+        if presence is not None:
+            return LabelNameMatch(words, classes, ids=presence[1], name=f"{spec.name}_label_match")(presence[0])
         return LabelNameMatch(words, classes, name=f"{spec.name}_label_match")(tokens)
 
     def head(self, x, spec, label_info: Mapping, match=None):

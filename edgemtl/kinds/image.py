@@ -9,9 +9,13 @@ from .base import BadInput, ModalityKind, decode_files, describe
 MAX_SIDE = 4096  # a recipe's image size, per side
 
 
+DRAFT_FACTOR = 2  # a JPEG at least this many times the target size a side is decoded scaled down (draft)
+
+
 def load_image(source, size, channels: int) -> np.ndarray:
     """Path, bytes, PIL image or array -> uint8 array [height, width, channels]."""
     height, width = size
+    mode = "L" if channels == 1 else "RGB"
     if isinstance(source, np.ndarray):
         image = _array_to_image(source)
     elif isinstance(source, Image.Image):
@@ -19,6 +23,11 @@ def load_image(source, size, channels: int) -> np.ndarray:
     else:
         try:
             image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+            if image.format == "JPEG" and image.width >= DRAFT_FACTOR * width and \
+                    image.height >= DRAFT_FACTOR * height:
+                # the JPEG decoder scales by 1/2, 1/4 or 1/8 in its DCT (never below the target size): a large
+                # photo costs a fraction of a full decode; the resize below finishes, close to the full decode's
+                image.draft(mode, (width, height))
             image.load()
         except FileNotFoundError:
             raise BadInput(f"image file '{source}' not found") from None
@@ -27,7 +36,8 @@ def load_image(source, size, channels: int) -> np.ndarray:
                            f"decompression bomb?)") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise BadInput(f"image {describe(source)} is not a readable image ({e.__class__.__name__})") from None
-    image = image.convert("L" if channels == 1 else "RGB")
+    if image.mode != mode:
+        image = image.convert(mode)
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)

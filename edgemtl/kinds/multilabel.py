@@ -58,6 +58,6 @@ class MultilabelKind(SigmoidTaskKind):
 
     def answer(self, entry: Mapping, output: np.ndarray) -> dict:
         out = np.asarray(output, dtype=np.float64).reshape(-1)
-        labels = entry["labels"]
-        return {"labels": [label for label, p in zip(labels, out) if p >= entry["threshold"]],
-                "scores": {str(label): float(p) for label, p in zip(labels, out)}}
+        labels, scores = entry["labels"], out.tolist()
+        return {"labels": [label for label, p in zip(labels, scores) if p >= entry["threshold"]],
+                "scores": dict(zip(map(str, labels), scores))}

@@ -37,18 +37,38 @@ def build_model(recipe: Recipe, labels: dict, tokenizers: dict, stats: dict, tas
         vectors.append(v)
     vectors = present_vectors(vectors, presences, [i.name for i in recipe.inputs], recipe.fusion.modality_dropout)
     towers = trunk(fuse(vectors, recipe.fusion), recipe.trunk, [t.name for t in tasks])
-    outputs = {t.name: _head(t, towers[t.name], recipe, inputs, labels, tokenizers, maps) for t in tasks}
+    presences = _token_presences(recipe, tasks, inputs, labels, tokenizers)
+    outputs = {t.name: _head(t, towers[t.name], recipe, inputs, labels, tokenizers, maps, presences) for t in tasks}
     model = keras.Model(inputs=inputs, outputs=outputs, name=name)
     _load_encoder_weights(model, recipe)
     return model
 
 
-def _head(task: TaskSpec, shared, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict, maps: dict):
+def _head(task: TaskSpec, shared, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict, maps: dict,
+          presences: dict):
     """The task's output: dense kinds (boxes, masks) also read their image input's feature maps."""
     kind = kinds.task_kind(task.type)
     if getattr(kind, "dense", False):
         return kind.head(shared, task, labels[task.name], features=maps[dense_input(recipe, task)])
-    return kind.head(shared, task, labels[task.name], _match(task, recipe, inputs, labels, tokenizers))
+    return kind.head(shared, task, labels[task.name], _match(task, recipe, inputs, labels, tokenizers, presences))
+
+
+def _token_presences(recipe: Recipe, tasks: list, inputs: dict, labels: dict, tokenizers: dict) -> dict:
+    """text input -> (TokenPresence output, its ids): one token comparison for every head matching class names on
+    that text, over the union of their names' token ids."""
+    from .layers import TokenPresence, presence_ids
+
+    forms: dict[str, list] = {}
+    for t in tasks:
+        kind = kinds.task_kind(t.type)
+        if t.match_labels and not getattr(kind, "dense", False):
+            forms.setdefault(t.match_labels, []).extend(
+                kind.match_tables(labels[t.name]["classes"], tokenizers[t.match_labels])[0])
+    out = {}
+    for source, found in forms.items():
+        ids = presence_ids(found)
+        out[source] = (TokenPresence(ids, name=f"{source}_token_presence")(inputs[source]), ids)
+    return out
 
 
 def dense_input(recipe: Recipe, task: TaskSpec) -> str:
@@ -66,13 +86,14 @@ def dense_input(recipe: Recipe, task: TaskSpec) -> str:
     return images[0]
 
 
-def _match(task: TaskSpec, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict):
+def _match(task: TaskSpec, recipe: Recipe, inputs: dict, labels: dict, tokenizers: dict, presences: dict):
     """The task's label-name-match logits when the recipe asks for them, else None."""
     source = task.match_labels
     if not source:
         return None
     where = f"tasks[{[t.name for t in recipe.tasks].index(task.name)}].match_labels"
-    return kinds.task_kind(task.type).label_match(inputs[source], task, labels[task.name], tokenizers[source], where)
+    return kinds.task_kind(task.type).label_match(inputs[source], task, labels[task.name], tokenizers[source], where,
+                                                  presences.get(source))
 
 
 def _presence_input(inp, inputs: dict):

@@ -204,6 +204,29 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @register
+class TokenPresence(keras.layers.Layer):
+    """Token ids [batch, length] -> [batch, ids]: 1.0 where the id occurs in the row. The one token comparison that
+    every label-matching head on the same text reads (one per head cost three ops each in TFLite, int8 ops of a
+    fraction of a microsecond that add up over seven heads). ids end with the sentinel -1, in no text."""
+
+    def __init__(self, ids, **kwargs):
+        super().__init__(**kwargs)
+        self.ids = [int(i) for i in ids]
+        self._ids = tf.constant(np.array(self.ids, np.int32))
+
+    def call(self, tokens):
+        return tf.reduce_max(tf.cast(tf.equal(tokens[:, :, None], self._ids[None, None, :]), tf.float32), axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "ids": self.ids}
+
+
+def presence_ids(forms) -> list[int]:
+    """The TokenPresence table of some heads' word forms (match_tables' first part): every id once, then -1."""
+    return sorted({i for f in forms for i in f}) + [-1]
+
+
+@register
 class LabelNameMatch(keras.layers.Layer):
     """Token ids [batch, length] -> a logit per class [batch, classes] from whether the text spells the class name:
     a * (fraction of the name's words present) + b * (number of its words, when all are present). The two weights are
@@ -214,13 +237,16 @@ class LabelNameMatch(keras.layers.Layer):
     words in `words` (-1 for a word outside the vocabulary: never present). The lookups are small int32 tables read
     by gathers (a dense 0/1 matrix per task would add ~100 KB of float weights to a fashion model). Their padding
     points at a sentinel token id (-1, in no text) and at a word of that id alone: always absent, so the graph needs
-    no zero columns added at run time (each cost three ops per head in TFLite)."""
+    no zero columns added at run time (each cost three ops per head in TFLite).
 
-    def __init__(self, words, classes, **kwargs):
+    ids: given, the layer reads a shared TokenPresence over these ids (built by build_model) instead of the tokens;
+    models saved without it compare the tokens themselves."""
+
+    def __init__(self, words, classes, ids=None, **kwargs):
         super().__init__(**kwargs)
-        self.words, self.classes = words, classes
-        ids = sorted({i for forms in words for i in forms}) + [-1]
-        sentinel = len(ids) - 1
+        self.words, self.classes, self.shared_ids = words, classes, ids
+        ids = list(ids) if ids is not None else presence_ids(words)
+        sentinel = ids.index(-1)
         forms = [[ids.index(i) for i in f] for f in words] + [[sentinel]]  # the last word: never present
         self._ids = tf.constant(np.array(ids, np.int32))
         self._word_forms = tf.constant(_padded(forms, sentinel))
@@ -235,15 +261,19 @@ class LabelNameMatch(keras.layers.Layer):
         self.weight_full = self.add_weight(name="full", shape=(), initializer=keras.initializers.Constant(3.0))
 
     def call(self, tokens):
-        hits = tf.cast(tf.equal(tokens[:, :, None], self._ids[None, None, :]), tf.float32)
-        ids = tf.reduce_max(hits, axis=1)  # [batch, ids]: which token ids occur
+        if self.shared_ids is not None:
+            ids = tokens  # [batch, ids] from the shared TokenPresence
+        else:
+            hits = tf.cast(tf.equal(tokens[:, :, None], self._ids[None, None, :]), tf.float32)
+            ids = tf.reduce_max(hits, axis=1)  # [batch, ids]: which token ids occur
         words = tf.reduce_max(tf.gather(ids, self._word_forms, axis=1), axis=2)  # [batch, words]: any form occurs
         matched = tf.reduce_sum(tf.gather(words, self._class_words, axis=1), axis=2)  # words present per name
         full = tf.nn.relu(matched - self._lengths + 1.0) * self._lengths  # the length where all are present, else 0
         return matched * (self.weight_fraction * self._inverse_lengths) + self.weight_full * full
 
     def get_config(self):
-        return {**super().get_config(), "words": self.words, "classes": self.classes}
+        shared = {"ids": self.shared_ids} if self.shared_ids is not None else {}
+        return {**super().get_config(), "words": self.words, "classes": self.classes, **shared}
 
 
 def _padded(rows: list, pad: int) -> np.ndarray:
@@ -254,4 +284,4 @@ def _padded(rows: list, pad: int) -> np.ndarray:
 from .towers import ExpertMixture  # noqa: E402  (the trunk's mixing layer lives with the trunk)
 
 CUSTOM_OBJECTS = {c.__name__: c for c in (AbsentVector, LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
-                                          PositionEmbedding, LabelNameMatch, ExpertMixture)}
+                                          PositionEmbedding, TokenPresence, LabelNameMatch, ExpertMixture)}

@@ -478,7 +478,10 @@ class DistillSpec(Spec):
                       "projection, regresses onto the teacher's (0 = off)", check=_non_negative)
     mixup: float = key(0.0, "weight of function matching: the student also matches the teacher's soft targets on "
                        "pairs of training rows blended together (images and audio mixed, text from the larger share), "
-                       "inputs no label covers; costs a second forward pass per step (0 = off)", check=_non_negative)
+                       "inputs no label covers; costs a second student pass per step (0 = off)", check=_non_negative)
+    mixup_epochs: float = key(1.0, "fraction of the epochs that run the mixup pass, spread evenly (1 = every epoch, "
+                              "0.5 = every other one): the pass costs about one more student step",
+                              check=_unit_interval)
 
 
 @spec
@@ -559,6 +562,9 @@ class BenchSpec(Spec):
     max_seconds: float = key(5.0, "a measurement stops early once its timed calls pass this many seconds (and at "
                              "least 20 ran): keeps slow baselines such as keras.predict short", check=_positive)
     batch: int = key(32, "batch size of the throughput measurement", check=_positive)
+    keras: bool = key(False, "also time the Keras models (the keras, tf-function and tf-gpu backends): the slowest "
+                      "rows, off unless asked here, by `edgemtl bench --keras` or by naming such a backend; their "
+                      "accuracy, size and FLOPs are reported either way")
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------------
