@@ -110,13 +110,17 @@ def accuracy(recipe: Recipe, data, target: str, kind: str, backend: str | None =
     if kind == "keras":
         from ..models.build import load_model
 
-        outputs = load_model(target).predict(test.x, batch_size=256, verbose=0)
+        from ..data.pipeline import predict_split
+
+        outputs = predict_split(load_model(target), test)
     else:
         from ..runtime import load
         from ..runtime.backends import run_batched
 
         model = BACKENDS[backend][2](target, 1)[1] if backend else load(target)
-        outputs = run_batched(model.runner, test.x)
+        from ..data.media import in_memory
+
+        outputs = run_batched(model.runner, in_memory(test.x))
     tasks = [t for t in recipe.tasks if not t.auxiliary and t.name in outputs]
     return score_all(tasks, data.labels, test.y, outputs)
 
