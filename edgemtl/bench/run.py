@@ -108,9 +108,8 @@ def accuracy(recipe: Recipe, data, target: str, kind: str, backend: str | None =
     backend: a GPU may answer differently), Keras models through predict."""
     test = data["test"]
     if kind == "keras":
-        from ..models.build import load_model
-
         from ..data.pipeline import predict_split
+        from ..models.build import load_model
 
         outputs = predict_split(load_model(target), test)
     else:

@@ -6,7 +6,6 @@ the cache; a cache would hold a second copy). Streaming, rows are shuffled as fi
 in-memory path draws: same seed, same length), sharded per worker by row before any file is read, and decoded by a
 parallel map through the kinds' own load() (data/media.py), so both paths give the same tensors in the same order.
 """
-import json
 import math
 import os
 
@@ -14,6 +13,7 @@ from .. import kinds
 from ..errors import EdgemtlError
 from ..recipe.schema import Recipe
 from ..tfk import tf
+from ..train.cluster import worker_shard
 from .media import MediaColumn
 
 SHUFFLE_WINDOW = 4096  # rows a cached streaming pipeline shuffles within after its first epoch
@@ -102,24 +102,6 @@ def _cache_file(cache_dir, training: bool) -> str:
         raise EdgemtlError("data.cache: disk needs a run directory to write its cache in")
     os.makedirs(cache_dir, exist_ok=True)
     return os.path.join(str(cache_dir), "train" if training else "eval")
-
-
-def worker_shard(tf_config: str | None) -> tuple[int, int] | None:
-    """(workers, this worker's index) from TF_CONFIG: the chief (if any) first, then the workers in order; None
-    without a cluster of several. An evaluator task reads no training shard."""
-    if not tf_config:
-        return None
-    try:
-        config = json.loads(tf_config)
-        cluster, task = config.get("cluster", {}), config.get("task", {})
-        members = [("chief", i) for i in range(len(cluster.get("chief", [])))]
-        members += [("worker", i) for i in range(len(cluster.get("worker", [])))]
-        me = (task.get("type"), int(task.get("index", 0)))
-    except (ValueError, AttributeError, TypeError) as e:
-        raise EdgemtlError(f"TF_CONFIG: not a cluster description ({e})") from None
-    if len(members) < 2 or me not in members:
-        return None
-    return len(members), members.index(me)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
