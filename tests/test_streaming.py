@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from test_optional import blanked_manifest, optional_recipe
 
 from conftest import AV_RECIPE, TINY_AV
-from test_optional import blanked_manifest, optional_recipe
 
 NO_AUGMENT = ["inputs.image.augment.rotation=0", "inputs.image.augment.crop=0"]
 
