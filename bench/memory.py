@@ -149,6 +149,8 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--speed-rows", type=int, default=10000)
     p.add_argument("--speed-rounds", type=int, default=3)
+    p.add_argument("--memory-rows", type=int, nargs="*", help="the rows of the in-memory points (default: --rows)")
+    p.add_argument("--reuse", type=Path, help="JSON lines of points measured before (this script's output): kept")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -158,14 +160,19 @@ def main():
         print(json.dumps(result))
         return
     load = os.getloadavg()
-    points = []
+    points = [json.loads(x) for x in args.reuse.read_text().splitlines() if x.startswith("{")] if args.reuse else []
+    memory_rows = args.rows if args.memory_rows is None else args.memory_rows
     with tempfile.TemporaryDirectory(prefix="edgemtl_memory_") as tmp:
         big = repeated_manifest(Path(tmp), max(args.rows)) if max(args.rows) > 44446 else MANIFEST
         for rows in args.rows:
             for mode in args.modes:
+                if (mode == "memory" and rows not in memory_rows) or any(
+                        (p["rows"], p["mode"]) == (rows, mode) for p in points):
+                    continue
                 source = MANIFEST if rows <= 44446 else big
                 points.append(run_child(["memory", str(source), str(rows), mode]))
                 print(json.dumps(points[-1]), flush=True)
+    points.sort(key=lambda p: (p["mode"] != "stream", p["rows"]))
     speed = run_child(["speed", str(MANIFEST), str(args.speed_rows)]) if args.speed_rows else None
     OUT.write_text(report(points, speed, args.steps, load))
     print(OUT.read_text())

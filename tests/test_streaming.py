@@ -12,10 +12,10 @@ from conftest import AV_RECIPE, TINY_AV
 NO_AUGMENT = ["inputs.image.augment.rotation=0", "inputs.image.augment.crop=0"]
 
 
-def _batches(split, recipe, training):
+def _batches(split, recipe, training, n=-1):
     from edgemtl.data.pipeline import make_dataset
 
-    return list(make_dataset(split, recipe, training, 16).as_numpy_iterator())
+    return list(make_dataset(split, recipe, training, 16).take(n).as_numpy_iterator())
 
 
 def _assert_same_batches(a, b):
@@ -28,18 +28,25 @@ def _assert_same_batches(a, b):
             np.testing.assert_array_equal(ya[k], yb[k])
 
 
-def test_streamed_audio_and_images_equal_the_in_memory_decode(av_data):
-    """The demo's real WAV and PNG files: the same tensors and the same shuffled order, training and not."""
+@pytest.fixture(scope="module")
+def av_streamed():
     from edgemtl.data.dataset import prepare
-    from edgemtl.data.media import MediaColumn
     from edgemtl.recipe import load_recipe
 
     recipe = load_recipe(AV_RECIPE, TINY_AV + NO_AUGMENT + ["data.streaming=stream"])
-    streamed = prepare(recipe)
+    return recipe, prepare(recipe)
+
+
+def test_streamed_audio_and_images_equal_the_in_memory_decode(av_data, av_streamed):
+    """The demo's real WAV and PNG files: the same tensors and the same shuffled order, training and not."""
+    from edgemtl.data.media import MediaColumn
+
+    recipe, streamed = av_streamed
     assert streamed.streaming and not av_data.streaming
     assert all(isinstance(streamed["train"].x[k], MediaColumn) for k in ("audio", "image"))
-    for split, training in (("train", True), ("test", False)):
-        _assert_same_batches(_batches(av_data[split], recipe, training), _batches(streamed[split], recipe, training))
+    for split, training, n in (("train", True, 4), ("test", False, -1)):  # the first shuffled batches, every test row
+        _assert_same_batches(_batches(av_data[split], recipe, training, n), _batches(streamed[split], recipe,
+                                                                                     training, n))
     test = streamed["test"].x["image"]  # numpy-style access decodes: what calibration and the gate read
     assert np.array_equal(np.asarray(test), av_data["test"].x["image"])
     assert np.array_equal(test[2:4], av_data["test"].x["image"][2:4])
@@ -82,13 +89,12 @@ def test_auto_streams_only_above_the_threshold():
     assert not use_streaming(load_recipe(AV_RECIPE, TINY_AV + ["data.streaming=memory"]), 10 ** 7)
 
 
-def test_worker_shards_are_disjoint_and_cover_every_row(av_data):
+def test_worker_shards_are_disjoint_and_cover_every_row(av_streamed):
     """Each worker's training rows (shuffled, streamed) by row number: no row twice, none left out."""
     from edgemtl.data.dataset import Split
-    from edgemtl.recipe import load_recipe
 
-    recipe = load_recipe(AV_RECIPE, TINY_AV + NO_AUGMENT + ["data.streaming=stream"])
-    train = av_data["train"]
+    recipe = av_streamed[0]
+    train = av_streamed[1]["test"]  # the test rows stand in: fewer files to decode
     split = Split({**train.x, "row": train.rows.astype(np.int64)}, train.y, train.rows)
     from edgemtl.data.pipeline import make_dataset
 
@@ -144,3 +150,39 @@ def test_bad_workers_flags_give_one_clear_error(flags, words, capsys, monkeypatc
     assert main(["train", str(AV_RECIPE), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("cache", ["disk", "memory"])
+def test_cached_streaming_epochs_hold_every_row_once(av_data, av_streamed, cache, tmp_path):
+    """data.cache: two epochs over the cache, each every row once, decoded as in memory; disk writes its files."""
+    import dataclasses
+
+    from edgemtl.data.pipeline import make_dataset
+
+    recipe, streamed = av_streamed
+    recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, cache=cache))
+    ds = make_dataset(streamed["test"], recipe, True, 16, cache_dir=tmp_path / "cache")
+    expected = sorted(map(bytes, av_data["test"].x["image"]))
+    for _ in range(2):
+        images = [bytes(row) for x, _ in ds.as_numpy_iterator() for row in x["image"]]
+        assert sorted(images) == expected
+    assert (list((tmp_path / "cache").glob("train*")) != []) == (cache == "disk")
+
+
+def test_a_streamed_file_that_is_not_media_stops_with_its_name(av_streamed, tmp_path):
+    """Only existence is checked before training; the decode error names the input and the file."""
+    import dataclasses
+
+    from edgemtl.data.dataset import Split
+    from edgemtl.data.pipeline import DECODE_ERROR, make_dataset
+    from edgemtl.tfk import tf
+
+    recipe, streamed = av_streamed
+    test = streamed["test"]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    paths = test.x["image"].paths.copy()
+    paths[0] = str(bad)
+    split = Split({**test.x, "image": dataclasses.replace(test.x["image"], paths=paths)}, test.y, test.rows)
+    with pytest.raises(tf.errors.OpError, match=f"{DECODE_ERROR} input 'image': image '.*broken.png' is not"):
+        list(make_dataset(split, recipe, False, 16).take(1).as_numpy_iterator())
