@@ -26,12 +26,13 @@ def make_dataset(split, recipe: Recipe, training: bool, batch_size: int, cache_d
     if shard is None and training and recipe.training.distribute == "multi_worker":
         shard = worker_shard(os.environ.get("TF_CONFIG"))
     media = _media(split)
-    ds = _slices(split, media)
+    ds = tf.data.Dataset.range(len(split))
     if shard is not None:
         ds = ds.shard(*shard)
     cache = recipe.data.cache if media else "none"
-    if training:  # on rows (file paths when streaming): nothing decoded waits in the shuffle buffer
+    if training:  # row numbers: the buffer holds no row (a row per element held a copy of the data)
         ds = ds.shuffle(len(split), seed=recipe.seed, reshuffle_each_iteration=cache == "none")
+    ds = _rows(ds, split, media)
     if media:
         ds = ds.map(lambda x, y: (_decode(x, media), y), num_parallel_calls=tf.data.AUTOTUNE)
         if cache != "none":
@@ -54,7 +55,8 @@ def make_dataset(split, recipe: Recipe, training: bool, batch_size: int, cache_d
 def input_dataset(split, batch_size: int):
     """The split's model inputs in row order, batched: what predict reads (decoded in the pipeline when streaming)."""
     media = _media(split)
-    ds = _slices(split, media).map(lambda x, y: _decode(x, media), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _rows(tf.data.Dataset.range(len(split)), split, media)
+    ds = ds.map(lambda x, y: _decode(x, media), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -69,10 +71,13 @@ def _media(split) -> dict:
     return {k: v for k, v in split.x.items() if isinstance(v, MediaColumn)}
 
 
-def _slices(split, media: dict):
-    """(inputs, labels) per row; a streamed input is its file path here."""
-    x = {k: (v.paths if k in media else v) for k, v in split.x.items()}
-    return tf.data.Dataset.from_tensor_slices((x, split.y))
+def _rows(index, split, media: dict):
+    """Row numbers -> (inputs, labels), gathered from the split's arrays held once as tensors; a streamed input is
+    its file path here. The same rows, in the same order, as slicing the arrays (from_tensor_slices) would give."""
+    x = {k: tf.constant(v.paths.astype(str)) if k in media else tf.constant(v) for k, v in split.x.items()}
+    y = {k: tf.constant(v) for k, v in split.y.items()}
+    return index.map(lambda i: ({k: tf.gather(v, i) for k, v in x.items()}, {k: tf.gather(v, i) for k, v in y.items()}),
+                     num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _decode(x: dict, media: dict) -> dict:
