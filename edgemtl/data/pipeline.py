@@ -1,10 +1,10 @@
 """tf.data pipelines over a split: shard (multi-worker), shuffle, decode streamed media, batch, training-time
 augmentation, prefetch.
 
-In memory (data.streaming memory) the split's arrays are sliced as they are: no .cache() (the arrays already are
-the cache; a cache would hold a second copy). Streaming, rows are shuffled as file paths (the same permutation the
-in-memory path draws: same seed, same length), sharded per worker by row before any file is read, and decoded by a
-parallel map through the kinds' own load() (data/media.py), so both paths give the same tensors in the same order.
+Both paths shuffle and shard row NUMBERS, then gather the rows from the split's arrays held once as tensors: a
+shuffle buffer of rows held a copy of every training row, and a .cache() over in-memory arrays another. Streaming,
+the gathered row holds file paths, decoded by a parallel map through the kinds' own load() (data/media.py): both
+paths give the same tensors in the same order, and a worker reads only its shard's files.
 """
 import math
 import os
