@@ -2,6 +2,7 @@
 reference. Results (tables) go to stdout, messages to stderr through the "edgemtl" logger (-q: warnings only, -v:
 debug too); user errors print one line each, no traceback."""
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import EdgemtlError, NotDeployableError
 from .runsafety import STOP_REQUESTED
@@ -86,6 +88,10 @@ def _recipe_args(p):
     p.add_argument("--data", help="manifest to use instead of the recipe's data.source")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set training.epochs=3 --set tasks.digit.weight=2")
+    p.add_argument("--from", dest="from_run", metavar="RUN",
+                   help="incremental training: start the teacher from RUN's teacher (its encoders, fusion, trunk "
+                        "and the heads of the tasks it has; new tasks get fresh heads); sets "
+                        "training.from_run.run, training.from_run.freeze says what stays fixed")
 
 
 def _run_recipe_args(p, command: str):
@@ -213,7 +219,12 @@ class Result:
 def _load(args):
     from .recipe import load_recipe
 
-    return load_recipe(args.recipe, args.set, args.data)
+    recipe = load_recipe(args.recipe, args.set, args.data)
+    if getattr(args, "from_run", None):  # relative to the working directory, like --out
+        training = recipe.training
+        source = dataclasses.replace(training.from_run, run=str(Path(args.from_run).resolve()))
+        recipe = dataclasses.replace(recipe, training=dataclasses.replace(training, from_run=source))
+    return recipe
 
 
 def _open_run(args, flag_sets: list | None = None):

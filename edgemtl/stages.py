@@ -140,7 +140,12 @@ def stage_check(recipe: Recipe, label: str = "recipe") -> dict:
     from .data.manifest import describe_metadata
     from .models.build import build_model, count_params, numeric_stats
 
-    data = prepare(recipe, rows_per_split=8)
+    adopt = None
+    if recipe.training.from_run.run:  # the vocabularies the teacher will have (and RUN checked before any data)
+        from .train.from_run import adopter, open_source
+
+        adopt = adopter(open_source(recipe), recipe)
+    data = prepare(recipe, rows_per_split=8, adopt=adopt)
     model = build_model(recipe, data.labels, data.tokenizers, numeric_stats(recipe, data["train"].x))
     outputs = model({k: v[:4] for k, v in data["train"].x.items()}, training=False)
     shapes = {k: list(v.shape) for k, v in outputs.items()}
@@ -163,7 +168,23 @@ def _train(ctx: RunContext) -> str:
     from .train.fit import check_free, train_model
 
     check_free(ctx.run.model_dir(TEACHER), ctx.resume, ctx.overwrite)  # before the data is decoded
-    summary = train_model(ctx.recipe, ctx.data, ctx.run, TEACHER, resume=ctx.resume, overwrite=ctx.overwrite)
+    source, hooks = None, None
+    if ctx.recipe.training.from_run.run:  # incremental: the teacher starts from an earlier run's (train/from_run.py)
+        from .data.dataset import prepare
+        from .train.fit import TrainHooks
+        from .train.from_run import adopter, init_net, open_source
+
+        source = open_source(ctx.recipe)
+        if ctx._data is None:
+            ctx._data = prepare(ctx.recipe, ctx.run.preprocess, splits=ctx.splits,
+                                adopt=adopter(source, ctx.recipe))
+        hooks = TrainHooks(init_net=lambda net: init_net(source, ctx.recipe, net))
+    summary = train_model(ctx.recipe, ctx.data, ctx.run, TEACHER, resume=ctx.resume, overwrite=ctx.overwrite,
+                          hooks=hooks)
+    if source is not None:
+        from .train.from_run import write_record
+
+        write_record(source, ctx.run)
     return (f"teacher: {summary['params']:,} parameters, {summary['epochs_run']} epochs, best epoch "
             f"{summary['best_epoch']} -> {ctx.run.model_file(TEACHER)}")
 

@@ -74,8 +74,13 @@ def test_unknown_modality_and_encoder(tmp_path):
     assert errors_of(tmp_path, text) == [
         "fashion.yaml: inputs[0].type: 'sound' is not one of image, text, audio, numeric, sequence",
         "fashion.yaml: inputs[1].encoder.type: 'resnet50' is not one of cnn, mobilenet, resnet, backbone"
-        " (did you mean 'resnet'?)",
+        " (did you mean {type: backbone, name: resnet50}?)",
     ]
+    # a near backbone family gets the backbone form; a near encoder type still its type
+    near = errors_of(tmp_path, BASE.replace("channels: 1}", "channels: 1, encoder: {type: efficientnet}}"))
+    assert near[-1].endswith("(did you mean {type: backbone, name: efficientnet_b0}?)")
+    near = errors_of(tmp_path, BASE.replace("channels: 1}", "channels: 1, encoder: {type: resnt}}"))
+    assert near[-1].endswith("(did you mean 'resnet'?)")
 
 
 def test_cross_key_checks(tmp_path):

@@ -147,11 +147,14 @@ def label_problems(recipe: Recipe, labels: dict) -> list[str]:
             for p in kinds.task_kind(t.type).label_problems(t, labels[t.name], f"tasks[{i}] ({t.name})")]
 
 
-def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = None, splits=SPLITS) -> Prepared:
+def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = None, splits=SPLITS,
+            adopt=None) -> Prepared:
     """Load, filter, split, learn (or reload) vocabularies, decode and encode. Saves vocabularies if given a dir.
 
     rows_per_split decodes only the first rows of each split (a quick check); vocabularies still see all of train.
     splits: the splits to decode (bench needs only test, so only the test rows' media files must be present).
+    adopt(labels, tokenizers) -> (labels, tokenizers): what an incremental run takes from its source run
+    (train/from_run.py), applied to freshly learned vocabularies before they are saved.
     """
     table = load_table(recipe)
     problems = label_cell_problems(recipe, table)
@@ -163,7 +166,7 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
         if len(index[name]) == 0:
             raise EdgemtlError(f"{table.path.name}: the {what} split is empty (check data.split)")
     train = table.take(index["train"])
-    labels, tokenizers = _learn_or_load(recipe, train, preprocess_dir)
+    labels, tokenizers = _learn_or_load(recipe, train, preprocess_dir, adopt)
     problems = label_problems(recipe, labels)
     if problems:
         raise EdgemtlError(*problems)
@@ -238,7 +241,7 @@ def _labelled(values) -> int:
     return sum(not is_missing(v) for v in values)
 
 
-def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
+def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir, adopt=None):
     path = Path(preprocess_dir) if preprocess_dir else None
     vocab_inputs = [i for i in recipe.inputs if kinds.modality(i.type).has_vocabulary]
     if path and (path / LABELS_FILE).exists():
@@ -250,6 +253,8 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir):
                                                            kinds.task_kind(t.type).label_column(train, t.column))
               for t in recipe.tasks}
     tokenizers = {i.name: kinds.modality(i.type).fit_tokenizer(i, train.columns[i.column]) for i in vocab_inputs}
+    if adopt is not None:
+        labels, tokenizers = adopt(labels, tokenizers)
     if path:
         from ..rundir import atomic_write_json
 

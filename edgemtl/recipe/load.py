@@ -121,8 +121,12 @@ def _resolve(recipe: Recipe, base: Path, label: str, data) -> Recipe:
         inputs.append(inp)
     tasks = tuple(dataclasses.replace(t, column=t.column or t.name, metrics=t.metrics or task_metric_names(t))
                   for t in recipe.tasks)
+    training = recipe.training
+    if training.from_run.run:  # relative to the recipe file, like data.source; checked when training starts
+        training = dataclasses.replace(training, from_run=dataclasses.replace(
+            training.from_run, run=str((base / training.from_run.run).resolve())))
     return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=str(source.resolve())),
-                               inputs=tuple(inputs), tasks=tasks)
+                               inputs=tuple(inputs), tasks=tasks, training=training)
 
 
 def recipe_hash(recipe: Recipe | dict) -> str:

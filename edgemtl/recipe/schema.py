@@ -416,6 +416,23 @@ class LossCombinationSpec(Spec):
                    "gradient)", check=_non_negative)
 
 
+FROM_RUN_PARTS = ("encoders", "fusion", "trunk", "heads")
+
+
+@spec
+class FromRunSpec(Spec):
+    run: str | None = key(None, "an earlier run directory whose teacher this recipe's teacher starts from (`train "
+                          "--from RUN` sets it): every layer of RUN's teacher with the same name and shapes "
+                          "(encoders, fusion, trunk, the heads of the tasks RUN has) is copied; a task RUN lacks gets "
+                          "a fresh head. The inputs, fusion and trunk must be RUN's, a kept task keeps RUN's classes "
+                          "and text vocabularies are RUN's (docs/recipes.md: Incremental training); the teacher "
+                          "only, single-task baselines start fresh", example="runs/fashion")
+    freeze: tuple[str, ...] = key((), "the copied parts that stay fixed (bit-identical: no gradient, BatchNorm "
+                                  "statistics kept) while this run trains; the others are fine-tuned. Layers new "
+                                  "here (a new task's head, its MMoE gate) always train", choices=FROM_RUN_PARTS,
+                                  example=["encoders", "trunk", "heads"])
+
+
 @spec
 class TrainingSpec(Spec):
     optimizer: str = key("adam", choices=("adam", "adamw", "sgd", "rmsprop"))
@@ -429,6 +446,8 @@ class TrainingSpec(Spec):
     loss_combination: LossCombinationSpec = key(LossCombinationSpec)
     distribute: str = key("none", "tf.distribute strategy", choices=("none", "mirrored", "multi_worker"))
     checkpoint_every: int = key(50, "steps between resumable checkpoints (for --resume)", check=_positive)
+    from_run: FromRunSpec = key(FromRunSpec, "incremental training: start the teacher from an earlier run's teacher, "
+                                "e.g. to add a task (docs/recipes.md: Incremental training)")
 
 
 # ---- compress, export, bench -------------------------------------------------------------------------------------

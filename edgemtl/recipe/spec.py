@@ -7,6 +7,7 @@ The validator, the Markdown reference and the JSON Schema all walk these classes
 problem as 'path: message' instead of stopping at the first.
 """
 import dataclasses
+import difflib
 import functools
 import math
 import types
@@ -177,9 +178,27 @@ def validate_variant(registry: dict, default_type: str | None, value, path: str,
         if kind is None:
             errors.append(f"{where}: required key missing (one of {', '.join(registry)})")
         else:
-            errors.append(f"{where}: {kind!r} is not one of {', '.join(registry)}{did_you_mean(kind, registry)}")
+            hint = _choice_of_variant(registry, kind) or did_you_mean(kind, registry)
+            errors.append(f"{where}: {kind!r} is not one of {', '.join(registry)}{hint}")
         return None
     return validate_spec(registry[kind], value, path, errors)
+
+
+def _choice_of_variant(registry: dict, kind: str) -> str:
+    """A hint where an unknown type is (close to) a value of a variant's choice key, closer than to any type: the
+    backbone family `resnet50` is written {type: backbone, name: resnet50}, not type: resnet50. Only required
+    keys count (what picks a family), not options such as pooling."""
+    def ratio(a, b):
+        return difflib.SequenceMatcher(None, a, b).ratio()
+
+    best_type = max((ratio(kind, t) for t in registry), default=0.0)
+    for vtype, cls in registry.items():
+        for f in (f for f in dataclasses.fields(cls) if default_of(f) is REQUIRED):
+            choices = [c for c in f.metadata.get("choices", ()) if isinstance(c, str)]
+            scored = sorted(((ratio(kind, c), c) for c in choices), reverse=True)
+            if scored and (scored[0][1] == kind or (scored[0][0] >= 0.8 and scored[0][0] > best_type)):
+                return f" (did you mean {{type: {vtype}, {yaml_key(f)}: {scored[0][1]}}}?)"
+    return ""
 
 
 def variant_default_type(f: dataclasses.Field) -> str | None:

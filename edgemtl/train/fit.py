@@ -29,7 +29,8 @@ class TrainHooks:
     start from given weights); make_trainer(net, combination): the trainer instead of MultitaskTrainer (a
     distillation trainer with its teacher and its own train step); callbacks: added to fit's; to_save(net): what
     gets saved (e.g. pruning stripped); eligible(history_row): whether an epoch may be the best (e.g. at the target
-    sparsity); file_name: the best model's file in the model directory.
+    sparsity); file_name: the best model's file in the model directory; init_net(net): called on the net built
+    from the recipe before training (incremental training copies and freezes an earlier run's layers).
     """
 
     make_net: Callable | None = None
@@ -38,6 +39,7 @@ class TrainHooks:
     to_save: Callable | None = None
     eligible: Callable | None = None
     file_name: str = MODEL_FILE
+    init_net: Callable | None = None
 
 
 def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=None, resume: bool = False,
@@ -116,6 +118,8 @@ def _build(recipe: Recipe, data, tasks: list, name: str, strategy, hooks: TrainH
     with strategy.scope():
         net = make_net() if make_net else build_model(recipe, data.labels, data.tokenizers,
                                                       numeric_stats(recipe, data["train"].x), tasks, name)
+        if hooks.init_net:
+            hooks.init_net(net)
         combination = make_combination(training.loss_combination, tasks)
         trainer = (make_trainer(net, combination) if make_trainer
                    else MultitaskTrainer(net, tasks, data.labels, combination, unmatched=make_net is None))
