@@ -125,10 +125,12 @@ def child_speed(source: str, rows: int, steps: int, rounds: int) -> dict:
     return {"rows": rows, "steps": steps, "rounds": rounds, "step_s": times}
 
 
-def run_child(args: list) -> dict:
+def run_child(opts, args: list) -> dict:
+    """A fresh process for one measurement, with the parent's --steps and --speed-rounds."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO)
+    command = [sys.executable, __file__, f"--steps={opts.steps}", f"--speed-rounds={opts.speed_rounds}", "--child",
+               *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode:
         raise SystemExit(f"child {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -170,10 +172,10 @@ def main():
                         (p["rows"], p["mode"]) == (rows, mode) for p in points):
                     continue
                 source = MANIFEST if rows <= 44446 else big
-                points.append(run_child(["memory", str(source), str(rows), mode]))
+                points.append(run_child(args, ["memory", str(source), str(rows), mode]))
                 print(json.dumps(points[-1]), flush=True)
     points.sort(key=lambda p: (p["mode"] != "stream", p["rows"]))
-    speed = run_child(["speed", str(MANIFEST), str(args.speed_rows)]) if args.speed_rows else None
+    speed = run_child(args, ["speed", str(MANIFEST), str(args.speed_rows)]) if args.speed_rows else None
     OUT.write_text(report(points, speed, args.steps, load))
     print(OUT.read_text())
 
