@@ -127,6 +127,11 @@ def build_parser():
     _run_args(p)
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.add_argument("--single-task", action="store_true", help="also train one model per task, same encoders")
+    p.add_argument("--workers", metavar="HOST:PORT,...", help="train on several machines: every worker's address, "
+                   "the same list on each (writes TF_CONFIG, replacing one in the environment; implies "
+                   "training.distribute=multi_worker; docs/distributed.md)")
+    p.add_argument("--worker-index", type=int, metavar="I", help="with --workers: this machine's position in the "
+                   "list (0: the chief, which writes the run directory)")
     p.set_defaults(func=cmd_train)
     p = add("evaluate", help="score a trained model on every split")
     p.add_argument("run", help="run directory")
@@ -282,6 +287,7 @@ def cmd_check(args) -> Result:
 def cmd_train(args) -> Result:
     from .stages import RunContext, init_run, run_stage
 
+    _join_cluster(args)
     recipe = _load(args)
     run = init_run(recipe, args.out or f"runs/{recipe.name}", args.resume, args.overwrite, args.recipe)
     ctx = RunContext(recipe, run, args.resume)
@@ -290,6 +296,18 @@ def cmd_train(args) -> Result:
         lines.append(run_stage(ctx, "single_task"))
     return Result("\n".join(x for x in lines if x),
                   {"run": str(run.root), "models": {m: _model_metrics(run, m) for m in run.models()}})
+
+
+def _join_cluster(args) -> None:
+    """--workers / --worker-index: this process's TF_CONFIG, and multi_worker training."""
+    if args.workers is None:
+        if args.worker_index is not None:
+            raise EdgemtlError("--worker-index needs --workers: every worker's host:port, comma-separated")
+        return
+    from .train.cluster import tf_config
+
+    os.environ["TF_CONFIG"] = json.dumps(tf_config(args.workers, args.worker_index))
+    args.set = [*args.set, "training.distribute=multi_worker"]
 
 
 def cmd_evaluate(args) -> Result:

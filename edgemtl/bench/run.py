@@ -123,15 +123,18 @@ def accuracy(recipe: Recipe, data, target: str, kind: str, backend: str | None =
     backend: a GPU may answer differently), Keras models through predict."""
     test = data["test"]
     if kind == "keras":
+        from ..data.pipeline import predict_split
         from ..models.build import load_model
 
-        outputs = load_model(target).predict(test.x, batch_size=256, verbose=0)
+        outputs = predict_split(load_model(target), test)
     else:
         from ..runtime import load
         from ..runtime.backends import run_batched
 
         model = BACKENDS[backend][2](target, 1)[1] if backend else load(target)
-        outputs = run_batched(model.runner, test.x)
+        from ..data.media import in_memory
+
+        outputs = run_batched(model.runner, in_memory(test.x))
     tasks = [t for t in recipe.tasks if not t.auxiliary and t.name in outputs]
     return score_all(tasks, data.labels, test.y, outputs)
 

@@ -13,6 +13,7 @@ from ..recipe.schema import Recipe
 from ..runcheck import check_labels
 from ..rundir import LABELS_FILE, SPLIT_FILE
 from .manifest import Table, apply_filters, read_table, split_rows
+from .media import MediaColumn, media_bytes, stream_input, use_streaming
 from .optional import decode_optional
 
 SPLITS = ("train", "val", "test")
@@ -37,6 +38,7 @@ class Prepared:
     skipped: list = field(default_factory=list)  # "manifest row N: problem" for rows skipped by on_bad_row: skip
     row_counts: dict = field(default_factory=dict)  # rows per split in the manifest (before any bad-row skip)
     metadata: dict = field(default_factory=dict)  # npz arrays that are not one entry per row (never model input)
+    streaming: bool = False  # image/audio inputs are MediaColumns decoded in the tf.data pipeline (data/media.py)
 
     def __getitem__(self, name) -> Split:
         return self.splits[name]
@@ -171,14 +173,21 @@ def prepare(recipe: Recipe, preprocess_dir=None, rows_per_split: int | None = No
     for message in unseen_label_warnings(recipe, table, index, labels):
         log.warning(message)
     decoded, skipped = {}, []
+    streaming = use_streaming(recipe, sum(len(index[n][:rows_per_split]) for n in splits))
+    if streaming:
+        size = media_bytes(recipe, sum(len(index[n][:rows_per_split]) for n in splits)) / 2 ** 20
+        log.info(f"streaming: image/audio files are decoded in the input pipeline (decoded {size:.0f} MB; "
+                 f"data.streaming: {recipe.data.streaming})")
     for name in splits:
         part = table.take(index[name][:rows_per_split])
-        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers, training=name == "train")
+        decoded[name], bad = _decode_split(recipe, part, labels, tokenizers, training=name == "train",
+                                           streaming=streaming)
         skipped += [m for m in bad if m not in skipped]  # a val row is in train too under train_on_val
     if "train" in decoded and len(decoded["train"]) == 0:
         first = f" (first: {skipped[0]})" if skipped else ""
         raise EdgemtlError(f"{table.path.name}: every training row was skipped as bad{first}")
-    return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()}, table.metadata)
+    return Prepared(decoded, labels, tokenizers, skipped, {k: len(v) for k, v in index.items()}, table.metadata,
+                    streaming)
 
 
 def label_cell_problems(recipe: Recipe, table: Table) -> list[str]:
@@ -256,10 +265,14 @@ def _learn_or_load(recipe: Recipe, train: Table, preprocess_dir, adopt=None):
     return labels, tokenizers
 
 
-def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict, training: bool = False):
+def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict, training: bool = False,
+                  streaming: bool = False):
     x, bad = {}, {}
     for inp in recipe.inputs:
-        if inp.optional:  # an empty cell: the input is absent for that row (data/optional.py), not a bad row
+        if streaming and kinds.modality(inp.type).streamable:  # file paths only: decoded in the pipeline
+            arrays, problems = stream_input(inp, table, training, recipe.seed)
+            x.update(arrays)
+        elif inp.optional:  # an empty cell: the input is absent for that row (data/optional.py), not a bad row
             arrays, problems = decode_optional(inp, table, tokenizers.get(inp.name), training, recipe.seed)
             x.update(arrays)
         else:
@@ -275,4 +288,5 @@ def _decode_split(recipe: Recipe, table: Table, labels: dict, tokenizers: dict, 
         log.warning(f"skipped {len(bad)} bad row(s) in {table.path.name} (data.on_bad_row: skip)")
     y = {t.name: kinds.task_kind(t.type).encode_labels(labels[t.name], kinds.task_kind(t.type).label_column(
         table, t.column), t.separator)[keep] for t in recipe.tasks}
-    return Split({k: v[keep] for k, v in x.items()}, y, table.row_ids[keep]), messages if bad else []
+    x = {k: (v.take(keep) if isinstance(v, MediaColumn) else v if keep.all() else v[keep]) for k, v in x.items()}
+    return Split(x, y, table.row_ids[keep]), messages if bad else []

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import kinds
+from ..data.media import in_memory
 from ..errors import EdgemtlError
 from ..presence import has_patterns, patterns
 from ..recipe.schema import Recipe, TaskSpec
@@ -39,10 +40,11 @@ def gate_data(model, recipe: Recipe, data) -> GateData:
     tasks = tuple(t for t in recipe.tasks if t.name in model.output_names)
     test = data["test"]
     cfg = recipe.export
-    return GateData(x=test.x, y=test.y, reference=model.predict(test.x, batch_size=256, verbose=0), tasks=tasks,
+    x = in_memory(test.x)  # the converted files are fed arrays, row by row
+    return GateData(x=x, y=test.y, reference=model.predict(x, batch_size=256, verbose=0), tasks=tasks,
                     labels=data.labels, tolerance={t.name: cfg.tolerance.get(t.name, cfg.default_tolerance)
                                                    for t in tasks},
-                    patterns=patterns(test.x, [i.name for i in recipe.inputs]) if has_patterns(test.x) else None)
+                    patterns=patterns(x, [i.name for i in recipe.inputs]) if has_patterns(x) else None)
 
 
 def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, runtime: str | None = None,

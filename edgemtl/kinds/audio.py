@@ -121,6 +121,7 @@ class AudioKind(ModalityKind):
     dtype = "float32"
     default_encoder = "cnn"
     media = True
+    streamable = True  # decoded from its files inside the tf.data pipeline when data.streaming says so
     file_suffixes = AUDIO_SUFFIXES
 
     def input_shape(self, spec) -> tuple:

@@ -56,6 +56,7 @@ class ModalityKind:
     dtype: str = "float32"  # the model input's dtype: what a device feeds
     default_encoder: str = ""  # the encoder type a recipe gets when it names none
     media: bool = False  # the manifest column holds a file path (pack copies the file, predict resolves it)
+    streamable: bool = False  # decoded file by file inside the tf.data pipeline (load(pre, path)) when streaming
     json_value: bool = False  # on the command line the value is JSON numbers, not a path or a string
     file_suffixes: tuple = ()  # files that hold one value of this modality (a watched folder's samples)
     has_stats: bool = False  # standardised in the graph with training-split statistics (stats(train_array))

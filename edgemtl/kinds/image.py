@@ -74,6 +74,7 @@ class ImageKind(ModalityKind):
     dtype = "uint8"
     default_encoder = "cnn"
     media = True
+    streamable = True  # decoded from its files inside the tf.data pipeline when data.streaming says so
     file_suffixes = (".png", ".jpg", ".jpeg", ".bmp")
 
     def input_shape(self, spec) -> tuple:

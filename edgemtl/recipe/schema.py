@@ -341,6 +341,16 @@ class DataSpec(Spec):
     limit: int | None = key(None, "use only the first N rows after filtering (quick runs)", check=_positive)
     on_bad_row: str = key("error", "a row whose media file is missing or unreadable: stop with an error naming it, "
                           "or skip it and count it", choices=("error", "skip"))
+    streaming: str = key("auto", "where image and audio files are decoded: `stream` decodes them inside the tf.data "
+                         "pipeline, batch by batch (parallel, nothing held in memory: data larger than RAM trains); "
+                         "`memory` decodes every row into memory first (faster for small data); `auto` streams when "
+                         "the decoded media would exceed data.stream_above_mb", choices=("auto", "stream", "memory"))
+    stream_above_mb: int = key(1024, "data.streaming auto: stream when the decoded media of the splits used exceed "
+                               "this many MB (docs/recipes.md, Streaming)", check=_positive)
+    cache: str = key("none", "streaming only: keep decoded rows after the first epoch: none (decode every epoch), "
+                     "memory (in RAM: as large as the decoded data), disk (files under RUN/preprocess/cache; training "
+                     "rows are then shuffled within a window of 4096 rows after the first epoch)",
+                     choices=("none", "memory", "disk"))
 
 
 # ---- model body, training ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .. import jsonio, kinds
+from ..data.pipeline import predict_split
 from ..kinds import higher_is_better
 from ..models.files import save_model_file
 from ..rundir import HISTORY_FILE, MODEL_FILE, atomic_save, atomic_write_text, kill_point
@@ -26,7 +27,7 @@ class ValidationScores(keras.callbacks.Callback):
         self.noted = set()
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = self.net.predict(self.split.x, batch_size=max(self.batch_size, 256), verbose=0)
+        outputs = predict_split(self.net, self.split, max(self.batch_size, 256))
         scores = kinds.score_tasks(self.tasks, self.labels, self.split.y, outputs)
         mean, note = kinds.mean_score(scores)
         if mean is not None:

@@ -3,6 +3,7 @@ decisions into test_predictions.npz, for the report's confusion matrices)."""
 import numpy as np
 
 from ..data.dataset import SPLITS
+from ..data.pipeline import predict_split
 from ..kinds import score_all
 from ..model_metrics import update_metrics
 from ..models.build import load_model
@@ -19,7 +20,7 @@ def evaluate_model(run: RunDir, recipe: Recipe, data, name: str = "teacher") -> 
     scores, by_pattern = {}, {}
     for split in SPLITS:
         if len(data[split]):
-            outputs = model.predict(data[split].x, batch_size=256, verbose=0)
+            outputs = predict_split(model, data[split])
             scores[split] = score_all(tasks, data.labels, data[split].y, outputs)
             if split == "test":
                 save_test_predictions(run, name, tasks, data[split].y, outputs)

@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..data.pipeline import make_dataset, steps_per_epoch
+from ..data.pipeline import DECODE_ERROR, make_dataset, steps_per_epoch
 from ..errors import EdgemtlError
 from ..kinds import higher_is_better
 from ..model_metrics import read_history, read_metrics, update_metrics
 from ..models.build import build_model, count_params, load_model, numeric_stats
 from ..recipe.schema import Recipe
 from ..rundir import MODEL_FILE, RunDir, atomic_save, remove_tree
-from ..tfk import keras
+from ..tfk import keras, tf
 from .callbacks import BestModel, CombinationUpdate, EpochSafeBackup, NanGuard, ValidationScores
 from .trainer import MultitaskTrainer, make_optimizer, make_strategy
 from .weighting import make_combination
@@ -83,10 +83,18 @@ def train_model(recipe: Recipe, data, run: RunDir, name: str = "teacher", tasks=
         log.info("%s: training had finished; completing its saved_model and metrics", model_dir)
         return _finish(run, model_dir / file_name, name, tasks, combination, 0.0, monitor, strategy, eligible)
     start = time.time()
-    train_ds = make_dataset(data["train"], recipe, True, batch)
-    val_ds = make_dataset(data["val"], recipe, False, batch)
-    trainer.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() and log.isEnabledFor(logging.INFO) else 0)
+    cache = run.preprocess / "cache" / name  # data.cache: disk (streaming)
+    train_ds = make_dataset(data["train"], recipe, True, batch, cache)
+    val_ds = make_dataset(data["val"], recipe, False, batch, cache)
+    try:
+        trainer.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks,
+                    verbose=1 if sys.stdout.isatty() and log.isEnabledFor(logging.INFO) else 0)
+    except tf.errors.OpError as e:  # a streamed file that exists but cannot be decoded (checked only when reached)
+        if DECODE_ERROR not in str(e):
+            raise
+        reason = str(e).split(DECODE_ERROR, 1)[1].split("\n")[0].strip()
+        raise EdgemtlError(f"training stopped: {reason} (data.streaming checks only that each file exists before "
+                           f"training; fix or remove the file)") from None
     elapsed = time.time() - start
     if nan_guard.problem:
         task, batch_no, value = nan_guard.problem
