@@ -207,6 +207,11 @@ def test_int8_conversions_are_shared_between_compress_and_export(compressed, av_
         converted = converter.convert(ArtifactId("student-qat", "tflite", "int8"), ("audio_logmel",))
         assert converted.read_bytes() == cached.read_bytes()
         assert converter.cache_path("int8io", ("audio_logmel",)) != cached
+        from edgemtl.export import convert
+
+        with pytest.MonkeyPatch.context() as mp:  # other converter code, same version number: not this file
+            mp.setattr(convert, "converter_code", lambda: "changed")
+            assert converter.cache_path("int8", ("audio_logmel",)) != cached
 
 
 def _compress_error(run, sets, capsys) -> str:

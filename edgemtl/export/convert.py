@@ -3,6 +3,7 @@ kept in float). Full-int8 TFLite conversions run in a child process (calibration
 through RUN/cache/, so compress's int8 comparison and the export of the same model convert once."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -69,6 +70,15 @@ def load_exported(run: RunDir, recipe: Recipe, model_name: str):
 
     return exported_model(load_model(run.require_model(model_name)), recipe)
 
+
+@functools.cache
+def converter_code() -> str:
+    """A digest of the code that writes converted files: a RUN/cache filled by other edgemtl code (same version
+    number, changed converter) is never served."""
+    digest = hashlib.sha256()
+    for name in ("convert.py", "converters.py", "tflite.py", "micro.py", "onnx.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 class Converter:
     """One model's conversions. Use as a context manager: its scratch folder goes even on an exception or a kill of
@@ -137,7 +147,8 @@ class Converter:
         out of the key: it never changes a conversion, and `compress --set` rewrites it in RUN/recipe.yaml after
         converting."""
         converting = recipe_hash({k: v for k, v in self.recipe.to_dict().items() if k != "compress"})
-        key = [precision, list(keep_float), converting, __version__] + ([fmt] if fmt != "tflite" else [])
+        key = [precision, list(keep_float), converting, __version__, converter_code()] + ([fmt] if fmt != "tflite"
+                                                                                          else [])
         digest = hashlib.sha256(self.model_path.read_bytes() + json.dumps(key).encode())
         for sample in self.samples:
             for name in sorted(sample):
