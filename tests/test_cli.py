@@ -177,15 +177,15 @@ def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [["evaluate"], ["export"], ["bench"], ["compress"], ["pack", "OUT"]])
-def test_a_missing_run_fails_in_under_two_seconds_before_tensorflow_loads(command, tmp_path):
+def test_a_missing_run_fails_before_tensorflow_loads(command, tmp_path):
+    """Fast because TensorFlow is never imported (asserted directly: a wall-clock bound fails on a loaded machine)."""
     argv = [command[0], str(tmp_path / "nothere"), *[str(tmp_path / a) for a in command[1:]], "--json"]
-    code = ("import sys, time, json; t = time.monotonic(); from edgemtl.cli import main; "
+    code = ("import sys, json; from edgemtl.cli import main; "
             f"rc = main({argv!r}); "
-            "print(json.dumps({'rc': rc, 's': time.monotonic() - t, 'tf': 'tensorflow' in sys.modules}))")
+            "print(json.dumps({'rc': rc, 'tf': 'tensorflow' in sys.modules}))")
     done = _python(code)
     error, status = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     assert status["rc"] == 2 and not status["tf"], done.stderr
-    assert status["s"] < 2.0
     assert error["ok"] is False and error["exit_code"] == 2 and "not a run directory" in error["errors"][0]
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
