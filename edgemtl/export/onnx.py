@@ -99,8 +99,11 @@ def quantize_static(src: Path, dst: Path, samples: list, keep_float=()):
         try:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), auto_merge=True)
+            # reduce_range (7-bit weights): on x86 CPUs without VNNI, ORT's int8 GEMM (VPMADDUBSW) saturates
+            # 8-bit products; a file verified on a VNNI machine would answer differently there. Measured on an AVX2
+            # EPYC, a regression head's MAE moved 2.3 % of the label std with 8-bit weights, 0.07 % with 7-bit.
             ort_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                       weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                       weight_type=QuantType.QInt8, activation_type=QuantType.QInt8, reduce_range=True,
                        nodes_to_exclude=_nodes(pre, keep_float))
         finally:
             os.chdir(cwd)
