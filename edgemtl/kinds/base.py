@@ -330,6 +330,21 @@ def probability_logits(p, softmax: bool):
     return tf.math.log(p) - tf.math.log(1 - p)
 
 
+def softmax_kl(temperature: float):
+    """TF loss(teacher, student) on softmax outputs: KL(teacher || student) of the temperature-softened
+    distributions over the last axis, times T^2 (Hinton et al. 2015), averaged over every other axis (rows, or
+    rows x pixels for a mask)."""
+    from ..tfk import tf
+
+    t2 = temperature ** 2
+
+    def kl(t, s):
+        log_t = tf.nn.log_softmax(probability_logits(t, softmax=True) / temperature)
+        log_s = tf.nn.log_softmax(probability_logits(s, softmax=True) / temperature)
+        return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
+    return kl
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean F1 over the classes present in y_true or y_pred."""
     classes = np.union1d(y_true, y_pred)

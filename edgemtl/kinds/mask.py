@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EdgemtlError
-from .base import MISSING, TaskKind, is_missing
+from .base import MISSING, TaskKind, is_missing, softmax_kl
 from .boxes import resolve_label_paths
 
 
@@ -162,13 +162,4 @@ class MaskKind(TaskKind):
         distributions, times T^2, averaged over the pixels (pixel-wise distillation, Liu et al. 2019, "Structured
         Knowledge Distillation for Semantic Segmentation"): each pixel is a softmax over classes, the same case as
         a multiclass head, and the mean over pixels matches the hard loss's pixel cross-entropy in scale."""
-        from ..tfk import tf
-        from .base import probability_logits
-
-        t2 = temperature ** 2
-
-        def mask(t, s):
-            log_t = tf.nn.log_softmax(probability_logits(t, softmax=True) / temperature)
-            log_s = tf.nn.log_softmax(probability_logits(s, softmax=True) / temperature)
-            return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
-        return mask
+        return softmax_kl(temperature)

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import ClassTaskKind, masked_mean, probability_logits
+from .base import ClassTaskKind, masked_mean, softmax_kl
 
 
 class MulticlassKind(ClassTaskKind):
@@ -36,12 +36,4 @@ class MulticlassKind(ClassTaskKind):
 
     def soft_loss(self, spec, label_info: Mapping, temperature: float):
         """KL(teacher || student) of the temperature-softened distributions, times T^2 (Hinton et al. 2015)."""
-        from ..tfk import tf
-
-        t2 = temperature ** 2
-
-        def multiclass(t, s):
-            log_t = tf.nn.log_softmax(probability_logits(t, softmax=True) / temperature)
-            log_s = tf.nn.log_softmax(probability_logits(s, softmax=True) / temperature)
-            return t2 * tf.reduce_mean(tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1))
-        return multiclass
+        return softmax_kl(temperature)
