@@ -159,10 +159,10 @@ def measure(targets: list[dict], feeds: dict, *, raw: dict | None = None, repeat
             (tmp / "one_op.tflite").write_bytes(one_op_tflite())
             job["fixed_model"] = str(tmp / "one_op.tflite")
         if peaks:
-            from .timing import _gemm_tflite
+            from .timing import gemm_tflite
 
             for precision in ("fp32", "int8"):
-                (tmp / f"gemm_{precision}.tflite").write_bytes(_gemm_tflite(precision))
+                (tmp / f"gemm_{precision}.tflite").write_bytes(gemm_tflite(precision))
             job["gemm"] = {p: str(tmp / f"gemm_{p}.tflite") for p in ("fp32", "int8")}
         out = run_job(job, feeds) if inline else _in_child(job, feeds, tmp)
     latency = merged(out["repeats"])

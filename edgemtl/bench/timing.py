@@ -29,7 +29,7 @@ def time_calls(fn, warmup: int, runs: int, max_seconds: float = float("inf"), mi
 GEMM = (256, 1024, 1024)  # rows x depth x columns: large enough that call overhead does not count
 
 
-def _gemm_tflite(precision: str) -> bytes:
+def gemm_tflite(precision: str) -> bytes:
     """x @ W with a constant W as a TFLite model (one FULLY_CONNECTED op), float32 or full-integer int8."""
     from ..tfk import tf
 
