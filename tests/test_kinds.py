@@ -491,6 +491,17 @@ def test_score_all_means_the_normalised_scores_and_writes_none_when_no_task_scor
     assert mean_score(none) == (None, none["mean_note"])  # its own keys are not tasks
 
 
+def test_score_all_keeps_auxiliary_tasks_out_of_the_mean():
+    """A teacher has its auxiliary tasks and its students do not: the mean must cover the same tasks for both."""
+    tasks, labels, y, outputs = _scored_fashion(2)
+    year = next(t for t in tasks if t.name == "year")
+    tasks = [task_spec("year", "regression", auxiliary=True) if t is year else t for t in tasks]
+    teacher = kinds.score_all(tasks, labels, y, outputs)
+    student = kinds.score_all([t for t in tasks if not t.auxiliary], labels, y, outputs)
+    assert "year" in teacher and teacher["year"]["score"] != student["mean_score"]
+    assert teacher["mean_score"] == pytest.approx(student["mean_score"])
+
+
 class _Rows:
     """The part of data.dataset.Split that evaluation and validation read."""
 

@@ -64,10 +64,13 @@ def score_tasks(tasks, labels: Mapping, y: Mapping, outputs: Mapping) -> dict:
 
 
 def score_all(tasks, labels: Mapping, y: Mapping, outputs: Mapping) -> dict:
-    """score_tasks plus "mean_score": the mean of the tasks' normalised scores (None when no task scored), and
-    "mean_note" naming the tasks left out of it, where any was (metrics.json, bench results)."""
+    """score_tasks plus "mean_score": the mean of the normalised scores of the tasks that are exported (None when
+    none scored), and "mean_note" naming the tasks left out of it, where any was (metrics.json, bench results).
+
+    Auxiliary tasks are scored but kept out of the mean: a teacher has them and its students and artifacts do not,
+    so a mean with them would compare a teacher and its student over different tasks."""
     per = score_tasks(tasks, labels, y, outputs)
-    value, note = mean_score(per)
+    value, note = mean_score({t.name: per[t.name] for t in tasks if t.name in per and not t.auxiliary})
     return {**per, "mean_score": value, **({"mean_note": note} if note else {})}
 
 

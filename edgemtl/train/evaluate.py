@@ -94,8 +94,10 @@ def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
         rows.append([t.name, *cells, m["n"], m.get("unseen", "")])
     headers = ["accuracy", "macro-F1", "MAE", "RMSE", *(DENSE_COLUMNS[k] for k in keys[4:])]
     text = table(["task", *headers, "rows", "unseen labels"], rows)
-    mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split})
-    lines = [text, *reasons, f"mean score ({split}): {mean}" + (f" — {note}" if note else "")]
+    mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split and not t.auxiliary})
+    aux = [t.name for t in tasks if t.auxiliary and t.name in per_split]
+    notes = [note] + ([f"auxiliary, not in the mean: {', '.join(aux)}"] if aux else [])
+    lines = [text, *reasons, f"mean score ({split}): {mean}" + "".join(f" — {n}" for n in notes if n)]
     return "\n".join(lines)
 
 
