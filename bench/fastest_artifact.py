@@ -18,6 +18,7 @@ from edgemtl import jsonio
 from edgemtl.bench.headline import BASELINE, side_by_side
 from edgemtl.bench.machine import machine_info
 from edgemtl.bench.run import _flops, accuracy, bundles, students
+from edgemtl.env_info import describe_cpu
 from edgemtl.kinds import mean_score
 from edgemtl.recipe import load_recipe
 from edgemtl.reports.bench_report import floor_lines, headline_lines
@@ -127,9 +128,8 @@ def _fmt(v) -> str:
 
 
 def _machine(m: dict) -> str:
-    cpu = m["cpu"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return f"{cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags'])}. {versions}."
+    return f"{describe_cpu(m['cpu'])}. {versions}."
 
 
 def _slug(text: str) -> str:

@@ -578,6 +578,9 @@ def main(argv=None) -> int:
             raise
         return _print_errors([f"'edgemtl {args.command}' needs the training dependencies: {TRAIN_HINT} "
                               f"({missing} cannot be imported)"], 2, as_json)
+    except BrokenPipeError:  # the reader went away (`edgemtl env | head`): nothing left to tell it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush does not fail again
+        return 0
     except Exception as e:  # noqa: BLE001 - only a full disk is answered here; anything else propagates
         from .runsafety import is_disk_full
 

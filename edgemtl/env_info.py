@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 # flag in /proc/cpuinfo -> what it is called in the output
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+             "amx_int8", "amx_bf16", "neon", "asimd")
 PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorflow", "tf-keras",
             "tensorflow-model-optimization", "tf2onnx", "onnx", "pytest", "ruff", "scikit-learn", "tqdm")
 # extra -> the modules that show it installed (find_spec only: nothing is imported)
@@ -34,18 +35,32 @@ def extras_installed() -> dict[str, bool]:
 
 
 def cpu_info() -> dict:
-    """CPU model and the flags among CPU_FLAGS it has (Linux: /proc/cpuinfo; elsewhere the model only)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """CPU model, its family/model/stepping, cores, architecture and the flags among CPU_FLAGS it has (Linux:
+    /proc/cpuinfo; elsewhere the model only). Virtual machines often name only the line ("AMD EPYC"); the
+    family/model/stepping still tell one generation from another, so results say which CPU they were measured on."""
+    fields, flags = {}, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.processor() or platform.machine()):
-                model = value.strip()
-            elif key.strip() in ("flags", "Features"):
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in ("flags", "Features"):
                 flags |= set(value.split())
+            elif key in ("model name", "vendor_id", "cpu family", "model", "stepping"):
+                fields.setdefault(key, value)
     except OSError:
         pass
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags]}
+    cpuid = " ".join(f"{k.replace('cpu ', '')} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(), "cpuid": cpuid,
+            "cores": os.cpu_count(), "machine": platform.machine(), "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def cpu_name(cpu: dict) -> str:
+    """'AMD EPYC (family 25 model 17 stepping 1)': the model name, and the generation where /proc/cpuinfo gives it."""
+    return f"{cpu['model']} ({cpu['cpuid']})" if cpu.get("cpuid") else cpu["model"]
+
+
+def describe_cpu(cpu: dict) -> str:
+    """One line for a results file: 'AMD EPYC (family 25 model 17 stepping 1), 2 cores, flags: avx avx2 fma'."""
+    return f"{cpu_name(cpu)}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none listed'}"
 
 
 def gpus() -> list[str]:
@@ -93,7 +108,7 @@ def environment(with_tensorflow: bool = False) -> dict:
 def format_environment(info: dict) -> str:
     cpu = info["cpu"]
     lines = [f"edgemtl    {info['edgemtl']}", f"python     {info['python']} ({info['executable']})",
-             f"platform   {info['platform']}", f"cpu        {cpu['model']}, {cpu['cores']} cores",
+             f"platform   {info['platform']}", f"cpu        {cpu_name(cpu)}, {cpu['cores']} cores",
              f"cpu flags  {', '.join(cpu['flags']) or 'none of ' + ', '.join(CPU_FLAGS)}",
              f"gpus       {'; '.join(info['gpus']) or 'none (no nvidia-smi)'}",
              "extras     " + ", ".join(f"{k}: {'installed' if v else NOT_INSTALLED}"

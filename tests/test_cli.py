@@ -170,6 +170,17 @@ def test_env_reports_versions_cpu_flags_and_extras_without_tensorflow():
     assert "cpu flags" in text and "extras" in text and "tensorflow" in text
 
 
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`edgemtl env | head -1`: the reader is gone before edgemtl writes; it ends with rc 0 and no traceback."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    reader.wait(timeout=60)  # the pipe's only reader has exited: every write into it fails (EPIPE)
+    done = subprocess.run([sys.executable, "-m", "edgemtl", "env"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                          text=True, env=environ, timeout=120, cwd=REPO)
+    reader.stdin.close()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=120,

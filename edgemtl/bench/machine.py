@@ -4,24 +4,10 @@ import platform
 import shutil
 import subprocess
 from importlib import metadata
-from pathlib import Path
+
+from ..env_info import cpu_info
 
 LIBRARIES = ("edgemtl", "numpy", "ai-edge-litert", "onnxruntime-gpu", "onnxruntime", "tensorflow", "tf-keras")
-FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_int8", "neon", "asimd")
-
-
-def cpu_info() -> dict:
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": sorted(f for f in FLAGS if f in flags),
-            "machine": platform.machine()}
 
 
 def gpu_info() -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..artifacts import ArtifactId, keras_target_name
 from ..bench.backends import ORT_GPU_PROVIDERS
+from ..env_info import describe_cpu
 from ..kinds import mean_score, task_kind
 from ..names import TEACHER
 from ..recipe.schema import Recipe
@@ -284,7 +285,7 @@ def machine_line(results: dict) -> str:
     m = results["machine"]
     gpu = m["gpu"].get("name") or f"no GPU ({m['gpu']['reason']})"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return (f"{m['cpu']['model']}, {m['cpu']['cores']} cores ({' '.join(m['cpu']['flags'])}); {gpu}. {versions}.")
+    return f"{describe_cpu(m['cpu'])}; {gpu}. {versions}."
 
 
 def _limit(results) -> str:
