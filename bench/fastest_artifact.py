@@ -59,7 +59,7 @@ def main():
              *floor_lines(results), "", table(results, tasks)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{recipe.name}-side-by-side-{_slug(results['machine']['cpu']['model'])}"
+    stem = f"{recipe.name}-side-by-side-{_slug(results['machine']['cpu'])}"
     (out / f"{stem}.json").write_text(jsonio.dumps(results, with_reasons=True))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -132,8 +132,12 @@ def _machine(m: dict) -> str:
     return f"{describe_cpu(m['cpu'])}. {versions}."
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+def _slug(cpu: dict) -> str:
+    """'amd-epyc-avx512-vnni': the CPU's name and its widest int8 instruction set, since one name ("AMD EPYC")
+    covers machines whose int8 kernels differ (AVX2 only, AVX-512 VNNI)."""
+    simd = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "asimd") if f in cpu["flags"]),
+                "")
+    return re.sub(r"[^a-z0-9]+", "-", f"{cpu['model']} {simd}".lower()).strip("-")[:48]
 
 
 if __name__ == "__main__":
