@@ -44,6 +44,12 @@ class CodedColumn(Sequence):
             for code in self.codes[start:start + CHUNK].tolist():
                 yield values[code]
 
+    def __add__(self, other) -> list:  # concatenation gives the list of cells, as a list's would
+        return [*self, *other]
+
+    def __radd__(self, other) -> list:
+        return [*other, *self]
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.array(self.values, dtype=object)[self.codes] if len(self.values) else np.zeros(len(self), object)
         return out if dtype is None else out.astype(dtype)
