@@ -1,6 +1,6 @@
 """Training peak RSS by data size, streaming vs in memory, and training speed of both (issue 22). Not a test.
 
-    python bench/memory.py [--rows 10000 20000 44446 222230] [--steps 30] [--speed-rows 10000]
+    python bench/memory.py [--rows 10000 20000 44446 222230] [--steps 30] [--speed-rows 10000] [--speed-steps N]
 
 Each (rows, data.streaming) point is a fresh process running the real data path of recipes/fashion_all.yaml
 (prepare: split, vocabularies, decode or file check of every split; then the training pipeline) and a
@@ -119,17 +119,19 @@ def child_speed(source: str, rows: int, steps: int, rounds: int) -> dict:
     datasets = {"memory": make_dataset(memory["train"], recipe, True, batch),
                 "stream": make_dataset(streamed["train"], recipe, True, batch)}
     times = {k: [] for k in datasets}
-    for _ in range(rounds):
-        for name, ds in datasets.items():
-            times[name].append(_timed_fit(trainer, ds, steps))
+    for r in range(rounds):  # A B, B A, ...: a drift in machine load falls on both alike
+        for name in (list(datasets) if r % 2 == 0 else list(datasets)[::-1]):
+            times[name].append(_timed_fit(trainer, datasets[name], steps))
     return {"rows": rows, "steps": steps, "rounds": rounds, "step_s": times}
 
 
 def run_child(opts, args: list) -> dict:
-    """A fresh process for one measurement, with the parent's --steps and --speed-rounds."""
+    """A fresh process for one measurement, with the parent's --steps (--speed-steps) and --speed-rounds."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, __file__, f"--steps={opts.steps}", f"--speed-rounds={opts.speed_rounds}", "--child",
-               *args]
+    if args[0] == "speed":  # one thread for the training step (tf.data's own threads still decode alongside)
+        env.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
+    steps = opts.speed_steps or opts.steps if args[0] == "speed" else opts.steps
+    command = [sys.executable, __file__, f"--steps={steps}", f"--speed-rounds={opts.speed_rounds}", "--child", *args]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode:
         raise SystemExit(f"child {args} failed:\n{done.stderr[-3000:]}")
@@ -151,6 +153,7 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--speed-rows", type=int, default=10000)
     p.add_argument("--speed-rounds", type=int, default=3)
+    p.add_argument("--speed-steps", type=int, help="steps of each speed round (default: --steps)")
     p.add_argument("--memory-rows", type=int, nargs="*", help="the rows of the in-memory points (default: --rows)")
     p.add_argument("--reuse", type=Path, help="JSON lines of points measured before (this script's output): kept")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -176,22 +179,23 @@ def main():
                 print(json.dumps(points[-1]), flush=True)
     points.sort(key=lambda p: (p["mode"] != "stream", p["rows"]))
     speed = run_child(args, ["speed", str(MANIFEST), str(args.speed_rows)]) if args.speed_rows else None
-    OUT.write_text(report(points, speed, args.steps, load))
+    OUT.write_text(report(points, speed, args.steps, (*load, os.getloadavg()[0])))
     print(OUT.read_text())
 
 
 def report(points: list, speed, steps: int, load) -> str:
     lines = ["# Training memory and speed: streaming vs in memory (recipes/fashion_all.yaml)", "",
-             f"Machine: {cpu_text()}; loaded (load average {load[0]:.1f} when it started, shared by other jobs). "
+             f"Machine: {cpu_text()}; loaded (load average {load[0]:.1f} when it started, {load[-1]:.1f} when it "
+             f"ended; shared by other jobs). "
              f"Written by `python bench/memory.py`.", "",
              f"Each row: a fresh process, `prepare` of every split and {steps} training steps (batch 64) of the "
              f"recipe's model. Peak RSS is the process's maximum resident set (ru_maxrss), so it includes TensorFlow "
              f"and the model; rows beyond 44,446 repeat products_all.csv under distinct file names (symlinks).", "",
-             "| rows | data.streaming | peak RSS MB | RSS after prepare MB | prepare s | s/step |",
-             "|---:|---|---:|---:|---:|---:|"]
+             "| rows | data.streaming | peak RSS MB | RSS after prepare MB | training adds MB | prepare s | s/step |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for r in points:
         lines.append(f"| {r['rows']:,} | {r['mode']} | {r['peak_rss_mb']:,} | {r['rss_after_prepare_mb']:,} | "
-                     f"{r['prepare_s']} | {r['step_s']} |")
+                     f"{r['peak_rss_mb'] - r['rss_after_prepare_mb']:,} | {r['prepare_s']} | {r['step_s']} |")
     for mode in ("stream", "memory"):
         mine = [r for r in points if r["mode"] == mode]
         if len(mine) > 1:
@@ -202,7 +206,8 @@ def report(points: list, speed, steps: int, load) -> str:
     if speed:
         med = {k: sorted(v)[len(v) // 2] for k, v in speed["step_s"].items()}
         lines += ["", f"Speed, interleaved in one process ({speed['rows']:,} rows, {speed['rounds']} rounds of "
-                      f"{speed['steps']} steps each; seconds per step, median of rounds):", "",
+                      f"{speed['steps']} steps each, the order alternating by round; one TensorFlow thread for the "
+                      f"step, tf.data's own threads decode; seconds per step, median of rounds):", "",
                   "| pipeline | s/step (each round) | median |", "|---|---|---:|"]
         for k, v in speed["step_s"].items():
             lines.append(f"| {k} | {', '.join(f'{x:.3f}' for x in v)} | {med[k]:.3f} |")

@@ -6,8 +6,19 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import AV_RECIPE, DEMO, FASHION_RECIPE, SHARED, TINY_AV, needs_shared
-from edgemtl.data.dataset import prepare
+from conftest import (
+    AV_RECIPE,
+    DEMO,
+    FASHION_MINI,
+    FASHION_RECIPE,
+    FASHION_TINY,
+    SHARED,
+    TINY_AV,
+    needs_shared,
+    write_recipe,
+)
+from edgemtl.data.column import CodedColumn
+from edgemtl.data.dataset import load_table, prepare
 from edgemtl.errors import EdgemtlError
 from edgemtl.kinds import MISSING
 from edgemtl.kinds.audio import load_audio, read_wav, resample
@@ -96,6 +107,25 @@ def test_missing_labels_are_masked_not_dropped(tmp_path):
     data = prepare(load_recipe(AV_RECIPE, data=tmp_path / "pairs.csv"))
     assert len(data["test"]) == 300  # the row is kept
     assert data["test"].y["speaker"][0] == MISSING and data["test"].y["digit"][0] >= 0
+
+
+def test_a_csv_holds_only_the_recipes_columns_as_codes_that_read_as_its_cells(tmp_path):
+    import csv
+
+    with open(FASHION_MINI, newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = load_table(load_recipe(write_recipe(tmp_path, FASHION_TINY)))
+    assert set(table.columns) == {"image", "title", "gender", "masterCategory"}  # id, year, ... never held
+    for name, column in table.columns.items():
+        assert isinstance(column, CodedColumn) and list(column) == [r[name] for r in rows]
+        assert sorted(column.values) == sorted({r[name] for r in rows})  # each distinct cell held once
+    part = table.take(np.array([5, 2, 2]))
+    assert list(part.columns["title"]) == [rows[i]["title"] for i in (5, 2, 2)]
+    assert part.where(0) == "products.csv row 6"
+    misspelt = FASHION_TINY.replace("{name: masterCategory, type: multiclass}",
+                                    "{name: masterCategory, type: multiclass, column: subCategry}")
+    with pytest.raises(EdgemtlError, match=r"tasks\[1\].column: no column 'subCategry' \(did you mean 'subCategory'"):
+        load_table(load_recipe(write_recipe(tmp_path, misspelt, "misspelt.yaml")))  # matched against the header
 
 
 def test_tokenizer_learns_from_the_training_split_only():

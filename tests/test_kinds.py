@@ -203,7 +203,7 @@ def test_fashion_numeric_column_decodes_for_training_as_the_runtime_prepares_it(
     decoded, bad = kind.decode(YEAR_IN, fashion_table)
     assert bad == {} and np.array_equal(decoded[:, 0], [float(y) for y in fashion_table.columns["year"]])
     broken = fashion_table.take(slice(0, 10))
-    broken.columns["year"] = ["2011", "", "x", "nan"] + broken.columns["year"][4:]
+    broken.columns["year"] = ["2011", "", "x", "nan"] + list(broken.columns["year"][4:])
     assert sorted(kind.decode(YEAR_IN, broken)[1]) == [1, 2, 3]
     entry = kind.manifest_entry(YEAR_IN)
     assert entry["column"] is None and entry["preprocess"] == {"columns": ["year"]}

@@ -12,6 +12,7 @@ from ..kinds.base import is_missing
 from ..recipe.schema import Recipe
 from ..runcheck import check_labels
 from ..rundir import LABELS_FILE, SPLIT_FILE
+from .column import CodedColumn, by_row, distinct
 from .manifest import Table, apply_filters, read_table, split_rows
 from .media import MediaColumn, media_bytes, stream_input, use_streaming
 from .optional import decode_optional
@@ -76,8 +77,8 @@ def recipe_columns(recipe: Recipe) -> list[tuple[str, str]]:
 
 
 def missing_columns(recipe: Recipe, table: Table) -> list[str]:
-    return [f"{table.path.name}: {where}: no column '{col}'{did_you_mean(col, table.columns)}"
-            for where, col in recipe_columns(recipe) if col not in table.columns]
+    return [f"{table.path.name}: {where}: no column '{col}'{did_you_mean(col, table.names)}"
+            for where, col in recipe_columns(recipe) if col not in table.names]
 
 
 def label_names(recipe: Recipe, table: Table) -> dict[str, tuple[str, ...]]:
@@ -125,10 +126,10 @@ def name_label_codes(recipe: Recipe, table: Table) -> Table:
                                 f"a code 0-{n - 1} of the task's {n} label names")
                 break
             out.append(None if code is None else named[code])
-        columns[t.column] = out
+        columns[t.column] = CodedColumn.encode(out)
     if problems:
         raise EdgemtlError(*problems)
-    return Table(table.path, columns, table.row_ids, table.metadata)
+    return Table(table.path, columns, table.row_ids, table.metadata, table.header)
 
 
 def _label_code(value) -> int | None:
@@ -196,11 +197,11 @@ def label_cell_problems(recipe: Recipe, table: Table) -> list[str]:
     problems = []
     for i, t in enumerate(recipe.tasks):
         numeric = not kinds.task_kind(t.type).has_classes
-        for row, value in enumerate(table.columns[t.column]):
-            problem = _label_cell_problem(value, numeric)
-            if problem:
-                problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' {problem}")
-                break
+        cells, codes = distinct(table.columns[t.column])  # each distinct cell checked once
+        bad = by_row({k: p for k, v in enumerate(cells) if (p := _label_cell_problem(v, numeric))}, codes)
+        if bad:
+            row = min(bad)
+            problems.append(f"{table.where(row)}: tasks[{i}] ({t.name}) column '{t.column}' {bad[row]}")
     return problems
 
 

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import logging
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from ..errors import EdgemtlError
 from ..kinds.base import is_missing
 from ..recipe.schema import SplitSpec
+from .column import CODE, CodedColumn
 
 log = logging.getLogger("edgemtl")
 
@@ -19,9 +21,15 @@ log = logging.getLogger("edgemtl")
 @dataclass
 class Table:
     path: Path
-    columns: dict  # name -> list (csv/jsonl) or np.ndarray (npz)
+    columns: dict  # name -> CodedColumn (csv), list (jsonl) or np.ndarray (npz)
     row_ids: np.ndarray  # 1-based data row numbers in the source file, kept through filtering
     metadata: dict = field(default_factory=dict)  # npz arrays that are not one entry per row: name -> array
+    header: tuple = ()  # every column the file has, read or not (a CSV read for a recipe holds only its columns)
+
+    @property
+    def names(self) -> tuple:
+        """The file's column names: what a recipe may name (and what a misspelt name is matched against)."""
+        return self.header or tuple(self.columns)
 
     @property
     def n_rows(self) -> int:
@@ -33,15 +41,17 @@ class Table:
 
     def take(self, mask_or_index) -> "Table":
         idx = np.arange(self.n_rows)[mask_or_index]
-        cols = {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for k, v in self.columns.items()}
-        return Table(self.path, cols, self.row_ids[idx], self.metadata)
+        cols = {k: (v[idx] if isinstance(v, (np.ndarray, CodedColumn)) else [v[i] for i in idx])
+                for k, v in self.columns.items()}
+        return Table(self.path, cols, self.row_ids[idx], self.metadata, self.header)
 
     def where(self, row_index: int) -> str:
         return f"{self.path.name} row {self.row_ids[row_index]}"
 
 
 def read_table(path, fmt: str = "auto", wanted: tuple = ()) -> Table:
-    """wanted: the columns a recipe reads (an npz's row count is theirs; arrays of another length are metadata)."""
+    """wanted: the columns a recipe reads (an npz's row count is theirs; arrays of another length are metadata; a CSV
+    keeps only these, when given)."""
     path = Path(path)
     if fmt == "auto":
         fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".npz": "npz"}.get(path.suffix.lower())
@@ -50,7 +60,9 @@ def read_table(path, fmt: str = "auto", wanted: tuple = ()) -> Table:
     try:
         if fmt == "npz":
             return _read_npz(path, tuple(wanted))
-        return {"csv": _read_csv, "jsonl": _read_jsonl}[fmt](path)
+        if fmt == "csv":
+            return _read_csv(path, tuple(wanted))
+        return _read_jsonl(path)
     except (UnicodeDecodeError, csv.Error, json.JSONDecodeError, ValueError, OSError) as e:
         if isinstance(e, EdgemtlError):
             raise
@@ -61,22 +73,32 @@ def read_table(path, fmt: str = "auto", wanted: tuple = ()) -> Table:
 ENCODING = "utf-8-sig"
 
 
-def _read_csv(path: Path) -> Table:
+def _read_csv(path: Path, wanted: tuple = ()) -> Table:
+    """Every column, or only `wanted` (and any it names that the header lacks is left to the caller to report), each
+    a CodedColumn filled row by row: the rows themselves are never held."""
     with open(path, newline="", encoding=ENCODING) as f:
         reader = csv.reader(f)
         names = next(reader, [])
-        rows = [r for r in reader if r]
-    if not names:
-        raise EdgemtlError(f"{path.name}: the CSV has no header row")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise EdgemtlError(f"{path.name}: header names column '{repeated[0]}' more than once")
-    for i, r in enumerate(rows, 1):
-        if len(r) != len(names):
-            raise EdgemtlError(f"{path.name} row {i}: {len(r)} fields, the header has {len(names)} (a missing or "
-                               f"unquoted comma?)")
-    cols = {n: [r[j] for r in rows] for j, n in enumerate(names)}
-    return Table(path, cols, np.arange(1, len(rows) + 1))
+        if not names:
+            raise EdgemtlError(f"{path.name}: the CSV has no header row")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise EdgemtlError(f"{path.name}: header names column '{repeated[0]}' more than once")
+        keep = [j for j, n in enumerate(names) if not wanted or n in wanted]
+        lookups, codes = [{} for _ in keep], [array("i") for _ in keep]
+        n_rows = 0
+        for r in reader:
+            if not r:
+                continue
+            n_rows += 1
+            if len(r) != len(names):
+                raise EdgemtlError(f"{path.name} row {n_rows}: {len(r)} fields, the header has {len(names)} (a "
+                                   f"missing or unquoted comma?)")
+            for j, lookup, out in zip(keep, lookups, codes):
+                out.append(lookup.setdefault(r[j], len(lookup)))
+    cols = {names[j]: CodedColumn(np.frombuffer(c, CODE) if c else np.zeros(0, CODE), list(lookup))
+            for j, lookup, c in zip(keep, lookups, codes)}
+    return Table(path, cols, np.arange(1, n_rows + 1), header=tuple(names))
 
 
 def _read_jsonl(path: Path) -> Table:

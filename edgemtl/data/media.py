@@ -12,6 +12,7 @@ import numpy as np
 from .. import kinds
 from ..kinds.base import MAX_PATH, describe, is_missing
 from ..presence import PRESENCE_DTYPE, presence_name
+from .column import by_row, distinct, expand
 
 ZEROS = ""  # the path of a row whose input is all zeros (an absent optional input's placeholder)
 
@@ -92,11 +93,13 @@ def stream_input(inp, table, training: bool, seed: int) -> tuple[dict, dict]:
     Optional inputs get the placeholders the in-memory path gives (data/optional.py): zeros, and in the training split
     a random present row's file, drawn with the same generator so both paths hold the same rows."""
     mk = kinds.modality(inp.type)
-    cells = table.columns[inp.column]
-    absent = np.array([is_missing(v) for v in cells], bool) if inp.optional else np.zeros(len(cells), bool)
-    problems = {i: p for i in np.flatnonzero(~absent) if (p := file_problem(inp, cells[i], table.base))}
-    paths = np.array([ZEROS if absent[i] or i in problems else str(table.base / cells[i])
-                      for i in range(len(cells))], dtype=object)
+    cells, codes = distinct(table.columns[inp.column])  # each distinct cell checked (a stat) once
+    gone = np.array([is_missing(v) for v in cells], bool) if inp.optional else np.zeros(len(cells), bool)
+    bad = {i: p for i in np.flatnonzero(~gone) if (p := file_problem(inp, cells[i], table.base))}
+    paths = expand(np.array([ZEROS if gone[i] or i in bad else str(table.base / cells[i]) for i in range(len(cells))],
+                            dtype=object), codes)
+    absent = expand(gone, codes)
+    problems = by_row(bad, codes)
     present_idx = np.flatnonzero(~absent)
     if inp.optional and training and len(present_idx) and absent.any():
         rng = np.random.default_rng(seed)

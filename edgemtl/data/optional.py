@@ -8,12 +8,16 @@ import numpy as np
 from .. import kinds
 from ..kinds.base import is_missing
 from ..presence import PRESENCE_DTYPE, presence_name
+from .column import distinct, expand
 
 
 def absent_rows(inp, table) -> np.ndarray:
     """True where every column the input reads is empty."""
-    columns = kinds.modality(inp.type).columns(inp)
-    return np.array([all(is_missing(table.columns[c][i]) for c in columns) for i in range(table.n_rows)], bool)
+    absent = np.ones(table.n_rows, bool)
+    for c in kinds.modality(inp.type).columns(inp):
+        cells, codes = distinct(table.columns[c])
+        absent &= expand(np.array([is_missing(v) for v in cells], bool), codes)
+    return absent
 
 
 def decode_optional(inp, table, tokenizer, training: bool, seed: int) -> tuple[dict, dict]:

@@ -9,6 +9,8 @@ paths give the same tensors in the same order, and a worker reads only its shard
 import math
 import os
 
+import numpy as np
+
 from .. import kinds
 from ..errors import EdgemtlError
 from ..recipe.schema import Recipe
@@ -73,11 +75,23 @@ def _media(split) -> dict:
 
 def _rows(index, split, media: dict):
     """Row numbers -> (inputs, labels), gathered from the split's arrays held once as tensors; a streamed input is
-    its file path here. The same rows, in the same order, as slicing the arrays (from_tensor_slices) would give."""
-    x = {k: tf.constant(v.paths.astype(str)) if k in media else tf.constant(v) for k, v in split.x.items()}
+    its file path here, each distinct path held once and a row holding its index (rows without a file share a
+    placeholder's path: most rows, where an optional photo is mostly absent). The same rows, in the same order, as
+    slicing the arrays (from_tensor_slices) would give."""
+    x = {k: _files(v.paths) if k in media else tf.constant(v) for k, v in split.x.items()}
     y = {k: tf.constant(v) for k, v in split.y.items()}
-    return index.map(lambda i: ({k: tf.gather(v, i) for k, v in x.items()}, {k: tf.gather(v, i) for k, v in y.items()}),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+
+    def row(i):
+        inputs = {k: tf.gather(v[0], tf.gather(v[1], i)) if k in media else tf.gather(v, i) for k, v in x.items()}
+        return inputs, {k: tf.gather(v, i) for k, v in y.items()}
+
+    return index.map(row, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _files(paths) -> tuple:
+    """(the distinct paths, each row's index into them) as tensors."""
+    files, rows = np.unique(np.asarray(paths, dtype=object), return_inverse=True)
+    return tf.constant(files, dtype=tf.string), tf.constant(rows.reshape(-1).astype(np.int32))
 
 
 def _decode(x: dict, media: dict) -> dict:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.column import distinct, expand
 from ..errors import EdgemtlError
 from .base import BadInput, ModalityKind, is_missing
 
@@ -75,11 +76,12 @@ class TextKind(ModalityKind):
         return tokenizer.encode(text, pre["max_length"])
 
     def decode(self, spec, table, tokenizer=None) -> tuple[np.ndarray, dict]:
-        texts = table.columns[spec.column]
-        if not texts:
-            return np.zeros((0, spec.max_length), np.int32), {}
+        texts, codes = distinct(table.columns[spec.column])  # a repeated text is tokenized once
         pre = self.preprocess_entry(spec)
-        return np.stack([self.encode(pre, tokenizer, "" if is_missing(t) else t) for t in texts]), {}
+        out = np.zeros((len(texts), spec.max_length), np.int32)
+        for i, t in enumerate(texts):
+            out[i] = self.encode(pre, tokenizer, "" if is_missing(t) else t)
+        return expand(out, codes), {}
 
     def runtime_resources(self, entry: dict, bundle_dir: Path) -> dict:
         pre = entry["preprocess"]
