@@ -51,9 +51,11 @@ def test_train_on_val_adds_the_validation_rows_to_training():
 
 
 def test_a_manifest_without_the_val_value_holds_out_val_fraction(tmp_path, capsys):
+    from edgemtl.cli import configure_logging
     from edgemtl.data.dataset import load_table
     from edgemtl.data.manifest import split_rows
 
+    configure_logging()  # the command's stderr log, as the CLI sets it (alone, the test would see no INFO line)
     (tmp_path / "pairs.csv").write_text((DEMO / "pairs.csv").read_text().replace(",val,", ",train,"))
     recipe = load_recipe(AV_RECIPE, data=tmp_path / "pairs.csv")
     split = split_rows(load_table(recipe), recipe.data.split, recipe.seed)
