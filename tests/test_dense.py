@@ -147,6 +147,139 @@ def test_tiny_canvas_run_answers_boxes_and_masks(canvas_run):
     assert answer["spoken"]["label"] in [str(d) for d in range(10)]
 
 
+# The tiny teacher above in every other precision, trained once (a copy of canvas_run, its int8 calibration cache
+# included, so int8io and the C array reuse its int8 conversion): TFLite fp16 / dynamic / int8io, ONNX dynamic, the
+# C array, and the micro target where TFLite Micro is installed. The gate accepts any drop here (a
+# 1-epoch model's mAP is 0); docs/detection.md has the drops of a trained model.
+OTHER_PRECISIONS = (("tflite", ("fp16", "dynamic", "int8io")), ("onnx", ("dynamic",)), ("c", ("int8",)),
+                    ("micro", ("int8",)))
+DENSE_METRICS = {"boxes": "map50", "spoken_box": "map50", "mask": "miou"}
+
+
+@pytest.fixture(scope="session")
+def canvas_precisions(canvas_run, tmp_path_factory):
+    """(run folder, {artifact: export summary row}) of the tiny canvas teacher in OTHER_PRECISIONS."""
+    import shutil
+
+    from edgemtl.data.dataset import prepare
+    from edgemtl.export.micro import tflm_dir
+    from edgemtl.export.run import export_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
+    run = tmp_path_factory.mktemp("canvas-precisions") / "canvas"
+    shutil.copytree(canvas_run, run, ignore=shutil.ignore_patterns("exports"))
+    rundir = RunDir(run)
+    recipe = load_recipe(rundir.recipe)
+    data = prepare(recipe)
+    rows = {}
+    for fmt, precisions in OTHER_PRECISIONS:
+        if fmt == "micro" and tflm_dir() is None:
+            continue
+        for row in export_model(rundir, recipe, data, "teacher", [fmt], list(precisions),
+                                recipe.export.calibration_samples):
+            rows[row["artifact"]] = row
+    return run, rows
+
+
+def test_every_precision_carries_the_dense_heads_and_the_gate_scores_decoded_outputs(canvas_precisions):
+    """Each precision converts with the boxes and mask heads and passes the gate, which scored mAP@0.5 / mIoU of
+    the decoded outputs; for fp16 and int8io those scores are what the bundle's runtime outputs decode to."""
+    from edgemtl.data.dataset import prepare
+    from edgemtl.data.media import in_memory
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+    from edgemtl.runtime import load
+
+    run, rows = canvas_precisions
+    expected = {f"teacher-{f}-{p}" for f, ps in OTHER_PRECISIONS for p in ps}
+    if not any(a.endswith("micro-int8") for a in rows):
+        expected.discard("teacher-micro-int8")
+    assert set(rows) == expected
+    for artifact, row in rows.items():
+        assert row["deployable"], (artifact, row["reason"])
+        for task, metric in DENSE_METRICS.items():
+            gate = row["tasks"][task]
+            assert gate["metric"] == metric and gate["drop"] is not None and 0.0 <= gate["agreement"] <= 1.0
+            assert gate["drop"] == pytest.approx(gate["keras"] - gate["artifact"], abs=1e-9)
+    recipe = load_recipe(RunDir(run).recipe)
+    test = prepare(recipe)["test"]
+    x = in_memory(test.x)
+    specs = {t.name: t for t in recipe.tasks}
+    for artifact in ("teacher-tflite-fp16", "teacher-tflite-int8io"):
+        outputs = load(run / "exports" / artifact).run(x)
+        for task, metric in DENSE_METRICS.items():
+            spec = specs[task]
+            got = kinds.task_kind(spec.type).score(test.y[task], outputs[task], spec.threshold)
+            assert got[metric] == pytest.approx(rows[artifact]["tasks"][task]["artifact"], abs=1e-6), artifact
+
+
+@pytest.mark.parametrize("artifact", ["teacher-tflite-fp16", "teacher-tflite-int8io", "teacher-onnx-dynamic"])
+def test_reduced_precision_bundles_answer_boxes_and_masks(canvas_precisions, artifact):
+    import csv
+
+    from edgemtl.runtime import load
+
+    run, _ = canvas_precisions
+    model = load(run / "exports" / artifact)
+    with open(CANVAS, newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["split"] == "test")
+    inputs = {"image": str(CANVAS.parent / row["image"]), "audio": str(CANVAS.parent / row["audio"])}
+    answer = model.predict(**inputs)
+    for task in ("boxes", "spoken_box"):
+        for b in answer[task]["boxes"]:
+            assert set(b) == {"label", "score", "box"} and b["label"] in [str(d) for d in range(10)]
+            assert b["score"] >= model.outputs[task]["threshold"] and len(b["box"]) == 4
+    raw = model.run(model.prepare(**inputs))  # at threshold 0: top_k boxes, best first
+    entry = {**model.outputs["boxes"], "threshold": 0.0}
+    boxes = kinds.task_kind("boxes").answer(entry, raw["boxes"][0])["boxes"]
+    assert len(boxes) == entry["params"]["top_k"]
+    assert [b["score"] for b in boxes] == sorted((b["score"] for b in boxes), reverse=True)
+    mask = np.asarray(answer["mask"]["mask"])
+    assert mask.shape == (96, 96) and mask.min() >= 0 and mask.max() < len(answer["mask"]["labels"])
+    assert sum(answer["mask"]["areas"].values()) == 96 * 96
+
+
+def test_integer_bundles_take_and_give_integers_with_dense_heads(canvas_precisions):
+    """int8io: every output (the box maps and the pixel class maps too) int8, audio int8, pixels uint8; the C array
+    wraps that int8io file; the micro bundle ran in TFLite Micro, the heads' upsampling (RESIZE_*) in its kernels."""
+    from edgemtl.export.gate import TFLM_NOTE
+    from edgemtl.export.micro import model_ops
+    from edgemtl.runtime.manifest import BundleManifest
+
+    run, rows = canvas_precisions
+    io = BundleManifest.read(run / "exports" / "teacher-tflite-int8io").quantization.io
+    assert {n: q.dtype for n, q in io.items()} == {"image": "uint8", "audio": "int8", **{
+        t: "int8" for t in ("count", "boxes", "mask", "spoken", "spoken_box")}}
+    c = BundleManifest.read(run / "exports" / "teacher-c-int8")
+    assert c.quantization.wraps == "int8io"
+    assert (run / "exports" / "teacher-c-int8" / "model.tflite").read_bytes() == \
+        (run / "exports" / "teacher-tflite-int8io" / "model.tflite").read_bytes()
+    if "teacher-micro-int8" not in rows:
+        pytest.skip("tflite-micro is not installed (the [micro] extra)")
+    bundle = run / "exports" / "teacher-micro-int8"
+    micro = BundleManifest.read(bundle)
+    assert json.loads((bundle / "parity.json").read_text())["runtime"]["note"] == TFLM_NOTE
+    assert {n: q.dtype for n, q in micro.quantization.io.items()} == {"image": "int8", "audio": "int16", **{
+        t: "int8" for t in ("count", "boxes", "mask", "spoken", "spoken_box")}}
+    ops = {u.op for u in model_ops((bundle / "model.tflite").read_bytes())}
+    assert {"RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "LOGISTIC", "SOFTMAX"} <= ops == set(micro.memory.ops)
+    assert micro.memory.arena_bytes > 0 and micro.memory.flash_bytes == (bundle / "model.tflite").stat().st_size
+
+
+def test_onnx_dynamic_quantizes_matmuls_and_leaves_the_convolutions_float(canvas_precisions):
+    """ONNX dynamic quantizes MatMul/Gemm weights only (docs/export.md): the trunk and class heads, while the
+    encoders' and the dense decoders' convolutions stay float, so the dense model barely shrinks."""
+    import onnx
+
+    run, _ = canvas_precisions
+    graph = onnx.load(str(run / "exports" / "teacher-onnx-dynamic" / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert "MatMulInteger" in ops and "ConvInteger" not in ops and "Conv" in ops
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    assert any("boxes_" in n for n in convs) and any("mask_" in n for n in convs)
+
+
 def _canvas_targets(n_rows=4):
     """Target maps of the first canvas rows' boxes (stride 4, 10 digit classes): a teacher that is exactly right."""
     import csv

@@ -138,6 +138,35 @@ def test_mmoe_trains_and_exports_int8_with_builtin_ops(tmp_path):
     assert all(np.int8 in op["operand_types"] for op in mixing), mixing
 
 
+@pytest.mark.parametrize("trunk", ["trunk: {type: mmoe, units: [16], experts: 3}",
+                                   "trunk: {type: ple, units: [16, 8], experts: 2, task_experts: 1}"])
+def test_a_tower_student_starts_from_the_teachers_experts_gates_and_heads(tmp_path, trunk):
+    """Weight selection follows the kept channels through each expert mixture (the gate weighs the experts, it adds
+    no channel): the heads after it take the teacher's weights too; at the teacher's width the student answers as
+    the teacher does."""
+    from edgemtl.compress.selection import select_from_teacher
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.data.dataset import prepare
+    from edgemtl.models.build import build_model, numeric_stats
+    from edgemtl.recipe import load_recipe
+
+    path = _tower_recipe(tmp_path, trunk)
+    recipe = load_recipe(path)
+    data = prepare(recipe, rows_per_split=20)
+    stats = numeric_stats(recipe, data["train"].x)
+    teacher = build_model(recipe, data.labels, data.tokenizers, stats)
+    x = {k: v[:8] for k, v in data["test"].x.items()}
+    for preset in ("none", "small"):
+        student = student_recipe(load_recipe(path, [f"compress.student.preset={preset}"]))
+        net = build_model(student, data.labels, data.tokenizers, stats, student.tasks, "student")
+        done, left = select_from_teacher(net, teacher)
+        assert left == [] and {"gender", "masterCategory"} <= set(done), (preset, left)
+        assert any(n.startswith("trunk_gate_") for n in done)
+        if preset == "none":
+            ours, theirs = net.predict(x, verbose=0), teacher.predict(x, verbose=0)
+            assert all(np.allclose(ours[t], theirs[t], atol=1e-6) for t in theirs)
+
+
 @pytest.mark.slow
 def test_ple_trains_and_exports_int8_tflite_and_onnx(tmp_path):
     from edgemtl.cli import main

@@ -8,6 +8,7 @@ kernel size) keeps its random start, and so do the layers that read it.
 import numpy as np
 
 from ..models.layers import AbsentVector
+from ..models.towers import ExpertMixture
 from ..tfk import keras
 
 L = keras.layers
@@ -50,9 +51,12 @@ def _cut(layer, source, keep) -> tuple:
 def _kept_without_weights(source, inputs: list, teacher_inbound: list, teacher):
     """The kept channels of a layer without weights. Reading every teacher channel in order, it gives every channel
     (a front-end, a reshape); a last-axis concatenation offsets each input's; a layer that keeps the channel count
-    (activations, pooling, dropout, add) passes them on; anything else loses track."""
+    (activations, pooling, dropout, add) passes them on; a tower's expert mixture passes on its experts' (its gate
+    weighs them, it adds no channel); anything else loses track."""
     if not inputs or any(k is None for k in inputs):
         return None
+    if isinstance(source, ExpertMixture):  # [gate, experts...]: its output channels are the experts' channels
+        return _common(inputs[1:])
     widths = [_last_dim(teacher.get_layer(n).output_shape) for n in teacher_inbound]
     out_width = _last_dim(source.output_shape)
     if all(np.array_equal(k, np.arange(w)) for k, w in zip(inputs, widths)):

@@ -455,8 +455,12 @@ class ClassTaskKind(TaskKind):
 
         words, classes = self.match_tables(label_info["classes"], tokenizer)
         if not words:  # a warning, not an error: `check` learns its vocabulary from a few rows only
+            # no match layer then: its logits would be a constant 0, whose calibrated int8 range collapses (scale
+            # ~1e-8) and makes LiteRT abort (SIGABRT in the int8 ADD's Prepare) on loading the full-int8 file
             log.warning(f"{where}: no word of the class names (e.g. '{label_info['classes'][0]}') is among the "
-                        f"{len(tokenizer.vocab) - 2:,} words learned from the training rows; this head matches nothing")
+                        f"{len(tokenizer.vocab) - 2:,} words learned from the training rows; this head matches nothing "
+                        f"and is built without the match")
+            return None
         if presence is not None:
             return LabelNameMatch(words, classes, ids=presence[1], name=f"{spec.name}_label_match")(presence[0])
         return LabelNameMatch(words, classes, name=f"{spec.name}_label_match")(tokens)

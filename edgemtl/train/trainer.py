@@ -17,7 +17,9 @@ class MultitaskTrainer(keras.Model):
         self.task_names = [t.name for t in tasks]
         self.loss_fns = {t.name: kinds.task_kind(t.type).loss(t, labels[t.name]) for t in tasks}
         # tasks whose head's own logits are also trained without the label match (task.unmatched_weight)
-        with_unmatched = [t for t in tasks if unmatched and t.unmatched_weight]
+        # (a head built without its match, no class name being in the vocabulary, has nothing to leave out)
+        own_logits = {x.name for x in net.layers}
+        with_unmatched = [t for t in tasks if unmatched and t.unmatched_weight and f"{t.name}_logits" in own_logits]
         self.unmatched = {t.name: t.unmatched_weight for t in with_unmatched}
         self.train_view = unmatched_view(net, with_unmatched) if with_unmatched else net
         self.combination = combination
