@@ -41,7 +41,7 @@ class RunDir:
     """Paths of one run directory (see README 'Run directory'): every file and folder of a run is named here, so
     no other module spells a path literal.
 
-    RUN/recipe.yaml, env.json, report.md, report.html, compress.md, compress.json
+    RUN/recipe.yaml, env.json, report.md, report.html, compress.md, compress.json, student_search.json
     RUN/preprocess/      labels.json, vocab_<input>.txt, split.csv (each manifest row's split: row, split[, group])
     RUN/models/<model>/  model.keras (model.h5: quantization-aware), saved_model/, metrics.json, history.jsonl,
                          test_predictions.npz,
@@ -187,6 +187,11 @@ class RunDir:
     @property
     def compress_json(self) -> Path:
         return self.root / "compress.json"
+
+    @property
+    def student_search(self) -> Path:
+        """compress.student.target_ms: the candidate students measured and the one chosen (reused by --resume)."""
+        return self.root / "student_search.json"
 
     # --- bench/ ---
     @property

@@ -284,8 +284,8 @@ def test_run_dir_names_every_path_inside_the_run(tmp_path):
     run, aid = RunDir(tmp_path), ArtifactId("teacher", "tflite", "int8")
     paths = {name: getattr(run, name) for name in ("recipe", "env", "preprocess", "report", "labels", "models_dir",
                                                    "exports", "rejected", "cache", "compress_md", "compress_json",
-                                                   "bench_dir", "bench_results", "bench_report", "bench_html",
-                                                   "pareto_png")}
+                                                   "student_search", "bench_dir", "bench_results", "bench_report",
+                                                   "bench_html", "pareto_png")}
     paths.update({f"{m}(teacher)": getattr(run, m)("teacher") for m in (
         "model_dir", "keras_file", "qat_weights_file", "saved_model", "metrics_file", "history", "backup",
         "tensorboard", "export_summary")})

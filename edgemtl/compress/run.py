@@ -76,6 +76,18 @@ class Compressor:
         return build_model(self.student, self.data.labels, self.data.tokenizers,
                            numeric_stats(self.student, self.data["train"].x), self.tasks, "student")
 
+    def choose_student(self) -> dict | None:
+        """compress.student.target_ms: the student is the largest candidate width measured within the budget
+        (student_search.py), before any training; returns the search's record. Without it, nothing changes."""
+        from .student_search import searched_student
+
+        result = searched_student(self.run, self.recipe, self.data, self.student, self.resume,
+                                  lambda: count_params(load_model(self.teacher_path)))
+        if result is None:
+            return None
+        self.student = result.recipe
+        return result.record
+
     def check(self):
         """Problems found on an untrained student (size, layers to prune) stop the stage before any training."""
         student = self._build_student()
@@ -172,6 +184,7 @@ def best_validation(run: RunDir, name: str, monitor: str) -> float:
 def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -> str:
     """Train every compressed model the recipe asks for, evaluate them, write RUN/compress.md; return the table."""
     c = Compressor(run, recipe, data, resume, overwrite)
+    searched = c.choose_student()
     c.check()
     models = [c.cfg.teacher]
     if c.cfg.scratch:
@@ -194,6 +207,11 @@ def compress(run: RunDir, recipe: Recipe, data, resume=False, overwrite=False) -
     rows, text = compression_table(run, recipe, data, models, base if c.cfg.qat.enabled else None)
     rows["start"] = {"model": c.start, "why": why}
     text += f"\nPruning and quantization-aware training start from {c.start} ({why}).\n"
+    if searched:
+        from .student_search import search_table
+
+        rows["student_search"] = searched
+        text += "\n".join(search_table(searched)) + "\n"
     handed = rows.get("deployed_int8")
     if handed and handed.get("instead_of"):
         log.warning("compress: %s is handed on instead of %s: %s", handed["model"], handed["instead_of"],

@@ -85,9 +85,11 @@ class Converter:
     the conversion child."""
 
     def __init__(self, run: RunDir, recipe: Recipe, model_name: str, model=None, samples: tuple = (),
-                 metadata: dict | None = None):
-        self.run, self.recipe, self.model_name = run, recipe, model_name
-        self.model_path = run.require_model(model_name)
+                 metadata: dict | None = None, model_path: Path | None = None, cache: bool = True):
+        """model_path: a model file outside the run's models (the student search's random-weight candidates);
+        cache: False keeps such one-off conversions out of RUN/cache."""
+        self.run, self.recipe, self.model_name, self.cache = run, recipe, model_name, cache
+        self.model_path = run.require_model(model_name) if model_path is None else Path(model_path)
         self.model = load_exported(run, recipe, model_name) if model is None else model
         self.samples = tuple(samples)
         self.metadata = {"edgemtl.recipe": recipe.name, "edgemtl.recipe_hash": run.recipe_hash(),
@@ -158,8 +160,8 @@ class Converter:
     def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
         if not self.samples:
             raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
-        cached = self.cache_path(precision, keep_float, fmt)
-        if cached.exists():
+        cached = self.cache_path(precision, keep_float, fmt) if self.cache else None
+        if cached is not None and cached.exists():
             shutil.copyfile(cached, out)
             return
         samples = self.workdir / "calibration.npz"
@@ -176,6 +178,8 @@ class Converter:
             last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
             what = "TFLite Micro" if fmt == "micro" else f"TFLite {precision}"
             raise EdgemtlError(f"{self.model_name}: {what} conversion {how}: {last[0][:400]}")
+        if cached is None:
+            return
         cached.parent.mkdir(parents=True, exist_ok=True)
         part = cached.with_suffix(".part")  # a killed copy never looks like a cached file
         shutil.copyfile(out, part)

@@ -13,14 +13,15 @@ PRESETS = {"none": 1.0, "small": 0.5, "tiny": 0.25}
 WIDTH_KEYS = ("filters", "units", "embedding_dim", "ff_dim")
 
 
-def _scale(value, factor: float):
-    if isinstance(value, list):
-        return [_scale(v, factor) for v in value]
+def scale_width(value, factor: float):
+    """A width (or a list of widths) times factor, a multiple of 4 and at least 4; factor 1 keeps it as it is."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(scale_width(v, factor) for v in value)
     return value if factor == 1.0 else max(4, int(round(value * factor / 4)) * 4)
 
 
 def _scaled(section: dict, factor: float) -> dict:
-    return {k: _scale(v, factor) if k in WIDTH_KEYS else v for k, v in section.items()}
+    return {k: scale_width(v, factor) if k in WIDTH_KEYS else v for k, v in section.items()}
 
 
 def student_recipe(recipe: Recipe) -> Recipe:

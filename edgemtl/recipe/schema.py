@@ -469,6 +469,12 @@ class StudentSpec(Spec):
     init: str = key("teacher", "where the distilled student starts: teacher (weight selection: each layer takes the "
                     "same-named teacher layer's weights, cut to the student's width) or random",
                     choices=("teacher", "random"))
+    target_ms: float | None = key(None, "a latency budget in ms: before any training, students of this architecture "
+                                  "at other widths (x0.5 to x2) and stem strides are built with random weights, "
+                                  "converted to the TFLite precision the student ships in (int8 where the recipe "
+                                  "exports it, else fp32) and timed on this machine (one thread, batch 1); the "
+                                  "largest (most parameters) within the budget becomes the student",
+                                  check=_positive)
 
 
 @spec
