@@ -158,14 +158,17 @@ class BundleModel:
 
     def predict(self, rate=None, **raw) -> dict:
         """One sample: predict(image="shoe.jpg", title="...") -> {task: answer}. rate: of an audio sample array."""
-        outputs = self.run(self.prepare(rate, **raw))
-        return {task: answer(outputs[task][0]) for task, answer in self._answers}
+        return self.answers(self.run(self.prepare(rate, **raw)))
+
+    def answers(self, outputs: dict, row: int = 0) -> dict:
+        """Raw outputs by task (batched, what run() returns) -> {task: answer} of one row."""
+        return {task: answer(outputs[task][row]) for task, answer in self._answers}
 
     def predict_batch(self, rate=None, **raw) -> list:
         """Lists of raw inputs, one item per sample -> a list of {task: answer}."""
         outputs = self.run(self.prepare_batch(rate, **raw))
         n = len(next(iter(raw.values()))) if raw else 0
-        return [{task: answer(outputs[task][i]) for task, answer in self._answers} for i in range(n)]
+        return [self.answers(outputs, i) for i in range(n)]
 
     def __repr__(self):
         m = self.manifest
