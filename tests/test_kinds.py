@@ -730,3 +730,22 @@ def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path):
     for source in (broken, tmp_path / "missing.jpg", tmp_path):
         with pytest.raises(kinds.BadInput, match="not a readable image|not found"):
             load_image(source, (64, 64), 3)
+
+
+def test_answers_list_scores_as_the_float64_conversion_of_the_outputs():
+    """An answer's scores are the outputs converted to float64 and listed as Python floats, whatever the output
+    dtype (float32 and float16 listed directly: the conversion is exact)."""
+    from edgemtl.kinds.base import python_floats
+
+    rng = np.random.default_rng(3)
+    entry = {"type": "multiclass", "labels": ["a", "b", 3, "d", "e"]}
+    for dtype in (np.float16, np.float32, np.float64, np.int32):
+        row = (rng.random(5) * 7).astype(dtype)
+        want = np.asarray(row, dtype=np.float64)
+        listed = python_floats(row)
+        assert listed == want.tolist() and all(type(v) is float for v in listed)
+        got = task_kind("multiclass").answerer(entry)(row)
+        best = int(want.argmax())
+        assert got == {"label": entry["labels"][best], "score": float(want[best]),
+                       "scores": {str(k): float(v) for k, v in zip(entry["labels"], want)}}
+        assert got == task_kind("multiclass").answer(entry, row)

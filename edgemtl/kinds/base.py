@@ -307,6 +307,15 @@ class TaskKind:
         raise NotImplementedError
 
 
+PLAIN_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))  # tolist() gives Python floats
+
+
+def python_floats(values: np.ndarray) -> list:
+    """A 1-D array as Python floats in one C call (float() per element costs most of an answer). A float32 or
+    float16 value becomes the float its float64 conversion is (exact), so floats are listed as they are."""
+    return (values if values.dtype in PLAIN_FLOATS else values.astype(np.float64)).tolist()
+
+
 def no_score(metric_names, n: int, unseen: int = 0) -> dict:
     """score() of a split without a scorable row: every metric None, and "reason" saying why."""
     if unseen:

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score
+from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score, python_floats
 
 
 class MultilabelKind(SigmoidTaskKind):
@@ -61,7 +61,7 @@ class MultilabelKind(SigmoidTaskKind):
         names = [str(label) for label in labels]
 
         def answer(output: np.ndarray) -> dict:
-            scores = np.asarray(output, dtype=np.float64).reshape(-1).tolist()
+            scores = python_floats(np.asarray(output).reshape(-1))
             return {"labels": [label for label, p in zip(labels, scores) if p >= threshold],
                     "scores": dict(zip(names, scores))}
         return answer
