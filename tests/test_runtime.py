@@ -65,8 +65,11 @@ def _check_parity(run, data, manifest):
 
 
 def _reference_inputs(model, image, title) -> dict:
-    """The model's input arrays for one row computed the plain way: PIL's Image.open, convert and resize; the
-    bundle's vocabulary read line by line and the title split into lowercase words."""
+    """The model's input arrays for one row computed the plain way: PIL's Image.open (a JPEG twice the input size a
+    side drafted, as runtime.md says), convert and resize; the bundle's vocabulary read line by line and the title
+    split into lowercase words."""
+    import io
+
     from PIL import Image
 
     feeds = {}
@@ -74,8 +77,11 @@ def _reference_inputs(model, image, title) -> dict:
         pre = entry.to_dict()["preprocess"]
         if entry.modality == "image":
             height, width = pre["size"]
-            with Image.open(image) as im:
-                im = im.convert("RGB" if pre["channels"] == 3 else "L").resize((width, height), Image.BILINEAR)
+            mode = "RGB" if pre["channels"] == 3 else "L"
+            with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:
+                if im.format == "JPEG" and im.width >= 2 * width and im.height >= 2 * height:
+                    im.draft(mode, (width, height))
+                im = im.convert(mode).resize((width, height), Image.BILINEAR)
             feeds[entry.name] = np.asarray(im, dtype=np.uint8).reshape(1, height, width, pre["channels"])
         else:
             vocab = (model.folder / pre["vocab"]).read_text().splitlines()
@@ -115,23 +121,32 @@ def test_predict_from_raw_files_answers_as_a_plain_reference_computes(fashion_ti
     """predict(image=<jpeg path>, title=<text>) on real rows answers exactly what a reference built the plain way
     gives (PIL's Image.open, the vocabulary file, the model run bare, each answer from the model's output row),
     for every bundle: the runtime's decode, feeding and answer building change no answer."""
+    import io
+
+    from PIL import Image
+
     rows = _manifest_rows(FASHION_MINI)[:40]
     for bundle in sorted((fashion_tiny_run / "exports").glob("teacher-*")):
         if not (bundle / "manifest.json").exists() or "micro" in bundle.name:
             continue
         model = load(bundle)
+        size = next(tuple(e.to_dict()["preprocess"]["size"]) for e in model.manifest.inputs if e.modality == "image")
         for row in rows:
-            image, title = FASHION_MINI.parent / row["image"], row["title"]
-            outputs = _reference_outputs(model, _reference_inputs(model, image, title))
-            expected = {}
-            for task, entry in model.outputs.items():
-                p = np.asarray(outputs[task], dtype=np.float64)[0]
-                best = int(np.argmax(p))
-                expected[task] = ({"value": float(p[0])} if entry["type"] == "regression" else
-                                  {"label": entry["labels"][best], "score": float(p[best]),
-                                   "scores": {str(label): float(v) for label, v in zip(entry["labels"], p)}})
-            assert model.predict(image=str(image), title=title) == expected, (bundle.name, row["image"])
-            assert model.predict(image=image.read_bytes(), title=title) == expected, (bundle.name, row["image"])
+            path, title = FASHION_MINI.parent / row["image"], row["title"]
+            buffer = io.BytesIO()  # the photo re-encoded at the input size: decoded without draft
+            Image.open(path).convert("RGB").resize(size[::-1]).save(buffer, "JPEG", quality=90)
+            for image in (path, buffer.getvalue()):
+                outputs = _reference_outputs(model, _reference_inputs(model, image, title))
+                expected = {}
+                for task, entry in model.outputs.items():
+                    p = np.asarray(outputs[task], dtype=np.float64)[0]
+                    best = int(np.argmax(p))
+                    expected[task] = ({"value": float(p[0])} if entry["type"] == "regression" else
+                                      {"label": entry["labels"][best], "score": float(p[best]),
+                                       "scores": {str(label): float(v) for label, v in zip(entry["labels"], p)}})
+                given = [str(image), image.read_bytes()] if isinstance(image, Path) else [image]
+                for value in given:
+                    assert model.predict(image=value, title=title) == expected, (bundle.name, row["image"])
         raw = {"image": [str(FASHION_MINI.parent / r["image"]) for r in rows], "title": [r["title"] for r in rows]}
         assert model.predict_batch(**raw) == [model.predict(image=i, title=t) for i, t in zip(*raw.values())]
 
