@@ -117,10 +117,24 @@ def _reference_outputs(model, feeds: dict) -> dict:
     return interpreter.get_signature_runner()(**feeds)
 
 
+def _reference_answers(model, outputs: dict, row: int) -> dict:
+    """One row's answers from the model's outputs: the top class, its score and every class's, as floats."""
+    answers = {}
+    for task, entry in model.outputs.items():
+        p = np.asarray(outputs[task], dtype=np.float64)[row]
+        best = int(np.argmax(p))
+        answers[task] = ({"value": float(p[0])} if entry["type"] == "regression" else
+                         {"label": entry["labels"][best], "score": float(p[best]),
+                          "scores": {str(label): float(v) for label, v in zip(entry["labels"], p)}})
+    return answers
+
+
 def test_predict_from_raw_files_answers_as_a_plain_reference_computes(fashion_tiny_run):
     """predict(image=<jpeg path>, title=<text>) on real rows answers exactly what a reference built the plain way
     gives (PIL's Image.open, the vocabulary file, the model run bare, each answer from the model's output row),
-    for every bundle: the runtime's decode, feeding and answer building change no answer."""
+    for every bundle, from paths, bytes and photos re-encoded at the input size (decoded without draft); and
+    predict_batch what the bare model gives for the same batch: the runtime's decode, feeding and answer building
+    change no answer."""
     import io
 
     from PIL import Image
@@ -131,24 +145,22 @@ def test_predict_from_raw_files_answers_as_a_plain_reference_computes(fashion_ti
             continue
         model = load(bundle)
         size = next(tuple(e.to_dict()["preprocess"]["size"]) for e in model.manifest.inputs if e.modality == "image")
+        batch = []
         for row in rows:
             path, title = FASHION_MINI.parent / row["image"], row["title"]
             buffer = io.BytesIO()  # the photo re-encoded at the input size: decoded without draft
             Image.open(path).convert("RGB").resize(size[::-1]).save(buffer, "JPEG", quality=90)
             for image in (path, buffer.getvalue()):
-                outputs = _reference_outputs(model, _reference_inputs(model, image, title))
-                expected = {}
-                for task, entry in model.outputs.items():
-                    p = np.asarray(outputs[task], dtype=np.float64)[0]
-                    best = int(np.argmax(p))
-                    expected[task] = ({"value": float(p[0])} if entry["type"] == "regression" else
-                                      {"label": entry["labels"][best], "score": float(p[best]),
-                                       "scores": {str(label): float(v) for label, v in zip(entry["labels"], p)}})
+                feeds = _reference_inputs(model, image, title)
+                expected = _reference_answers(model, _reference_outputs(model, feeds), 0)
                 given = [str(image), image.read_bytes()] if isinstance(image, Path) else [image]
                 for value in given:
                     assert model.predict(image=value, title=title) == expected, (bundle.name, row["image"])
+            batch.append(_reference_inputs(model, path, title))
+        outputs = _reference_outputs(model, {k: np.concatenate([f[k] for f in batch]) for k in batch[0]})
         raw = {"image": [str(FASHION_MINI.parent / r["image"]) for r in rows], "title": [r["title"] for r in rows]}
-        assert model.predict_batch(**raw) == [model.predict(image=i, title=t) for i, t in zip(*raw.values())]
+        assert model.predict_batch(**raw) == [_reference_answers(model, outputs, i) for i in range(len(rows))], \
+            bundle.name
 
 
 def test_fp32_parity_on_raw_files_av_digits(tiny_run, av_data):
