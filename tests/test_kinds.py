@@ -691,3 +691,72 @@ def test_a_large_jpeg_decodes_scaled_down_close_to_the_full_decode():
     assert diffs.mean() <= 3.0 and np.percentile(diffs, 99) <= 32, (diffs.mean(), np.percentile(diffs, 99))
     small = Image.open(sorted((DEMO / "images").iterdir())[0])  # at the target size: decoded as before
     assert np.array_equal(load_image(sorted((DEMO / "images").iterdir())[0], (28, 28), 1)[..., 0], np.asarray(small))
+
+
+def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path):
+    """load_image decodes a plain JPEG straight from its bytes (Image.frombytes with PIL's JPEG decoder): every
+    fashion photo, and re-encodings of one (progressive, grayscale, 4:4:4, with EXIF, odd sizes), give exactly the
+    pixels of PIL's Image.open, convert and resize; what the direct path leaves to Image.open (CMYK, a JPEG large
+    enough for draft, PNG) still decodes, and a broken file is one clear message."""
+    import io
+
+    from edgemtl.kinds.image import jpeg_frame, load_image
+
+    def reference(source, size, channels):
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
+        array = np.asarray(im, dtype=np.uint8)
+        return array[..., None] if channels == 1 else array
+
+    photos = sorted((FASHION.parent / "images").glob("*.jpg"))
+    assert len(photos) > 100
+    for path in photos:
+        assert jpeg_frame(path.read_bytes()) == (64, 64, "RGB")  # every one takes the direct path
+        for size, channels in (((64, 64), 3), ((28, 40), 1)):
+            want = reference(path, size, channels)
+            for source in (path, str(path), path.read_bytes()):
+                got = load_image(source, size, channels)
+                assert got.dtype == np.uint8 and np.array_equal(got, want), (path.name, size, channels)
+    photo = Image.open(photos[0]).convert("RGB").resize((90, 70))
+    variants = {"progressive": dict(progressive=True), "444": dict(subsampling=0), "low": dict(quality=15),
+                "exif": dict(exif=Image.Exif().tobytes())}
+    encoded = {}
+    for name, options in variants.items():
+        buffer = io.BytesIO()
+        photo.save(buffer, "JPEG", **options)
+        encoded[name] = buffer.getvalue()
+    for name, image in (("gray", photo.convert("L")), ("cmyk", photo.convert("CMYK")),
+                        ("large", photo.resize((300, 300))), ("png", photo)):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG" if name == "png" else "JPEG")
+        encoded[name] = buffer.getvalue()
+    for name, data in encoded.items():
+        (tmp_path / f"{name}.jpg").write_bytes(data)
+        want = reference(data, (64, 64), 3)
+        if name != "large":  # large: drafted, close to the full decode (the test above)
+            assert np.array_equal(load_image(data, (64, 64), 3), want), name
+            assert np.array_equal(load_image(tmp_path / f"{name}.jpg", (64, 64), 3), want), name
+    assert jpeg_frame(encoded["gray"])[2] == "L" and jpeg_frame(encoded["cmyk"]) is None
+    broken = encoded["low"][:len(encoded["low"]) // 2]
+    for source in (broken, tmp_path / "missing.jpg", tmp_path):
+        with pytest.raises(kinds.BadInput, match="not a readable image|not found"):
+            load_image(source, (64, 64), 3)
+
+
+def test_answers_list_scores_as_the_float64_conversion_of_the_outputs():
+    """An answer's scores are the outputs converted to float64 and listed as Python floats, whatever the output
+    dtype (float32 and float16 listed directly: the conversion is exact)."""
+    from edgemtl.kinds.base import python_floats
+
+    rng = np.random.default_rng(3)
+    entry = {"type": "multiclass", "labels": ["a", "b", 3, "d", "e"]}
+    for dtype in (np.float16, np.float32, np.float64, np.int32):
+        row = (rng.random(5) * 7).astype(dtype)
+        want = np.asarray(row, dtype=np.float64)
+        listed = python_floats(row)
+        assert listed == want.tolist() and all(type(v) is float for v in listed)
+        got = task_kind("multiclass").answerer(entry)(row)
+        best = int(want.argmax())
+        assert got == {"label": entry["labels"][best], "score": float(want[best]),
+                       "scores": {str(k): float(v) for k, v in zip(entry["labels"], want)}}
+        assert got == task_kind("multiclass").answer(entry, row)

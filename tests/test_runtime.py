@@ -1,6 +1,7 @@
 """edgemtl.runtime and `edgemtl predict`: raw files in, per-task answers out, without TensorFlow."""
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,105 @@ def _check_parity(run, data, manifest):
             assert np.abs(probs - reference[task]).max() <= 1e-4, (bundle, task)
             top1 = [entry["labels"][i] for i in reference[task].argmax(axis=1)]
             assert [a[task]["label"] for a in answers] == top1, (bundle, task)
+
+
+def _reference_inputs(model, image, title) -> dict:
+    """The model's input arrays for one row computed the plain way: PIL's Image.open (a JPEG twice the input size a
+    side drafted, as runtime.md says), convert and resize; the bundle's vocabulary read line by line and the title
+    split into lowercase words."""
+    import io
+
+    from PIL import Image
+
+    feeds = {}
+    for entry in model.manifest.inputs:
+        pre = entry.to_dict()["preprocess"]
+        if entry.modality == "image":
+            height, width = pre["size"]
+            mode = "RGB" if pre["channels"] == 3 else "L"
+            with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:
+                if im.format == "JPEG" and im.width >= 2 * width and im.height >= 2 * height:
+                    im.draft(mode, (width, height))
+                im = im.convert(mode).resize((width, height), Image.BILINEAR)
+            feeds[entry.name] = np.asarray(im, dtype=np.uint8).reshape(1, height, width, pre["channels"])
+        else:
+            vocab = (model.folder / pre["vocab"]).read_text().splitlines()
+            index = {w: i for i, w in enumerate(vocab)}
+            words = re.findall(r"\w+", title.lower())[:pre["max_length"]]
+            ids = [index.get(w, 1) for w in words] + [0] * (pre["max_length"] - len(words))
+            feeds[entry.name] = np.array([ids], dtype=np.int32)
+    return feeds
+
+
+def _reference_outputs(model, feeds: dict) -> dict:
+    """Outputs by name from the bundle's model file run bare on the configuration its gate verified: LiteRT's
+    signature runner, or an ONNX Runtime session."""
+    settings = model.settings
+    if model.manifest.model_path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        from edgemtl.runtime.backends import ORT_LEVELS
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings["threads"]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                   ORT_LEVELS[settings["graph_optimization"]])
+        session = ort.InferenceSession(str(model.manifest.model_path), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, feeds)))
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if settings["kernels"] == "xnnpack" else \
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(model.manifest.model_path), num_threads=settings["threads"],
+                              experimental_op_resolver_type=resolver)
+    return interpreter.get_signature_runner()(**feeds)
+
+
+def _reference_answers(model, outputs: dict, row: int) -> dict:
+    """One row's answers from the model's outputs: the top class, its score and every class's, as floats."""
+    answers = {}
+    for task, entry in model.outputs.items():
+        p = np.asarray(outputs[task], dtype=np.float64)[row]
+        best = int(np.argmax(p))
+        answers[task] = ({"value": float(p[0])} if entry["type"] == "regression" else
+                         {"label": entry["labels"][best], "score": float(p[best]),
+                          "scores": {str(label): float(v) for label, v in zip(entry["labels"], p)}})
+    return answers
+
+
+def test_predict_from_raw_files_answers_as_a_plain_reference_computes(fashion_tiny_run):
+    """predict(image=<jpeg path>, title=<text>) on real rows answers exactly what a reference built the plain way
+    gives (PIL's Image.open, the vocabulary file, the model run bare, each answer from the model's output row),
+    for every bundle, from paths, bytes and photos re-encoded at the input size (decoded without draft); and
+    predict_batch what the bare model gives for the same batch: the runtime's decode, feeding and answer building
+    change no answer."""
+    import io
+
+    from PIL import Image
+
+    rows = _manifest_rows(FASHION_MINI)[:40]
+    for bundle in sorted((fashion_tiny_run / "exports").glob("teacher-*")):
+        if not (bundle / "manifest.json").exists() or "micro" in bundle.name:
+            continue
+        model = load(bundle)
+        size = next(tuple(e.to_dict()["preprocess"]["size"]) for e in model.manifest.inputs if e.modality == "image")
+        batch = []
+        for row in rows:
+            path, title = FASHION_MINI.parent / row["image"], row["title"]
+            buffer = io.BytesIO()  # the photo re-encoded at the input size: decoded without draft
+            Image.open(path).convert("RGB").resize(size[::-1]).save(buffer, "JPEG", quality=90)
+            for image in (path, buffer.getvalue()):
+                feeds = _reference_inputs(model, image, title)
+                expected = _reference_answers(model, _reference_outputs(model, feeds), 0)
+                given = [str(image), image.read_bytes()] if isinstance(image, Path) else [image]
+                for value in given:
+                    assert model.predict(image=value, title=title) == expected, (bundle.name, row["image"])
+            batch.append(_reference_inputs(model, path, title))
+        outputs = _reference_outputs(model, {k: np.concatenate([f[k] for f in batch]) for k in batch[0]})
+        raw = {"image": [str(FASHION_MINI.parent / r["image"]) for r in rows], "title": [r["title"] for r in rows]}
+        assert model.predict_batch(**raw) == [_reference_answers(model, outputs, i) for i in range(len(rows))], \
+            bundle.name
 
 
 def test_fp32_parity_on_raw_files_av_digits(tiny_run, av_data):

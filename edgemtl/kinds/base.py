@@ -8,11 +8,12 @@ Spec arguments are the typed recipe specs (InputSpec per modality, TaskSpec), re
 task's entry of preprocess/labels.json: {"type", "classes"} for class tasks, {"type", "mean", "std"} for regression.
 A manifest `entry` is one item of a bundle manifest's "inputs" or "outputs" list.
 """
+import functools
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,14 @@ class TaskKind:
 
     def answer(self, entry: Mapping, output: np.ndarray) -> dict:
         """One row's output -> the runtime's answer with label names."""
-        raise NotImplementedError
+        return self.answerer(entry)(output)
+
+    def answerer(self, entry: Mapping) -> Callable[[np.ndarray], dict]:
+        """answer() for one output entry, what the runtime calls on every row: a kind reads the entry (label names,
+        threshold) once here rather than per call. A kind overrides answer() or this."""
+        if type(self).answer is TaskKind.answer:
+            raise NotImplementedError(f"task kind '{self.name}' has no answer()")
+        return functools.partial(type(self).answer, self, entry)
 
     # -- parity ---------------------------------------------------------------------------------------------------
     def float_diff(self, ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -297,6 +305,15 @@ class TaskKind:
     def soft_loss(self, spec, label_info: Mapping, temperature: float):
         """Distillation: fn(teacher_output, student_output) -> scalar, over every row (labelled or not)."""
         raise NotImplementedError
+
+
+PLAIN_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))  # tolist() gives Python floats
+
+
+def python_floats(values: np.ndarray) -> list:
+    """A 1-D array as Python floats in one C call (float() per element costs most of an answer). A float32 or
+    float16 value becomes the float its float64 conversion is (exact), so floats are listed as they are."""
+    return (values if values.dtype in PLAIN_FLOATS else values.astype(np.float64)).tolist()
 
 
 def no_score(metric_names, n: int, unseen: int = 0) -> dict:

@@ -1,5 +1,6 @@
 """Image input: uint8 pixels [height, width, channels] at the recipe's size (scaling to [0, 1] happens in the graph)."""
 import io
+import os
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,27 +22,95 @@ def load_image(source, size, channels: int) -> np.ndarray:
     elif isinstance(source, Image.Image):
         image = source
     else:
-        try:
-            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-            if image.format == "JPEG" and image.width >= DRAFT_FACTOR * width and \
-                    image.height >= DRAFT_FACTOR * height:
-                # the JPEG decoder scales by 1/2, 1/4 or 1/8 in its DCT (never below the target size): a large
-                # photo costs a fraction of a full decode; the resize below finishes, close to the full decode's
-                image.draft(mode, (width, height))
-            image.load()
-        except FileNotFoundError:
-            raise BadInput(f"image file '{source}' not found") from None
-        except Image.DecompressionBombError:
-            raise BadInput(f"image {describe(source)} declares more than {Image.MAX_IMAGE_PIXELS} pixels (a "
-                           f"decompression bomb?)") from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise BadInput(f"image {describe(source)} is not a readable image ({e.__class__.__name__})") from None
+        image = _decode(source, width, height, mode)
     if image.mode != mode:
         image = image.convert(mode)
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
+
+
+def _decode(source, width: int, height: int, mode: str) -> Image.Image:
+    """A path, bytes or file object -> its decoded PIL image; errors as BadInput naming the source."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return _decode_jpeg(bytes(source), width, height) or _open(io.BytesIO(source), width, height, mode)
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(len(JPEG_SOI))
+                if head == JPEG_SOI:  # read whole (one small file), decoded straight from the bytes
+                    data = head + f.read()
+                    return _decode_jpeg(data, width, height) or _open(io.BytesIO(data), width, height, mode)
+                f.seek(0)
+                return _open(f, width, height, mode)
+        return _open(source, width, height, mode)
+    except FileNotFoundError:
+        raise BadInput(f"image file '{source}' not found") from None
+    except Image.DecompressionBombError:
+        raise BadInput(f"image {describe(source)} declares more than {Image.MAX_IMAGE_PIXELS} pixels (a "
+                       f"decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise BadInput(f"image {describe(source)} is not a readable image ({e.__class__.__name__})") from None
+
+
+def _open(fp, width: int, height: int, mode: str) -> Image.Image:
+    """PIL's own path: Image.open (format detection, header parsed in Python), draft for a large JPEG, load."""
+    image = Image.open(fp)
+    if image.format == "JPEG" and image.width >= DRAFT_FACTOR * width and image.height >= DRAFT_FACTOR * height:
+        # the JPEG decoder scales by 1/2, 1/4 or 1/8 in its DCT (never below the target size): a large
+        # photo costs a fraction of a full decode; the resize below finishes, close to the full decode's
+        image.draft(mode, (width, height))
+    image.load()
+    return image
+
+
+JPEG_SOI = b"\xff\xd8\xff"  # start of image, then a marker's first byte
+JPEG_FRAMES = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman frames: what libjpeg always decodes
+JPEG_LENGTHLESS = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI, and SOS (the data start before any frame)
+JPEG_MODES = {1: "L", 3: "RGB"}  # what PIL opens 1 and 3 layers as (4: CMYK, left to Image.open)
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, str] | None:
+    """(width, height, mode) from an 8-bit JPEG's frame header, found by skipping the segments before it, or None
+    for anything else (PIL's Image.open then reads it)."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in JPEG_LENGTHLESS:
+            return None
+        if marker in JPEG_FRAMES:
+            if i + 10 > n or data[i + 4] != 8:
+                return None
+            rows, cols, mode = (int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"),
+                                JPEG_MODES.get(data[i + 9]))
+            return (cols, rows, mode) if rows and cols and mode else None
+        if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame libjpeg may refuse
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _decode_jpeg(data: bytes, width: int, height: int) -> Image.Image | None:
+    """A JPEG decoded by PIL's JPEG decoder straight from its bytes (Image.frombytes): the decoder Image.open's load
+    runs, on the same bytes with the same arguments, so the pixels are identical, without Image.open's header
+    parsing in Python, which costs several times the decode of a small photo. None where PIL's own path must
+    decide: not a plain 8-bit JPEG, large enough for draft, past the decompression-bomb limit, or any decode error
+    (Image.open then gives the error its usual way)."""
+    frame = jpeg_frame(data) if data.startswith(JPEG_SOI) else None
+    if frame is None:
+        return None
+    cols, rows, mode = frame
+    if (cols >= DRAFT_FACTOR * width and rows >= DRAFT_FACTOR * height) or \
+            (Image.MAX_IMAGE_PIXELS is not None and cols * rows > Image.MAX_IMAGE_PIXELS):
+        return None
+    try:
+        return Image.frombytes(mode, (cols, rows), data, "jpeg", mode, "")
+    except (OSError, ValueError):
+        return None
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import ClassTaskKind, masked_mean, softmax_kl
+from .base import ClassTaskKind, masked_mean, python_floats, softmax_kl
 
 
 class MulticlassKind(ClassTaskKind):
@@ -15,11 +15,16 @@ class MulticlassKind(ClassTaskKind):
     def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         return np.asarray(output).argmax(axis=-1)
 
-    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
-        out = np.asarray(output, dtype=np.float64).reshape(-1)
-        labels, best = entry["labels"], int(out.argmax())
-        scores = out.tolist()  # Python floats in one C call (float() per element cost most of an answer)
-        return {"label": labels[best], "score": scores[best], "scores": dict(zip(map(str, labels), scores))}
+    def answerer(self, entry: Mapping):
+        labels = entry["labels"]
+        names = [str(label) for label in labels]
+
+        def answer(output: np.ndarray) -> dict:
+            out = np.asarray(output).reshape(-1)
+            best = int(out.argmax())
+            scores = python_floats(out)
+            return {"label": labels[best], "score": scores[best], "scores": dict(zip(names, scores))}
+        return answer
 
     # -- TF half --------------------------------------------------------------------------------------------------
     def loss(self, spec, label_info: Mapping):

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score
+from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score, python_floats
 
 
 class MultilabelKind(SigmoidTaskKind):
@@ -56,8 +56,12 @@ class MultilabelKind(SigmoidTaskKind):
         metrics = {"accuracy": acc, "macro_f1": f1}
         return {**metrics, "score": self.normalised(metrics), "n": int(valid.sum())}
 
-    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
-        out = np.asarray(output, dtype=np.float64).reshape(-1)
-        labels, scores = entry["labels"], out.tolist()
-        return {"labels": [label for label, p in zip(labels, scores) if p >= entry["threshold"]],
-                "scores": dict(zip(map(str, labels), scores))}
+    def answerer(self, entry: Mapping):
+        labels, threshold = entry["labels"], entry["threshold"]
+        names = [str(label) for label in labels]
+
+        def answer(output: np.ndarray) -> dict:
+            scores = python_floats(np.asarray(output).reshape(-1))
+            return {"labels": [label for label, p in zip(labels, scores) if p >= threshold],
+                    "scores": dict(zip(names, scores))}
+        return answer

@@ -10,6 +10,7 @@ from ..errors import EdgemtlError
 from .base import BadInput, ModalityKind, is_missing
 
 PAD, UNKNOWN = "<pad>", "<unk>"
+WORD = re.compile(r"\w+")
 
 
 class Tokenizer:
@@ -42,7 +43,7 @@ class Tokenizer:
 
 def split_words(text, lowercase: bool) -> list[str]:
     text = "" if text is None else str(text)
-    return re.findall(r"\w+", text.lower() if lowercase else text)
+    return WORD.findall(text.lower() if lowercase else text)
 
 
 

@@ -40,6 +40,9 @@ class LiteRTRunner:
         self.fixed_batch = any(int(d.get("shape_signature", d["shape"])[0]) > 0 for d in self.inputs.values())
         self._quantized_in = {n for n, d in self.inputs.items() if _is_quantized(d)}
         self._quantized_out = {n for n, d in self.outputs.items() if _is_quantized(d)}
+        # what a call does per tensor, decided once: a small model's whole invoke is a few dict lookups long
+        self._feeders = {n: (d["index"], _feeder(d, n in self._quantized_in)) for n, d in self.inputs.items()}
+        self._fetchers = [(n, d["index"], d if n in self._quantized_out else None) for n, d in self.outputs.items()]
 
     def _resize(self, batch: int):
         for d in self.inputs.values():
@@ -55,21 +58,13 @@ class LiteRTRunner:
         if batch != self.batch:
             self._resize(batch)
         interpreter = self.interpreter
+        set_tensor, get_tensor, feeders = interpreter.set_tensor, interpreter.get_tensor, self._feeders
         for name, value in feeds.items():
-            detail = self.inputs[name]
-            if name in self._quantized_in:
-                value = _quantize(value, detail)
-            elif detail["dtype"] == np.int16 and value.dtype.kind == "f":  # a micro file's audio: int16 PCM
-                value = np.clip(np.round(value * 32768.0), -32768, 32767).astype(np.int16)
-            elif value.dtype != detail["dtype"]:
-                value = value.astype(detail["dtype"])
-            interpreter.set_tensor(detail["index"], value)
+            index, convert = feeders[name]
+            set_tensor(index, convert(value))
         interpreter.invoke()
-        out = {}
-        for name, detail in self.outputs.items():
-            value = interpreter.get_tensor(detail["index"])
-            out[name] = _dequantize(value, detail) if name in self._quantized_out else value
-        return out
+        return {name: get_tensor(index) if quantized is None else _dequantize(get_tensor(index), quantized)
+                for name, index, quantized in self._fetchers}
 
     def input_names(self) -> list:
         return list(self.inputs)
@@ -237,6 +232,20 @@ def measure_kernels(path, threads: int = 1, rounds: int = 7, calls: int = 5) -> 
         for kernels, interpreter in interpreters.items():
             times[kernels].append(_invoke_seconds(interpreter, calls) / calls * 1000)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _feeder(detail, quantized: bool):
+    """value -> what set_tensor gets for this input: quantized (int8 inputs), int16 PCM (a micro file's audio from
+    float samples), else cast to the tensor's dtype where it differs."""
+    dtype = detail["dtype"]
+    if quantized:
+        return lambda value: _quantize(value, detail)
+
+    def cast(value):
+        if dtype == np.int16 and value.dtype.kind == "f":
+            return np.clip(np.round(value * 32768.0), -32768, 32767).astype(np.int16)
+        return value if value.dtype == dtype else value.astype(dtype)
+    return cast
 
 
 def _is_quantized(detail) -> bool:

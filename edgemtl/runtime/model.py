@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kinds
 from ..errors import EdgemtlError, did_you_mean
-from .answers import answer
 from .backends import ModelLoadError, open_runner
 from .inputs import InputPreparer
 from .manifest import BundleManifest
@@ -55,6 +55,10 @@ class BundleModel:
         self.outputs = {e.task: e.to_dict() for e in self.manifest.outputs}
         # optional input -> its presence input: a request may leave the input out (zeros fed, presence 0)
         self.presence = {e.name: e.presence for e in self.manifest.inputs if e.optional}
+        self._names = frozenset(self.inputs)
+        self._required = frozenset(n for n in self.inputs if n not in self.presence)
+        # each task's answer function, its label names read once (a kind's answerer)
+        self._answers = [(task, kinds.task_kind(e["type"]).answerer(e)) for task, e in self.outputs.items()]
         self._check_model_matches_manifest(self.manifest.model_path)
 
     def _settings(self, threads, kernels) -> dict:
@@ -119,7 +123,10 @@ class BundleModel:
     def prepare(self, rate=None, **raw) -> dict:
         """Raw inputs of one sample -> model input arrays with a batch dimension of 1. An optional input may be left
         out (or None): zeros and presence 0 go in its place."""
-        self._check_names(raw)
+        if not (raw.keys() <= self._names and self._required <= raw.keys()):
+            self._check_names(raw)  # raises, naming the input
+        if not self.presence:  # every input given: no placeholder, no presence flag
+            return {n: prepare(raw[n], rate)[None] for n, prepare in self.inputs.items()}
         arrays = {n: (self._placeholder(n) if self._absent(n, raw.get(n)) else self.inputs[n](raw[n], rate))[None]
                   for n in self.inputs if n in raw or n in self.presence}
         present = {n: np.array([not self._absent(n, raw.get(n))]) for n in self.presence}
@@ -151,14 +158,17 @@ class BundleModel:
 
     def predict(self, rate=None, **raw) -> dict:
         """One sample: predict(image="shoe.jpg", title="...") -> {task: answer}. rate: of an audio sample array."""
-        outputs = self.run(self.prepare(rate, **raw))
-        return {task: answer(self.outputs[task], outputs[task][0]) for task in self.outputs}
+        return self.answers(self.run(self.prepare(rate, **raw)))
+
+    def answers(self, outputs: dict, row: int = 0) -> dict:
+        """Raw outputs by task (batched, what run() returns) -> {task: answer} of one row."""
+        return {task: answer(outputs[task][row]) for task, answer in self._answers}
 
     def predict_batch(self, rate=None, **raw) -> list:
         """Lists of raw inputs, one item per sample -> a list of {task: answer}."""
         outputs = self.run(self.prepare_batch(rate, **raw))
         n = len(next(iter(raw.values()))) if raw else 0
-        return [{task: answer(self.outputs[task], outputs[task][i]) for task in self.outputs} for i in range(n)]
+        return [self.answers(outputs, i) for i in range(n)]
 
     def __repr__(self):
         m = self.manifest
