@@ -162,6 +162,22 @@ def test_label_name_match_scores_the_class_names_a_real_title_spells(tmp_path):
     assert "ids" not in own.get_config() and shared.get_config()["ids"][-1] == -1
 
 
+def test_label_name_match_with_one_word_names_and_one_form_words():
+    """One-column lookup tables (every name one word; every word one form) take the gather-only path."""
+    from edgemtl.models.layers import LabelNameMatch, TokenPresence, presence_ids
+
+    tokens = np.array([[5, 0, 0], [8, 5, 0], [0, 0, 9]], np.int32)
+    for words in ([[5], [8]], [[5], [7, 8]]):  # one-form words; a two-form word (7 or 8) beside a one-form one
+        classes = [[0], [1], [-1]]  # the last class's word is outside the vocabulary: never matched
+        ids = presence_ids(words)
+        presence = TokenPresence(ids)(tokens)
+        np.testing.assert_array_equal(presence.numpy()[:, ids.index(5)], [1, 1, 0])
+        layer = LabelNameMatch(words, classes, ids=ids)
+        np.testing.assert_allclose(layer(presence).numpy(), [[3, 0, 0], [3, 3, 0], [0, 0, 0]])
+        layer.set_weights([np.float32(1.0), np.float32(3.0)])  # fraction of the name present now counts 1
+        np.testing.assert_allclose(layer(presence).numpy(), [[4, 0, 0], [4, 4, 0], [0, 0, 0]])
+
+
 def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
     """unmatched_weight w: the task's training loss is loss(matched answer) + w * loss(the head's own logits alone);
     the saved net keeps one output per task."""
