@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgemtl.env_info import cpu_info, describe_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "fashion_all.yaml"
 MANIFEST = REPO.parent / "shared" / "data" / "fashion" / "products_all.csv"
@@ -138,14 +140,6 @@ def run_child(opts, args: list) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cpu_text() -> str:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((x.split(":", 1)[1].strip() for x in info if x.startswith("model name")), "unknown CPU")
-    flags = next((x.split(":", 1)[1].split() for x in info if x.startswith("flags")), [])
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags {' '.join(simd) or 'none of avx2/avx512/amx'}"
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, nargs="+", default=[10000, 20000, 44446, 222230])
@@ -185,8 +179,8 @@ def main():
 
 def report(points: list, speed, steps: int, load) -> str:
     lines = ["# Training memory and speed: streaming vs in memory (recipes/fashion_all.yaml)", "",
-             f"Machine: {cpu_text()}; loaded (load average {load[0]:.1f} when it started, {load[-1]:.1f} when it "
-             f"ended; shared by other jobs). "
+             f"Machine: {describe_cpu(cpu_info())}; loaded (load average {load[0]:.1f} when it started, "
+             f"{load[-1]:.1f} when it ended; shared by other jobs). "
              f"Written by `python bench/memory.py`.", "",
              f"Each row: a fresh process, `prepare` of every split and {steps} training steps (batch 64) of the "
              f"recipe's model. Peak RSS is the process's maximum resident set (ru_maxrss), so it includes TensorFlow "
