@@ -2,16 +2,22 @@
 Δm (reports/transfer.py), seconds per epoch. One training each, sequential, the same settings for all.
 
     nice -n 10 python bench/mtl_methods.py recipes/fashion.yaml --epochs 4 > bench/results/mtl_methods.md
+    python scripts/make_canvas.py --rows 1000 --out /tmp/canvas
+    python bench/mtl_methods.py recipes/canvas.yaml --data /tmp/canvas/canvas.csv --epochs 10 \
+        --wrap "flock -s /work/wt/heavy.lock nice -n 15" > bench/results/mtl_methods_canvas.md
 
 Each run is `edgemtl train` + `edgemtl evaluate` into OUT_DIR/<variant>; the single-task models are trained in
 OUT_DIR/sum (`--single-task`: they have no combination to vary). `--export` then also exports the `sum` and `mmoe`
 teachers as int8 TFLite and times them (LiteRT, one thread). `--tabulate` trains nothing: the table of the runs
-already in OUT_DIR. The load average before each training is printed beside it: on a shared machine the times per
-epoch are only roughly comparable.
+already in OUT_DIR. `--data` replaces the recipe's data.source; `--wrap` prefixes each training's command (a lock,
+a priority: what runs between two trainings is free to run). The load average before each training is printed
+beside it (and kept in OUT_DIR/mtl_methods.json for `--tabulate`): on a shared machine the times per epoch are only
+roughly comparable. Each column names its task's primary metric (accuracy, MAE, mAP@0.5, mIoU).
 """
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,6 +25,7 @@ from pathlib import Path
 
 from edgemtl.artifacts import single_task_name
 from edgemtl.bench.machine import cpu_info
+from edgemtl.kinds import task_kind
 from edgemtl.model_metrics import read_metrics
 from edgemtl.recipe import load_recipe
 from edgemtl.reports.transfer import transfer
@@ -30,8 +37,13 @@ VARIANTS = {**{m: [f"training.loss_combination.type={m}"] for m in METHODS}, "mm
 ORDER = ("sum", "pcgrad", "gradnorm", "cagrad", "mmoe", "max", "uncertainty", "dwa")
 
 
-def edgemtl(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "edgemtl", *args], stdout=subprocess.DEVNULL)
+LABELS = {"map50": "mAP@0.5", "miou": "mIoU", "mae": "MAE"}  # a primary metric as the table's header names it
+WRAP: list = []  # --wrap: the prefix of every training's command
+
+
+def edgemtl(*args: str, wrap: bool = False) -> None:
+    command = [*(WRAP if wrap else []), sys.executable, "-m", "edgemtl", *args]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL)
     if done.returncode:
         sys.exit(f"edgemtl {' '.join(args)} failed (its message is above)")
 
@@ -40,13 +52,13 @@ def sets(overrides: list) -> list:
     return [a for s in overrides for a in ("--set", s)]
 
 
-def train(recipe: str, out: Path, overrides: list, single: bool, loads: dict, name: str) -> None:
+def train(recipe: str, data: list, out: Path, overrides: list, single: bool, loads: dict, name: str) -> None:
     """One `edgemtl run` (check, train, single-task models where asked, evaluate every model)."""
     loads[name] = os.getloadavg()[0]
     print(f"{name} (load {loads[name]:.1f}) ...", file=sys.stderr, flush=True)
     start = time.time()
     stages = "stages=[check,train,single_task,evaluate]" if single else "stages=[check,train,evaluate]"
-    edgemtl("run", recipe, "--out", str(out), "--overwrite", *sets(overrides + [stages]))
+    edgemtl("run", recipe, *data, "--out", str(out), "--overwrite", *sets(overrides + [stages]), wrap=True)
     print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -76,6 +88,8 @@ def main():
     ap.add_argument("recipe")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--limit", type=int, help="data.limit: the first N rows only")
+    ap.add_argument("--data", help="a manifest instead of the recipe's data.source (edgemtl run --data)")
+    ap.add_argument("--wrap", default="", help="prefix of each training's command, e.g. 'nice -n 15'")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out-dir", default="runs/mtl_methods")
     ap.add_argument("--tabulate", action="store_true")
@@ -83,22 +97,29 @@ def main():
     args = ap.parse_args()
     root = Path(args.out_dir)
     common = [f"training.epochs={args.epochs}"] + ([f"data.limit={args.limit}"] if args.limit else [])
-    recipe = load_recipe(args.recipe, common)
-    loads: dict = {}
+    recipe = load_recipe(args.recipe, common, args.data)
+    data = ["--data", args.data] if args.data else []
+    WRAP[:] = shlex.split(args.wrap)
+    saved = root / "mtl_methods.json"
+    loads: dict = json.loads(saved.read_text()).get("loads", {}) if args.tabulate and saved.exists() else {}
     if not args.tabulate:  # the sum run also trains the single-task models (they have no combination to vary)
         for name in ["sum", *(v for v in ORDER if v in args.variants and v != "sum")]:
-            train(args.recipe, root / name, common + VARIANTS[name], name == "sum", loads, name)
+            train(args.recipe, data, root / name, common + VARIANTS[name], name == "sum", loads, name)
     int8 = {n: int8_teacher(root / n) for n in ("sum", "mmoe") if args.export and (root / n).exists()}
     tasks = [t for t in recipe.tasks if not t.auxiliary]
     single_run = RunDir(root / "sum")
-    singles = {t.name: read_metrics(single_run, single_task_name(t.name))["splits"]["test"][t.name] for t in tasks}
+    tests = {t.name: read_metrics(single_run, single_task_name(t.name)).get("splits", {}).get("test") for t in tasks}
+    if not all(tests.values()):
+        sys.exit(f"{root / 'sum'}: no evaluated single-task model of {', '.join(n for n, v in tests.items() if not v)}"
+                 f" (the sum run trains them: run without --tabulate)")
+    singles = {name: test[name] for name, test in tests.items()}
     rows = {}
     for name in args.variants:
         m = read_metrics(RunDir(root / name), "teacher")
         if "splits" in m:  # a variant not run (yet) is left out
             rows[name] = (m, transfer(tasks, m["splits"]["test"], singles))
     print_table(args, recipe, tasks, singles, rows, loads, int8, single_run)
-    (root / "mtl_methods.json").write_text(json.dumps(
+    saved.write_text(json.dumps(
         {"epochs": args.epochs, "single": singles, "loads": loads, "int8": int8,
          "variants": {n: {"test": m["splits"]["test"], "transfer": t, "train_seconds": m["train_seconds"],
                           "epochs_run": m["epochs_run"]} for n, (m, t) in rows.items()}}, indent=1))
@@ -107,16 +128,18 @@ def main():
 def print_table(args, recipe, tasks, singles, rows, loads, int8, single_run):
     cpu = cpu_info()
     n = singles[tasks[0].name]["n"]
-    metric = {t.name: next(iter(rows.values()))[1]["tasks"][t.name]["metric"] for t in tasks}
-    limit = f" --limit {args.limit}" if args.limit else ""
+    metric = {t.name: task_kind(t.type).primary_metric for t in tasks}
+    limit = (f" --limit {args.limit}" if args.limit else "") + (f" --data {args.data}" if args.data else "")
     rows_note = f", the first {args.limit} rows of the data" if args.limit else ""
-    print(f"`nice -n 10 python bench/mtl_methods.py {args.recipe} --epochs {args.epochs}{limit}`: {recipe.name}"
+    wrap = f" --wrap '{args.wrap}'" if args.wrap else ""
+    print(f"`python bench/mtl_methods.py {args.recipe} --epochs {args.epochs}{limit}{wrap}`: {recipe.name}"
           f"{rows_note}, {args.epochs} epochs for every model (the recipe says "
           f"{load_recipe(args.recipe).training.epochs}), "
           f"{n} test rows. Machine: {cpu['model']}, {cpu['cores']} cores, shared with other jobs and loaded "
           f"(the 1-minute load average before each training is in the table): seconds per epoch are only roughly "
           f"comparable.\n")
-    head = ["model", *(f"{t.name} {metric[t.name]}" for t in tasks), "Δm", "hurt (beyond 2 SE)", "s / epoch", "load"]
+    head = ["model", *(f"{t.name} {LABELS.get(metric[t.name], metric[t.name])}" for t in tasks), "Δm",
+            "hurt (beyond 2 SE)", "s / epoch", "load"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     seconds = [read_metrics(single_run, single_task_name(t.name))["train_seconds"] for t in tasks]
@@ -133,7 +156,9 @@ def print_table(args, recipe, tasks, singles, rows, loads, int8, single_run):
               f"{', '.join(result['hurt']) or '—'} | {m['train_seconds'] / m['epochs_run']:.1f} | "
               f"{loads.get(name, 0):.1f} |")
     print("\n+ / −: multitask better / worse than single-task by more than 2 standard errors of the difference "
-          "(binomial SE of each test accuracy); unmarked: neutral.")
+          "(binomial SE of each test score over its n test rows: exact for an accuracy, an approximation for "
+          "mAP@0.5 and mIoU); unmarked: neutral. Δm: the mean relative change over the tasks, each in its "
+          "column's metric.")
     if int8:
         print("\n| teacher int8 TFLite | KB | LiteRT ms (1 thread, batch 1) | parity gate |\n|---|---|---|---|")
         for name, v in int8.items():

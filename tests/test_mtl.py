@@ -48,6 +48,20 @@ def test_verdict_with_a_measured_seed_spread_and_without_any():
     assert transfer(TASKS, {"colour": {"accuracy": 0.5, "n": 10}}, {}) is None
 
 
+def test_dense_tasks_are_judged_by_map50_and_miou_over_their_test_rows():
+    """Boxes and mask tasks: Δm and the verdict use mAP@0.5 and mIoU (not a missing accuracy), the SE binomial over
+    the rows scored (the canvas table of bench/mtl_methods.py)."""
+    tasks = [TaskSpec(name="boxes", type="boxes"), TaskSpec(name="mask", type="mask")]
+    teacher = {"boxes": {"map50": 0.60, "map": 0.3, "n": 100}, "mask": {"miou": 0.25, "n": 100}}
+    single = {"boxes": {"map50": 0.80, "map": 0.4, "n": 100}, "mask": {"miou": 0.22, "n": 100}}
+    result = transfer(tasks, teacher, single)
+    rows = result["tasks"]
+    assert rows["boxes"]["metric"] == "map50" and rows["mask"]["metric"] == "miou"
+    assert result["delta_m"] == pytest.approx(((0.60 - 0.80) / 0.80 + (0.25 - 0.22) / 0.22) / 2)
+    # boxes: 20 points against 2 SE of about 12.6 on 100 rows; mask: 3 points within 2 SE of about 12
+    assert rows["boxes"]["se"] == pytest.approx(math.sqrt(0.6 * 0.4 / 100 + 0.8 * 0.2 / 100))
+    assert result["hurt"] == ["boxes"] and result["neutral"] == ["mask"]
+
 def test_report_names_the_hurt_tasks_and_metrics_json_holds_the_numbers(tmp_path):
     """On a copy of a real run's metrics files: the teacher worse than its single-task model on one task."""
     from edgemtl.recipe import load_recipe
