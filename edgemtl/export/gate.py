@@ -78,21 +78,41 @@ def runtime_config(measured: dict) -> RuntimeConfig:
                          note=TFLM_NOTE if measured.get("runtime") == "tflm" else "")
 
 
-def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,
-                        tasks=()) -> list[tuple[str, ...]]:
-    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders, then (with `tasks`)
-    the fusion, trunk and heads after the encoders (the small dense end of the model: cheap in float), and the
-    encoders' front-ends with it; none where the format cannot keep parts in float (TFLite fp16 and
-    dynamic-range)."""
+def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool, tasks=(),
+                        weights: Mapping[str, int] | None = None) -> list[tuple[str, ...]]:
+    """Parts to keep in float, tried in order: every input-side choice (nothing, an audio front-end, one encoder,
+    all encoders) crossed with every output-side choice (nothing, the dense heads with their decoders and gates,
+    everything after the encoders: fusion, trunk and every head), minus the one that keeps the whole model in float.
+    Each is a conversion and a gate: at most (1 + input-side choices) x (1 + output-side choices) - 2, so 13 for
+    one image and one audio input with dense heads, 8 without. weights (layer name -> parameter count): ordered by
+    the parameters kept in float, fewest first (ties in the order above), so the first that passes is the most
+    integer one. None where the format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
         return []
-    front = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
-    out = front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
-                                                       if len(inputs) > 1 else [])
+    fronts = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
+    encoders = [(f"{i.name}_",) for i in inputs]
+    every_encoder = tuple(p for e in encoders for p in e)
+    input_side = fronts + ([tuple(p for f in fronts for p in f)] if len(fronts) > 1 else []) + encoders
+    input_side += [every_encoder] if len(inputs) > 1 else []
+    output_side = []
     if tasks:
-        after = ("fusion_", "trunk_", *(t.name for t in tasks))
-        out += [after] + ([tuple(p for parts in front for p in parts) + after] if front else [])
+        dense = tuple(t.name for t in tasks if kinds.task_kind(t.type).dense)
+        output_side = ([dense] if dense else []) + [("fusion_", "trunk_", *(t.name for t in tasks))]
+    out: list[tuple[str, ...]] = []
+    for t, tail in enumerate([(), *output_side]):
+        for head in [(), *input_side]:
+            keep = tuple(dict.fromkeys(head + tail))
+            whole = t == len(output_side) > 0 and set(every_encoder) <= set(head)  # the whole model in float
+            if keep and keep not in out and not whole:
+                out.append(keep)
+    if weights is not None:
+        out.sort(key=lambda keep: float_parameters(keep, weights))  # stable: ties keep the order above
     return out
+
+
+def float_parameters(keep: tuple[str, ...], weights: Mapping[str, int]) -> int:
+    """The parameters of the layers a candidate keeps in float (names starting with one of its prefixes)."""
+    return sum(n for name, n in weights.items() if name.startswith(keep))
 
 
 @dataclass(frozen=True)

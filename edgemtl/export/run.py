@@ -54,6 +54,8 @@ class ModelExport:
         # `worked` (what accuracy needed) never handed to siblings: int8io needs its first op integer
         self.searched: dict[tuple[str, str], tuple[str, ...]] = {}
         self.selections: dict = {}  # format -> search.Recommendation
+        # layer -> parameters: the float fallback tries the candidate keeping the fewest in float first
+        self.weights = {x.name: int(x.count_params()) for x in model.layers}
 
     def __enter__(self) -> ModelExport:
         return self
@@ -75,7 +77,7 @@ class ModelExport:
         searched = self.searched.get((aid.format, aid.precision))
         start = searched if searched is not None else start
         candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
-                                              self.gate.tasks)
+                                              self.gate.tasks, self.weights)
         if fmt.gate_runtime:  # micro: judged in TFLite Micro
             def judge(path):
                 return self.judge(path, aid.precision, fmt.gate_runtime)
