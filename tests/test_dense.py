@@ -324,6 +324,14 @@ def test_fallback_keeps_dense_heads_in_float_with_the_encoders_int8_fewest_float
     assert float_parameters(DENSE_HEADS, weights) > 0 and float_parameters(("image_",), weights) > 0
     assert ordered.index(("audio_", *DENSE_HEADS)) < ordered.index(("audio_", *AFTER_ENCODERS))
     assert fallback_candidates(FORMATS["tflite"], "int8", recipe.inputs, True, recipe.tasks, weights) == ordered
+    # the dense heads over tolerance in the first verdict (boxes; spoken is no dense head) get candidates of their own
+    failing = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks, weights,
+                                  ("boxes", "spoken"))
+    assert len(failing) == 18 and set(ordered) < set(failing)
+    assert {("boxes",), ("audio_logmel", "boxes"), ("audio_", "boxes"), ("image_", "audio_", "boxes")} < set(failing)
+    assert failing.index(("audio_", "boxes")) < failing.index(("audio_", *DENSE_HEADS))
+    every = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks, weights, DENSE_HEADS)
+    assert every == ordered  # all of them failing: the dense-heads choice already is that
     assert fallback_candidates(FORMATS["tflite"], "dynamic", recipe.inputs, True, recipe.tasks, weights) == []
 
 
@@ -342,7 +350,10 @@ def test_a_candidate_over_tolerance_is_never_accepted(canvas_run, tmp_path, monk
     with session:
         session.gate = dataclasses.replace(session.gate, tolerance={**session.gate.tolerance, "mask": -1.0})
         found = session.verdict(ArtifactId("teacher", "onnx", "int8"))
-        tried = real(FORMATS["onnx"], "int8", session.recipe.inputs, True, session.gate.tasks, session.weights)[:2]
+        first = session.reports[session.converter.memo[("onnx", "int8", ())]]
+        assert "mask" in gate.over_tolerance(first, session.gate.tolerance)
+        tried = real(FORMATS["onnx"], "int8", session.recipe.inputs, True, session.gate.tasks, session.weights,
+                     gate.over_tolerance(first, session.gate.tolerance))[:2]
     assert not found.report.deployable and found.keep == ()
     assert found.report.fallback_tried == tuple(tried) and len(tried) == 2
     assert "mask" in found.report.reason and "tolerance" in found.report.reason

@@ -79,12 +79,14 @@ def runtime_config(measured: dict) -> RuntimeConfig:
 
 
 def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool, tasks=(),
-                        weights: Mapping[str, int] | None = None) -> list[tuple[str, ...]]:
+                        weights: Mapping[str, int] | None = None, failing: tuple[str, ...] = ()
+                        ) -> list[tuple[str, ...]]:
     """Parts to keep in float, tried in order: every input-side choice (nothing, an audio front-end, one encoder,
-    all encoders) crossed with every output-side choice (nothing, the dense heads with their decoders and gates,
-    everything after the encoders: fusion, trunk and every head), minus the one that keeps the whole model in float.
-    Each is a conversion and a gate: at most (1 + input-side choices) x (1 + output-side choices) - 2, so 13 for
-    one image and one audio input with dense heads, 8 without. weights (layer name -> parameter count): ordered by
+    all encoders) crossed with every output-side choice (nothing; the dense heads over tolerance, `failing`, when
+    they are some of the dense heads; every dense head with its decoder and gate; everything after the encoders:
+    fusion, trunk and every head), minus the one that keeps the whole model in float. Each is a conversion and a
+    gate: at most (1 + input-side choices) x (1 + output-side choices) - 2, so 13 for one image and one audio input
+    with dense heads (18 when some of them failed), 8 without. weights (layer name -> parameter count): ordered by
     the parameters kept in float, fewest first (ties in the order above), so the first that passes is the most
     integer one. None where the format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
@@ -97,7 +99,9 @@ def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: boo
     output_side = []
     if tasks:
         dense = tuple(t.name for t in tasks if kinds.task_kind(t.type).dense)
-        output_side = ([dense] if dense else []) + [("fusion_", "trunk_", *(t.name for t in tasks))]
+        over = tuple(name for name in dense if name in failing)
+        output_side = ([over] if over and over != dense else []) + ([dense] if dense else [])
+        output_side += [("fusion_", "trunk_", *(t.name for t in tasks))]
     out: list[tuple[str, ...]] = []
     for t, tail in enumerate([(), *output_side]):
         for head in [(), *input_side]:
@@ -108,6 +112,12 @@ def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: boo
     if weights is not None:
         out.sort(key=lambda keep: float_parameters(keep, weights))  # stable: ties keep the order above
     return out
+
+
+def over_tolerance(report: ParityReport, tolerance: Mapping[str, float]) -> tuple[str, ...]:
+    """The tasks whose metric dropped by more than their tolerance in this verdict."""
+    return tuple(name for name, t in report.tasks.items()
+                 if t.drop is not None and t.drop > tolerance.get(name, 0.01) + 1e-12)
 
 
 def float_parameters(keep: tuple[str, ...], weights: Mapping[str, int]) -> int:
@@ -123,15 +133,23 @@ class Verdict:
 
 
 def search(convert: Callable[[tuple], Path], judge_file: Callable[[Path], ParityReport], fmt: Format,
-           precision: str, candidates: list[tuple[str, ...]], start: tuple[str, ...] = (),
-           float_fallback: bool = True) -> Verdict:
+           precision: str, candidates: list[tuple[str, ...]] | Callable[[ParityReport], list[tuple[str, ...]]],
+           start: tuple[str, ...] = (), float_fallback: bool = True,
+           say: Callable[[str], None] | None = None) -> Verdict:
     """Judge the conversion keeping `start` in float; if it fails at a reduced precision, try each candidate in turn
-    and keep the first that passes. A candidate the converter cannot keep in float is skipped."""
+    and keep the first that passes. candidates: a list, or made from the first verdict (which tasks failed). A
+    candidate the converter cannot keep in float is skipped. say: one line per candidate tried (each is a
+    conversion and a gate)."""
     keep = tuple(start)
     path = convert(keep)
     report, tried, skipped = judge_file(path), [keep] if keep else [], []
+    if callable(candidates):
+        candidates = candidates(report) if not report.deployable and precision != "fp32" else []
     if not report.deployable and precision != "fp32":
-        for keep_try in [c for c in candidates if c != keep]:
+        todo = [c for c in candidates if c != keep]
+        for i, keep_try in enumerate(todo, 1):
+            if say is not None:
+                say(f"not deployable; fallback {i}/{len(todo)}: {', '.join(keep_try)} in float")
             tried.append(keep_try)
             try:
                 retry_path = convert(keep_try)

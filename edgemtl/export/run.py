@@ -76,8 +76,11 @@ class ModelExport:
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
         searched = self.searched.get((aid.format, aid.precision))
         start = searched if searched is not None else start
-        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
-                                              self.gate.tasks, self.weights)
+
+        def candidates(first):  # the dense heads over tolerance in the first verdict get candidates of their own
+            return gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
+                                            self.gate.tasks, self.weights,
+                                            gate.over_tolerance(first, self.gate.tolerance))
         if fmt.gate_runtime:  # micro: judged in TFLite Micro
             def judge(path):
                 return self.judge(path, aid.precision, fmt.gate_runtime)
@@ -85,7 +88,7 @@ class ModelExport:
             def judge(path):
                 return self.judge(path, aid.precision)
         found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
-                            start, cfg.float_fallback)
+                            start, cfg.float_fallback, lambda line: log.info(f"  {aid.name}: {line}"))
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS and searched is None:
             self.worked[fmt.converts_as] = found.keep
         return found
