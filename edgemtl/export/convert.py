@@ -199,13 +199,17 @@ def integer_io(model: bytes) -> bytes:
 
     from ..tfk import tf
 
-    quiet = logging.getLogger("tensorflow")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its warning for inputs it leaves alone (int32 token ids) says nothing new here
+    # its warnings for inputs it leaves alone (int32 token ids, int16 PCM audio, a float input the gate then
+    # refuses with the tensor's name) say nothing new here
+    quiet = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         return bytes(modify_model_io_type(model, tf.int8, tf.int8))
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def convert_model(run: RunDir, recipe: Recipe, aid: ArtifactId, keep_float: tuple[str, ...] = (),
