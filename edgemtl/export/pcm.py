@@ -23,11 +23,11 @@ def float_front_ends(model, keep_float: tuple[str, ...]) -> list[str]:
 def pcm_model(model, audio: list[str]):
     """The same model (same weights) with each named audio input as int16 PCM."""
     from ..tfk import keras, tf
-    from .micro import _clone_scope
+    from .micro import clone_scope
 
     inputs = [keras.Input(shape=i.shape[1:], dtype=tf.int16 if i.name.split(":")[0] in audio else i.dtype,
                           name=i.name.split(":")[0]) for i in model.inputs]
-    with _clone_scope(model):
+    with clone_scope(model):
         copy = keras.models.clone_model(model, input_tensors=inputs,
                                         clone_function=lambda x: x.__class__.from_config(x.get_config()))
     copy.set_weights(model.get_weights())
