@@ -280,6 +280,115 @@ def test_onnx_dynamic_quantizes_matmuls_and_leaves_the_convolutions_float(canvas
     assert any("boxes_" in n for n in convs) and any("mask_" in n for n in convs)
 
 
+DENSE_HEADS = ("boxes", "mask", "spoken_box")
+AFTER_ENCODERS = ("fusion_", "trunk_", "count", "boxes", "mask", "spoken", "spoken_box")
+
+
+def _canvas_session(canvas_run, tmp_path, overrides=()):
+    """A copy of the tiny canvas run (its calibration cache included) and a ModelExport over it."""
+    import shutil
+
+    from edgemtl.data.dataset import prepare
+    from edgemtl.export.run import ModelExport
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
+    run = tmp_path / "canvas"
+    shutil.copytree(canvas_run, run, ignore=shutil.ignore_patterns("exports"))
+    rundir = RunDir(run)
+    recipe = load_recipe(rundir.recipe, list(overrides))
+    data = prepare(recipe)
+    return rundir, recipe, data, ModelExport(rundir, recipe, data, "teacher", recipe.export.calibration_samples)
+
+
+def test_fallback_keeps_dense_heads_in_float_with_the_encoders_int8_fewest_float_parameters_first(canvas_run,
+                                                                                                   tmp_path):
+    """The candidates cross the input side (front-end, an encoder, both) with the output side (the dense heads with
+    their decoders and gates, or everything after the encoders), the whole model in float left out; ordered by the
+    parameters they keep in float, so the first that passes is the most integer one."""
+    from edgemtl.export.formats import FORMATS
+    from edgemtl.export.gate import fallback_candidates, float_parameters
+
+    _, recipe, _, session = _canvas_session(canvas_run, tmp_path, ["export.float_fallback=true"])
+    with session:
+        weights = session.weights
+        plain = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks)
+        ordered = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks, weights)
+    for keep in [DENSE_HEADS, ("audio_logmel", *DENSE_HEADS), ("audio_", *DENSE_HEADS), ("audio_", *AFTER_ENCODERS),
+                 ("audio_logmel",), ("audio_",), ("image_", "audio_"), AFTER_ENCODERS]:
+        assert keep in plain, keep
+    assert ("image_", "audio_", *AFTER_ENCODERS) not in plain  # that is the fp32 model
+    assert len(plain) == len(set(plain)) == 13 and sorted(plain) == sorted(ordered)
+    costs = [float_parameters(k, weights) for k in ordered]
+    assert costs == sorted(costs) and costs[0] < costs[-1]
+    assert float_parameters(DENSE_HEADS, weights) > 0 and float_parameters(("image_",), weights) > 0
+    assert ordered.index(("audio_", *DENSE_HEADS)) < ordered.index(("audio_", *AFTER_ENCODERS))
+    assert fallback_candidates(FORMATS["tflite"], "int8", recipe.inputs, True, recipe.tasks, weights) == ordered
+    # the dense heads over tolerance in the first verdict (boxes; spoken is no dense head) get candidates of their own
+    failing = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks, weights,
+                                  ("boxes", "spoken"))
+    assert len(failing) == 18 and set(ordered) < set(failing)
+    assert {("boxes",), ("audio_logmel", "boxes"), ("audio_", "boxes"), ("image_", "audio_", "boxes")} < set(failing)
+    assert failing.index(("audio_", "boxes")) < failing.index(("audio_", *DENSE_HEADS))
+    every = fallback_candidates(FORMATS["onnx"], "int8", recipe.inputs, True, recipe.tasks, weights, DENSE_HEADS)
+    assert every == ordered  # all of them failing: the dense-heads choice already is that
+    assert fallback_candidates(FORMATS["tflite"], "dynamic", recipe.inputs, True, recipe.tasks, weights) == []
+
+
+def test_a_candidate_over_tolerance_is_never_accepted(canvas_run, tmp_path, monkeypatch):
+    """ONNX static int8 of the tiny model, every file judged by the real gate against a tolerance no file can meet:
+    the candidates tried (the first two) are all rejected and the artifact stays not deployable."""
+    import dataclasses
+
+    from edgemtl.artifacts import ArtifactId
+    from edgemtl.export import gate
+    from edgemtl.export.formats import FORMATS
+
+    _, _, _, session = _canvas_session(canvas_run, tmp_path, ["export.float_fallback=true"])
+    real = gate.fallback_candidates
+    monkeypatch.setattr(gate, "fallback_candidates", lambda *a: real(*a)[:2])  # two conversions: CI cost
+    with session:
+        session.gate = dataclasses.replace(session.gate, tolerance={**session.gate.tolerance, "mask": -1.0})
+        found = session.verdict(ArtifactId("teacher", "onnx", "int8"))
+        first = session.reports[session.converter.memo[("onnx", "int8", ())]]
+        assert "mask" in gate.over_tolerance(first, session.gate.tolerance)
+        tried = real(FORMATS["onnx"], "int8", session.recipe.inputs, True, session.gate.tasks, session.weights,
+                     gate.over_tolerance(first, session.gate.tolerance))[:2]
+    assert not found.report.deployable and found.keep == ()
+    assert found.report.fallback_tried == tuple(tried) and len(tried) == 2
+    assert "mask" in found.report.reason and "tolerance" in found.report.reason
+    assert all(not r.deployable for r in session.reports.values()) and len(session.reports) == 3
+
+
+def test_int8io_takes_int16_pcm_audio_when_the_front_end_stays_float(canvas_run, tmp_path):
+    """int8io with the audio front-end in float: the audio input is int16 PCM (cast to float in the graph), every
+    other input and output integer, and the parts kept in float reach the manifest; the bundle answers a WAV file."""
+    import csv
+
+    from edgemtl.export.micro import model_ops
+    from edgemtl.export.run import export_model
+    from edgemtl.runtime import load
+    from edgemtl.runtime.manifest import BundleManifest
+
+    rundir, recipe, data, session = _canvas_session(canvas_run, tmp_path)
+    session.converter.close()
+    rows = export_model(rundir, recipe, data, "teacher", ["tflite"], ["int8io"], recipe.export.calibration_samples,
+                        worked={"tflite": ("audio_logmel",)})
+    assert rows[0]["deployable"], rows[0]["reason"]
+    assert rows[0]["kept_in_float"] == ["audio_logmel"]
+    bundle = rundir.root / "exports" / "teacher-tflite-int8io"
+    manifest = BundleManifest.read(bundle)
+    assert manifest.quantization.kept_in_float == ("audio_logmel",)
+    assert {n: q.dtype for n, q in manifest.quantization.io.items()} == {"image": "uint8", "audio": "int16", **{
+        t: "int8" for t in ("count", "boxes", "mask", "spoken", "spoken_box")}}
+    ops = {u.op for u in model_ops((bundle / "model.tflite").read_bytes())}
+    assert "RFFT2D" in ops and "CAST" in ops  # the front-end in float, after the PCM cast
+    with open(CANVAS, newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["split"] == "test")
+    answer = load(bundle).predict(image=str(CANVAS.parent / row["image"]), audio=str(CANVAS.parent / row["audio"]))
+    assert answer["spoken"]["label"] in [str(d) for d in range(10)]
+
+
 def _canvas_targets(n_rows=4):
     """Target maps of the first canvas rows' boxes (stride 4, 10 digit classes): a teacher that is exactly right."""
     import csv

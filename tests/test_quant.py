@@ -141,5 +141,6 @@ def test_fallback_can_keep_the_trunk_and_heads_in_float_after_the_encoders(av_re
     found = fallback_candidates(FORMATS["tflite"], "int8", av_recipe.inputs, True, av_recipe.tasks)
     after = ("fusion_", "trunk_", "digit", "speaker")
     assert found[:3] == [("audio_logmel",), ("audio_",), ("image_",)]
-    assert found[-2:] == [after, ("audio_logmel", *after)]
+    assert found[4:] == [after, ("audio_logmel", *after), ("audio_", *after), ("image_", *after)]
+    assert ("audio_", "image_", *after) not in found  # the whole model in float: no candidate
     assert fallback_candidates(FORMATS["tflite"], "fp16", av_recipe.inputs, True, av_recipe.tasks) == []

@@ -24,6 +24,7 @@ from ..rundir import RunDir
 from ..runsafety import interrupted
 from .converters import ConversionJob
 from .formats import FORMATS
+from .pcm import float_front_ends
 
 MIN_CALIBRATION_ROWS = 10
 # how conversion errors name what failed (per format converted as, precision)
@@ -76,7 +77,7 @@ def converter_code() -> str:
     """A digest of the code that writes converted files: a RUN/cache filled by other edgemtl code (same version
     number, changed converter) is never served."""
     digest = hashlib.sha256()
-    for name in ("convert.py", "converters.py", "tflite.py", "micro.py", "onnx.py"):
+    for name in ("convert.py", "converters.py", "tflite.py", "micro.py", "onnx.py", "pcm.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -114,7 +115,10 @@ class Converter:
             return self.memo[key]
         out = self.workdir / "out" / f"{fmt.converts_as}-{aid.precision}-{len(self.memo)}{fmt.suffix}"
         out.parent.mkdir(exist_ok=True)
-        if fmt.converts_as == "tflite" and aid.precision == "int8io":
+        if fmt.converts_as == "tflite" and aid.precision == "int8io" and float_front_ends(self.model, keep_float):
+            # an audio front-end in float reads its input directly: the audio input becomes int16 PCM (pcm.py)
+            self._convert_in_child(aid.precision, tuple(keep_float), out, fmt.converts_as)
+        elif fmt.converts_as == "tflite" and aid.precision == "int8io":
             # int8 I/O is the full-int8 model without its boundary QUANTIZE/DEQUANTIZE: one calibration, the same
             # quantization ranges in both files (the converter itself finishes int8 I/O this way)
             int8 = self.convert(ArtifactId(aid.model, "tflite", "int8"), keep_float)
@@ -195,13 +199,17 @@ def integer_io(model: bytes) -> bytes:
 
     from ..tfk import tf
 
-    quiet = logging.getLogger("tensorflow")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its warning for inputs it leaves alone (int32 token ids) says nothing new here
+    # its warnings for inputs it leaves alone (int32 token ids, int16 PCM audio, a float input the gate then
+    # refuses with the tensor's name) say nothing new here
+    quiet = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         return bytes(modify_model_io_type(model, tf.int8, tf.int8))
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def convert_model(run: RunDir, recipe: Recipe, aid: ArtifactId, keep_float: tuple[str, ...] = (),

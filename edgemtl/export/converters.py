@@ -21,9 +21,14 @@ class ConversionJob:
 
 
 def tflite(job: ConversionJob) -> bytes:
-    """Full-int8 calibration can crash its process: the caller runs int8 precisions in a child (export/worker.py)."""
+    """Full-int8 calibration can crash its process: the caller runs int8 precisions in a child (export/worker.py).
+    int8io comes here only when an audio front-end stays in float (Converter.convert): int16 PCM audio (pcm.py)."""
     from .tflite import convert
 
+    if job.precision == "int8io":
+        from .pcm import convert_int8io
+
+        return convert_int8io(job.model, list(job.samples), job.keep_float)
     return convert(job.model, job.precision, list(job.samples), job.keep_float)
 
 

@@ -78,21 +78,51 @@ def runtime_config(measured: dict) -> RuntimeConfig:
                          note=TFLM_NOTE if measured.get("runtime") == "tflm" else "")
 
 
-def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool,
-                        tasks=()) -> list[tuple[str, ...]]:
-    """Parts to keep in float, tried in order: audio front-ends, each encoder, all encoders, then (with `tasks`)
-    the fusion, trunk and heads after the encoders (the small dense end of the model: cheap in float), and the
-    encoders' front-ends with it; none where the format cannot keep parts in float (TFLite fp16 and
-    dynamic-range)."""
+def fallback_candidates(fmt: Format, precision: str, inputs, float_fallback: bool, tasks=(),
+                        weights: Mapping[str, int] | None = None, failing: tuple[str, ...] = ()
+                        ) -> list[tuple[str, ...]]:
+    """Parts to keep in float, tried in order: every input-side choice (nothing, an audio front-end, one encoder,
+    all encoders) crossed with every output-side choice (nothing; the dense heads over tolerance, `failing`, when
+    they are some of the dense heads; every dense head with its decoder and gate; everything after the encoders:
+    fusion, trunk and every head), minus the one that keeps the whole model in float. Each is a conversion and a
+    gate: at most (1 + input-side choices) x (1 + output-side choices) - 2, so 13 for one image and one audio input
+    with dense heads (18 when some of them failed), 8 without. weights (layer name -> parameter count): ordered by
+    the parameters kept in float, fewest first (ties in the order above), so the first that passes is the most
+    integer one. None where the format cannot keep parts in float (TFLite fp16 and dynamic-range)."""
     if not float_fallback or not fmt.can_keep_float(precision):
         return []
-    front = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
-    out = front + [(f"{i.name}_",) for i in inputs] + ([tuple(f"{i.name}_" for i in inputs)]
-                                                       if len(inputs) > 1 else [])
+    fronts = [parts for i in inputs if (parts := kinds.modality(i.type).float_parts(i))]
+    encoders = [(f"{i.name}_",) for i in inputs]
+    every_encoder = tuple(p for e in encoders for p in e)
+    input_side = fronts + ([tuple(p for f in fronts for p in f)] if len(fronts) > 1 else []) + encoders
+    input_side += [every_encoder] if len(inputs) > 1 else []
+    output_side = []
     if tasks:
-        after = ("fusion_", "trunk_", *(t.name for t in tasks))
-        out += [after] + ([tuple(p for parts in front for p in parts) + after] if front else [])
+        dense = tuple(t.name for t in tasks if kinds.task_kind(t.type).dense)
+        over = tuple(name for name in dense if name in failing)
+        output_side = ([over] if over and over != dense else []) + ([dense] if dense else [])
+        output_side += [("fusion_", "trunk_", *(t.name for t in tasks))]
+    out: list[tuple[str, ...]] = []
+    for t, tail in enumerate([(), *output_side]):
+        for head in [(), *input_side]:
+            keep = tuple(dict.fromkeys(head + tail))
+            whole = t == len(output_side) > 0 and set(every_encoder) <= set(head)  # the whole model in float
+            if keep and keep not in out and not whole:
+                out.append(keep)
+    if weights is not None:
+        out.sort(key=lambda keep: float_parameters(keep, weights))  # stable: ties keep the order above
     return out
+
+
+def over_tolerance(report: ParityReport, tolerance: Mapping[str, float]) -> tuple[str, ...]:
+    """The tasks whose metric dropped by more than their tolerance in this verdict."""
+    return tuple(name for name, t in report.tasks.items()
+                 if t.drop is not None and t.drop > tolerance.get(name, 0.01) + 1e-12)
+
+
+def float_parameters(keep: tuple[str, ...], weights: Mapping[str, int]) -> int:
+    """The parameters of the layers a candidate keeps in float (names starting with one of its prefixes)."""
+    return sum(n for name, n in weights.items() if name.startswith(keep))
 
 
 @dataclass(frozen=True)
@@ -103,15 +133,23 @@ class Verdict:
 
 
 def search(convert: Callable[[tuple], Path], judge_file: Callable[[Path], ParityReport], fmt: Format,
-           precision: str, candidates: list[tuple[str, ...]], start: tuple[str, ...] = (),
-           float_fallback: bool = True) -> Verdict:
+           precision: str, candidates: list[tuple[str, ...]] | Callable[[ParityReport], list[tuple[str, ...]]],
+           start: tuple[str, ...] = (), float_fallback: bool = True,
+           say: Callable[[str], None] | None = None) -> Verdict:
     """Judge the conversion keeping `start` in float; if it fails at a reduced precision, try each candidate in turn
-    and keep the first that passes. A candidate the converter cannot keep in float is skipped."""
+    and keep the first that passes. candidates: a list, or made from the first verdict (which tasks failed). A
+    candidate the converter cannot keep in float is skipped. say: one line per candidate tried (each is a
+    conversion and a gate)."""
     keep = tuple(start)
     path = convert(keep)
     report, tried, skipped = judge_file(path), [keep] if keep else [], []
+    if callable(candidates):
+        candidates = candidates(report) if not report.deployable and precision != "fp32" else []
     if not report.deployable and precision != "fp32":
-        for keep_try in [c for c in candidates if c != keep]:
+        todo = [c for c in candidates if c != keep]
+        for i, keep_try in enumerate(todo, 1):
+            if say is not None:
+                say(f"not deployable; fallback {i}/{len(todo)}: {', '.join(keep_try)} in float")
             tried.append(keep_try)
             try:
                 retry_path = convert(keep_try)

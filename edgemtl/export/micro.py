@@ -211,7 +211,7 @@ def micro_model(model, raw: list[RawInput] = ()):
         return tf.float32 if i.dtype == tf.uint8 else i.dtype
 
     inputs = [keras.Input(shape=i.shape[1:], dtype=dtype(i), name=i.name.split(":")[0]) for i in model.inputs]
-    with _clone_scope(model):
+    with clone_scope(model):
         copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
@@ -241,7 +241,7 @@ def label_inputs(model: bytes, raw: list[RawInput]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
-def _clone_scope(model):
+def clone_scope(model):
     """What rebuilding the model's layers from their configs needs: tfmot's quantize scope for a quantization-aware
     model (its wrappers name their quantize configs by class), else edgemtl's custom layers."""
     from ..models.layers import CUSTOM_OBJECTS

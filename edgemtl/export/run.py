@@ -54,6 +54,8 @@ class ModelExport:
         # `worked` (what accuracy needed) never handed to siblings: int8io needs its first op integer
         self.searched: dict[tuple[str, str], tuple[str, ...]] = {}
         self.selections: dict = {}  # format -> search.Recommendation
+        # layer -> parameters: the float fallback tries the candidate keeping the fewest in float first
+        self.weights = {x.name: int(x.count_params()) for x in model.layers}
 
     def __enter__(self) -> ModelExport:
         return self
@@ -74,8 +76,11 @@ class ModelExport:
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
         searched = self.searched.get((aid.format, aid.precision))
         start = searched if searched is not None else start
-        candidates = gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
-                                              self.gate.tasks)
+
+        def candidates(first):  # the dense heads over tolerance in the first verdict get candidates of their own
+            return gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
+                                            self.gate.tasks, self.weights,
+                                            gate.over_tolerance(first, self.gate.tolerance))
         if fmt.gate_runtime:  # micro: judged in TFLite Micro
             def judge(path):
                 return self.judge(path, aid.precision, fmt.gate_runtime)
@@ -83,7 +88,7 @@ class ModelExport:
             def judge(path):
                 return self.judge(path, aid.precision)
         found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
-                            start, cfg.float_fallback)
+                            start, cfg.float_fallback, lambda line: log.info(f"  {aid.name}: {line}"))
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS and searched is None:
             self.worked[fmt.converts_as] = found.keep
         return found

@@ -90,7 +90,9 @@ class LogMelSpectrogram(keras.layers.Layer):
             with tf.name_scope("mel"):
                 mel = tf.concat([tf.matmul(power, chunk) for chunk in self._mel_chunks], axis=-1)
                 return tf.reshape(tf.math.log(mel + 1e-6), [-1, n_frames, self.n_mels, 1])
-        frames = self._frames(tf.cast(samples, tf.float32) * GAIN) * self._window
+        # int16 PCM: the input of an int8io TFLite file whose front-end stays in float (export/pcm.py)
+        gain = GAIN / PCM16_FULL_SCALE if samples.dtype == tf.int16 else GAIN
+        frames = self._frames(tf.cast(samples, tf.float32) * gain) * self._window
         n_frames = frames.shape[1]
         # 2-D into RFFT and ComplexAbs out of it: the one form tf2onnx converts
         spec = tf.signal.rfft(tf.reshape(frames, [-1, self.frame_length]))
