@@ -80,6 +80,44 @@ def test_cached_teacher_outputs_give_the_losses_of_its_forward_pass(tiny_run, av
     assert sum(bool(mixup_epoch(e, 0.25)) for e in range(8)) == 2
 
 
+def test_mixup_epochs_add_the_mixup_loss_only_on_their_epochs(tiny_run, av_data):
+    from edgemtl.compress.distill import DistillTrainer
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.models.build import build_model, load_model
+    from edgemtl.recipe import load_recipe
+    from edgemtl.tfk import keras
+    from edgemtl.train.weighting import make_combination
+
+    recipe = load_recipe(tiny_run / "recipe.yaml", ["compress.distill.mixup=1.0", "compress.distill.mixup_epochs=0.5"])
+    student = student_recipe(recipe)
+    teacher = load_model(tiny_run / "models" / "teacher" / "model.keras")
+    net = build_model(student, av_data.labels, av_data.tokenizers, {}, student.tasks, "student")
+    steps = 3  # per epoch
+
+    def trainer(distill):
+        t = DistillTrainer(net, student.tasks, av_data.labels, make_combination(
+            student.training.loss_combination, student.tasks), teacher, distill,
+            {i.name: i.type for i in student.inputs}, steps)
+        t.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return t
+
+    with_mixup, without = trainer(recipe.compress.distill), trainer(dataclasses.replace(recipe.compress.distill,
+                                                                                          mixup=0.0))
+    train = av_data["train"]
+    x, y = {k: v[:16] for k, v in train.x.items()}, {k: v[:16] for k, v in train.y.items()}
+
+    def loss(t, epoch):
+        t.optimizer.iterations.assign(epoch * steps + 1)
+        keras.utils.set_random_seed(0)  # the same dropout on the clean rows in both trainers
+        return float(t._forward(x, y, training=True)[0])
+
+    # mixup_epochs 0.5: the second epoch of every two runs the pass (a positive soft loss on the mixed rows)
+    for epoch, on in ((0, False), (1, True), (2, False), (3, True)):
+        plain = loss(without, epoch)
+        mixed = loss(with_mixup, epoch)
+        assert (mixed > plain + 1e-4) if on else mixed == pytest.approx(plain, rel=1e-5), (epoch, mixed, plain)
+
+
 def test_mixed_inputs_blend_each_row_with_one_other_row(av_data):
     from edgemtl.kinds import mix_batch
     from edgemtl.tfk import tf
