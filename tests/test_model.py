@@ -178,6 +178,90 @@ def test_label_name_match_with_one_word_names_and_one_form_words():
         np.testing.assert_allclose(layer(presence).numpy(), [[4, 0, 0], [4, 4, 0], [0, 0, 0]])
 
 
+MATCHING_HEADS = ("  - {name: baseColour, type: multiclass, match_labels: title}\n"
+                  "  - {name: articleType, type: multiclass, match_labels: title}\n"
+                  "  - {name: season, type: multiclass, match_labels: title}")
+
+
+def distinct_match_weights(model) -> list:
+    """Each head's LabelNameMatch given weights of its own (they all start at the same two); their names, in the
+    model's layer order (the fused layer's output order)."""
+    from edgemtl.models.layers import LabelNameMatch
+
+    heads = [x for x in model.layers if isinstance(x, LabelNameMatch)]
+    for k, layer in enumerate(heads):
+        layer.set_weights([np.float32(0.7 + k), np.float32(2.5 - 0.6 * k)])
+    return [x.name for x in heads]
+
+
+def tflite_ops(model) -> list:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemtl.export.tflite import convert
+
+    return [op["op_name"] for op in Interpreter(model_content=convert(model, "fp32"))._get_ops_details()]
+
+
+def test_export_merges_the_heads_label_matches_into_one_set_of_ops_with_the_same_answers(tmp_path):
+    from edgemtl.export.signature import exported_model
+    from edgemtl.models.layers import LabelNameMatch, LabelNameMatches
+
+    recipe = fashion_recipe(tmp_path, extra_tasks=MATCHING_HEADS)
+    model, data = build_on(recipe)
+    heads = distinct_match_weights(model)
+    assert sorted(heads) == ["articleType_label_match", "baseColour_label_match", "season_label_match"]
+    fused = exported_model(model, recipe)
+    assert not any(isinstance(x, LabelNameMatch) for x in fused.layers)
+    assert [x.name for x in fused.layers if isinstance(x, LabelNameMatches)] == ["title_label_matches"]
+    x = data["train"].x
+    per_head = keras.Model(model.inputs, [model.get_layer(h).output for h in heads])(x)
+    merged = keras.Model(fused.inputs, fused.get_layer("title_label_matches").output)(x)
+    assert sum(np.count_nonzero(want.numpy()) > 0 for want in per_head) >= 2  # real titles spell colours, types
+    for want, got in zip(per_head, merged):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    want, got = model(x), fused(x)
+    assert sorted(got) == sorted(want)
+    for name in got:  # the same ops on the same numbers: bit-identical answers
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+    # the converted graph: one word lookup and one class lookup for the three heads (plus the title embedding's)
+    before, after = tflite_ops(keras.Model(model.inputs, model.outputs)), tflite_ops(fused)
+    assert after.count("GATHER") == 3 and after.count("SPLIT_V") == 1
+    assert before.count("GATHER") > after.count("GATHER") and len(after) < len(before)
+
+
+def test_models_saved_with_per_head_matches_load_and_export_fused(tmp_path):
+    """A model saved before: heads comparing the tokens themselves (no shared TokenPresence). It loads as it was
+    saved, and its exported graph merges the heads (over the tokens) with the same answers; the merged model saves
+    and loads in safe mode too."""
+    from edgemtl.models.fused_match import fuse_label_matches
+    from edgemtl.models.layers import LabelNameMatch, LabelNameMatches
+
+    recipe = fashion_recipe(tmp_path, extra_tasks=MATCHING_HEADS)
+    model, data = build_on(recipe)
+    tokens = keras.Input(shape=(12,), dtype="int32", name="title")
+    outputs = {}
+    for k, name in enumerate(["baseColour", "articleType", "season"]):
+        shared = model.get_layer(f"{name}_label_match")
+        own = LabelNameMatch(shared.words, shared.classes, name=f"{name}_label_match")
+        logits = own(tokens)
+        own.set_weights([np.float32(0.4 + k), np.float32(3.0 - k)])
+        outputs[name] = keras.layers.Activation("softmax", name=name)(logits)
+    keras.Model(tokens, outputs).save(tmp_path / "old.keras")
+    old = load_model(tmp_path / "old.keras")
+    assert "ids" not in old.get_layer("season_label_match").get_config()
+    fused = fuse_label_matches(old)
+    assert [type(x).__name__ for x in fused.layers if "match" in x.name] == [LabelNameMatches.__name__]
+    x = data["train"].x["title"]
+    want = old(x)
+    for name, got in fused(x).items():
+        np.testing.assert_array_equal(got.numpy(), want[name].numpy())
+    fused.save(tmp_path / "fused.keras")
+    again = load_model(tmp_path / "fused.keras")
+    for name, got in again(x).items():
+        np.testing.assert_array_equal(got.numpy(), want[name].numpy())
+    assert fuse_label_matches(again) is again  # nothing left to merge
+
+
 def test_unmatched_weight_also_trains_the_head_without_the_match(tmp_path):
     """unmatched_weight w: the task's training loss is loss(matched answer) + w * loss(the head's own logits alone);
     the saved net keeps one output per task."""

@@ -72,14 +72,21 @@ def load_exported(run: RunDir, recipe: Recipe, model_name: str):
     return exported_model(load_model(run.require_model(model_name)), recipe)
 
 
+# what a converted file holds depends on: the converters, and the exported graph (signature.py's rebuild of the model,
+# the custom layers' ops)
+CONVERTING_CODE = tuple(f"export/{n}.py" for n in ("convert", "converters", "tflite", "micro", "onnx", "pcm",
+                                                   "signature")) + ("models/fused_match.py", "models/layers.py")
+
+
 @functools.cache
 def converter_code() -> str:
     """A digest of the code that writes converted files: a RUN/cache filled by other edgemtl code (same version
     number, changed converter) is never served."""
     digest = hashlib.sha256()
-    for name in ("convert.py", "converters.py", "tflite.py", "micro.py", "onnx.py", "pcm.py"):
-        digest.update((Path(__file__).parent / name).read_bytes())
+    for name in CONVERTING_CODE:
+        digest.update((Path(__file__).parent.parent / name).read_bytes())
     return digest.hexdigest()[:16]
+
 
 class Converter:
     """One model's conversions. Use as a context manager: its scratch folder goes even on an exception or a kill of

@@ -1,10 +1,13 @@
 """The exported graph: exported tasks only (auxiliary heads dropped), named inputs, a None batch dimension."""
+from ..models.fused_match import fuse_label_matches
 from ..recipe.schema import Recipe
 from ..tfk import keras, tf
 
 
 def exported_model(model, recipe: Recipe):
-    """A model over the same layers with only the non-auxiliary task outputs."""
+    """A model over the same weights with only the non-auxiliary task outputs, its heads' label matches on one
+    input merged into one set of ops (models/fused_match.py)."""
+    model = fuse_label_matches(model)
     keep = [t.name for t in recipe.tasks if not t.auxiliary and t.name in model.output_names]
     outputs = {name: model.get_layer(name).output for name in keep}
     return keras.Model(model.inputs, outputs, name=model.name)

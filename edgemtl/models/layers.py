@@ -281,6 +281,69 @@ class LabelNameMatch(keras.layers.Layer):
         return {**super().get_config(), "words": self.words, "classes": self.classes, **shared}
 
 
+@register
+class LabelNameMatches(keras.layers.Layer):
+    """Several heads' LabelNameMatch over the same input as one set of ops: a list of logits, one [batch, classes]
+    tensor per head, each what that head's LabelNameMatch gives with the same two weights (bit for bit in float).
+
+    Seven heads on a fashion title cost ~70 ops of a few elements each in TFLite (their gathers, which XNNPACK does
+    not take, also cut the graph into partitions); one gather / max / gather / sum over all heads' classes, the
+    arithmetic once and one split leave about ten. Each head keeps its own two weights (entries of `fraction` and
+    `full`, one per head), read per class by a constant index. Export builds this layer from the per-head ones
+    (models/fused_match.py); training keeps one LabelNameMatch per head.
+
+    heads: each head's {"words", "classes"}, as LabelNameMatch takes them; ids: as LabelNameMatch."""
+
+    def __init__(self, heads, ids=None, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = [{"words": h["words"], "classes": h["classes"]} for h in heads]
+        self.shared_ids = ids
+        ids = list(ids) if ids is not None else presence_ids([f for h in self.heads for f in h["words"]])
+        sentinel = ids.index(-1)
+        # words with the same forms are one word (their presence is the same), whichever head names them
+        union = sorted({tuple(f) for h in self.heads for f in h["words"]})
+        position = {f: i for i, f in enumerate(union)}
+        never = len(union)  # the sentinel's word, always absent (as in LabelNameMatch)
+        rows, head_of = [], []
+        for k, h in enumerate(self.heads):
+            for m in h["classes"]:
+                rows.append([position[tuple(h["words"][w])] if w >= 0 else never for w in m])
+                head_of.append(k)
+        lengths = np.array([max(len(m), 1) for m in rows], np.float32)
+        self._ids = tf.constant(np.array(ids, np.int32))
+        self._word_forms = tf.constant(_padded([[ids.index(i) for i in f] for f in union] + [[sentinel]], sentinel))
+        self._class_words = tf.constant(_padded(rows, never))
+        self._head_of = tf.constant(np.array(head_of, np.int32))
+        self._lengths, self._inverse_lengths = tf.constant(lengths), tf.constant(1.0 / lengths)
+        self.sizes = [len(h["classes"]) for h in self.heads]
+
+    def build(self, input_shape):
+        n = len(self.heads)
+        self.weight_fraction = self.add_weight(name="fraction", shape=(n,), initializer="zeros")
+        self.weight_full = self.add_weight(name="full", shape=(n,), initializer=keras.initializers.Constant(3.0))
+
+    def call(self, tokens):
+        if self.shared_ids is not None:
+            ids = tokens
+        else:
+            ids = tf.cast(tf.reduce_any(tf.equal(tf.expand_dims(tokens, 2), self._ids[None, None, :]), axis=1),
+                          tf.float32)
+        words = _gathered(ids, self._word_forms, tf.reduce_max)
+        matched = _gathered(words, self._class_words, tf.reduce_sum)
+        # the per-class weights are gathers of constants once exported: the converter folds them
+        fraction = tf.gather(self.weight_fraction, self._head_of) * self._inverse_lengths
+        full = tf.nn.relu(matched - self._lengths + 1.0) * self._lengths
+        logits = matched * fraction + tf.gather(self.weight_full, self._head_of) * full
+        return tf.split(logits, self.sizes, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return [tf.TensorShape([input_shape[0], n]) for n in self.sizes]
+
+    def get_config(self):
+        shared = {"ids": self.shared_ids} if self.shared_ids is not None else {}
+        return {**super().get_config(), "heads": self.heads, **shared}
+
+
 def _gathered(x, table, reduce):
     """reduce(x[:, table], axis=2); a one-column table is gathered by its column alone: a reduction over one
     element still converts to an op of its own (a few tenths of a microsecond each in an int8 file)."""
@@ -297,4 +360,5 @@ def _padded(rows: list, pad: int) -> np.ndarray:
 from .towers import ExpertMixture  # noqa: E402  (the trunk's mixing layer lives with the trunk)
 
 CUSTOM_OBJECTS = {c.__name__: c for c in (AbsentVector, LogMelSpectrogram, Denormalize, WeightedFusion, GatedFusion,
-                                          PositionEmbedding, TokenPresence, LabelNameMatch, ExpertMixture)}
+                                          PositionEmbedding, TokenPresence, LabelNameMatch, LabelNameMatches,
+                                          ExpertMixture)}
