@@ -8,8 +8,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from ..recipe import recipe_hash
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
 from ..runsafety import interrupted
+from .child import ConversionChild
 from .converters import ConversionJob
 from .formats import FORMATS
 
@@ -96,6 +95,8 @@ class Converter:
                          **(metadata or {})}
         self.workdir = run.scratch("export")  # in the run: a kill's leftovers go at the next start
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
+        # one child for all of this model's crash-prone conversions (export/worker.py): started on first use
+        self.child = ConversionChild(self.workdir / "worker.log")
 
     def __enter__(self) -> Converter:
         return self
@@ -104,6 +105,7 @@ class Converter:
         self.close()
 
     def close(self) -> None:
+        self.child.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def convert(self, aid: ArtifactId, keep_float: tuple[str, ...] = ()) -> Path:
@@ -171,13 +173,11 @@ class Converter:
         job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
                                    "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
                                    "out": str(out), "format": fmt}))
-        done = subprocess.run([sys.executable, "-m", "edgemtl.export.worker", str(job)], capture_output=True,
-                              text=True)
-        if done.returncode != 0 or not out.exists():
-            how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else "failed"
-            last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
+        done = self.child.run(job)
+        if not done.ok or not out.exists():
             what = "TFLite Micro" if fmt == "micro" else f"TFLite {precision}"
-            raise EdgemtlError(f"{self.model_name}: {what} conversion {how}: {last[0][:400]}")
+            raise EdgemtlError(f"{self.model_name}: {what} conversion {done.how or 'failed'}: "
+                               f"{(done.message or 'no output file')[:400]}")
         if cached is None:
             return
         cached.parent.mkdir(parents=True, exist_ok=True)
