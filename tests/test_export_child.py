@@ -67,3 +67,31 @@ def test_a_converter_error_is_the_jobs_message_and_the_child_stays(converter, tm
     done = c.child.run(job)
     assert not done.ok and done.how == "failed" and "missing.keras" in done.message, done
     assert c.convert(INT8).stat().st_size > 0 and c.child.started == 1  # the same child converted the next job
+
+
+def test_variants_kept_in_float_share_one_calibration_and_match_the_quantization_debugger(converter, monkeypatch):
+    """Two parts-in-float variants of one model: calibrated once; each file is what TFLite's QuantizationDebugger
+    makes with the same denylist."""
+    from tensorflow.lite.python import convert as lite_convert
+
+    from edgemtl.export import tflite
+    from edgemtl.tfk import tf
+
+    c = converter()
+    model, samples = c.model, list(c.samples)
+    denied, real_quantize = [], lite_convert.mlir_quantize
+    monkeypatch.setattr(lite_convert, "mlir_quantize", lambda *a, **k: denied.append(k["denylisted_nodes"])
+                        or real_quantize(*a, **k))
+    monkeypatch.setattr(tflite, "_last", [])
+    front = tflite.convert(model, "int8", samples, ("audio_logmel",))
+    calibrated = tflite._last[0][-1]
+    encoder = tflite.convert(model, "int8", samples, ("audio_logmel", "image_"))
+    assert tflite._last[0][-1] is calibrated and front != encoder and len(denied[1]) > len(denied[0])
+    monkeypatch.setattr(lite_convert, "mlir_quantize", real_quantize)
+    for names, made in zip(denied, (front, encoder)):
+        conv = tflite._converter(model, "int8", lambda: iter(samples))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=lambda: iter([]),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names))
+        assert debugger.get_nondebug_quantized_model() == made
