@@ -95,3 +95,12 @@ def test_variants_kept_in_float_share_one_calibration_and_match_the_quantization
             converter=conv, debug_dataset=lambda: iter([]),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names))
         assert debugger.get_nondebug_quantized_model() == made
+
+
+def test_the_child_starts_ahead_only_for_a_plan_with_a_full_int8_tflite_file(converter):
+    c = converter()
+    c.prepare([ArtifactId("teacher", "tflite", "fp32"), ArtifactId("teacher", "onnx", "int8")])  # no child needed
+    assert c.child.started == 0
+    c.prepare([ArtifactId("teacher", "c", "int8")])  # the C array wraps int8io, made from the int8 file
+    assert c.child.started == 1 and c.child.proc.poll() is None
+    assert c.convert(INT8).stat().st_size > 0 and c.child.started == 1  # the first job went to that child

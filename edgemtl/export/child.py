@@ -30,9 +30,13 @@ class ConversionChild:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "edgemtl.export.worker"]
 
-    def run(self, job: Path) -> Outcome:
+    def start(self) -> None:
+        """Start the child unless one is running: it imports TensorFlow, then waits for its first job."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
+
+    def run(self, job: Path) -> Outcome:
+        self.start()
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.busy = True
         try:

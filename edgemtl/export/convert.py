@@ -132,6 +132,18 @@ class Converter:
         self.memo[key] = out
         return out
 
+    def prepare(self, artifacts) -> None:
+        """Start the conversion child now when one of these artifacts will need it (a full-int8 file not in
+        RUN/cache), so its start-up runs beside this process's own conversions instead of before its first job."""
+        for aid in artifacts:
+            fmt = FORMATS[aid.format]
+            # int8io (and the C array, which wraps it) is made from the full-int8 file
+            precision = "int8" if aid.precision == "int8io" and fmt.converts_as == "tflite" else aid.precision
+            if FORMATS[fmt.converts_as].converts_in_child(precision) or fmt.converts_in_child(precision):
+                if not (self.cache and self.samples and self.cache_path(precision, (), fmt.converts_as).exists()):
+                    self.child.start()
+                    return
+
     def _job(self, precision: str, keep_float: tuple) -> ConversionJob:
         return ConversionJob(model=self.model, precision=precision, workdir=self.workdir, samples=self.samples,
                              keep_float=keep_float, opset=self.recipe.export.opset, metadata=self.metadata)

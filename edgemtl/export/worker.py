@@ -67,6 +67,10 @@ def serve() -> None:
     """Answer one job per stdin line on the original stdout; anything a library prints goes to stderr."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # before the first job: a child started ahead (Converter.prepare) imports TensorFlow while the parent converts
+    from ..models.build import load_model  # noqa: F401
+    from . import converters, tflite  # noqa: F401
+
     loaded = _Loaded()
     for line in sys.stdin:
         if not line.strip():
