@@ -97,10 +97,22 @@ def test_variants_kept_in_float_share_one_calibration_and_match_the_quantization
         assert debugger.get_nondebug_quantized_model() == made
 
 
-def test_the_child_starts_ahead_only_for_a_plan_with_a_full_int8_tflite_file(converter):
+def test_the_first_int8_file_is_sent_ahead_and_is_what_convert_would_make(converter):
     c = converter()
     c.prepare([ArtifactId("teacher", "tflite", "fp32"), ArtifactId("teacher", "onnx", "int8")])  # no child needed
-    assert c.child.started == 0
+    assert c.child.started == 0 and c.child.pending is None
     c.prepare([ArtifactId("teacher", "c", "int8")])  # the C array wraps int8io, made from the int8 file
-    assert c.child.started == 1 and c.child.proc.poll() is None
-    assert c.convert(INT8).stat().st_size > 0 and c.child.started == 1  # the first job went to that child
+    assert c.child.started == 1 and c.child.pending is not None  # converting while this process goes on
+    ahead = c.convert(INT8).read_bytes()
+    assert c.child.started == 1 and c.child.pending is None and not c.ahead
+    assert converter().convert(INT8).read_bytes() == ahead
+
+
+def test_a_crash_of_the_job_sent_ahead_is_reported_by_the_conversion_that_needs_it(converter, monkeypatch):
+    from edgemtl.export.child import ConversionChild
+
+    monkeypatch.setattr(ConversionChild, "command", lambda self: [sys.executable, "-c", CRASH])
+    c = converter()
+    c.prepare([ArtifactId("teacher", "tflite", "int8io")])  # no error yet: the job runs in the background
+    with pytest.raises(EdgemtlError, match=r"teacher: TFLite int8 conversion crashed \(signal 11\)"):
+        c.convert(ArtifactId("teacher", "tflite", "int8io"))

@@ -97,6 +97,7 @@ class Converter:
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
         # one child for all of this model's crash-prone conversions (export/worker.py): started on first use
         self.child = ConversionChild(self.workdir / "worker.log")
+        self.ahead: dict[tuple, tuple[Path, Path]] = {}  # (precision, kept in float, format) -> (job, file) sent ahead
 
     def __enter__(self) -> Converter:
         return self
@@ -132,17 +133,28 @@ class Converter:
         self.memo[key] = out
         return out
 
-    def prepare(self, artifacts) -> None:
-        """Start the conversion child now when one of these artifacts will need it (a full-int8 file not in
-        RUN/cache), so its start-up runs beside this process's own conversions instead of before its first job."""
+    def prepare(self, artifacts, keep_float: tuple[str, ...] = ()) -> None:
+        """Before the first conversion of an export: when these artifacts need a full-int8 TFLite file (keeping
+        keep_float in float) that RUN/cache lacks, send it to the child now, so its start-up and calibration run
+        beside this process's own float conversions; convert() collects it. Another conversion only the child makes
+        (micro) starts the child."""
         for aid in artifacts:
             fmt = FORMATS[aid.format]
             # int8io (and the C array, which wraps it) is made from the full-int8 file
             precision = "int8" if aid.precision == "int8io" and fmt.converts_as == "tflite" else aid.precision
-            if FORMATS[fmt.converts_as].converts_in_child(precision) or fmt.converts_in_child(precision):
-                if not (self.cache and self.samples and self.cache_path(precision, (), fmt.converts_as).exists()):
-                    self.child.start()
-                    return
+            if not (FORMATS[fmt.converts_as].converts_in_child(precision) and self.samples):
+                continue
+            keep = tuple(keep_float) if fmt.can_keep_float(precision) else ()
+            cached = self.cache_path(precision, keep, fmt.converts_as) if self.cache else None
+            if cached is not None and cached.exists():
+                continue
+            if fmt.converts_as == "tflite" and precision == "int8" and not self.ahead:
+                out = self.workdir / "out" / f"ahead-tflite-int8{fmt.suffix}"
+                out.parent.mkdir(exist_ok=True)
+                self.ahead[(precision, keep, "tflite")] = (self._job_file(precision, keep, out, "tflite"), out)
+                self.child.submit(self.ahead[(precision, keep, "tflite")][0])
+            else:
+                self.child.start()
 
     def _job(self, precision: str, keep_float: tuple) -> ConversionJob:
         return ConversionJob(model=self.model, precision=precision, workdir=self.workdir, samples=self.samples,
@@ -171,13 +183,7 @@ class Converter:
                 digest.update(sample[name].tobytes())
         return self.run.cache_file(digest.hexdigest()[:24], FORMATS["tflite"].suffix)
 
-    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
-        if not self.samples:
-            raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
-        cached = self.cache_path(precision, keep_float, fmt) if self.cache else None
-        if cached is not None and cached.exists():
-            shutil.copyfile(cached, out)
-            return
+    def _job_file(self, precision: str, keep_float: tuple, out: Path, fmt: str) -> Path:
         samples = self.workdir / "calibration.npz"
         if not samples.exists():
             np.savez(samples, **{k: np.concatenate([s[k] for s in self.samples]) for k in self.samples[0]})
@@ -185,7 +191,22 @@ class Converter:
         job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
                                    "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
                                    "out": str(out), "format": fmt}))
-        done = self.child.run(job)
+        return job
+
+    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
+        if not self.samples:
+            raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
+        cached = self.cache_path(precision, keep_float, fmt) if self.cache else None
+        if cached is not None and cached.exists():
+            shutil.copyfile(cached, out)
+            return
+        sent = self.ahead.pop((precision, tuple(keep_float), fmt), None)
+        if sent is not None:  # sent to the child by prepare(): its answer, its file moved to where this one goes
+            done = self.child.result(sent[0])
+            if done.ok and sent[1].exists():
+                sent[1].replace(out)
+        else:
+            done = self.child.run(self._job_file(precision, keep_float, out, fmt))
         if not done.ok or not out.exists():
             what = "TFLite Micro" if fmt == "micro" else f"TFLite {precision}"
             raise EdgemtlError(f"{self.model_name}: {what} conversion {done.how or 'failed'}: "
