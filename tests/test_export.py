@@ -167,21 +167,19 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
 def test_int8io_shares_the_int8_calibration_and_answers_as_the_converter_would(tiny_run, av_data, monkeypatch):
     """One calibration child for int8 and int8io; the derived int8io file answers as a direct int8io conversion
     (same ranges) and feeds and returns integers."""
-    import subprocess
-
-    from edgemtl.export import convert as convert_module, run as export_run
+    from edgemtl.export import child as child_module, run as export_run
     from edgemtl.export.tflite import convert as direct
     from edgemtl.stages import open_run
 
     run, recipe = open_run(tiny_run)
-    children = []
-    real_run = subprocess.run
-    monkeypatch.setattr(convert_module.subprocess, "run", lambda *a, **k: children.append(a) or real_run(*a, **k))
+    jobs = []
+    real_run = child_module.ConversionChild.run
+    monkeypatch.setattr(child_module.ConversionChild, "run", lambda self, job: jobs.append(job) or real_run(self, job))
     with export_run.ModelExport(run, recipe, av_data, "teacher", 12) as session:
         derived = session.converter.convert(ArtifactId("teacher", "tflite", "int8io")).read_bytes()
         session.converter.convert(ArtifactId("teacher", "tflite", "int8"))
         samples, model = session.converter.samples, session.converter.model
-        assert len(children) == 1 and len(session.converter.memo) == 2
+        assert len(jobs) == 1 and len(session.converter.memo) == 2
         reference = direct(model, "int8io", list(samples))
     x = {k: v[:8] for k, v in av_data["test"].x.items()}
     a_dir, b_dir = tiny_run / "int8io-a.tflite", tiny_run / "int8io-b.tflite"

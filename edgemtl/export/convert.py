@@ -8,8 +8,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from ..recipe import recipe_hash
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
 from ..runsafety import interrupted
+from .child import ConversionChild
 from .converters import ConversionJob
 from .formats import FORMATS
 from .pcm import float_front_ends
@@ -104,6 +103,9 @@ class Converter:
                          **(metadata or {})}
         self.workdir = run.scratch("export")  # in the run: a kill's leftovers go at the next start
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
+        # one child for all of this model's crash-prone conversions (export/worker.py): started on first use
+        self.child = ConversionChild(self.workdir / "worker.log")
+        self.ahead: dict[tuple, tuple[Path, Path]] = {}  # (precision, kept in float, format) -> (job, file) sent ahead
 
     def __enter__(self) -> Converter:
         return self
@@ -112,6 +114,7 @@ class Converter:
         self.close()
 
     def close(self) -> None:
+        self.child.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def convert(self, aid: ArtifactId, keep_float: tuple[str, ...] = ()) -> Path:
@@ -141,6 +144,29 @@ class Converter:
         self.memo[key] = out
         return out
 
+    def prepare(self, artifacts, keep_float: tuple[str, ...] = ()) -> None:
+        """Before the first conversion of an export: when these artifacts need a full-int8 TFLite file (keeping
+        keep_float in float) that RUN/cache lacks, send it to the child now, so its start-up and calibration run
+        beside this process's own float conversions; convert() collects it. Another conversion only the child makes
+        (micro) starts the child."""
+        for aid in artifacts:
+            fmt = FORMATS[aid.format]
+            # int8io (and the C array, which wraps it) is made from the full-int8 file
+            precision = "int8" if aid.precision == "int8io" and fmt.converts_as == "tflite" else aid.precision
+            if not (FORMATS[fmt.converts_as].converts_in_child(precision) and self.samples):
+                continue
+            keep = tuple(keep_float) if fmt.can_keep_float(precision) else ()
+            cached = self.cache_path(precision, keep, fmt.converts_as) if self.cache else None
+            if cached is not None and cached.exists():
+                continue
+            if fmt.converts_as == "tflite" and precision == "int8" and not self.ahead:
+                out = self.workdir / "out" / f"ahead-tflite-int8{fmt.suffix}"
+                out.parent.mkdir(exist_ok=True)
+                self.ahead[(precision, keep, "tflite")] = (self._job_file(precision, keep, out, "tflite"), out)
+                self.child.submit(self.ahead[(precision, keep, "tflite")][0])
+            else:
+                self.child.start()
+
     def _job(self, precision: str, keep_float: tuple) -> ConversionJob:
         return ConversionJob(model=self.model, precision=precision, workdir=self.workdir, samples=self.samples,
                              keep_float=keep_float, opset=self.recipe.export.opset, metadata=self.metadata)
@@ -168,13 +194,7 @@ class Converter:
                 digest.update(sample[name].tobytes())
         return self.run.cache_file(digest.hexdigest()[:24], FORMATS["tflite"].suffix)
 
-    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
-        if not self.samples:
-            raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
-        cached = self.cache_path(precision, keep_float, fmt) if self.cache else None
-        if cached is not None and cached.exists():
-            shutil.copyfile(cached, out)
-            return
+    def _job_file(self, precision: str, keep_float: tuple, out: Path, fmt: str) -> Path:
         samples = self.workdir / "calibration.npz"
         if not samples.exists():
             np.savez(samples, **{k: np.concatenate([s[k] for s in self.samples]) for k in self.samples[0]})
@@ -182,13 +202,26 @@ class Converter:
         job.write_text(json.dumps({"model": str(self.model_path), "recipe": str(self.run.recipe),
                                    "precision": precision, "samples": str(samples), "keep_float": list(keep_float),
                                    "out": str(out), "format": fmt}))
-        done = subprocess.run([sys.executable, "-m", "edgemtl.export.worker", str(job)], capture_output=True,
-                              text=True)
-        if done.returncode != 0 or not out.exists():
-            how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else "failed"
-            last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
+        return job
+
+    def _convert_in_child(self, precision: str, keep_float: tuple, out: Path, fmt: str = "tflite") -> None:
+        if not self.samples:
+            raise EdgemtlError(f"{self.model_name}: TFLite {precision} needs calibration rows; none were given")
+        cached = self.cache_path(precision, keep_float, fmt) if self.cache else None
+        if cached is not None and cached.exists():
+            shutil.copyfile(cached, out)
+            return
+        sent = self.ahead.pop((precision, tuple(keep_float), fmt), None)
+        if sent is not None:  # sent to the child by prepare(): its answer, its file moved to where this one goes
+            done = self.child.result(sent[0])
+            if done.ok and sent[1].exists():
+                sent[1].replace(out)
+        else:
+            done = self.child.run(self._job_file(precision, keep_float, out, fmt))
+        if not done.ok or not out.exists():
             what = "TFLite Micro" if fmt == "micro" else f"TFLite {precision}"
-            raise EdgemtlError(f"{self.model_name}: {what} conversion {how}: {last[0][:400]}")
+            raise EdgemtlError(f"{self.model_name}: {what} conversion {done.how or 'failed'}: "
+                               f"{(done.message or 'no output file')[:400]}")
         if cached is None:
             return
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,9 @@ def onnx(job: ConversionJob) -> bytes:
     if job.precision == "dynamic":
         onnx_export.quantize_dynamic(fp32, out, keep)
     else:
-        onnx_export.quantize_static(fp32, out, onnx_export.onnx_samples(list(job.samples)), keep)
+        reuse = job.workdir / "onnx-int8"  # pre-processed graph and calibrated ranges, shared by the variants
+        reuse.mkdir(exist_ok=True)
+        onnx_export.quantize_static(fp32, out, onnx_export.onnx_samples(list(job.samples)), keep, reuse)
     return out.read_bytes()
 
 

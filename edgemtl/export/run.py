@@ -192,6 +192,7 @@ def export_model(run: RunDir, recipe: Recipe, data, model_name: str, formats, pr
     rows = []
     qat = run.model_file(model_name) == run.qat_weights_file(model_name)
     with ModelExport(run, recipe, data, model_name, calibration_samples, worked) as session:
+        session.converter.prepare(artifacts, session.worked.get("tflite", ()))  # what int8 will start from
         if recipe.export.target != "none":
             try:
                 session.search(artifacts, walk=not qat)  # a QAT graph's fake-quant ops decide its int8 ranges
