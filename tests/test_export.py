@@ -208,7 +208,7 @@ def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_da
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
         session.worked["tflite"] = ("audio_logmel",)  # as if the first int8 artifact had just needed it
         row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
-        # int8io from there: a float front-end leaves the audio input float, so it is not integer I/O
+        # int8io from there, with no fallback of its own: the float front-end reads int16 PCM (export/pcm.py)
         monkeypatch.setattr(gate, "fallback_candidates", lambda *a: [])
         io_row = session.export_artifact(ArtifactId("teacher", "tflite", "int8io"))
         memo = list(session.converter.memo)
@@ -216,8 +216,10 @@ def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_da
     assert row["fallback_tried"] == [["audio_logmel"]]
     assert [k for k in memo if k[1] == "int8"] == [("tflite", "int8", ("audio_logmel",))]
     assert [k for k in memo if k[1] == "int8io"] == [("tflite", "int8io", ("audio_logmel",))]
-    assert not io_row["deployable"] and "int8io: input 'audio' is float32, not integer" in io_row["reason"], io_row
-    assert "rejected" in io_row["bundle"]
+    assert io_row["deployable"] and io_row["kept_in_float"] == ["audio_logmel"], io_row
+    manifest = BundleManifest.read(run.root / "exports" / "teacher-tflite-int8io")
+    assert manifest.quantization.io["audio"].dtype == "int16"
+    assert {manifest.quantization.io[t.name].dtype for t in recipe.tasks} == {"int8"}
 
 
 def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
