@@ -50,6 +50,8 @@ class ModelExport:
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
         self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
         self.worked = {} if worked is None else worked
+        # (artifact, the kept-in-float set its search started from) -> its verdict; artifact -> its latest one
+        self.verdicts: dict = {}
         # (format, precision) -> the parts the precision search chose to keep in float for speed (search.py); unlike
         # `worked` (what accuracy needed) never handed to siblings: int8io needs its first op integer
         self.searched: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -70,12 +72,20 @@ class ModelExport:
         return self.reports[path]
 
     def verdict(self, aid: ArtifactId) -> gate.Verdict:
-        """Convert and judge one artifact, with the float-fallback search."""
-        fmt, cfg = FORMATS[aid.format], self.recipe.export
+        """Convert and judge one artifact, with the float-fallback search; once per artifact and starting point
+        (the C array then wraps the very file its int8io verdict judged)."""
+        fmt = FORMATS[aid.format]
         # an int8 sibling that needed parts in float says the fully quantized model fails here too: start there
         start = self.worked.get(fmt.converts_as, ()) if aid.precision in INT8_PRECISIONS else ()
         searched = self.searched.get((aid.format, aid.precision))
         start = searched if searched is not None else start
+        if (aid, start) not in self.verdicts:
+            self.verdicts[aid, start] = self._verdict(aid, start, searched)
+        self.verdicts[aid] = self.verdicts[aid, start]  # the artifact's latest verdict
+        return self.verdicts[aid]
+
+    def _verdict(self, aid: ArtifactId, start: tuple, searched) -> gate.Verdict:
+        fmt, cfg = FORMATS[aid.format], self.recipe.export
 
         def candidates(first):  # the dense heads over tolerance in the first verdict get candidates of their own
             return gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
@@ -100,7 +110,8 @@ class ModelExport:
 
         wraps = None
         if FORMATS[aid.format].wraps:
-            integer_io = self.verdict(ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io"))
+            io_aid = ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io")
+            integer_io = self.verdicts.get(io_aid) or self.verdict(io_aid)  # the very file its bundle holds
             found, wraps = (integer_io, "int8io") if integer_io.report.deployable else (self.verdict(aid), "int8")
         else:
             found = self.verdict(aid)
