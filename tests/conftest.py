@@ -60,6 +60,17 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def own_run(tiny_run, tmp_path):
+    """A copy of the session run without its bundles, for a test that writes bundles: the session run's bundles
+    stay the ones its own export judged, which other tests check file by file."""
+    import shutil
+
+    out = tmp_path / "av"
+    shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("exports", "rejected"))
+    return out
+
+
 def write_recipe(tmp_path, text: str, name="recipe.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)

@@ -138,13 +138,13 @@ def test_audio_front_end_survives_dynamic_range_quantization(tiny_run, av_data):
     assert np.abs(got - front.predict(audio[:1], verbose=0)).max() < 1e-3
 
 
-def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
+def test_float_fallback_is_tried_and_recorded(own_run, av_data, monkeypatch):
     import dataclasses
 
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
 
-    run, recipe = open_run(tiny_run)
+    run, recipe = open_run(own_run)
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
         real_judge = session.judge
 
@@ -158,7 +158,7 @@ def test_float_fallback_is_tried_and_recorded(tiny_run, av_data, monkeypatch):
         monkeypatch.setattr(session, "judge", strict_judge)
         row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
     assert row["deployable"] and row["kept_in_float"] == ["audio_logmel"]
-    manifest = json.loads((tiny_run / "exports/teacher-tflite-int8/manifest.json").read_text())
+    manifest = json.loads((own_run / "exports/teacher-tflite-int8/manifest.json").read_text())
     assert manifest["quantization"]["kept_in_float"] == ["audio_logmel"]
     assert manifest["quantization"]["calibration_rows"] >= 16  # every digit and speaker class, then random rows
 
@@ -200,11 +200,11 @@ def test_int8io_shares_the_int8_calibration_and_answers_as_the_converter_would(t
         b_dir.unlink()
 
 
-def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_data, monkeypatch):
+def test_int8_siblings_start_from_what_the_first_needed_in_float(own_run, av_data, monkeypatch):
     from edgemtl.export import gate, run as export_run
     from edgemtl.stages import open_run
 
-    run, recipe = open_run(tiny_run)
+    run, recipe = open_run(own_run)
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
         session.worked["tflite"] = ("audio_logmel",)  # as if the first int8 artifact had just needed it
         row = session.export_artifact(ArtifactId("teacher", "tflite", "int8"))
@@ -222,13 +222,13 @@ def test_int8_siblings_start_from_what_the_first_needed_in_float(tiny_run, av_da
     assert {manifest.quantization.io[t.name].dtype for t in recipe.tasks} == {"int8"}
 
 
-def test_no_fallback_where_the_format_cannot_keep_parts_in_float(tiny_run, av_data, monkeypatch):
+def test_no_fallback_where_the_format_cannot_keep_parts_in_float(own_run, av_data, monkeypatch):
     import dataclasses
 
     from edgemtl.export import run as export_run
     from edgemtl.stages import open_run
 
-    run, recipe = open_run(tiny_run)
+    run, recipe = open_run(own_run)
     with export_run.ModelExport(run, recipe, av_data, "teacher", 20) as session:
         real_judge = session.judge
         monkeypatch.setattr(session, "judge", lambda path, precision: dataclasses.replace(
