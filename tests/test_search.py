@@ -82,7 +82,8 @@ def test_the_recommendation_is_reproducible_on_the_pinned_kernels(fashion_tiny_r
         fastest = min(latency, key=lambda n: latency[n]["median_ms"])
         picks.append((fastest, {n for n in latency if n != fastest and tied(latency[n], latency[fastest])}))
     (first, first_ties), (second, second_ties) = picks
-    assert first == second or (second in first_ties and first in second_ties), picks
+    # a different pick is a tie one of the runs stated (a loaded machine may move a 5 % tie's edge between runs)
+    assert first == second or second in first_ties or first in second_ties, picks
 
 
 def _feeds(run):

@@ -101,11 +101,12 @@ class Converter:
         self.samples = tuple(samples)
         self.metadata = {"edgemtl.recipe": recipe.name, "edgemtl.recipe_hash": run.recipe_hash(),
                          **(metadata or {})}
-        self.workdir = run.scratch("export")  # in the run: a kill's leftovers go at the next start
         self.memo: dict[tuple, Path] = {}  # (format converted as, precision, kept in float) -> converted file
+        self.ahead: dict[tuple, tuple[Path, Path]] = {}  # (precision, kept in float, format) -> (job, file) sent ahead
+        # last: from here on only close() removes it (in the run: a kill's leftovers go at the next start)
+        self.workdir = run.scratch("export")
         # one child for all of this model's crash-prone conversions (export/worker.py): started on first use
         self.child = ConversionChild(self.workdir / "worker.log")
-        self.ahead: dict[tuple, tuple[Path, Path]] = {}  # (precision, kept in float, format) -> (job, file) sent ahead
 
     def __enter__(self) -> Converter:
         return self

@@ -45,7 +45,6 @@ class ModelExport:
         self.specs = input_specs(model)
         samples = calibration_samples(data["train"], list(self.gate.tasks), calibration_samples_n, recipe.seed)
         labels = json.dumps({t.name: data.labels[t.name].get("classes") for t in self.gate.tasks})
-        self.converter = Converter(run, recipe, model_name, model, samples, {"edgemtl.labels": labels})
         self.reports: dict = {}  # converted file -> its ParityReport
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
         self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
@@ -58,6 +57,8 @@ class ModelExport:
         self.selections: dict = {}  # format -> search.Recommendation
         # layer -> parameters: the float fallback tries the candidate keeping the fewest in float first
         self.weights = {x.name: int(x.count_params()) for x in model.layers}
+        # last: its scratch folder exists from here on, and __exit__ (entered next) removes it even on a SIGTERM
+        self.converter = Converter(run, recipe, model_name, model, samples, {"edgemtl.labels": labels})
 
     def __enter__(self) -> ModelExport:
         return self
