@@ -693,14 +693,22 @@ def test_a_large_jpeg_decodes_scaled_down_close_to_the_full_decode():
     assert np.array_equal(load_image(sorted((DEMO / "images").iterdir())[0], (28, 28), 1)[..., 0], np.asarray(small))
 
 
-def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path):
-    """load_image decodes a plain JPEG straight from its bytes (Image.frombytes with PIL's JPEG decoder): every
-    fashion photo, and re-encodings of one (progressive, grayscale, 4:4:4, with EXIF, odd sizes), give exactly the
-    pixels of PIL's Image.open, convert and resize; what the direct path leaves to Image.open (CMYK, a JPEG large
-    enough for draft, PNG) still decodes, and a broken file is one clear message."""
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pil"])
+def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path, monkeypatch, decoder):
+    """load_image decodes a plain JPEG straight from its bytes (simplejpeg's libjpeg-turbo where the file is already
+    in the target mode, else Image.frombytes with PIL's JPEG decoder; PIL alone where simplejpeg is not installed):
+    every fashion photo, and re-encodings of one (progressive, grayscale, 4:4:4, with EXIF, odd sizes), give
+    exactly the pixels of PIL's Image.open, convert and resize; what the direct path leaves to Image.open (CMYK, a
+    JPEG large enough for draft, PNG) still decodes, and a broken file is one clear message."""
     import io
 
+    from edgemtl.kinds import image as image_kind
     from edgemtl.kinds.image import jpeg_frame, load_image
+
+    if decoder == "pil":
+        monkeypatch.setattr(image_kind, "simplejpeg", None)
+    elif image_kind.simplejpeg is None:
+        pytest.skip("simplejpeg is not installed")
 
     def reference(source, size, channels):
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
@@ -712,6 +720,8 @@ def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path):
     assert len(photos) > 100
     for path in photos:
         assert jpeg_frame(path.read_bytes()) == (64, 64, "RGB")  # every one takes the direct path
+        direct = image_kind._decode_jpeg(path.read_bytes(), 64, 64, "RGB")
+        assert isinstance(direct, np.ndarray if decoder == "simplejpeg" else Image.Image)
         for size, channels in (((64, 64), 3), ((28, 40), 1)):
             want = reference(path, size, channels)
             for source in (path, str(path), path.read_bytes()):
@@ -737,6 +747,11 @@ def test_a_jpeg_decoded_from_its_bytes_has_the_pixels_of_pil_open(tmp_path):
             assert np.array_equal(load_image(data, (64, 64), 3), want), name
             assert np.array_equal(load_image(tmp_path / f"{name}.jpg", (64, 64), 3), want), name
     assert jpeg_frame(encoded["gray"])[2] == "L" and jpeg_frame(encoded["cmyk"]) is None
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.jpg", quality=95)  # more than one first read of the file
+    assert (tmp_path / "noise.jpg").stat().st_size > image_kind.FIRST_READ
+    assert np.array_equal(load_image(tmp_path / "noise.jpg", (400, 400), 3), reference(tmp_path / "noise.jpg",
+                                                                                      (400, 400), 3))
     broken = encoded["low"][:len(encoded["low"]) // 2]
     for source in (broken, tmp_path / "missing.jpg", tmp_path):
         with pytest.raises(kinds.BadInput, match="not a readable image|not found"):

@@ -49,8 +49,8 @@ class ModelExport:
         self.io: dict = {}  # converted TFLite file -> its I/O tensors' dtype and quantization, as the gate saw them
         self.memory: dict = {}  # converted micro file -> the arena and flash the gate measured in TFLite Micro
         self.worked = {} if worked is None else worked
-        # (artifact, the kept-in-float set its search started from) -> its verdict; artifact -> its latest one
-        self.verdicts: dict = {}
+        self.verdicts: dict = {}  # (artifact, the kept-in-float set its search started from) -> its verdict
+        self.latest: dict = {}  # artifact -> its latest verdict, the one its bundle holds
         # (format, precision) -> the parts the precision search chose to keep in float for speed (search.py); unlike
         # `worked` (what accuracy needed) never handed to siblings: int8io needs its first op integer
         self.searched: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -82,8 +82,8 @@ class ModelExport:
         start = searched if searched is not None else start
         if (aid, start) not in self.verdicts:
             self.verdicts[aid, start] = self._verdict(aid, start, searched)
-        self.verdicts[aid] = self.verdicts[aid, start]  # the artifact's latest verdict
-        return self.verdicts[aid]
+        self.latest[aid] = self.verdicts[aid, start]
+        return self.latest[aid]
 
     def _verdict(self, aid: ArtifactId, start: tuple, searched) -> gate.Verdict:
         fmt, cfg = FORMATS[aid.format], self.recipe.export
@@ -112,7 +112,7 @@ class ModelExport:
         wraps = None
         if FORMATS[aid.format].wraps:
             io_aid = ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io")
-            integer_io = self.verdicts.get(io_aid) or self.verdict(io_aid)  # the very file its bundle holds
+            integer_io = self.latest.get(io_aid) or self.verdict(io_aid)  # the very file its bundle holds
             found, wraps = (integer_io, "int8io") if integer_io.report.deployable else (self.verdict(aid), "int8")
         else:
             found = self.verdict(aid)

@@ -37,9 +37,6 @@ def describe(source) -> str:
     return f"'{source}'" if isinstance(source, (str, Path)) else f"({type(source).__name__})"
 
 
-
-
-
 def is_missing(value) -> bool:
     """An empty cell: None, NaN or a blank string (a CSV's empty field)."""
     if value is None:

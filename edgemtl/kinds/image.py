@@ -5,11 +5,17 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+try:  # libjpeg-turbo called straight from C: a third of PIL's time on a small photo, the same pixels
+    import simplejpeg
+except ImportError:  # a platform without its wheel: PIL's decoder, which libjpeg-turbo is too
+    simplejpeg = None
+
 from .base import BadInput, ModalityKind, decode_files, describe
 
 MAX_SIDE = 4096  # a recipe's image size, per side
 
 
+FIRST_READ = 1 << 16  # bytes read from an image file at once: a whole small photo
 DRAFT_FACTOR = 2  # a JPEG at least this many times the target size a side is decoded scaled down (draft)
 
 
@@ -23,6 +29,10 @@ def load_image(source, size, channels: int) -> np.ndarray:
         image = source
     else:
         image = _decode(source, width, height, mode)
+        if isinstance(image, np.ndarray):  # decoded in the target mode
+            if image.shape[:2] == (height, width):
+                return image
+            image = Image.fromarray(image[..., 0] if channels == 1 else image)
     if image.mode != mode:
         image = image.convert(mode)
     if image.size != (width, height):
@@ -31,19 +41,23 @@ def load_image(source, size, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def _decode(source, width: int, height: int, mode: str) -> Image.Image:
-    """A path, bytes or file object -> its decoded PIL image; errors as BadInput naming the source."""
+def _decode(source, width: int, height: int, mode: str) -> Image.Image | np.ndarray:
+    """A path, bytes or file object -> its decoded PIL image, or an array [rows, cols, 1|3] where a plain JPEG is
+    already in the target mode; errors as BadInput naming the source."""
     try:
         if isinstance(source, (bytes, bytearray)):
-            return _decode_jpeg(bytes(source), width, height) or _open(io.BytesIO(source), width, height, mode)
+            decoded = _decode_jpeg(bytes(source), width, height, mode)
+            return _open(io.BytesIO(source), width, height, mode) if decoded is None else decoded
         if isinstance(source, (str, os.PathLike)):
-            with open(source, "rb") as f:
-                head = f.read(len(JPEG_SOI))
-                if head == JPEG_SOI:  # read whole (one small file), decoded straight from the bytes
-                    data = head + f.read()
-                    return _decode_jpeg(data, width, height) or _open(io.BytesIO(data), width, height, mode)
-                f.seek(0)
-                return _open(f, width, height, mode)
+            with open(source, "rb", buffering=0) as f:  # unbuffered: a small photo comes in one read() call
+                data = f.read(FIRST_READ)
+                if data.startswith(JPEG_SOI):  # read whole, decoded straight from the bytes
+                    if len(data) == FIRST_READ:
+                        data += f.readall()
+                    decoded = _decode_jpeg(data, width, height, mode)
+                    return _open(io.BytesIO(data), width, height, mode) if decoded is None else decoded
+                f.seek(0)  # another format: Image.open reads what it needs (not a whole large file)
+                return _open(io.BufferedReader(f), width, height, mode)
         return _open(source, width, height, mode)
     except FileNotFoundError:
         raise BadInput(f"image file '{source}' not found") from None
@@ -94,21 +108,25 @@ def jpeg_frame(data: bytes) -> tuple[int, int, str] | None:
     return None
 
 
-def _decode_jpeg(data: bytes, width: int, height: int) -> Image.Image | None:
-    """A JPEG decoded by PIL's JPEG decoder straight from its bytes (Image.frombytes): the decoder Image.open's load
-    runs, on the same bytes with the same arguments, so the pixels are identical, without Image.open's header
-    parsing in Python, which costs several times the decode of a small photo. None where PIL's own path must
-    decide: not a plain 8-bit JPEG, large enough for draft, past the decompression-bomb limit, or any decode error
-    (Image.open then gives the error its usual way)."""
+def _decode_jpeg(data: bytes, width: int, height: int, mode: str) -> Image.Image | np.ndarray | None:
+    """A plain JPEG decoded straight from its bytes, without Image.open's header parsing in Python (several times
+    the decode of a small photo). In the target mode: libjpeg-turbo through simplejpeg, an array; otherwise PIL's
+    decoder (Image.frombytes), the one Image.open's load runs with the same arguments, and the mode converted by
+    PIL as before. Both run libjpeg-turbo's default accurate integer DCT and smooth upsampling, so the pixels are
+    those of Image.open (tests/test_kinds.py checks every fashion photo and re-encodings). None where PIL's own
+    path must decide: not a plain 8-bit JPEG, large enough for draft, past the decompression-bomb limit, or any
+    decode error, a truncated file included (Image.open then gives the error its usual way)."""
     frame = jpeg_frame(data) if data.startswith(JPEG_SOI) else None
     if frame is None:
         return None
-    cols, rows, mode = frame
+    cols, rows, own_mode = frame
     if (cols >= DRAFT_FACTOR * width and rows >= DRAFT_FACTOR * height) or \
             (Image.MAX_IMAGE_PIXELS is not None and cols * rows > Image.MAX_IMAGE_PIXELS):
         return None
     try:
-        return Image.frombytes(mode, (cols, rows), data, "jpeg", mode, "")
+        if simplejpeg is not None and own_mode == mode:  # strict: a recoverable libjpeg warning is an error too
+            return simplejpeg.decode_jpeg(data, colorspace="GRAY" if mode == "L" else "RGB", strict=True)
+        return Image.frombytes(own_mode, (cols, rows), data, "jpeg", own_mode, "")
     except (OSError, ValueError):
         return None
 

@@ -1,4 +1,4 @@
-"""A loaded bundle: raw inputs in, per-task answers out. numpy, PIL, LiteRT and ONNX Runtime only.
+"""A loaded bundle: raw inputs in, per-task answers out. numpy, PIL, simplejpeg, LiteRT and ONNX Runtime only.
 
 The bundle names the runtime configuration its parity gate verified (manifest `runtime`: LiteRT kernel set and
 threads, ONNX Runtime graph optimisation); load() opens exactly that unless asked for another, which it says is
