@@ -6,7 +6,7 @@ import json
 import pytest
 
 from edgemtl.artifacts import ArtifactId
-from edgemtl.bench.headline import floor_entry
+from edgemtl.bench.headline import floor_entry, headline
 from edgemtl.bench.interleave import measure, tied
 from edgemtl.bench.machine import cpu_info
 from edgemtl.export.search import Candidate, blocks, choose
@@ -149,3 +149,19 @@ def test_the_int8_walk_returns_a_deployable_artifact_within_every_tolerance(fash
             assert all(t.drop is None or t.drop <= 0.02 + 1e-12 for t in report.tasks.values())
         if rec.chosen.aid.precision == "int8":
             assert session.searched.get(("tflite", "int8"), rec.chosen.keep) == rec.chosen.keep
+
+
+def test_bench_headline_names_the_smallest_of_the_files_tied_with_the_fastest():
+    """bench's headline resolves a tie as export's recommendation does: the smallest file among those within noise
+    of the fastest median; a file outside the tie is never named, however small."""
+    latency = {"teacher-tflite-fp32": {"median_ms": 0.43}, "student-tflite-fp16": {"median_ms": 0.0577},
+               "student-tflite-dynamic": {"median_ms": 0.0592}, "student-tflite-int8": {"median_ms": 0.0620},
+               "student-tflite-int8io": {"median_ms": 0.1041}, "1-op model": {"median_ms": 0.004}}
+    sizes = {"teacher-tflite-fp32": 3_152_000, "student-tflite-fp16": 170_000, "student-tflite-dynamic": 107_600,
+             "student-tflite-int8": 126_000, "student-tflite-int8io": 100_000}
+    head = headline(latency, ["student"], sizes)
+    assert head["student"] == "student-tflite-dynamic"  # fp16 is 2.6 % faster: tied, and 1.6x larger
+    assert set(head["tied_with"]) == {"student-tflite-fp16"}  # int8: 7.5 % behind, outside the tie
+    assert head["teacher"] == "teacher-tflite-fp32" and head["int8"] == "student-tflite-int8"
+    latency["student-tflite-dynamic"]["median_ms"] = 0.0700  # no longer tied: the fastest median is named
+    assert headline(latency, ["student"], sizes)["student"] == "student-tflite-fp16"

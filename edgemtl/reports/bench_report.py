@@ -150,7 +150,8 @@ def headline_lines(results: dict, student: str | None, names: list, meaning: str
     picked = "named by --student" if student != head.get("student") else "the fastest deployable student " \
                                                                           "artifact on this CPU"
     ties = [n for n in head.get("tied_with") or [] if n != student]
-    tie = f" (tied within noise with {', '.join(ties)}: the fastest median is named)" if ties else ""
+    tie = f" (tied within noise with {', '.join(ties)}: the smallest file is named, as export recommends)" \
+        if ties else ""
     out = [f"- **{student} vs {BASELINE}** ({picked}{tie}; {how}): {versus(student)}."]
     int8 = head.get("int8")
     if int8 and int8 != student and int8 in latency:
