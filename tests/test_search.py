@@ -151,7 +151,7 @@ def test_the_int8_walk_returns_a_deployable_artifact_within_every_tolerance(fash
             assert session.searched.get(("tflite", "int8"), rec.chosen.keep) == rec.chosen.keep
 
 
-def test_bench_headline_names_the_smallest_of_the_files_tied_with_the_fastest():
+def test_bench_headline_names_the_smallest_of_the_files_tied_with_the_fastest(tmp_path):
     """bench's headline resolves a tie as export's recommendation does: the smallest file among those within noise
     of the fastest median; a file outside the tie is never named, however small."""
     latency = {"teacher-tflite-fp32": {"median_ms": 0.43}, "student-tflite-fp16": {"median_ms": 0.0577},
@@ -159,9 +159,13 @@ def test_bench_headline_names_the_smallest_of_the_files_tied_with_the_fastest():
                "student-tflite-int8io": {"median_ms": 0.1041}, "1-op model": {"median_ms": 0.004}}
     sizes = {"teacher-tflite-fp32": 3_152_000, "student-tflite-fp16": 170_000, "student-tflite-dynamic": 107_600,
              "student-tflite-int8": 126_000, "student-tflite-int8io": 100_000}
-    head = headline(latency, ["student"], sizes)
+    files = {}
+    for name, size in sizes.items():
+        files[name] = tmp_path / f"{name}.tflite"
+        files[name].write_bytes(bytes(size))
+    head = headline(latency, ["student"], files)
     assert head["student"] == "student-tflite-dynamic"  # fp16 is 2.6 % faster: tied, and 1.6x larger
     assert set(head["tied_with"]) == {"student-tflite-fp16"}  # int8: 7.5 % behind, outside the tie
     assert head["teacher"] == "teacher-tflite-fp32" and head["int8"] == "student-tflite-int8"
     latency["student-tflite-dynamic"]["median_ms"] = 0.0700  # no longer tied: the fastest median is named
-    assert headline(latency, ["student"], sizes)["student"] == "student-tflite-fp16"
+    assert headline(latency, ["student"], files)["student"] == "student-tflite-fp16"

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..artifacts import ArtifactId
 from ..export.formats import FORMATS
 from ..names import INT8_PRECISIONS, TEACHER
-from .interleave import measure, tied
+from .interleave import measure
 
 BASELINE = "teacher-tflite-fp32"
 END_TO_END = " end-to-end"
@@ -58,11 +58,11 @@ def targets(run, students) -> list[dict]:
     return out
 
 
-def model_sizes(chosen: list[dict]) -> dict:
-    """target name -> its bundle's model file size in bytes."""
+def model_files(chosen: list[dict]) -> dict:
+    """target name -> its bundle's model file."""
     from ..runtime.manifest import BundleManifest
 
-    return {t["name"]: BundleManifest.read(t["path"]).model_path.stat().st_size for t in chosen}
+    return {t["name"]: BundleManifest.read(t["path"]).model_path for t in chosen}
 
 
 def side_by_side(run, recipe, feeds: dict, students, flops: dict, repeats: int = 3, rounds: int = 10,
@@ -86,7 +86,7 @@ def side_by_side(run, recipe, feeds: dict, students, flops: dict, repeats: int =
              for t in chosen}
     return {"latency": latency, "repeats": repeats, "rounds": rounds, "calls": calls, "peaks": peaks,
             "fixed_ms": fixed, "floor": {k: v for k, v in floor.items() if v}, "raw_inputs": raw is not None,
-            "headline": headline(latency, students, model_sizes(chosen))}
+            "headline": headline(latency, students, model_files(chosen))}
 
 
 def gemm_precision(artifact: str) -> str:
@@ -114,20 +114,21 @@ def floor_entry(artifact: str, measured_ms: float, flops: dict, peaks: dict, fix
             "share": min(1.0, floor_ms / measured_ms), "below_floor": measured_ms < floor_ms}
 
 
-def headline(latency: dict, students, sizes: dict) -> dict:
-    """The student bundle to name (model call): among those tied within noise with the fastest median, the smallest
-    file, the rule export's recommendation follows (export/search.py choose), so a tie resolves the same way in
-    both; the others tied, and the students' int8 TFLite beside it."""
+def headline(latency: dict, students, files: dict) -> dict:
+    """The student bundle to name (model call), chosen as export recommends (export/search.py choose): among those
+    tied within noise with the fastest median, the smallest file; the others tied, and the students' int8 TFLite
+    beside it. files: name -> its model file."""
+    from ..export.search import Candidate, choose
+
     names = [n for n in latency if n != "1-op model" and not n.endswith(END_TO_END)
              and ArtifactId.is_artifact_name(n) and ArtifactId.parse(n).model in students]
     if not names:
         return {}
-    fastest = min(names, key=lambda n: latency[n]["median_ms"])
-    close = [n for n in names if tied(latency[n], latency[fastest])]
-    named = min(close, key=lambda n: (sizes[n], latency[n]["median_ms"]))
+    named, ties = choose([Candidate(ArtifactId.parse(n), (), Path(files[n]), True, latency=latency[n])
+                          for n in names], "latency")
     int8 = next((f"{m}-tflite-int8" for m in students if f"{m}-tflite-int8" in latency), None)
-    return {"teacher": BASELINE if BASELINE in latency else None, "student": named,
-            "tied_with": [n for n in close if n != named], "int8": int8}
+    return {"teacher": BASELINE if BASELINE in latency else None, "student": named.aid.name,
+            "tied_with": list(ties), "int8": int8}
 
 
 def is_student(model: str) -> bool:
