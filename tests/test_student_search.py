@@ -10,10 +10,11 @@ SEARCH = f"""name: search_mini
 {FASHION_MINI_MODEL}tasks:
   - {{name: gender, type: multiclass, match_labels: title}}
   - {{name: masterCategory, type: multiclass}}
-compress: {{student: {{preset: small, target_ms: 1000.0}}}}
+compress:
+  student: {{preset: small, target_ms: 1000.0, encoders: {{image: [{{type: mobilenet, filters: [8, 16]}}]}}}}
 export: {{formats: [tflite], precisions: [fp32, int8]}}
 """
-SCALES = (0.5, 1.0, 2.0)  # x 2 stem strides (the cnn image encoder has one): 6 candidates
+SCALES = (0.5, 2.0)  # x (the cnn image encoder at 2 stem strides + the mobilenet alternative): 6 candidates
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +31,45 @@ def mini(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(mini):
-    """fp32 candidates (in-process conversions: the cheap path), any latency within the budget."""
+    """fp32 and dynamic-range candidates (in-process conversions: the cheap path), any latency within the budget."""
     from edgemtl.compress.student_search import StudentSearch
 
     run, recipe, data, student = mini
-    return StudentSearch(run, recipe, data, student, precision="fp32").run_search(1e6, scales=SCALES)
+    return StudentSearch(run, recipe, data, student, precisions=("fp32", "dynamic")).run_search(1e6, scales=SCALES)
 
 
-def test_candidates_scale_the_student_and_its_stem_stride(mini):
+def test_candidates_scale_the_student_its_stem_stride_and_each_encoder(mini):
     from edgemtl.compress.student_search import candidates
 
     _, _, _, student = mini
-    found = candidates(student, SCALES)
-    assert [c.name for c in found] == ["x0.5/s1", "x1/s1", "x2/s1", "x0.5/s2", "x1/s2", "x2/s2"]
-    one = next(c for c in found if c.name == "x1/s1")
+    found = {c.name: c for c in candidates(student, (0.5, 1.0, 2.0))}
+    assert list(found) == ["image cnn x0.5/s1", "image cnn x1/s1", "image cnn x2/s1", "image cnn x0.5/s2",
+                           "image cnn x1/s2", "image cnn x2/s2", "image mobilenet x0.5", "image mobilenet x1",
+                           "image mobilenet x2"]  # a mobilenet has no stem stride: one candidate per width
+    one = found["image cnn x1/s1"]
     assert one.recipe.input("title").encoder == student.input("title").encoder  # x1 is the student as written
-    two = next(c for c in found if c.name == "x2/s2")
+    two = found["image cnn x2/s2"]
     assert list(two.recipe.input("image").encoder.filters) == [2 * f for f in student.input("image").encoder.filters]
     assert two.recipe.input("image").encoder.stem_stride == 2
     assert two.recipe.trunk.units[0] == 2 * student.trunk.units[0]
+    mobile = found["image mobilenet x2"].recipe
+    assert mobile.input("image").encoder.type == "mobilenet" and list(mobile.input("image").encoder.filters) == [16, 32]
+    assert mobile.input("title").encoder == two.recipe.input("title").encoder  # the other inputs scale alike
+
+
+def without_encoders(recipe):
+    import dataclasses
+
+    return dataclasses.replace(recipe, compress=dataclasses.replace(
+        recipe.compress, student=dataclasses.replace(recipe.compress.student, encoders={})))
+
+
+def test_without_encoders_the_names_are_the_widths(mini):
+    from edgemtl.compress.student_search import candidates
+
+    _, _, _, student = mini
+    names = [c.name for c in candidates(without_encoders(student), (0.5, 1.0))]
+    assert names == ["x0.5/s1", "x1/s1", "x0.5/s2", "x1/s2"]
 
 
 def test_the_choice_is_the_largest_candidate_within_the_target(mini, measured):
@@ -57,11 +78,15 @@ def test_the_choice_is_the_largest_candidate_within_the_target(mini, measured):
     run, _, _, _ = mini
     found = measured.candidates
     assert len(found) == 6 and all(c.latency_ms > 0 and c.params > 0 and c.mflops > 0 for c in found)
+    # a candidate's time is its fastest file's: every precision on both kernel sets was timed
+    for c in found:
+        assert sorted(c.files) == ["dynamic builtin", "dynamic xnnpack", "fp32 builtin", "fp32 xnnpack"]
+        assert c.latency_ms == min(c.files.values()) == c.files[f"{c.precision} {c.kernels}"]
     # a generous budget takes the candidate of most capacity: parameters, then MFLOPs (stride 1 at equal params)
-    assert measured.record["chosen"] == "x2/s1" == max(found, key=lambda c: c.capacity).name
-    assert measured.recipe.input("image").encoder.stem_stride == 1
+    assert measured.record["chosen"] == max(found, key=lambda c: c.capacity).name
     stored = json.loads(run.student_search.read_text())
-    assert [r["chosen"] for r in stored["candidates"]].count(True) == 1 and stored["precision"] == "fp32"
+    assert [r["chosen"] for r in stored["candidates"]].count(True) == 1
+    assert stored["precisions"] == ["fp32", "dynamic"]
     assert [r["params"] for r in stored["candidates"]] == sorted(r["params"] for r in stored["candidates"])
     # every measured latency as a target, and just below it: within the target, and nothing larger is
     for target in sorted({c.latency_ms for c in found} | {c.latency_ms * 0.999 for c in found}):
@@ -73,15 +98,74 @@ def test_the_choice_is_the_largest_candidate_within_the_target(mini, measured):
         assert all(c.latency_ms > target for c in found if c.capacity > chosen.capacity)
 
 
+def test_the_measurements_are_reused_for_any_target_on_the_same_cpu(mini, measured, monkeypatch):
+    """A budget that fits nothing keeps the measurements (chosen: null); another budget then chooses from them
+    without measuring again; another CPU measures again."""
+    from edgemtl.compress import student_search
+    from edgemtl.compress.student_search import StudentSearch
+    from edgemtl.errors import EdgemtlError
+    from edgemtl.runsafety import atomic_write_json
+
+    run, recipe, data, student = mini
+    atomic_write_json(run.student_search, measured.record)  # as the fixture left it (other tests write the file)
+
+    def measured_again(*_):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(StudentSearch, "measure", measured_again)
+    search = StudentSearch(run, recipe, data, student, precisions=("fp32", "dynamic"))
+    with pytest.raises(EdgemtlError) as e:
+        search.run_search(1e-6, scales=SCALES)
+    assert "the measurements stay in RUN/student_search.json" in e.value.messages[0]
+    kept = json.loads(run.student_search.read_text())
+    assert kept["chosen"] is None and kept["target_ms"] == 1e-6
+    assert [r["latency_ms"] for r in kept["candidates"]] == [r["latency_ms"] for r in measured.record["candidates"]]
+    smallest = min(measured.candidates, key=lambda c: c.capacity)
+    again = search.run_search(smallest.latency_ms, scales=SCALES)
+    assert again.record["chosen"] == max((c for c in measured.candidates if c.latency_ms <= smallest.latency_ms),
+                                         key=lambda c: c.capacity).name
+    monkeypatch.setattr(student_search, "describe_cpu", lambda cpu: "another CPU")
+    with pytest.raises(AssertionError, match="measured again"):
+        search.run_search(1e6, scales=SCALES)
+
+
+def test_the_search_table_names_each_candidates_encoder_and_fastest_file(measured):
+    from edgemtl.compress.student_search import search_table
+
+    text = "\n".join(search_table(measured.record))
+    assert "as fp32, dynamic TFLite" in text
+    for c in measured.candidates:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {c.name} |"))
+        assert f"image {c.recipe.input('image').encoder.type} filters" in row
+        assert f"| {c.latency_ms:.4f} | {c.precision} | {c.kernels} |" in row
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["compress.student.target_ms=null"], "compress.student.encoders: only the latency search tries other encoders"),
+    (["compress.student.encoders={imag: [{type: cnn}]}"], "compress.student.encoders.imag: not an input of the "
+                                                           "recipe (did you mean 'image'?)"),
+    (["compress.student.encoders.image=[{type: mobilenett}]"], "compress.student.encoders.image.0.type: "
+                                                               "'mobilenett' is not one of"),
+    (["compress.student.encoders.image=[{filters: [8, -1]}]"], "compress.student.encoders.image.0.filters"),
+])
+def test_a_bad_encoder_alternative_is_named_when_the_recipe_loads(tmp_path, sets, message):
+    from edgemtl.errors import EdgemtlError
+    from edgemtl.recipe import load_recipe
+
+    with pytest.raises(EdgemtlError) as e:
+        load_recipe(write_recipe(tmp_path, SEARCH), sets)
+    assert any(f"recipe.yaml: {message}" in m for m in e.value.messages), e.value.messages
+
+
 def test_a_target_below_every_candidate_is_one_clear_error(mini, tmp_path):
-    """int8, as the recipe exports it: random weights calibrated on real rows, converted in the child; a budget of
-    1e-6 ms fits nothing."""
-    from edgemtl.compress.student_search import StudentSearch, shipped_precision
+    """fp32 and int8, as the recipe exports them (int8: random weights calibrated on real rows, converted in the
+    child); a budget of 1e-6 ms fits nothing."""
+    from edgemtl.compress.student_search import StudentSearch, timed_precisions
     from edgemtl.errors import EdgemtlError
 
     run, recipe, data, student = mini
-    assert shipped_precision(recipe) == "int8"
-    search = StudentSearch(run, recipe, data, student)
+    assert timed_precisions(recipe) == ("fp32", "int8")
+    search = StudentSearch(run, recipe, data, without_encoders(student))  # 2 candidates
     with pytest.raises(EdgemtlError) as e:
         search.run_search(1e-6, scales=(0.5,))
     message = e.value.messages[0]

@@ -81,7 +81,7 @@ class Compressor:
         (student_search.py), before any training; returns the search's record. Without it, nothing changes."""
         from .student_search import searched_student
 
-        result = searched_student(self.run, self.recipe, self.data, self.student, self.resume,
+        result = searched_student(self.run, self.recipe, self.data, self.student,
                                   lambda: count_params(load_model(self.teacher_path)))
         if result is None:
             return None

@@ -1,16 +1,18 @@
-"""The latency-aware student (compress.student.target_ms): before any training, a few students of the recipe's
-student architecture at other widths (and stem strides) are built with random weights, converted to the TFLite
-precision the student ships in, timed side by side on this machine, and the largest one whose latency is within the
-budget becomes the student.
+"""The latency-aware student (compress.student.target_ms): before any training, students of the recipe's student
+architecture at other widths and stem strides, and with the other encoders compress.student.encoders names, are built
+with random weights, converted to each TFLite precision the recipe exports, timed side by side on this machine, and
+the largest one whose fastest file is within the budget becomes the student.
 
 Random weights: latency depends on the graph (shapes and ops), not on the values. Full int8 still needs activation
 ranges, so its calibration rows are a few real training rows. Timing is bench/interleave.py's, as the export's
 precision search uses it: a one-thread child, batch 1, interleaved rounds, medians; each file on both LiteRT kernel
-sets, and the faster counts, as the parity gate pins the faster set into the bundle.
+sets. A candidate's latency is its fastest file (precision and kernel set), as the export recommends the fastest
+deployable file and the parity gate pins the faster kernel set into the bundle.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -19,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..env_info import cpu_info, describe_cpu
 from ..errors import EdgemtlError
-from ..recipe.derive import WIDTH_KEYS, scale_width
+from ..recipe.derive import WIDTH_KEYS, encoder_alternatives, scale_width
 from ..recipe.load import recipe_hash
 from ..recipe.schema import Recipe
 from ..rundir import RunDir
@@ -32,19 +35,23 @@ SCALES = (0.5, 0.75, 1.0, 1.5, 2.0)  # width multipliers over the recipe's stude
 STRIDES = (1, 2)  # stem strides tried where an encoder has one (cnn image and audio encoders)
 CALIBRATION_ROWS = 10  # int8 ranges of a random-weight model: a few real training rows are enough for timing
 KERNELS = ("xnnpack", "builtin")
+# the precision a file is timed in: fp16 weights run in fp32 kernels; int8io runs int8's kernels
+TIMED_AS = {"fp32": "fp32", "fp16": "fp32", "dynamic": "dynamic", "int8": "int8", "int8io": "int8"}
 
 
 @dataclass
 class StudentCandidate:
-    name: str  # x1.5, or x1.5/s2 where a stem stride is chosen too
+    name: str  # x1.5, x1.5/s2 where a stem stride is chosen too, "image cnn x1.5/s2" where encoders are too
     scale: float
     stem_stride: int | None
     recipe: Recipe
     params: int = 0
     mflops: float = 0.0
     latency_ms: float | None = None
-    kernels: str | None = None  # the faster LiteRT kernel set, whose median is latency_ms
-    source: Path | None = None  # the random-weight model file the conversion reads (while measuring)
+    precision: str | None = None  # the fastest file's precision and kernel set, whose median is latency_ms
+    kernels: str | None = None
+    files: dict[str, float] = dataclasses.field(default_factory=dict)  # "precision kernels": median ms, each file
+    source: Path | None = None  # the random-weight model file the conversions read (while measuring)
 
     @property
     def capacity(self) -> tuple:
@@ -52,7 +59,7 @@ class StudentCandidate:
         return self.params, self.mflops
 
     def widths(self) -> str:
-        parts = [f"{i.name} {_widths(i.encoder.to_dict())}" for i in self.recipe.inputs]
+        parts = [f"{i.name} {i.encoder.type} {_widths(i.encoder.to_dict())}" for i in self.recipe.inputs]
         sections = [("trunk", self.recipe.trunk)]
         if self.recipe.fusion.type != "concat":  # a concatenation has no width of its own
             sections.insert(0, ("fusion", self.recipe.fusion))
@@ -62,7 +69,7 @@ class StudentCandidate:
     def row(self, chosen: bool) -> dict:
         return {"name": self.name, "scale": self.scale, "stem_stride": self.stem_stride, "widths": self.widths(),
                 "params": self.params, "mflops": round(self.mflops, 3), "latency_ms": self.latency_ms,
-                "kernels": self.kernels, "chosen": chosen}
+                "precision": self.precision, "kernels": self.kernels, "files": self.files, "chosen": chosen}
 
 
 def _widths(section: dict) -> str:
@@ -70,12 +77,12 @@ def _widths(section: dict) -> str:
     return " ".join(f"{k} {json.dumps(section[k]).replace(' ', '')}" for k in keys)
 
 
-def shipped_precision(recipe: Recipe) -> str:
-    """The TFLite precision the student is timed in: full int8 where the recipe exports it (the compressed student
-    is deployed as int8; int8io runs the same kernels), else fp32."""
+def timed_precisions(recipe: Recipe) -> tuple[str, ...]:
+    """The TFLite precisions a candidate is timed in: those the recipe exports, as their kernels run (fp32 where it
+    exports no TFLite)."""
     exported = recipe.export
-    int8 = "tflite" in exported.formats and {"int8", "int8io"} & set(exported.precisions)
-    return "int8" if int8 else "fp32"
+    timed = {TIMED_AS[p] for p in exported.precisions} if "tflite" in exported.formats else set()
+    return tuple(p for p in ("fp32", "dynamic", "int8") if p in timed) or ("fp32",)
 
 
 def _with_stride(encoder, stride: int | None):
@@ -96,21 +103,44 @@ def candidate_recipe(student: Recipe, scale: float, stride: int | None) -> Recip
                                trunk=_scaled(student.trunk, scale))
 
 
+def encoder_variants(student: Recipe) -> list[tuple[str, Recipe]]:
+    """(label, student) for the student as written and every combination of compress.student.encoders' entries
+    (label "" without any: the names stay x1/s2); a label names each searched input's encoder type, #2 on for a
+    type listed again."""
+    alternatives = encoder_alternatives(student)
+    if not alternatives:
+        return [("", student)]
+    per_input = []
+    for name, encoders in alternatives.items():
+        options, count = [], {}
+        for encoder in (student.input(name).encoder, *encoders):
+            count[encoder.type] = count.get(encoder.type, 0) + 1
+            tag = encoder.type + (f"#{count[encoder.type]}" if count[encoder.type] > 1 else "")
+            options.append((name, f"{name} {tag}", encoder))
+        per_input.append(options)
+    out = []
+    for combo in itertools.product(*per_input):
+        encoders = {name: encoder for name, _, encoder in combo}
+        inputs = tuple(dataclasses.replace(i, encoder=encoders.get(i.name, i.encoder)) for i in student.inputs)
+        out.append((", ".join(tag for _, tag, _ in combo), dataclasses.replace(student, inputs=inputs)))
+    return out
+
+
 def candidates(student: Recipe, scales=None) -> list[StudentCandidate]:
-    """One candidate per width multiplier (default SCALES) and per stem stride where an encoder has one; candidates
-    whose widths round to the same model are listed once."""
+    """One candidate per encoder variant, width multiplier (default SCALES) and stem stride where an encoder has
+    one; candidates that come out as the same model are listed once."""
     scales = SCALES if scales is None else scales
-    has_stride = any(hasattr(i.encoder, "stem_stride") for i in student.inputs)
-    strides = STRIDES if has_stride else (None,)
     out, seen = [], set()
-    for stride in strides:
-        for scale in scales:
-            recipe = candidate_recipe(student, scale, stride)
-            key = recipe_hash(recipe)
-            if key not in seen:
-                seen.add(key)
-                name = f"x{scale:g}" + (f"/s{stride}" if stride is not None else "")
-                out.append(StudentCandidate(name, scale, stride, recipe))
+    for label, variant in encoder_variants(student):
+        has_stride = any(hasattr(i.encoder, "stem_stride") for i in variant.inputs)
+        for stride in STRIDES if has_stride else (None,):
+            for scale in scales:
+                recipe = candidate_recipe(variant, scale, stride)
+                key = recipe_hash(recipe)
+                if key not in seen:
+                    seen.add(key)
+                    name = f"x{scale:g}" + (f"/s{stride}" if stride is not None else "")
+                    out.append(StudentCandidate(f"{label} {name}" if label else name, scale, stride, recipe))
     return out
 
 
@@ -125,7 +155,8 @@ def choose(found: list[StudentCandidate], target_ms: float) -> StudentCandidate:
     raise EdgemtlError(f"compress.student.target_ms: no candidate student runs within {target_ms:g} ms on this "
                        f"machine; the fastest, {fastest.name} ({fastest.widths()}), takes {fastest.latency_ms:.4f} "
                        f"ms: raise target_ms to at least {fastest.latency_ms:.4f}, or make compress.student smaller "
-                       "(preset tiny, fewer filters, stem_stride 2)")
+                       "(preset tiny, fewer filters, stem_stride 2); the measurements stay in RUN/student_search.json "
+                       "and a compress with another target_ms on this CPU reuses them")
 
 
 @dataclass
@@ -135,7 +166,7 @@ class SearchResult:
     candidates: list[StudentCandidate]  # the measured ones
 
 
-def searched_student(run: RunDir, recipe: Recipe, data, student: Recipe, resume: bool = False,
+def searched_student(run: RunDir, recipe: Recipe, data, student: Recipe,
                      teacher_params: Callable[[], int] | None = None) -> SearchResult | None:
     """The student compress trains: with compress.student.target_ms, the search's choice among the candidates
     smaller than the teacher; without it None (the recipe's student as it is, nothing measured)."""
@@ -144,26 +175,29 @@ def searched_student(run: RunDir, recipe: Recipe, data, student: Recipe, resume:
         return None
     limit = teacher_params() if teacher_params is not None else None
     return StudentSearch(run, recipe, data, student).run_search(
-        target, resume=resume, keep=lambda c: limit is None or c.params < limit)
+        target, keep=lambda c: limit is None or c.params < limit)
 
 
 class StudentSearch:
     """Builds, converts and times the candidates of one recipe's student on one run's data."""
 
-    def __init__(self, run: RunDir, recipe: Recipe, data, student: Recipe, precision: str | None = None,
+    def __init__(self, run: RunDir, recipe: Recipe, data, student: Recipe, precisions: tuple[str, ...] = (),
                  say: Callable[[str], None] | None = None):
         self.run, self.recipe, self.data, self.student = run, recipe, data, student
-        self.precision = precision or shipped_precision(recipe)
+        self.precisions = tuple(precisions) or timed_precisions(recipe)
         self.say = say or log.info
 
     def key(self, scales) -> str:
-        """What decides the candidates: a stored search with the same key is the same search."""
-        return recipe_hash({"student": self.student.to_dict(), "precision": self.precision, "scales": list(scales),
-                            "strides": list(STRIDES), "target_ms": self.student.compress.student.target_ms})
+        """What the measurements depend on (the student's every key but the target, the precisions, the widths and
+        strides tried, the CPU): a stored search with the same key holds this search's measurements."""
+        student = self.student.to_dict()
+        student["compress"]["student"].pop("target_ms", None)
+        return recipe_hash({"student": student, "precisions": list(self.precisions), "scales": list(scales),
+                            "strides": list(STRIDES), "cpu": describe_cpu(cpu_info())})
 
     def measure(self, found: list[StudentCandidate], keep: Callable[[StudentCandidate], bool]) -> list:
-        """Every kept candidate's parameters, MFLOPs and latency (median ms of its faster kernel set); returns the
-        kept ones (keep sees the parameters: compress drops those not smaller than the teacher)."""
+        """Every kept candidate's parameters, MFLOPs and latency (median ms of its fastest precision and kernel set);
+        returns the kept ones (keep sees the parameters: compress drops those not smaller than the teacher)."""
         from ..bench.interleave import measure
         from ..export.convert import calibration_samples
 
@@ -180,16 +214,19 @@ class StudentSearch:
                 raise EdgemtlError("compress.student.target_ms: every candidate student has at least the teacher's "
                                    "parameters; make compress.student smaller (preset small or tiny)")
             paths = [self._convert(c, model, i, len(built), samples, folder) for i, (c, model) in enumerate(built, 1)]
-            self.say(f"compress: student search: timing {len(built)} candidates side by side ({self.precision} "
-                     "TFLite, one thread, batch 1, both LiteRT kernel sets)")
-            targets = [{"name": f"{i} {k}", "path": str(p), "kernels": k} for i, p in enumerate(paths)
-                       for k in KERNELS]
+            self.say(f"compress: student search: timing {len(built)} candidates side by side "
+                     f"({', '.join(self.precisions)} TFLite, one thread, batch 1, both LiteRT kernel sets)")
+            targets = [{"name": f"{i} {p} {k}", "path": str(path), "kernels": k} for i, files in enumerate(paths)
+                       for p, path in files.items() for k in KERNELS]
             latency = measure(targets, samples[0], workdir=folder)["latency"]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         for i, (c, _) in enumerate(built):
-            c.kernels = min(KERNELS, key=lambda k: latency[f"{i} {k}"]["median_ms"])
-            c.latency_ms = round(latency[f"{i} {c.kernels}"]["median_ms"], 5)
+            c.files = {f"{p} {k}": round(latency[f"{i} {p} {k}"]["median_ms"], 5) for p in self.precisions
+                       for k in KERNELS}
+            fastest = min(c.files, key=c.files.get)
+            c.precision, c.kernels = fastest.split()
+            c.latency_ms = c.files[fastest]
         return [c for c, _ in built]
 
     def _build(self, c: StudentCandidate, source):
@@ -208,39 +245,46 @@ class StudentSearch:
         c.source = source
         return model
 
-    def _convert(self, c: StudentCandidate, model, i: int, n: int, samples, folder):
-        """The candidate's TFLite file in folder, converted as the export converts (full int8 in a child)."""
+    def _convert(self, c: StudentCandidate, model, i: int, n: int, samples, folder) -> dict[str, Path]:
+        """The candidate's TFLite file per precision in folder, converted as the export converts (full int8 in a
+        child)."""
         from ..artifacts import ArtifactId
         from ..export.convert import Converter
 
         start = time.monotonic()
         with Converter(self.run, self.recipe, f"student {c.name}", model, samples, model_path=c.source,
                        cache=False) as converter:
-            out = folder / f"candidate-{i}.tflite"
-            shutil.copyfile(converter.convert(ArtifactId("student", "tflite", self.precision)), out)
+            files = {p: folder / f"candidate-{i}-{p}.tflite" for p in self.precisions}
+            for p, out in files.items():
+                shutil.copyfile(converter.convert(ArtifactId("student", "tflite", p)), out)
         self.say(f"compress: student search {i}/{n}: {c.name} ({c.params:,} params, {c.mflops:.2f} MFLOPs): "
-                 f"{self.precision} TFLite in {time.monotonic() - start:.1f} s")
-        return out
+                 f"{', '.join(self.precisions)} TFLite in {time.monotonic() - start:.1f} s")
+        return files
 
-    def run_search(self, target_ms: float, scales=None, resume: bool = False,
+    def run_search(self, target_ms: float, scales=None,
                    keep: Callable[[StudentCandidate], bool] = lambda c: True) -> SearchResult:
-        """Measure (or, resuming, reuse the stored search of the same key), choose, store, and say the choice."""
+        """Measure (or reuse the stored measurements of the same key: same candidates, precisions and CPU, any
+        target), store, choose and say the choice."""
         scales = SCALES if scales is None else scales
         found = candidates(self.student, scales)
         key = self.key(scales)
-        stored = _stored(self.run, key) if resume else None
+        stored = _stored(self.run, key)
         if stored is not None:
             by_name = {c.name: c for c in found}
             found = [by_name[row["name"]] for row in stored["candidates"]]
             for c, row in zip(found, stored["candidates"]):
-                c.params, c.mflops, c.latency_ms, c.kernels = (row["params"], row["mflops"], row["latency_ms"],
-                                                               row["kernels"])
-            self.say(f"compress: student search: reusing {self.run.student_search.name} (measured "
-                     f"{stored['measured_at']})")
+                c.params, c.mflops, c.latency_ms, c.precision, c.kernels, c.files = (
+                    row["params"], row["mflops"], row["latency_ms"], row["precision"], row["kernels"], row["files"])
+            self.say(f"compress: student search: reusing the measurements in {self.run.student_search} (made "
+                     f"{stored['measured_at']} on this CPU; delete the file to measure again)")
         else:
             found = self.measure(found, keep)
+        record = self._record(found, target_ms, key, stored)
+        atomic_write_json(self.run.student_search, record)  # kept when nothing fits: another target reuses it
         chosen = choose(found, target_ms)
-        record = self._record(found, chosen, target_ms, key, stored)
+        record["chosen"] = chosen.name
+        for row in record["candidates"]:
+            row["chosen"] = row["name"] == chosen.name
         atomic_write_json(self.run.student_search, record)
         bigger = [c for c in found if c.capacity > chosen.capacity]
         nxt = min(bigger, key=lambda c: c.capacity) if bigger else None
@@ -249,15 +293,13 @@ class StudentSearch:
                     " (the largest candidate)"))
         return SearchResult(chosen.recipe, record, found)
 
-    def _record(self, found, chosen, target_ms, key, stored) -> dict:
-        from ..bench.machine import cpu_info
-
-        return {"target_ms": target_ms, "precision": self.precision, "threads": 1, "batch": 1, "key": key,
-                "measured_on": stored["measured_on"] if stored else cpu_info()["model"],
+    def _record(self, found, target_ms, key, stored) -> dict:
+        return {"target_ms": target_ms, "precisions": list(self.precisions), "threads": 1, "batch": 1, "key": key,
+                "measured_on": stored["measured_on"] if stored else describe_cpu(cpu_info()),
                 "measured_at": stored["measured_at"] if stored else time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                   time.gmtime()),
-                "chosen": chosen.name,
-                "candidates": [c.row(c is chosen) for c in sorted(found, key=lambda c: c.capacity)]}
+                "chosen": None,
+                "candidates": [c.row(False) for c in sorted(found, key=lambda c: c.capacity)]}
 
 
 def _stored(run: RunDir, key: str) -> dict | None:
@@ -273,10 +315,11 @@ def search_table(record: dict) -> list[str]:
     from ..reports.markdown import table
 
     rows = [[c["name"], c["widths"], f"{c['params']:,}", f"{c['mflops']:.2f}",
-             "" if c["latency_ms"] is None else f"{c['latency_ms']:.4f}", c["kernels"] or "",
+             "" if c["latency_ms"] is None else f"{c['latency_ms']:.4f}", c["precision"] or "", c["kernels"] or "",
              "**chosen**" if c["chosen"] else ""] for c in record["candidates"]]
     return ["", f"**Student search** (compress.student.target_ms: {record['target_ms']:g} ms): candidate students "
-                f"with random weights as {record['precision']} TFLite, timed on {record['measured_on']} (one thread, "
-                f"batch 1, median of interleaved rounds, the faster LiteRT kernel set); the student is the one with "
-                f"the most parameters within the budget: {record['chosen']}.", "",
-            table(["candidate", "widths", "params", "MFLOPs", "ms", "kernels", "chosen"], rows)]
+                f"with random weights as {', '.join(record['precisions'])} TFLite, timed on {record['measured_on']} "
+                "(one thread, batch 1, median of interleaved rounds; a candidate's time is its fastest file's, "
+                "precision and LiteRT kernel set); the student is the one with the most parameters within the "
+                f"budget: {record['chosen']}.", "",
+            table(["candidate", "widths", "params", "MFLOPs", "ms", "precision", "kernels", "chosen"], rows)]

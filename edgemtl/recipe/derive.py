@@ -33,16 +33,10 @@ def student_recipe(recipe: Recipe) -> Recipe:
     for name in spec.inputs:
         if name not in names:
             errors.append(f"compress.student.inputs.{name}: not an input of the recipe{did_you_mean(name, names)}")
-    inputs = []
-    for inp in recipe.inputs:
-        override = to_plain(spec.inputs.get(inp.name) or {})
-        teacher = inp.encoder.to_dict()
-        new_type = override.get("type", teacher["type"]) != teacher["type"]
-        encoder = {"dropout": teacher["dropout"]} if new_type else _scaled(teacher, factor)
-        encoder.update({"weights": None, "trainable": True, **override})  # teacher weights do not fit a student
-        registry = ENCODERS[inp.type]
-        inputs.append(dataclasses.replace(inp, encoder=validate_variant(
-            registry, teacher["type"], encoder, f"compress.student.inputs.{inp.name}", errors)))
+    inputs = tuple(dataclasses.replace(inp, encoder=replaced_encoder(
+        inp, spec.inputs.get(inp.name), factor, f"compress.student.inputs.{inp.name}", errors))
+        for inp in recipe.inputs)
+    _alternatives(spec, inputs, errors)
     fusion = validate_spec(FusionSpec, {**_scaled(recipe.fusion.to_dict(), factor), **to_plain(spec.fusion)},
                            "compress.student.fusion", errors)
     trunk = validate_spec(TrunkSpec, {**_scaled(recipe.trunk.to_dict(), factor), **to_plain(spec.trunk)},
@@ -52,8 +46,45 @@ def student_recipe(recipe: Recipe) -> Recipe:
     if errors:
         raise EdgemtlError(*errors)
     tasks = recipe.tasks if spec.keep_auxiliary else tuple(t for t in recipe.tasks if not t.auxiliary)
-    return dataclasses.replace(recipe, inputs=tuple(inputs), fusion=fusion, trunk=trunk, training=training,
+    return dataclasses.replace(recipe, inputs=inputs, fusion=fusion, trunk=trunk, training=training,
                                tasks=tasks)
+
+
+def replaced_encoder(inp, override, factor: float, path: str, errors: list):
+    """inp's encoder with its widths times factor and the override's keys replacing its own; an override of another
+    type starts from that type's defaults (keeping only the dropout)."""
+    override = to_plain(override or {})
+    base = inp.encoder.to_dict()
+    new_type = override.get("type", base["type"]) != base["type"]
+    encoder = {"dropout": base["dropout"]} if new_type else _scaled(base, factor)
+    encoder.update({"weights": None, "trainable": True, **override})  # teacher weights do not fit a student
+    return validate_variant(ENCODERS[inp.type], base["type"], encoder, path, errors)
+
+
+def encoder_alternatives(student: Recipe) -> dict[str, tuple]:
+    """compress.student.encoders as encoder specs: per input, the other encoders the latency search tries (each the
+    student's encoder with the entry's keys; checked when the recipe loads)."""
+    errors: list[str] = []
+    out = _alternatives(student.compress.student, student.inputs, errors)
+    if errors:
+        raise EdgemtlError(*errors)
+    return out
+
+
+def _alternatives(spec, inputs: tuple, errors: list) -> dict[str, tuple]:
+    if spec.encoders and spec.target_ms is None:
+        errors.append("compress.student.encoders: only the latency search tries other encoders; set "
+                      "compress.student.target_ms too (or remove compress.student.encoders)")
+    by_name = {i.name: i for i in inputs}
+    out = {}
+    for name, entries in spec.encoders.items():
+        inp = by_name.get(name)
+        if inp is None:
+            errors.append(f"compress.student.encoders.{name}: not an input of the recipe{did_you_mean(name, by_name)}")
+        elif inp.encoder is not None:  # else the student's own encoder is already reported
+            out[name] = tuple(replaced_encoder(inp, entry, 1.0, f"compress.student.encoders.{name}.{k}", errors)
+                              for k, entry in enumerate(entries))
+    return out
 
 
 def fine_tune_recipe(recipe: Recipe, epochs: int, learning_rate: float) -> Recipe:

@@ -470,11 +470,15 @@ class StudentSpec(Spec):
                     "same-named teacher layer's weights, cut to the student's width) or random",
                     choices=("teacher", "random"))
     target_ms: float | None = key(None, "a latency budget in ms: before any training, students of this architecture "
-                                  "at other widths (x0.5 to x2) and stem strides are built with random weights, "
-                                  "converted to the TFLite precision the student ships in (int8 where the recipe "
-                                  "exports it, else fp32) and timed on this machine (one thread, batch 1); the "
+                                  "at other widths (x0.5 to x2) and stem strides, and with the encoders below, are "
+                                  "built with random weights, converted to each TFLite precision the recipe exports "
+                                  "and timed on this machine (one thread, batch 1, the fastest file counting); the "
                                   "largest (most parameters) within the budget becomes the student",
                                   check=_positive)
+    encoders: Mapping[str, tuple[Mapping[str, Any], ...]] = key(
+        {}, "with target_ms, per input: other encoders the search also tries, each written as in inputs (keys "
+        "replacing the student's encoder; a different type starts from that type's defaults) and scaled like it",
+        example={"image": [{"type": "cnn", "filters": [8, 16, 32], "stem_stride": 2}]})
 
 
 @spec
