@@ -56,6 +56,29 @@ def test_evaluate_command_prints_the_test_table(tiny_run, capsys):
     assert "| digit |" in out and "| 300 |" in out
 
 
+def test_the_evaluate_mean_is_the_mean_of_its_score_column():
+    """A regression task's MAE is shown raw, but the mean is of normalised scores, which the table lists."""
+    from types import SimpleNamespace
+
+    from edgemtl.train.evaluate import format_scores
+
+    tasks = [SimpleNamespace(name="colour", type="multiclass", auxiliary=False),
+             SimpleNamespace(name="year", type="regression", auxiliary=False),
+             SimpleNamespace(name="season", type="multiclass", auxiliary=True)]
+    scores = {"test": {"colour": {"accuracy": 0.96, "macro_f1": 0.9, "score": 0.96, "n": 10},
+                       "year": {"mae": 0.25, "rmse": 0.5, "score": 0.84, "n": 10},
+                       "season": {"accuracy": 0.5, "macro_f1": 0.5, "score": 0.5, "n": 10}}}
+    text = format_scores(scores, tasks)
+    header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    column = header.index("score")
+    rows = {line.split("|")[1].strip(): line.split("|")[column + 1].strip() for line in text.splitlines()[2:5]}
+    assert rows == {"colour": "0.9600", "year": "0.8400", "season": "0.5000"}
+    mean_line = text.splitlines()[-1]
+    assert mean_line.startswith("mean score (test): 0.9000 (the score column's mean; score = normalised score "
+                                "(accuracy for class tasks, 1 - MAE/std for regression; higher is better))")
+    assert mean_line.endswith("auxiliary, not in the mean: season")
+
+
 def test_rerun_without_resume_or_overwrite_keeps_the_run(tiny_run, capsys):
     before = (tiny_run / "models" / "teacher" / "model.keras").stat().st_mtime
     args = ["train", str(AV_RECIPE), "--out", str(tiny_run)] + set_args(TINY_RUN)

@@ -119,7 +119,15 @@ class Denormalize(keras.layers.Layer):
         self.high = None if high is None else float(high)
 
     def call(self, x):
-        y = x * self.std + self.mean
+        # An fp16 export stores every constant in fp16, whose step near 2012 is 1: the mean becomes a part fp16 holds
+        # exactly plus a small rest. x - x keeps the converters from folding the two constants back into one (a
+        # zero constant would be shared with other layers', which ONNX's fp16 conversion then types wrongly).
+        exact = float(np.float16(self.mean))
+        rest = self.mean - exact
+        if rest == 0.0 or not np.isfinite(exact):  # fp16 holds the mean, or no fp16 export can hold it at all
+            y = x * self.std + self.mean
+        else:
+            y = (x * self.std + rest) + ((x - x) + exact)
         if self.low is not None:
             y = tf.maximum(y, self.low)
         if self.high is not None:

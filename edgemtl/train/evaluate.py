@@ -79,7 +79,7 @@ def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
     """The split's table: raw metrics per task ("—" and the reason where a task has no scorable row), the rows whose
     label training never saw (scored as errors), and the mean normalised score with what it left out."""
     from ..reports.markdown import table
-    from ..reports.scores import NO_SCORE, mean_cell
+    from ..reports.scores import NO_SCORE, mean_cell, score_name
 
     per_split = scores.get(split) or {}
     rows, reasons = [], []
@@ -90,14 +90,16 @@ def format_scores(scores: dict, tasks: list, split: str = "test") -> str:
             continue
         if m.get("reason"):
             reasons.append(f"{t.name}: {NO_SCORE} ({m['reason']})")
-        cells = [_f(m.get(k), m) for k in keys]
+        cells = [_f(m.get(k), m) for k in [*keys, "score"]]
         rows.append([t.name, *cells, m["n"], m.get("unseen", "")])
-    headers = ["accuracy", "macro-F1", "MAE", "RMSE", *(DENSE_COLUMNS[k] for k in keys[4:])]
+    headers = ["accuracy", "macro-F1", "MAE", "RMSE", *(DENSE_COLUMNS[k] for k in keys[4:]), "score"]
     text = table(["task", *headers, "rows", "unseen labels"], rows)
-    mean, note = mean_cell({t.name: per_split.get(t.name) for t in tasks if t.name in per_split and not t.auxiliary})
+    scored = [t for t in tasks if t.name in per_split and not t.auxiliary]
+    mean, note = mean_cell({t.name: per_split.get(t.name) for t in scored})
     aux = [t.name for t in tasks if t.auxiliary and t.name in per_split]
     notes = [note] + ([f"auxiliary, not in the mean: {', '.join(aux)}"] if aux else [])
-    lines = [text, *reasons, f"mean score ({split}): {mean}" + "".join(f" — {n}" for n in notes if n)]
+    meaning = f" (the score column's mean; score = {score_name(scored)})" if scored else ""
+    lines = [text, *reasons, f"mean score ({split}): {mean}{meaning}" + "".join(f" — {n}" for n in notes if n)]
     return "\n".join(lines)
 
 
