@@ -15,7 +15,7 @@ stages: [train, export]
   - {{name: year, type: regression, min: 2000, max: 2030}}
 training: {{epochs: 4, batch_size: 16, learning_rate: 0.01}}
 # the gate's year tolerance is the 2 % of the std the int8 test below holds it to (the default 0.01 is 1 %)
-export: {{formats: [tflite, onnx], precisions: [fp32, fp16, int8], float_fallback: false, tolerance: {{year: 0.02}}}}
+export: {{formats: [tflite, onnx], precisions: [fp32, fp16, int8, int8io], tolerance: {{year: 0.02}}}}
 """
 
 
@@ -53,6 +53,14 @@ def test_fp16_tflite_keeps_a_label_unit_regression_output(year_run):
     assert abs(fp16["tasks"]["year"]["artifact"] - fp32) <= 0.01, (fp32, fp16["tasks"]["year"])
     # max_abs_diff is relative to the value for years: 1e-5 is 0.02 years (the one-constant mean: 1.4e-4)
     assert fp16["tasks"]["year"]["max_abs_diff"] <= 1e-5, fp16["tasks"]["year"]
+
+
+def test_int8io_of_a_regression_model_says_why_without_trying_fallbacks(year_run):
+    rejected = json.loads((year_run / "exports" / "rejected" / "teacher-tflite-int8io" / "parity.json").read_text())
+    assert not rejected["deployable"] and rejected["fallback_tried"] == []
+    assert rejected["reason"] == ("int8io: output 'year' is float32, not integer (the converter kept float I/O) "
+                                  "(regression output year stays float32 in label units: export int8, with float "
+                                  "I/O, for this model)")
 
 
 def test_int8_tflite_body_is_integer_and_the_regression_output_float(year_run):

@@ -86,12 +86,19 @@ class ModelExport:
         return self.latest[aid]
 
     def _verdict(self, aid: ArtifactId, start: tuple, searched) -> gate.Verdict:
+        import dataclasses
+
+        from ..models.layers import float_outputs
+
         fmt, cfg = FORMATS[aid.format], self.recipe.export
+        # int8io promises integer outputs, and a label-unit (regression) output stays float32: no part kept in float
+        # changes that, so no fallback is tried
+        label_units = float_outputs(self.converter.model) if aid.precision == "int8io" else []
 
         def candidates(first):  # the dense heads over tolerance in the first verdict get candidates of their own
-            return gate.fallback_candidates(fmt, aid.precision, self.recipe.inputs, cfg.float_fallback,
-                                            self.gate.tasks, self.weights,
-                                            gate.over_tolerance(first, self.gate.tolerance))
+            return [] if label_units else gate.fallback_candidates(
+                fmt, aid.precision, self.recipe.inputs, cfg.float_fallback, self.gate.tasks, self.weights,
+                gate.over_tolerance(first, self.gate.tolerance))
         if fmt.gate_runtime:  # micro: judged in TFLite Micro
             def judge(path):
                 return self.judge(path, aid.precision, fmt.gate_runtime)
@@ -99,7 +106,12 @@ class ModelExport:
             def judge(path):
                 return self.judge(path, aid.precision)
         found = gate.search(lambda keep: self.converter.convert(aid, keep), judge, fmt, aid.precision, candidates,
-                            start, cfg.float_fallback, lambda line: log.info(f"  {aid.name}: {line}"))
+                            start, cfg.float_fallback and not label_units,
+                            lambda line: log.info(f"  {aid.name}: {line}"))
+        if label_units and not found.report.deployable:
+            found = dataclasses.replace(found, report=dataclasses.replace(found.report, reason=(
+                f"{found.report.reason} (regression output {', '.join(label_units)} stays float32 in label units: "
+                "export int8, with float I/O, for this model)")))
         if found.keep and found.report.deployable and aid.precision in INT8_PRECISIONS and searched is None:
             self.worked[fmt.converts_as] = found.keep
         return found
