@@ -28,13 +28,33 @@ def to_fp16(proto, keep_float=()):
     """The graph's Casts stay in float32 (the uint8 -> float input scaling otherwise makes a model ORT refuses). They
     are blocked by name: blocking the Cast op type makes onnxconverter-common loop forever on a bool -> float Cast,
     wrapping each Cast it inserts in another."""
+    import onnx
     from onnxconverter_common import float16
 
     block = [n.name for n in proto.graph.node if n.op_type == "Cast" or any(p in n.name for p in keep_float)]
+    float_outputs = {o.name for o in proto.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     with warnings.catch_warnings():  # one warning per tiny constant clamped to fp16's range; the gate judges it
         warnings.simplefilter("ignore", UserWarning)
-        return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
-                                                op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST))
+        out = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=block,
+                                               op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST))
+    return _float_outputs_kept(out, float_outputs)
+
+
+def _float_outputs_kept(proto, names: set):
+    """keep_io_types misses a graph output whose producer is blocked (a regression head kept in float): it casts
+    that output to fp16 and declares it so, which rounds years to whole years. The cast is made a float32 one."""
+    import onnx
+
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    for out in proto.graph.output:
+        cast = producer.get(out.name)
+        if out.name in names and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 and cast is not None \
+                and cast.op_type == "Cast":
+            for attr in cast.attribute:
+                if attr.name == "to":
+                    attr.i = onnx.TensorProto.FLOAT
+            out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto
 
 
 class _BelowError(logging.Filter):
