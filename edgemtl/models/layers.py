@@ -122,7 +122,8 @@ class Denormalize(keras.layers.Layer):
         # An fp16 export stores every constant in fp16, whose step near 2012 is 1: the mean becomes a part fp16 holds
         # exactly plus a small rest. x - x keeps the converters from folding the two constants back into one (a
         # zero constant would be shared with other layers', which ONNX's fp16 conversion then types wrongly).
-        exact = float(np.float16(self.mean))
+        with np.errstate(over="ignore"):  # a mean past fp16's range is inf there: kept whole below
+            exact = float(np.float16(self.mean))
         rest = self.mean - exact
         if rest == 0.0 or not np.isfinite(exact):  # fp16 holds the mean, or no fp16 export can hold it at all
             y = x * self.std + self.mean
