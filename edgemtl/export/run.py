@@ -3,6 +3,7 @@
 compress and bench call the public functions here and in convert.py, never a converter's internals."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -86,8 +87,6 @@ class ModelExport:
         return self.latest[aid]
 
     def _verdict(self, aid: ArtifactId, start: tuple, searched) -> gate.Verdict:
-        import dataclasses
-
         from ..models.layers import float_outputs
 
         fmt, cfg = FORMATS[aid.format], self.recipe.export
@@ -119,8 +118,6 @@ class ModelExport:
     def export_artifact(self, aid: ArtifactId) -> dict:
         """Convert, judge and bundle one artifact; its summary row. A C array wraps the int8io model when that one
         passes the gate (firmware feeds it integers), else the int8 one; its manifest says which."""
-        import dataclasses
-
         wraps = None
         if FORMATS[aid.format].wraps:
             io_aid = ArtifactId(aid.model, FORMATS[aid.format].converts_as, "int8io")
