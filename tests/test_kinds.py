@@ -775,3 +775,29 @@ def test_answers_list_scores_as_the_float64_conversion_of_the_outputs():
         assert got == {"label": entry["labels"][best], "score": float(want[best]),
                        "scores": {str(k): float(v) for k, v in zip(entry["labels"], want)}}
         assert got == task_kind("multiclass").answer(entry, row)
+
+
+def test_answer_scores_are_a_read_only_mapping_detached_from_the_outputs():
+    """Class answers' scores (multiclass, multilabel, binary) are a label -> score mapping that reads the values
+    listed when the answer was made: a runner reusing its output buffer cannot change an answer already given. It
+    equals the dict of those scores, is read-only, and json.dumps writes it with default=dict."""
+    import json
+
+    entries = {"multiclass": {"type": "multiclass", "labels": ["a", "b", 3]},
+               "multilabel": {"type": "multilabel", "labels": ["a", "b", 3], "threshold": 0.5},
+               "binary": {"type": "binary", "labels": ["no", "yes"], "threshold": 0.5}}
+    for name, entry in entries.items():
+        row = np.array([0.3] if name == "binary" else [0.2, 0.7, 0.1], np.float32)
+        want = {"no": 1.0 - float(row[0]), "yes": float(row[0])} if name == "binary" else \
+            {k: float(v) for k, v in zip(["a", "b", "3"], row)}
+        got = task_kind(name).answerer(entry)(row)
+        row[:] = 0.0  # the output buffer overwritten by the next call
+        scores = got["scores"]
+        assert scores == want and dict(scores) == want and list(scores) == list(want) and len(scores) == len(want)
+        assert scores["b" if name != "binary" else "yes"] == want["b" if name != "binary" else "yes"]
+        with pytest.raises(KeyError):
+            scores["missing"]
+        with pytest.raises(TypeError):
+            scores["a"] = 1.0
+        assert json.loads(json.dumps(got, default=dict))["scores"] == pytest.approx(want)
+        assert repr(scores) == repr(want)

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import SigmoidTaskKind
+from .base import Scores, SigmoidTaskKind, score_index
 
 
 class BinaryKind(SigmoidTaskKind):
@@ -37,8 +37,13 @@ class BinaryKind(SigmoidTaskKind):
     def decide(self, output: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         return (np.asarray(output).reshape(-1) >= threshold).astype(np.int64)
 
-    def answer(self, entry: Mapping, output: np.ndarray) -> dict:
-        labels, p = entry["labels"], float(np.asarray(output, dtype=np.float64).reshape(-1)[0])
-        positive = p >= entry["threshold"]
-        return {"label": labels[1 if positive else 0], "score": p if positive else 1.0 - p,
-                "scores": {str(labels[0]): 1.0 - p, str(labels[1]): p}}
+    def answerer(self, entry: Mapping):
+        labels, threshold = entry["labels"], entry["threshold"]
+        index = score_index(labels)
+
+        def answer(output: np.ndarray) -> dict:
+            p = float(np.asarray(output, dtype=np.float64).reshape(-1)[0])
+            positive = p >= threshold
+            return {"label": labels[1 if positive else 0], "score": p if positive else 1.0 - p,
+                    "scores": Scores(index, [1.0 - p, p])}
+        return answer

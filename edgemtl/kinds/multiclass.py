@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import ClassTaskKind, masked_mean, python_floats, softmax_kl
+from .base import ClassTaskKind, Scores, masked_mean, python_floats, score_index, softmax_kl
 
 
 class MulticlassKind(ClassTaskKind):
@@ -17,13 +17,13 @@ class MulticlassKind(ClassTaskKind):
 
     def answerer(self, entry: Mapping):
         labels = entry["labels"]
-        names = [str(label) for label in labels]
+        index = score_index(labels)
 
         def answer(output: np.ndarray) -> dict:
             out = np.asarray(output).reshape(-1)
             best = int(out.argmax())
             scores = python_floats(out)
-            return {"label": labels[best], "score": scores[best], "scores": dict(zip(names, scores))}
+            return {"label": labels[best], "score": scores[best], "scores": Scores(index, scores)}
         return answer
 
     # -- TF half --------------------------------------------------------------------------------------------------

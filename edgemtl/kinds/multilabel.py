@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import MISSING, SigmoidTaskKind, is_missing, macro_f1, no_score, python_floats
+from .base import MISSING, Scores, SigmoidTaskKind, is_missing, macro_f1, no_score, python_floats, score_index
 
 
 class MultilabelKind(SigmoidTaskKind):
@@ -58,10 +58,10 @@ class MultilabelKind(SigmoidTaskKind):
 
     def answerer(self, entry: Mapping):
         labels, threshold = entry["labels"], entry["threshold"]
-        names = [str(label) for label in labels]
+        index = score_index(labels)
 
         def answer(output: np.ndarray) -> dict:
             scores = python_floats(np.asarray(output).reshape(-1))
             return {"labels": [label for label, p in zip(labels, scores) if p >= threshold],
-                    "scores": dict(zip(names, scores))}
+                    "scores": Scores(index, scores)}
         return answer

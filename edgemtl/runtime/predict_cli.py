@@ -52,7 +52,8 @@ def predict_one(bundle: str, pairs: list, as_json: bool, device: str = "cpu",
                 allow_undeployable: bool = False) -> str:
     model = load(bundle, device=device, allow_undeployable=allow_undeployable)
     answers = model.predict(**parse_inputs(model, pairs))
-    return json.dumps(answers, indent=2) if as_json else format_answers(answers)
+    # default=dict: an answer's scores are a read-only mapping (kinds.base.Scores)
+    return json.dumps(answers, indent=2, default=dict) if as_json else format_answers(answers)
 
 
 def predict_manifest(bundle: str, manifest: str, out: str | None, batch: int = 32, device: str = "cpu",
