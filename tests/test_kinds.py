@@ -794,7 +794,8 @@ def test_answer_scores_are_a_read_only_mapping_detached_from_the_outputs():
         row[:] = 0.0  # the output buffer overwritten by the next call
         scores = got["scores"]
         assert scores == want and dict(scores) == want and list(scores) == list(want) and len(scores) == len(want)
-        assert scores["b" if name != "binary" else "yes"] == want["b" if name != "binary" else "yes"]
+        second = list(want)[1]
+        assert scores[second] == want[second]
         with pytest.raises(KeyError):
             scores["missing"]
         with pytest.raises(TypeError):
