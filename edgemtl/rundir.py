@@ -190,8 +190,8 @@ class RunDir:
 
     @property
     def student_search(self) -> Path:
-        """compress.student.target_ms: the candidate students measured and the one chosen (reused by a later compress
-        with the same key)."""
+        """compress.student.target_ms / target_speedup: the candidate students measured, the teacher's time beside
+        them and the one chosen (reused by a later compress with the same key)."""
         return self.root / "student_search.json"
 
     # --- bench/ ---

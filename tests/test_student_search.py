@@ -140,8 +140,71 @@ def test_the_search_table_names_each_candidates_encoder_and_fastest_file(measure
         assert f"| {c.latency_ms:.4f} | {c.precision} | {c.kernels} |" in row
 
 
+def test_a_speedup_budget_is_the_teachers_time_divided(mini, measured):
+    """target_speedup: the budget is the teacher's measured time / the speedup, chosen as target_ms would be, and
+    nothing fitting says how far to lower it; the table then shows each candidate's speedup."""
+    from edgemtl.compress.student_search import Budget, choose, search_table
+    from edgemtl.errors import EdgemtlError
+
+    found = measured.candidates
+    teacher_ms = 10 * max(c.latency_ms for c in found)
+    for target in sorted({c.latency_ms for c in found}):
+        speedup = teacher_ms / target * (1 - 1e-9)  # the budget a hair above the candidate's time
+        budget = Budget(None, speedup, teacher_ms)
+        assert budget.ms == pytest.approx(target) and choose(found, budget) is choose(found, budget.ms)
+    fastest = min(c.latency_ms for c in found)
+    with pytest.raises(EdgemtlError) as e:
+        choose(found, Budget(None, 2 * teacher_ms / fastest, teacher_ms))
+    message = e.value.messages[0]
+    assert message.startswith("compress.student.target_speedup: no candidate student runs within "
+                              f"{fastest / 2:.4f} ms (the teacher's fp32 TFLite {teacher_ms:.4f} ms / ")
+    assert f"lower target_speedup to at most {teacher_ms / fastest:.2f}" in message
+    record = {**measured.record, "target_speedup": 10.0, "teacher_ms": teacher_ms, "target_ms": teacher_ms / 10}
+    text = "\n".join(search_table(record))
+    assert f"target_speedup: 10, a budget of the teacher's fp32 TFLite {teacher_ms:.4f} ms / 10 =" in text
+    assert "| x the teacher |" in text and f"| {teacher_ms / fastest:.1f}x |" in text
+
+
+def test_compress_times_the_teacher_beside_the_candidates_for_a_speedup(tiny_run, tmp_path, capsys, monkeypatch):
+    """The stage with target_speedup: the run's teacher fp32 file is timed in the same side-by-side measurement,
+    the budget is its time / the speedup; nothing fitting stops before training, and another speedup then chooses
+    from the stored measurements without measuring again."""
+    import shutil
+
+    from edgemtl.cli import main
+    from edgemtl.compress import student_search
+    from edgemtl.compress.student import student_recipe
+    from edgemtl.data.dataset import prepare
+    from edgemtl.recipe import load_recipe
+    from edgemtl.rundir import RunDir
+
+    monkeypatch.setattr(student_search, "SCALES", (0.5,))
+    run = tmp_path / "av"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("exports", "rejected"))
+    assert main(["compress", str(run)] + set_args(["compress.student.target_speedup=1e6"])) == 2
+    err = capsys.readouterr().err
+    assert "compress.student.target_speedup: no candidate student runs within" in err and "Traceback" not in err
+    assert not (run / "models" / "student").exists()
+    stored = json.loads((run / "student_search.json").read_text())
+    teacher_ms = stored["teacher_ms"]
+    assert teacher_ms > 0 and stored["target_speedup"] == 1e6 and stored["target_ms"] == teacher_ms / 1e6
+    fastest = min(c["latency_ms"] for c in stored["candidates"])
+    assert f"lower target_speedup to at most {teacher_ms / fastest:.2f}" in err
+
+    def measured_again(*_):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(student_search.StudentSearch, "measure", measured_again)
+    recipe = load_recipe(run / "recipe.yaml", ["compress.student.target_speedup=1e-3"])
+    search = student_search.StudentSearch(RunDir(run), recipe, prepare(recipe), student_recipe(recipe), teacher=True)
+    again = search.run_search(None, scales=(0.5,), speedup=1e-3)  # 1000x slower than the teacher: all fit
+    assert again.record["teacher_ms"] == teacher_ms and again.record["target_ms"] == pytest.approx(teacher_ms * 1e3)
+    assert again.record["chosen"] == max(again.candidates, key=lambda c: c.capacity).name
+
+
 @pytest.mark.parametrize("sets, message", [
     (["compress.student.target_ms=null"], "compress.student.encoders: only the latency search tries other encoders"),
+    (["compress.student.target_speedup=10"], "compress.student.target_speedup: give the latency budget once"),
     (["compress.student.encoders={imag: [{type: cnn}]}"], "compress.student.encoders.imag: not an input of the "
                                                            "recipe (did you mean 'image'?)"),
     (["compress.student.encoders.image=[{type: mobilenett}]"], "compress.student.encoders.image.0.type: "

@@ -77,8 +77,9 @@ class Compressor:
                            numeric_stats(self.student, self.data["train"].x), self.tasks, "student")
 
     def choose_student(self) -> dict | None:
-        """compress.student.target_ms: the student is the largest candidate width measured within the budget
-        (student_search.py), before any training; returns the search's record. Without it, nothing changes."""
+        """compress.student.target_ms / target_speedup: the student is the largest candidate measured within the
+        budget (student_search.py), before any training; returns the search's record. Without either, nothing
+        changes."""
         from .student_search import searched_student
 
         result = searched_student(self.run, self.recipe, self.data, self.student,

@@ -1,7 +1,8 @@
-"""The latency-aware student (compress.student.target_ms): before any training, students of the recipe's student
-architecture at other widths and stem strides, and with the other encoders compress.student.encoders names, are built
-with random weights, converted to each TFLite precision the recipe exports, timed side by side on this machine, and
-the largest one whose fastest file is within the budget becomes the student.
+"""The latency-aware student (compress.student.target_ms or target_speedup): before any training, students of the
+recipe's student architecture at other widths and stem strides, and with the other encoders compress.student.encoders
+names, are built with random weights, converted to each TFLite precision the recipe exports, timed side by side on
+this machine with the run's teacher's fp32 TFLite file, and the largest one whose fastest file is within the budget
+(target_ms, or the teacher's time / target_speedup) becomes the student.
 
 Random weights: latency depends on the graph (shapes and ops), not on the values. Full int8 still needs activation
 ranges, so its calibration rows are a few real training rows. Timing is bench/interleave.py's, as the export's
@@ -144,19 +145,47 @@ def candidates(student: Recipe, scales=None) -> list[StudentCandidate]:
     return out
 
 
-def choose(found: list[StudentCandidate], target_ms: float) -> StudentCandidate:
-    """The candidate of most capacity whose measured latency is within target_ms; else one error saying what the
-    fastest takes and what to change."""
-    fits = [c for c in found if c.latency_ms is not None and c.latency_ms <= target_ms]
+@dataclass(frozen=True)
+class Budget:
+    """The search's latency budget: target_ms as given, or (speedup) the teacher's measured time / speedup."""
+    target_ms: float | None
+    speedup: float | None = None
+    teacher_ms: float | None = None
+
+    @property
+    def ms(self) -> float:
+        return self.target_ms if self.speedup is None else self.teacher_ms / self.speedup
+
+    @property
+    def setting(self) -> str:
+        return "target_ms" if self.speedup is None else "target_speedup"
+
+    def __str__(self) -> str:
+        if self.speedup is None:
+            return f"{self.target_ms:g} ms"
+        return f"{self.ms:.4f} ms (the teacher's fp32 TFLite {self.teacher_ms:.4f} ms / {self.speedup:g})"
+
+    def raise_to(self, fastest_ms: float) -> str:
+        """What the budget would have to be for the fastest candidate to fit."""
+        if self.speedup is None:
+            return f"raise target_ms to at least {fastest_ms:.4f}"
+        return f"lower target_speedup to at most {self.teacher_ms / fastest_ms:.2f}"
+
+
+def choose(found: list[StudentCandidate], budget: Budget | float) -> StudentCandidate:
+    """The candidate of most capacity whose measured latency is within the budget (a Budget, or target_ms); else
+    one error saying what the fastest takes and what to change."""
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
+    fits = [c for c in found if c.latency_ms is not None and c.latency_ms <= budget.ms]
     if fits:
         return max(fits, key=lambda c: c.capacity)
     timed = [c for c in found if c.latency_ms is not None]
     fastest = min(timed, key=lambda c: c.latency_ms)
-    raise EdgemtlError(f"compress.student.target_ms: no candidate student runs within {target_ms:g} ms on this "
+    raise EdgemtlError(f"compress.student.{budget.setting}: no candidate student runs within {budget} on this "
                        f"machine; the fastest, {fastest.name} ({fastest.widths()}), takes {fastest.latency_ms:.4f} "
-                       f"ms: raise target_ms to at least {fastest.latency_ms:.4f}, or make compress.student smaller "
+                       f"ms: {budget.raise_to(fastest.latency_ms)}, or make compress.student smaller "
                        "(preset tiny, fewer filters, stem_stride 2); the measurements stay in RUN/student_search.json "
-                       "and a compress with another target_ms on this CPU reuses them")
+                       f"and a compress with another {budget.setting} on this CPU reuses them")
 
 
 @dataclass
@@ -168,30 +197,36 @@ class SearchResult:
 
 def searched_student(run: RunDir, recipe: Recipe, data, student: Recipe,
                      teacher_params: Callable[[], int] | None = None) -> SearchResult | None:
-    """The student compress trains: with compress.student.target_ms, the search's choice among the candidates
-    smaller than the teacher; without it None (the recipe's student as it is, nothing measured)."""
-    target = recipe.compress.student.target_ms
-    if target is None:
+    """The student compress trains: with compress.student.target_ms or target_speedup, the search's choice among
+    the candidates smaller than the teacher, the run's teacher timed beside them; without either None (the recipe's
+    student as it is, nothing measured)."""
+    spec = recipe.compress.student
+    if spec.target_ms is None and spec.target_speedup is None:
         return None
     limit = teacher_params() if teacher_params is not None else None
-    return StudentSearch(run, recipe, data, student).run_search(
-        target, keep=lambda c: limit is None or c.params < limit)
+    return StudentSearch(run, recipe, data, student, teacher=True).run_search(
+        spec.target_ms, keep=lambda c: limit is None or c.params < limit, speedup=spec.target_speedup)
 
 
 class StudentSearch:
     """Builds, converts and times the candidates of one recipe's student on one run's data."""
 
     def __init__(self, run: RunDir, recipe: Recipe, data, student: Recipe, precisions: tuple[str, ...] = (),
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None, teacher: bool = False):
+        """teacher: also time the run's teacher's fp32 TFLite file, side by side with the candidates (what a
+        target_speedup budget divides, and the table's "x the teacher")."""
         self.run, self.recipe, self.data, self.student = run, recipe, data, student
         self.precisions = tuple(precisions) or timed_precisions(recipe)
         self.say = say or log.info
+        self.teacher = teacher
+        self.teacher_ms: float | None = None  # its median ms on the faster kernel set, once measured or reused
 
     def key(self, scales) -> str:
-        """What the measurements depend on (the student's every key but the target, the precisions, the widths and
+        """What the measurements depend on (the student's every key but the budget, the precisions, the widths and
         strides tried, the CPU): a stored search with the same key holds this search's measurements."""
         student = self.student.to_dict()
-        student["compress"]["student"].pop("target_ms", None)
+        for budget in ("target_ms", "target_speedup"):
+            student["compress"]["student"].pop(budget, None)
         return recipe_hash({"student": student, "precisions": list(self.precisions), "scales": list(scales),
                             "strides": list(STRIDES), "cpu": describe_cpu(cpu_info())})
 
@@ -218,9 +253,14 @@ class StudentSearch:
                      f"({', '.join(self.precisions)} TFLite, one thread, batch 1, both LiteRT kernel sets)")
             targets = [{"name": f"{i} {p} {k}", "path": str(path), "kernels": k} for i, files in enumerate(paths)
                        for p, path in files.items() for k in KERNELS]
+            if self.teacher:
+                teacher = self._teacher_file(folder)
+                targets += [{"name": f"teacher fp32 {k}", "path": str(teacher), "kernels": k} for k in KERNELS]
             latency = measure(targets, samples[0], workdir=folder)["latency"]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        if self.teacher:
+            self.teacher_ms = round(min(latency[f"teacher fp32 {k}"]["median_ms"] for k in KERNELS), 5)
         for i, (c, _) in enumerate(built):
             c.files = {f"{p} {k}": round(latency[f"{i} {p} {k}"]["median_ms"], 5) for p in self.precisions
                        for k in KERNELS}
@@ -245,6 +285,16 @@ class StudentSearch:
         c.source = source
         return model
 
+    def _teacher_file(self, folder: Path) -> Path:
+        """The run's teacher as the export converts it to fp32 TFLite (through RUN/cache: export reuses it)."""
+        from ..artifacts import ArtifactId
+        from ..export.convert import Converter
+
+        out = folder / "teacher-fp32.tflite"
+        with Converter(self.run, self.recipe, "teacher") as converter:
+            shutil.copyfile(converter.convert(ArtifactId("teacher", "tflite", "fp32")), out)
+        return out
+
     def _convert(self, c: StudentCandidate, model, i: int, n: int, samples, folder) -> dict[str, Path]:
         """The candidate's TFLite file per precision in folder, converted as the export converts (full int8 in a
         child)."""
@@ -261,15 +311,22 @@ class StudentSearch:
                  f"{', '.join(self.precisions)} TFLite in {time.monotonic() - start:.1f} s")
         return files
 
-    def run_search(self, target_ms: float, scales=None,
-                   keep: Callable[[StudentCandidate], bool] = lambda c: True) -> SearchResult:
+    def run_search(self, target_ms: float | None, scales=None,
+                   keep: Callable[[StudentCandidate], bool] = lambda c: True,
+                   speedup: float | None = None) -> SearchResult:
         """Measure (or reuse the stored measurements of the same key: same candidates, precisions and CPU, any
-        target), store, choose and say the choice."""
+        target), store, choose and say the choice. The budget: target_ms, or (speedup given, with teacher) the
+        teacher's time / speedup."""
+        if speedup is not None and not self.teacher:
+            raise ValueError("a speedup budget needs the teacher timed (StudentSearch(..., teacher=True))")
         scales = SCALES if scales is None else scales
         found = candidates(self.student, scales)
         key = self.key(scales)
         stored = _stored(self.run, key)
+        if stored is not None and speedup is not None and stored.get("teacher_ms") is None:
+            stored = None  # measured without the teacher beside them: a budget relative to it needs it timed too
         if stored is not None:
+            self.teacher_ms = stored.get("teacher_ms")
             by_name = {c.name: c for c in found}
             found = [by_name[row["name"]] for row in stored["candidates"]]
             for c, row in zip(found, stored["candidates"]):
@@ -279,22 +336,24 @@ class StudentSearch:
                      f"{stored['measured_at']} on this CPU; delete the file to measure again)")
         else:
             found = self.measure(found, keep)
-        record = self._record(found, target_ms, key, stored)
+        budget = Budget(target_ms, speedup, self.teacher_ms)
+        record = self._record(found, budget, key, stored)
         atomic_write_json(self.run.student_search, record)  # kept when nothing fits: another target reuses it
-        chosen = choose(found, target_ms)
+        chosen = choose(found, budget)
         record["chosen"] = chosen.name
         for row in record["candidates"]:
             row["chosen"] = row["name"] == chosen.name
         atomic_write_json(self.run.student_search, record)
         bigger = [c for c in found if c.capacity > chosen.capacity]
         nxt = min(bigger, key=lambda c: c.capacity) if bigger else None
-        self.say(f"compress: student search: {chosen.name} chosen, {chosen.latency_ms:.4f} ms <= {target_ms:g} ms"
+        self.say(f"compress: student search: {chosen.name} chosen, {chosen.latency_ms:.4f} ms <= {budget}"
                  + (f" (the next larger, {nxt.name}, takes {nxt.latency_ms:.4f} ms)" if nxt else
                     " (the largest candidate)"))
         return SearchResult(chosen.recipe, record, found)
 
-    def _record(self, found, target_ms, key, stored) -> dict:
-        return {"target_ms": target_ms, "precisions": list(self.precisions), "threads": 1, "batch": 1, "key": key,
+    def _record(self, found, budget: Budget, key, stored) -> dict:
+        return {"target_ms": budget.ms, "target_speedup": budget.speedup, "teacher_ms": self.teacher_ms,
+                "precisions": list(self.precisions), "threads": 1, "batch": 1, "key": key,
                 "measured_on": stored["measured_on"] if stored else describe_cpu(cpu_info()),
                 "measured_at": stored["measured_at"] if stored else time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                   time.gmtime()),
@@ -314,12 +373,24 @@ def search_table(record: dict) -> list[str]:
     """The compress.md lines of a search: what was measured and the table, smallest candidate first."""
     from ..reports.markdown import table
 
+    teacher_ms = record.get("teacher_ms")
+
+    def faster(ms):
+        return "" if ms is None or not teacher_ms else f"{teacher_ms / ms:.1f}x"
+
     rows = [[c["name"], c["widths"], f"{c['params']:,}", f"{c['mflops']:.2f}",
-             "" if c["latency_ms"] is None else f"{c['latency_ms']:.4f}", c["precision"] or "", c["kernels"] or "",
+             "" if c["latency_ms"] is None else f"{c['latency_ms']:.4f}",
+             *([faster(c["latency_ms"])] if teacher_ms else []), c["precision"] or "", c["kernels"] or "",
              "**chosen**" if c["chosen"] else ""] for c in record["candidates"]]
-    return ["", f"**Student search** (compress.student.target_ms: {record['target_ms']:g} ms): candidate students "
+    speedup = record.get("target_speedup")
+    budget = (f"compress.student.target_speedup: {speedup:g}, a budget of the teacher's fp32 TFLite {teacher_ms:.4f} "
+              f"ms / {speedup:g} = {record['target_ms']:.4f} ms" if speedup else
+              f"compress.student.target_ms: {record['target_ms']:g} ms")
+    beside = f"; the teacher's fp32 TFLite beside them: {teacher_ms:.4f} ms" if teacher_ms and not speedup else ""
+    return ["", f"**Student search** ({budget}): candidate students "
                 f"with random weights as {', '.join(record['precisions'])} TFLite, timed on {record['measured_on']} "
                 "(one thread, batch 1, median of interleaved rounds; a candidate's time is its fastest file's, "
-                "precision and LiteRT kernel set); the student is the one with the most parameters within the "
-                f"budget: {record['chosen']}.", "",
-            table(["candidate", "widths", "params", "MFLOPs", "ms", "precision", "kernels", "chosen"], rows)]
+                f"precision and LiteRT kernel set{beside}); the student is the one with the most parameters within "
+                f"the budget: {record['chosen']}.", "",
+            table(["candidate", "widths", "params", "MFLOPs", "ms", *(["x the teacher"] if teacher_ms else []),
+                   "precision", "kernels", "chosen"], rows)]

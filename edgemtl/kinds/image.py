@@ -16,6 +16,7 @@ MAX_SIDE = 4096  # a recipe's image size, per side
 
 
 FIRST_READ = 1 << 16  # bytes read from an image file at once: a whole small photo
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows only (looked up once: a miss raises)
 DRAFT_FACTOR = 2  # a JPEG at least this many times the target size a side is decoded scaled down (draft)
 
 
@@ -63,7 +64,7 @@ def _decode(source, width: int, height: int, mode: str) -> Image.Image | np.ndar
 def _decode_file(path, width: int, height: int, mode: str) -> Image.Image | np.ndarray:
     """An image file read with the OS's open / read / close and nothing more: a small photo comes in one read, and a
     file object's extra system calls (fstat, ioctl) cost about as much again as the read in a sandboxed process."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, OPEN_FLAGS)
     try:
         data = os.read(fd, FIRST_READ)
         if data.startswith(JPEG_SOI):  # read whole, decoded straight from the bytes

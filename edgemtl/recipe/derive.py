@@ -72,9 +72,12 @@ def encoder_alternatives(student: Recipe) -> dict[str, tuple]:
 
 
 def _alternatives(spec, inputs: tuple, errors: list) -> dict[str, tuple]:
-    if spec.encoders and spec.target_ms is None:
+    if spec.target_ms is not None and spec.target_speedup is not None:
+        errors.append("compress.student.target_speedup: give the latency budget once, as target_ms (milliseconds on "
+                      "this machine) or target_speedup (times faster than the teacher), not both")
+    if spec.encoders and spec.target_ms is None and spec.target_speedup is None:
         errors.append("compress.student.encoders: only the latency search tries other encoders; set "
-                      "compress.student.target_ms too (or remove compress.student.encoders)")
+                      "compress.student.target_ms or target_speedup too (or remove compress.student.encoders)")
     by_name = {i.name: i for i in inputs}
     out = {}
     for name, entries in spec.encoders.items():

@@ -475,9 +475,15 @@ class StudentSpec(Spec):
                                   "and timed on this machine (one thread, batch 1, the fastest file counting); the "
                                   "largest (most parameters) within the budget becomes the student",
                                   check=_positive)
+    target_speedup: float | None = key(None, "a latency budget relative to the teacher, instead of target_ms: the "
+                                       "same search, with the teacher's fp32 TFLite file timed beside the "
+                                       "candidates; the budget is its call time divided by this (10: a student ten "
+                                       "times faster), so one recipe asks the same of every CPU",
+                                       check=_positive)
     encoders: Mapping[str, tuple[Mapping[str, Any], ...]] = key(
-        {}, "with target_ms, per input: other encoders the search also tries, each written as in inputs (keys "
-        "replacing the student's encoder; a different type starts from that type's defaults) and scaled like it",
+        {}, "with target_ms or target_speedup, per input: other encoders the search also tries, each written as in "
+        "inputs (keys replacing the student's encoder; a different type starts from that type's defaults) and scaled "
+        "like it",
         example={"image": [{"type": "cnn", "filters": [8, 16, 32], "stem_stride": 2}]})
 
 
