@@ -239,6 +239,38 @@ def test_a_target_below_every_candidate_is_one_clear_error(mini, tmp_path):
     assert not list(run.root.glob(".tmp-*"))  # scratch folders gone
 
 
+def test_the_candidates_int8_files_share_one_conversion_child_and_stay_their_own(mini, tmp_path):
+    """Every candidate's full-int8 file comes from one conversion child (TensorFlow imported once), and each is
+    still its own model's: on the same rows it answers like its own fp32 file, not like another candidate's."""
+    import numpy as np
+
+    from edgemtl.compress.student_search import StudentSearch, candidates
+    from edgemtl.export.child import ConversionChild
+    from edgemtl.export.convert import calibration_samples
+    from edgemtl.runtime.backends import open_runner
+
+    run, recipe, data, student = mini
+    search = StudentSearch(run, recipe, data, without_encoders(student), precisions=("fp32", "int8"))
+    found = candidates(search.student, (0.5, 2.0))[:2]
+    samples = calibration_samples(data["train"], list(student.tasks), 10, recipe.seed)
+    child = ConversionChild(tmp_path / "worker.log")
+    try:
+        files = [search._convert(c, search._build(c, tmp_path / f"c{i}.keras"), i, 2, samples, tmp_path, child)
+                 for i, c in enumerate(found)]
+    finally:
+        child.close()
+    assert child.started == 1
+
+    def outputs(path):
+        runner = open_runner(path, 1)
+        return np.concatenate([np.concatenate(list(runner.run(s).values()), axis=1) for s in samples])
+
+    fp32, int8 = [outputs(f["fp32"]) for f in files], [outputs(f["int8"]) for f in files]
+    for i in range(2):
+        own, other = np.abs(int8[i] - fp32[i]).mean(), np.abs(int8[i] - fp32[1 - i]).mean()
+        assert own < other, (i, own, other)
+
+
 def test_without_target_ms_nothing_is_measured(mini):
     import dataclasses
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..env_info import cpu_info, describe_cpu
 from ..errors import EdgemtlError
+from ..export.child import ConversionChild
 from ..recipe.derive import WIDTH_KEYS, encoder_alternatives, scale_width
 from ..recipe.load import recipe_hash
 from ..recipe.schema import Recipe
@@ -239,6 +240,7 @@ class StudentSearch:
         tasks = list(self.student.tasks)
         samples = calibration_samples(self.data["train"], tasks, CALIBRATION_ROWS, self.recipe.seed)
         folder = self.run.scratch("student-search")
+        child = ConversionChild(folder / "worker.log")  # one for every candidate's int8: TensorFlow imported once
         try:
             built = [(c, self._build(c, folder / f"candidate-{i}.keras")) for i, c in enumerate(found)]
             dropped = [c.name for c, _ in built if not keep(c)]
@@ -248,7 +250,8 @@ class StudentSearch:
             if not built:
                 raise EdgemtlError("compress.student.target_ms: every candidate student has at least the teacher's "
                                    "parameters; make compress.student smaller (preset small or tiny)")
-            paths = [self._convert(c, model, i, len(built), samples, folder) for i, (c, model) in enumerate(built, 1)]
+            paths = [self._convert(c, model, i, len(built), samples, folder, child)
+                     for i, (c, model) in enumerate(built, 1)]
             self.say(f"compress: student search: timing {len(built)} candidates side by side "
                      f"({', '.join(self.precisions)} TFLite, one thread, batch 1, both LiteRT kernel sets)")
             targets = [{"name": f"{i} {p} {k}", "path": str(path), "kernels": k} for i, files in enumerate(paths)
@@ -258,6 +261,7 @@ class StudentSearch:
                 targets += [{"name": f"teacher fp32 {k}", "path": str(teacher), "kernels": k} for k in KERNELS]
             latency = measure(targets, samples[0], workdir=folder)["latency"]
         finally:
+            child.close()
             shutil.rmtree(folder, ignore_errors=True)
         if self.teacher:
             self.teacher_ms = round(min(latency[f"teacher fp32 {k}"]["median_ms"] for k in KERNELS), 5)
@@ -295,16 +299,19 @@ class StudentSearch:
             shutil.copyfile(converter.convert(ArtifactId("teacher", "tflite", "fp32")), out)
         return out
 
-    def _convert(self, c: StudentCandidate, model, i: int, n: int, samples, folder) -> dict[str, Path]:
-        """The candidate's TFLite file per precision in folder, converted as the export converts (full int8 in a
+    def _convert(self, c: StudentCandidate, model, i: int, n: int, samples, folder,
+                 child: ConversionChild) -> dict[str, Path]:
+        """The candidate's TFLite file per precision in folder, converted as the export converts (full int8 in the
         child)."""
         from ..artifacts import ArtifactId
         from ..export.convert import Converter
 
         start = time.monotonic()
         with Converter(self.run, self.recipe, f"student {c.name}", model, samples, model_path=c.source,
-                       cache=False) as converter:
+                       cache=False, child=child) as converter:
             files = {p: folder / f"candidate-{i}-{p}.tflite" for p in self.precisions}
+            # int8 is sent to the child first: its calibration runs beside this process's float conversions
+            converter.prepare([ArtifactId("student", "tflite", p) for p in files])
             for p, out in files.items():
                 shutil.copyfile(converter.convert(ArtifactId("student", "tflite", p)), out)
         self.say(f"compress: student search {i}/{n}: {c.name} ({c.params:,} params, {c.mflops:.2f} MFLOPs): "

@@ -92,9 +92,11 @@ class Converter:
     the conversion child."""
 
     def __init__(self, run: RunDir, recipe: Recipe, model_name: str, model=None, samples: tuple = (),
-                 metadata: dict | None = None, model_path: Path | None = None, cache: bool = True):
+                 metadata: dict | None = None, model_path: Path | None = None, cache: bool = True,
+                 child: ConversionChild | None = None):
         """model_path: a model file outside the run's models (the student search's random-weight candidates);
-        cache: False keeps such one-off conversions out of RUN/cache."""
+        cache: False keeps such one-off conversions out of RUN/cache; child: a conversion child shared with other
+        converters, which this one leaves running (the student search's: TensorFlow imported once for all)."""
         self.run, self.recipe, self.model_name, self.cache = run, recipe, model_name, cache
         self.model_path = run.require_model(model_name) if model_path is None else Path(model_path)
         self.model = load_exported(run, recipe, model_name) if model is None else model
@@ -106,7 +108,8 @@ class Converter:
         # last: from here on only close() removes it (in the run: a kill's leftovers go at the next start)
         self.workdir = run.scratch("export")
         # one child for all of this model's crash-prone conversions (export/worker.py): started on first use
-        self.child = ConversionChild(self.workdir / "worker.log")
+        self.own_child = child is None
+        self.child = ConversionChild(self.workdir / "worker.log") if child is None else child
 
     def __enter__(self) -> Converter:
         return self
@@ -115,7 +118,8 @@ class Converter:
         self.close()
 
     def close(self) -> None:
-        self.child.close()
+        if self.own_child:
+            self.child.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def convert(self, aid: ArtifactId, keep_float: tuple[str, ...] = ()) -> Path:
