@@ -94,14 +94,15 @@ class ModalityKind:
         """What prepare needs beyond the entry, loaded once per bundle (text: its tokenizer)."""
         return {}
 
-    def prepare(self, entry: dict, value, rate=None, **resources) -> np.ndarray:
-        """Runtime: one raw value -> the model's array for this input (no batch dimension), in the entry's dtype.
-        resources: runtime_resources(entry, ...). A value that cannot become input: EdgemtlError naming the input."""
+    def prepare(self, entry: dict, value, rate=None, dtype: np.dtype | None = None, **resources) -> np.ndarray:
+        """Runtime: one raw value -> the model's array for this input (no batch dimension), in the entry's dtype
+        (`dtype`: that dtype, looked up once by the caller). resources: runtime_resources(entry, ...). A value that
+        cannot become input: EdgemtlError naming the input."""
         try:
             array = self._prepare(entry, value, rate, **resources)
         except BadInput as e:
             raise EdgemtlError(f"input '{entry['name']}': {e}") from None
-        return array.astype(np.dtype(entry["dtype"]), copy=False)
+        return array.astype(np.dtype(entry["dtype"]) if dtype is None else dtype, copy=False)
 
     def _prepare(self, entry: dict, value, rate, **resources) -> np.ndarray:
         raise NotImplementedError
@@ -305,6 +306,11 @@ class TaskKind:
 
 
 PLAIN_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))  # tolist() gives Python floats
+
+
+def flat(output) -> np.ndarray:
+    """One row's output as a 1-D array (a runtime row already is one: no conversion on the answer's path)."""
+    return output if type(output) is np.ndarray and output.ndim == 1 else np.asarray(output).reshape(-1)
 
 
 def python_floats(values: np.ndarray) -> list:

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import ClassTaskKind, Scores, masked_mean, python_floats, score_index, softmax_kl
+from .base import ClassTaskKind, Scores, flat, masked_mean, python_floats, score_index, softmax_kl
 
 
 class MulticlassKind(ClassTaskKind):
@@ -20,7 +20,7 @@ class MulticlassKind(ClassTaskKind):
         index = score_index(labels)
 
         def answer(output: np.ndarray) -> dict:
-            out = np.asarray(output).reshape(-1)
+            out = flat(output)
             best = int(out.argmax())
             scores = python_floats(out)
             return {"label": labels[best], "score": scores[best], "scores": Scores(index, scores)}

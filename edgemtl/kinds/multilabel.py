@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .base import MISSING, Scores, SigmoidTaskKind, is_missing, macro_f1, no_score, python_floats, score_index
+from .base import MISSING, Scores, SigmoidTaskKind, flat, is_missing, macro_f1, no_score, python_floats, score_index
 
 
 class MultilabelKind(SigmoidTaskKind):
@@ -61,7 +61,7 @@ class MultilabelKind(SigmoidTaskKind):
         index = score_index(labels)
 
         def answer(output: np.ndarray) -> dict:
-            scores = python_floats(np.asarray(output).reshape(-1))
+            scores = python_floats(flat(output))
             return {"labels": [label for label, p in zip(labels, scores) if p >= threshold],
                     "scores": Scores(index, scores)}
         return answer

@@ -20,4 +20,4 @@ class InputPreparer:
         self.resources = self.modality.runtime_resources(entry, Path(bundle_dir))
 
     def __call__(self, value, rate=None) -> np.ndarray:
-        return self.modality.prepare(self.entry, value, rate, **self.resources)
+        return self.modality.prepare(self.entry, value, rate, self.dtype, **self.resources)
