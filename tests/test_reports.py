@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import AV_RECIPE, TINY_AV, set_args
+from edgemtl.runtime.manifest import BundleManifest
 
 REGRESSION = "digit_value"
 SHORT = TINY_AV + [
@@ -133,7 +134,13 @@ def test_bench_means_and_comparisons_use_the_normalised_score(regression_run):
     # the headline: the fastest deployable student artifact measured side by side, against the teacher's fp32
     line = next(x for x in report.splitlines() if x.startswith("- **") and " vs teacher-tflite-fp32**" in x)
     name = line[len("- **"):line.index(" vs ")]
-    assert name == results["side_by_side"]["headline"]["student"]
+    head = results["side_by_side"]["headline"]
+    assert name == head["student"]
+    if head["chosen_by"] == "export":  # the manifest's recommendation, confirmed by bench's own timing
+        assert "export's recommended bundle for this CPU" in line
+        assert BundleManifest.read(regression_run / "exports" / name).recommended
+    else:
+        assert "the fastest deployable student artifact on this CPU" in line
     teacher, student = results["accuracy"]["teacher-tflite-fp32"], results["accuracy"][name]
     assert "normalised score" in line and "accuracy change" not in line
     delta = (student[REGRESSION]["score"] - teacher[REGRESSION]["score"]) * 100

@@ -9,6 +9,7 @@ from edgemtl.artifacts import ArtifactId
 from edgemtl.bench.headline import floor_entry, headline
 from edgemtl.bench.interleave import measure, tied
 from edgemtl.bench.machine import cpu_info
+from edgemtl.env_info import describe_cpu
 from edgemtl.export.search import Candidate, blocks, choose
 from edgemtl.runtime.manifest import BundleManifest
 
@@ -25,7 +26,7 @@ def test_every_format_recommends_one_deployable_bundle_measured_here(fashion_tin
         chosen = [m for m in mine.values() if m.recommended]
         assert len(chosen) == 1 and chosen[0].deployable
         s = chosen[0].selection
-        assert s.target == "latency" and s.measured_on == cpu_info()["model"] and s.threads == 1
+        assert s.target == "latency" and s.measured_on == describe_cpu(cpu_info()) and s.threads == 1
         assert set(s.compared_ms) == set(mine)  # every deployable candidate was timed side by side
         fastest = min(s.compared_ms, key=s.compared_ms.get)
         # the fastest median, or a stated tie resolved by size
@@ -169,3 +170,26 @@ def test_bench_headline_names_the_smallest_of_the_files_tied_with_the_fastest(tm
     assert head["teacher"] == "teacher-tflite-fp32" and head["int8"] == "student-tflite-int8"
     latency["student-tflite-dynamic"]["median_ms"] = 0.0700  # no longer tied: the fastest median is named
     assert headline(latency, ["student"], files)["student"] == "student-tflite-fp16"
+
+
+def test_bench_headline_names_exports_recommendation_for_this_cpu_where_its_timing_agrees(tmp_path):
+    """The manifest's recommended bundle is the one bench names when bench's own timing ties it with the fastest
+    (export and bench then name the same file), not when it is slower beyond noise (named as overruled) or when it
+    was recommended on another CPU."""
+    latency = {"teacher-tflite-fp32": {"median_ms": 0.36}, "student-tflite-int8": {"median_ms": 0.0330},
+               "student-tflite-dynamic": {"median_ms": 0.0345}, "student-tflite-fp32": {"median_ms": 0.0460}}
+    files = {}
+    for name, size in {"teacher-tflite-fp32": 3_000_000, "student-tflite-int8": 110_000,
+                       "student-tflite-dynamic": 107_000, "student-tflite-fp32": 300_000}.items():
+        files[name] = tmp_path / f"{name}.tflite"
+        files[name].write_bytes(bytes(size))
+    here = describe_cpu(cpu_info())
+    alone = headline(latency, ["student"], files)
+    assert alone["student"] == "student-tflite-dynamic" and alone["chosen_by"] == "bench"  # tied: the smaller
+    agreed = headline(latency, ["student"], files, {"student-tflite-int8": here})
+    assert agreed["student"] == "student-tflite-int8" and agreed["chosen_by"] == "export"
+    assert agreed["tied_with"] == ["student-tflite-dynamic"] and agreed["overruled"] == []
+    elsewhere = headline(latency, ["student"], files, {"student-tflite-int8": "another CPU, 8 cores, flags: avx2"})
+    assert elsewhere["student"] == "student-tflite-dynamic" and elsewhere["chosen_by"] == "bench"
+    slower = headline(latency, ["student"], files, {"student-tflite-fp32": here})
+    assert slower["student"] == "student-tflite-dynamic" and slower["overruled"] == ["student-tflite-fp32"]

@@ -86,7 +86,7 @@ def side_by_side(run, recipe, feeds: dict, students, flops: dict, repeats: int =
              for t in chosen}
     return {"latency": latency, "repeats": repeats, "rounds": rounds, "calls": calls, "peaks": peaks,
             "fixed_ms": fixed, "floor": {k: v for k, v in floor.items() if v}, "raw_inputs": raw is not None,
-            "headline": headline(latency, students, model_files(chosen))}
+            "headline": headline(latency, students, model_files(chosen), recommendations(chosen))}
 
 
 def gemm_precision(artifact: str) -> str:
@@ -114,21 +114,44 @@ def floor_entry(artifact: str, measured_ms: float, flops: dict, peaks: dict, fix
             "share": min(1.0, floor_ms / measured_ms), "below_floor": measured_ms < floor_ms}
 
 
-def headline(latency: dict, students, files: dict) -> dict:
-    """The student bundle to name (model call), chosen as export recommends (export/search.py choose): among those
-    tied within noise with the fastest median, the smallest file; the others tied, and the students' int8 TFLite
-    beside it. files: name -> its model file."""
+def headline(latency: dict, students, files: dict, recommended: dict | None = None) -> dict:
+    """The student bundle to name (model call) and the others tied with it, the students' int8 TFLite beside it.
+    files: name -> its model file. recommended: bundle name -> the CPU its export recommendation was measured on.
+    Export's recommendation for this CPU is named where this timing ties it with the fastest, so bench and the
+    manifest name the same bundle; otherwise bench's own choice, as export makes it (export/search.py choose: among
+    the files tied within noise with the fastest median, the smallest), and the overruled recommendation is listed."""
+    from ..env_info import cpu_info, describe_cpu
     from ..export.search import Candidate, choose
 
     names = [n for n in latency if n != "1-op model" and not n.endswith(END_TO_END)
              and ArtifactId.is_artifact_name(n) and ArtifactId.parse(n).model in students]
     if not names:
         return {}
-    named, ties = choose([Candidate(ArtifactId.parse(n), (), Path(files[n]), True, latency=latency[n])
-                          for n in names], "latency")
+    fastest, ties = choose([Candidate(ArtifactId.parse(n), (), Path(files[n]), True, latency=latency[n])
+                            for n in names], "latency")
+    close = {fastest.aid.name, *ties}
+    here = describe_cpu(cpu_info())
+    exported = [n for n in names if (recommended or {}).get(n) == here]
+    confirmed = [n for n in exported if n in close]
+    named = min(confirmed, key=lambda n: latency[n]["median_ms"]) if confirmed else fastest.aid.name
     int8 = next((f"{m}-tflite-int8" for m in students if f"{m}-tflite-int8" in latency), None)
-    return {"teacher": BASELINE if BASELINE in latency else None, "student": named.aid.name,
-            "tied_with": list(ties), "int8": int8}
+    return {"teacher": BASELINE if BASELINE in latency else None, "student": named,
+            "tied_with": sorted(close - {named}), "int8": int8,
+            "chosen_by": "export" if confirmed else "bench",
+            "overruled": [n for n in exported if n not in close]}
+
+
+def recommendations(chosen: list[dict]) -> dict:
+    """bundle name -> the CPU its export recommendation was measured on, for the recommended bundles among the
+    targets (manifest `selection`)."""
+    from ..runtime.manifest import BundleManifest
+
+    out = {}
+    for t in chosen:
+        selection = BundleManifest.read(t["path"]).selection
+        if selection is not None and selection.recommended:
+            out[t["name"]] = selection.measured_on
+    return out
 
 
 def is_student(model: str) -> bool:

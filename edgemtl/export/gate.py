@@ -67,14 +67,14 @@ def judge(path: Path, precision: str, gate: GateData, io: dict | None = None, ru
 
 def runtime_config(measured: dict) -> RuntimeConfig:
     """The configuration the gate ran on, as the manifest names it (with the CPU a kernel choice was timed on)."""
-    from ..bench.machine import cpu_info
+    from ..env_info import cpu_info, describe_cpu
 
     timings = measured.get("timings_ms")
     kernels = measured.get("kernels")
     return RuntimeConfig(kernels=kernels if kernels in KERNELS else None, threads=measured.get("threads", 1),
                          graph_optimization=measured.get("graph_optimization"), provider=measured.get("provider"),
                          chosen_by="measured" if timings else "default",
-                         measured_on=cpu_info()["model"] if timings else None, timings_ms=timings,
+                         measured_on=describe_cpu(cpu_info()) if timings else None, timings_ms=timings,
                          note=TFLM_NOTE if measured.get("runtime") == "tflm" else "")
 
 

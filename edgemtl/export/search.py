@@ -162,7 +162,7 @@ class PrecisionSearch:
                 "graph_optimization": getattr(runtime, "graph_optimization", None)}
 
     def run(self, fmt_name: str, precisions, walk: bool = True) -> Recommendation:
-        from ..bench.machine import cpu_info
+        from ..env_info import cpu_info, describe_cpu
 
         model = self.session.model_name
         base = [c for p in precisions if FORMATS[fmt_name].supports(p)
@@ -185,7 +185,7 @@ class PrecisionSearch:
             tie = f" (tied with {', '.join(ties)}: the smaller is chosen)" if ties else ""
             self.say(f"  {model} {fmt_name}: recommended {chosen.label}, {chosen.latency['median_ms']:.4f} ms, "
                      f"{chosen.size / 1024:.1f} KB{tie}")
-        return Recommendation(fmt_name, self.target, cpu_info()["model"], chosen, timed, ties)
+        return Recommendation(fmt_name, self.target, describe_cpu(cpu_info()), chosen, timed, ties)
 
     def _walk(self, start: Candidate) -> list[Candidate]:
         """Greedy over the blocks: keep one more block in float when that is faster (timed against the best int8 so

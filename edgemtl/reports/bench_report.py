@@ -147,12 +147,7 @@ def headline_lines(results: dict, student: str | None, names: list, meaning: str
         return (f"**{t / s:.1f}x faster** ({s:.4f} vs {t:.4f} ms), {size:.1f}x smaller; change of each task's "
                 f"{meaning}, in points: {deltas}")
 
-    picked = "named by --student" if student != head.get("student") else "the fastest deployable student " \
-                                                                          "artifact on this CPU"
-    ties = [n for n in head.get("tied_with") or [] if n != student]
-    tie = f" (tied within noise with {', '.join(ties)}: the smallest file is named, as export recommends)" \
-        if ties else ""
-    out = [f"- **{student} vs {BASELINE}** ({picked}{tie}; {how}): {versus(student)}."]
+    out = [f"- **{student} vs {BASELINE}** ({_picked(head, student)}; {how}): {versus(student)}."]
     int8 = head.get("int8")
     if int8 and int8 != student and int8 in latency:
         out.append(f"  - beside it, **{int8}**: {versus(int8)}.")
@@ -164,6 +159,22 @@ def headline_lines(results: dict, student: str | None, names: list, meaning: str
         out.append(f"  - end to end from raw inputs (decode + prepare + invoke + answers, `edgemtl.runtime` "
                    f"predict() on one test row): {s:.4f} vs {t:.4f} ms, **{t / s:.1f}x**{extra}.")
     return out
+
+
+def _picked(head: dict, student: str) -> str:
+    """Why the headline names this student bundle."""
+    if student != head.get("student"):
+        return "named by --student"
+    ties = [n for n in head.get("tied_with") or [] if n != student]
+    if head.get("chosen_by") == "export":
+        tie = f", tied within noise here with {', '.join(ties)}" if ties else ", the fastest here too"
+        return f"export's recommended bundle for this CPU{tie}"
+    tie = f" (tied within noise with {', '.join(ties)}: the smallest file is named, as export recommends)" \
+        if ties else ""
+    overruled = head.get("overruled") or []
+    against = (f"; export recommended {', '.join(overruled)} on this CPU, slower here beyond noise"
+               if overruled else "")
+    return f"the fastest deployable student artifact on this CPU{tie}{against}"
 
 
 def floor_lines(results: dict) -> list[str]:
