@@ -200,11 +200,24 @@ def test_compress_times_the_teacher_beside_the_candidates_for_a_speedup(tiny_run
     again = search.run_search(None, scales=(0.5,), speedup=1e-3)  # 1000x slower than the teacher: all fit
     assert again.record["teacher_ms"] == teacher_ms and again.record["target_ms"] == pytest.approx(teacher_ms * 1e3)
     assert again.record["chosen"] == max(again.candidates, key=lambda c: c.capacity).name
+    assert again.record["within_budget"] is True
+    # over_budget: fastest: the same unreachable speedup trains the fastest candidate and says by how much it misses
+    missed = search.run_search(None, scales=(0.5,), speedup=1e6, over_budget="fastest")
+    quickest = min(missed.candidates, key=lambda c: c.latency_ms)
+    assert missed.record["chosen"] == quickest.name and missed.record["within_budget"] is False
+    assert missed.recipe is quickest.recipe
+    text = "\n".join(student_search.search_table(missed.record))
+    assert (f"**no candidate is within the budget on this CPU**; compress.student.over_budget: fastest trained the "
+            f"fastest, {quickest.name} ({teacher_ms / quickest.latency_ms:.2f}x the teacher, not the 1e+06x asked)"
+            in text)
 
 
 @pytest.mark.parametrize("sets, message", [
     (["compress.student.target_ms=null"], "compress.student.encoders: only the latency search tries other encoders"),
     (["compress.student.target_speedup=10"], "compress.student.target_speedup: give the latency budget once"),
+    (["compress.student.target_ms=null", "compress.student.over_budget=fastest"],
+     "compress.student.over_budget: only the latency search has a budget to miss"),
+    (["compress.student.over_budget=best"], "compress.student.over_budget: 'best' is not one of error, fastest"),
     (["compress.student.encoders={imag: [{type: cnn}]}"], "compress.student.encoders.imag: not an input of the "
                                                            "recipe (did you mean 'image'?)"),
     (["compress.student.encoders.image=[{type: mobilenett}]"], "compress.student.encoders.image.0.type: "

@@ -173,15 +173,18 @@ class Budget:
         return f"lower target_speedup to at most {self.teacher_ms / fastest_ms:.2f}"
 
 
-def choose(found: list[StudentCandidate], budget: Budget | float) -> StudentCandidate:
+def choose(found: list[StudentCandidate], budget: Budget | float, over_budget: str = "error") -> StudentCandidate:
     """The candidate of most capacity whose measured latency is within the budget (a Budget, or target_ms); else
-    one error saying what the fastest takes and what to change."""
+    (over_budget "fastest") the fastest candidate, or ("error") one error saying what the fastest takes and what to
+    change."""
     budget = budget if isinstance(budget, Budget) else Budget(budget)
     fits = [c for c in found if c.latency_ms is not None and c.latency_ms <= budget.ms]
     if fits:
         return max(fits, key=lambda c: c.capacity)
     timed = [c for c in found if c.latency_ms is not None]
     fastest = min(timed, key=lambda c: c.latency_ms)
+    if over_budget == "fastest":
+        return fastest
     raise EdgemtlError(f"compress.student.{budget.setting}: no candidate student runs within {budget} on this "
                        f"machine; the fastest, {fastest.name} ({fastest.widths()}), takes {fastest.latency_ms:.4f} "
                        f"ms: {budget.raise_to(fastest.latency_ms)}, or make compress.student smaller "
@@ -206,7 +209,8 @@ def searched_student(run: RunDir, recipe: Recipe, data, student: Recipe,
         return None
     limit = teacher_params() if teacher_params is not None else None
     return StudentSearch(run, recipe, data, student, teacher=True).run_search(
-        spec.target_ms, keep=lambda c: limit is None or c.params < limit, speedup=spec.target_speedup)
+        spec.target_ms, keep=lambda c: limit is None or c.params < limit, speedup=spec.target_speedup,
+        over_budget=spec.over_budget)
 
 
 class StudentSearch:
@@ -226,7 +230,7 @@ class StudentSearch:
         """What the measurements depend on (the student's every key but the budget, the precisions, the widths and
         strides tried, the CPU): a stored search with the same key holds this search's measurements."""
         student = self.student.to_dict()
-        for budget in ("target_ms", "target_speedup"):
+        for budget in ("target_ms", "target_speedup", "over_budget"):
             student["compress"]["student"].pop(budget, None)
         return recipe_hash({"student": student, "precisions": list(self.precisions), "scales": list(scales),
                             "strides": list(STRIDES), "cpu": describe_cpu(cpu_info())})
@@ -320,10 +324,10 @@ class StudentSearch:
 
     def run_search(self, target_ms: float | None, scales=None,
                    keep: Callable[[StudentCandidate], bool] = lambda c: True,
-                   speedup: float | None = None) -> SearchResult:
+                   speedup: float | None = None, over_budget: str = "error") -> SearchResult:
         """Measure (or reuse the stored measurements of the same key: same candidates, precisions and CPU, any
         target), store, choose and say the choice. The budget: target_ms, or (speedup given, with teacher) the
-        teacher's time / speedup."""
+        teacher's time / speedup; over_budget: what choose() does when nothing is within it."""
         if speedup is not None and not self.teacher:
             raise ValueError("a speedup budget needs the teacher timed (StudentSearch(..., teacher=True))")
         scales = SCALES if scales is None else scales
@@ -346,17 +350,25 @@ class StudentSearch:
         budget = Budget(target_ms, speedup, self.teacher_ms)
         record = self._record(found, budget, key, stored)
         atomic_write_json(self.run.student_search, record)  # kept when nothing fits: another target reuses it
-        chosen = choose(found, budget)
+        chosen = choose(found, budget, over_budget)
         record["chosen"] = chosen.name
+        record["within_budget"] = chosen.latency_ms <= budget.ms
         for row in record["candidates"]:
             row["chosen"] = row["name"] == chosen.name
         atomic_write_json(self.run.student_search, record)
+        self.say(self._choice_line(found, chosen, budget))
+        return SearchResult(chosen.recipe, record, found)
+
+    def _choice_line(self, found, chosen: StudentCandidate, budget: Budget) -> str:
+        if chosen.latency_ms > budget.ms:
+            return (f"compress: student search: no candidate runs within {budget}; the fastest, {chosen.name}, "
+                    f"takes {chosen.latency_ms:.4f} ms ({_versus(chosen.latency_ms, budget)}) and is trained "
+                    "(compress.student.over_budget: fastest)")
         bigger = [c for c in found if c.capacity > chosen.capacity]
         nxt = min(bigger, key=lambda c: c.capacity) if bigger else None
-        self.say(f"compress: student search: {chosen.name} chosen, {chosen.latency_ms:.4f} ms <= {budget}"
-                 + (f" (the next larger, {nxt.name}, takes {nxt.latency_ms:.4f} ms)" if nxt else
-                    " (the largest candidate)"))
-        return SearchResult(chosen.recipe, record, found)
+        return (f"compress: student search: {chosen.name} chosen, {chosen.latency_ms:.4f} ms <= {budget}"
+                + (f" (the next larger, {nxt.name}, takes {nxt.latency_ms:.4f} ms)" if nxt else
+                   " (the largest candidate)"))
 
     def _record(self, found, budget: Budget, key, stored) -> dict:
         return {"target_ms": budget.ms, "target_speedup": budget.speedup, "teacher_ms": self.teacher_ms,
@@ -366,6 +378,13 @@ class StudentSearch:
                                                                                   time.gmtime()),
                 "chosen": None,
                 "candidates": [c.row(False) for c in sorted(found, key=lambda c: c.capacity)]}
+
+
+def _versus(ms: float, budget: Budget) -> str:
+    """How far a time over the budget is from it: the speedup it gives, or its ratio to target_ms."""
+    if budget.speedup is not None:
+        return f"{budget.teacher_ms / ms:.2f}x the teacher, asked {budget.speedup:g}x"
+    return f"{ms / budget.ms:.2f}x the {budget.ms:g} ms asked"
 
 
 def _stored(run: RunDir, key: str) -> dict | None:
@@ -397,7 +416,18 @@ def search_table(record: dict) -> list[str]:
     return ["", f"**Student search** ({budget}): candidate students "
                 f"with random weights as {', '.join(record['precisions'])} TFLite, timed on {record['measured_on']} "
                 "(one thread, batch 1, median of interleaved rounds; a candidate's time is its fastest file's, "
-                f"precision and LiteRT kernel set{beside}); the student is the one with the most parameters within "
-                f"the budget: {record['chosen']}.", "",
+                f"precision and LiteRT kernel set{beside}); {_chosen_sentence(record)}", "",
             table(["candidate", "widths", "params", "MFLOPs", "ms", *(["x the teacher"] if teacher_ms else []),
                    "precision", "kernels", "chosen"], rows)]
+
+
+def _chosen_sentence(record: dict) -> str:
+    """The search table's verdict: the largest within the budget, or the fastest with how far it misses it."""
+    if record.get("within_budget", True):
+        return f"the student is the one with the most parameters within the budget: {record['chosen']}."
+    row = next(c for c in record["candidates"] if c["chosen"])
+    teacher_ms, speedup = record.get("teacher_ms"), record.get("target_speedup")
+    missed = (f"{teacher_ms / row['latency_ms']:.2f}x the teacher, not the {speedup:g}x asked" if speedup else
+              f"{row['latency_ms']:.4f} ms, {row['latency_ms'] / record['target_ms']:.2f}x the budget")
+    return (f"**no candidate is within the budget on this CPU**; compress.student.over_budget: fastest trained the "
+            f"fastest, {record['chosen']} ({missed}).")

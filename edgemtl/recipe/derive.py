@@ -78,6 +78,9 @@ def _alternatives(spec, inputs: tuple, errors: list) -> dict[str, tuple]:
     if spec.encoders and spec.target_ms is None and spec.target_speedup is None:
         errors.append("compress.student.encoders: only the latency search tries other encoders; set "
                       "compress.student.target_ms or target_speedup too (or remove compress.student.encoders)")
+    if spec.over_budget != "error" and spec.target_ms is None and spec.target_speedup is None:
+        errors.append("compress.student.over_budget: only the latency search has a budget to miss; set "
+                      "compress.student.target_ms or target_speedup too (or remove compress.student.over_budget)")
     by_name = {i.name: i for i in inputs}
     out = {}
     for name, entries in spec.encoders.items():

@@ -485,6 +485,10 @@ class StudentSpec(Spec):
         "inputs (keys replacing the student's encoder; a different type starts from that type's defaults) and scaled "
         "like it",
         example={"image": [{"type": "cnn", "filters": [8, 16, 32], "stem_stride": 2}]})
+    over_budget: str = key("error", "with target_ms or target_speedup, when no candidate is within the budget on "
+                           "this machine: error (stop before training the student, saying what the fastest takes) "
+                           "or fastest (train the fastest candidate; compress says by how much it misses the budget)",
+                           choices=("error", "fastest"))
 
 
 @spec
