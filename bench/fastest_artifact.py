@@ -82,9 +82,12 @@ def verdict(results: dict, student: str | None, tasks: list) -> list[str]:
     lines = ["", "Done-when (issue 26), as measured here:",
              f"- model call {speed:.1f}x faster (goal >= 10x): {'met' if speed >= 10 else 'NOT met'}",
              f"- {size:.1f}x smaller (goal >= 20x): {'met' if size >= 20 else 'NOT met'}"]
-    if worst:
-        lines.append(f"- largest per-task drop vs the teacher {drops[worst]:+.2f} points ({worst}; goal <= 1): "
+    if worst and drops[worst] > 0:
+        lines.append(f"- largest per-task drop vs the teacher {drops[worst]:.2f} points ({worst}; goal <= 1): "
                      f"{'met' if drops[worst] <= 1.0 else 'NOT met'}")
+    elif worst:  # every task scores at least the teacher's: the smallest change is a gain (or none)
+        lines.append(f"- no task below the teacher (the smallest change {-drops[worst]:+.2f} points, {worst}; "
+                     "goal: no drop over 1): met")
     if all(ends):
         e2e = ends[0]["median_ms"] / ends[1]["median_ms"]
         lines.append(f"- end to end {e2e:.1f}x faster (goal >= 5x): {'met' if e2e >= 5 else 'NOT met'}")
