@@ -208,7 +208,8 @@ def test_compress_times_the_teacher_beside_the_candidates_for_a_speedup(tiny_run
     assert missed.recipe is quickest.recipe
     text = "\n".join(student_search.search_table(missed.record))
     assert (f"**no candidate is within the budget on this CPU**; compress.student.over_budget: fastest trained the "
-            f"fastest, {quickest.name} ({teacher_ms / quickest.latency_ms:.2f}x the teacher, not the 1e+06x asked)"
+            f"fastest, {quickest.name} ({quickest.latency_ms:.4f} ms, "
+            f"{teacher_ms / quickest.latency_ms:.2f}x the teacher, not the 1e+06x asked)"
             in text)
 
 

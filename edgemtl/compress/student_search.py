@@ -383,7 +383,7 @@ class StudentSearch:
 def _versus(ms: float, budget: Budget) -> str:
     """How far a time over the budget is from it: the speedup it gives, or its ratio to target_ms."""
     if budget.speedup is not None:
-        return f"{budget.teacher_ms / ms:.2f}x the teacher, asked {budget.speedup:g}x"
+        return f"{budget.teacher_ms / ms:.2f}x the teacher, not the {budget.speedup:g}x asked"
     return f"{ms / budget.ms:.2f}x the {budget.ms:g} ms asked"
 
 
@@ -426,8 +426,6 @@ def _chosen_sentence(record: dict) -> str:
     if record.get("within_budget", True):
         return f"the student is the one with the most parameters within the budget: {record['chosen']}."
     row = next(c for c in record["candidates"] if c["chosen"])
-    teacher_ms, speedup = record.get("teacher_ms"), record.get("target_speedup")
-    missed = (f"{teacher_ms / row['latency_ms']:.2f}x the teacher, not the {speedup:g}x asked" if speedup else
-              f"{row['latency_ms']:.4f} ms, {row['latency_ms'] / record['target_ms']:.2f}x the budget")
+    budget = Budget(record["target_ms"], record.get("target_speedup"), record.get("teacher_ms"))
     return (f"**no candidate is within the budget on this CPU**; compress.student.over_budget: fastest trained the "
-            f"fastest, {record['chosen']} ({missed}).")
+            f"fastest, {record['chosen']} ({row['latency_ms']:.4f} ms, {_versus(row['latency_ms'], budget)}).")
