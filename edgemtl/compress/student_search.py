@@ -252,8 +252,8 @@ class StudentSearch:
                 self.say(f"compress: student search: {', '.join(dropped)} not smaller than the teacher: left out")
             built = [(c, model) for c, model in built if keep(c)]
             if not built:
-                raise EdgemtlError("compress.student.target_ms: every candidate student has at least the teacher's "
-                                   "parameters; make compress.student smaller (preset small or tiny)")
+                raise EdgemtlError("compress.student: every candidate student of the latency search has at least "
+                                   "the teacher's parameters; make compress.student smaller (preset small or tiny)")
             paths = [self._convert(c, model, i, len(built), samples, folder, child)
                      for i, (c, model) in enumerate(built, 1)]
             self.say(f"compress: student search: timing {len(built)} candidates side by side "

@@ -75,10 +75,11 @@ def _alternatives(spec, inputs: tuple, errors: list) -> dict[str, tuple]:
     if spec.target_ms is not None and spec.target_speedup is not None:
         errors.append("compress.student.target_speedup: give the latency budget once, as target_ms (milliseconds on "
                       "this machine) or target_speedup (times faster than the teacher), not both")
-    if spec.encoders and spec.target_ms is None and spec.target_speedup is None:
+    no_budget = spec.target_ms is None and spec.target_speedup is None
+    if spec.encoders and no_budget:
         errors.append("compress.student.encoders: only the latency search tries other encoders; set "
                       "compress.student.target_ms or target_speedup too (or remove compress.student.encoders)")
-    if spec.over_budget != "error" and spec.target_ms is None and spec.target_speedup is None:
+    if spec.over_budget != "error" and no_budget:
         errors.append("compress.student.over_budget: only the latency search has a budget to miss; set "
                       "compress.student.target_ms or target_speedup too (or remove compress.student.over_budget)")
     by_name = {i.name: i for i in inputs}
